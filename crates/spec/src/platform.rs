@@ -1,0 +1,110 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::SpecError;
+
+/// Where an image runs. Adding a platform is one variant here and one driver module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Docker,
+    Qemu,
+    Rumprun,
+    Xen,
+    Firecracker,
+}
+
+impl Platform {
+    pub const ALL: [Platform; 5] =
+        [Platform::Docker, Platform::Qemu, Platform::Rumprun, Platform::Xen, Platform::Firecracker];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Docker => "docker",
+            Platform::Qemu => "qemu",
+            Platform::Rumprun => "rumprun",
+            Platform::Xen => "xen",
+            Platform::Firecracker => "firecracker",
+        }
+    }
+
+    /// The image kind this platform boots.
+    pub fn target(self) -> Target {
+        match self {
+            Platform::Docker => Target::Oci,
+            Platform::Qemu | Platform::Xen | Platform::Firecracker => Target::MicroVm,
+            Platform::Rumprun => Target::Rumprun,
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Platform {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Platform::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| SpecError::Unknown {
+            what: "platform",
+            value: s.to_string(),
+            expected: Platform::ALL.map(|p| p.as_str()).join(", "),
+        })
+    }
+}
+
+/// What `build` produces from one Artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Oci,
+    #[serde(rename = "microvm")]
+    MicroVm,
+    Rumprun,
+}
+
+impl Target {
+    pub const ALL: [Target; 3] = [Target::Oci, Target::MicroVm, Target::Rumprun];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Oci => "oci",
+            Target::MicroVm => "microvm",
+            Target::Rumprun => "rumprun",
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Target {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Target::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| SpecError::Unknown {
+            what: "target",
+            value: s.to_string(),
+            expected: Target::ALL.map(|t| t.as_str()).join(", "),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_round_trip_and_unknown_is_named() {
+        for p in Platform::ALL {
+            assert_eq!(p.as_str().parse::<Platform>().unwrap(), p);
+        }
+        let err = "vmware".parse::<Platform>().unwrap_err().to_string();
+        assert_eq!(err, "unknown platform `vmware`; expected one of: docker, qemu, rumprun, xen, firecracker");
+    }
+}
