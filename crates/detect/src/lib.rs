@@ -1,0 +1,86 @@
+//! Detection: an app input → a [`BuildPlan`], a pure value saying how to build and run it.
+//!
+//! Each way of building is a [`Detector`]; they are asked in order and the first that
+//! recognises the source tree wins. `bakeoff.toml` then overrides what was guessed.
+
+mod detectors;
+mod plan;
+
+use std::path::{Path, PathBuf};
+
+pub use detectors::{default_detectors, Detector, SourceTree};
+pub use plan::{app_binary_path, BuildPlan, Source};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error("{0} does not exist")]
+    NotFound(PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0} has nothing bakeoff can build: expected bakeoff.toml with [build], a Cargo.toml, a Makefile, exactly one .c file, or a Linux executable")]
+    NothingBuildable(PathBuf),
+    #[error("{path} holds several C files ({files}); add a Makefile or a bakeoff.toml [build] section saying how to build them")]
+    SeveralCFiles { path: PathBuf, files: String },
+    #[error("{0} is neither a directory, a C source file (.c) nor an ELF executable")]
+    UnknownFile(PathBuf),
+    #[error("`deb:` needs a package name, for example deb:nginx")]
+    EmptyDeb,
+    #[error("invalid Debian package name `{0}`")]
+    BadDebName(String),
+    #[error(transparent)]
+    Spec(#[from] bakeoff_spec::SpecError),
+}
+
+/// What the user named as APP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppInput {
+    Dir(PathBuf),
+    CFile(PathBuf),
+    Elf(PathBuf),
+    Deb(String),
+}
+
+impl AppInput {
+    /// Classifies `app` (a path, or `deb:NAME`) by looking at the file system.
+    pub fn resolve(app: &str) -> Result<AppInput, DetectError> {
+        if let Some(pkg) = app.strip_prefix("deb:") {
+            if pkg.is_empty() {
+                return Err(DetectError::EmptyDeb);
+            }
+            let ok = pkg.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+                && pkg.len() >= 2;
+            if !ok {
+                return Err(DetectError::BadDebName(pkg.to_string()));
+            }
+            return Ok(AppInput::Deb(pkg.to_string()));
+        }
+        let path = PathBuf::from(app);
+        let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => DetectError::NotFound(path.clone()),
+            _ => DetectError::Io { path: path.clone(), source: e },
+        })?;
+        if meta.is_dir() {
+            return Ok(AppInput::Dir(path));
+        }
+        if path.extension().is_some_and(|e| e == "c") {
+            return Ok(AppInput::CFile(path));
+        }
+        if is_elf(&path) {
+            return Ok(AppInput::Elf(path));
+        }
+        Err(DetectError::UnknownFile(path))
+    }
+}
+
+/// True when the file starts with the ELF magic.
+pub fn is_elf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
+}
+
+/// Detects the plan for `app` with the default detectors.
+pub fn detect(app: &str) -> Result<BuildPlan, DetectError> {
+    let input = AppInput::resolve(app)?;
+    plan::plan_for(app, input, &default_detectors())
+}

@@ -1,0 +1,263 @@
+use std::path::{Path, PathBuf};
+
+use bakeoff_spec::{parse_memory, HealthKind, HealthSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::{AppInput, DetectError, Detector, SourceTree};
+
+/// How the app's executable comes to be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    /// One C file, compiled with `gcc -O2 -static`.
+    CFile { file: PathBuf },
+    /// `make` in a copy of the directory; the output is the one new executable (or `build.output`).
+    Make { dir: PathBuf, output: Option<PathBuf> },
+    /// `cargo build --release`; the output is the package's binary.
+    Cargo { dir: PathBuf },
+    /// A user command from bakeoff.toml `[build]`.
+    Custom { dir: PathBuf, command: String, output: Option<PathBuf> },
+    /// A prebuilt Linux executable, used as it is.
+    Elf { path: PathBuf },
+    /// A Debian package and its dependencies, unpacked (never installed on the host).
+    Deb { package: String },
+}
+
+impl Source {
+    /// True when the app is built here from source (Rumprun needs that).
+    pub fn from_source(&self) -> bool {
+        !matches!(self, Source::Elf { .. } | Source::Deb { .. })
+    }
+}
+
+/// Everything needed to build and run the app, decided before any effect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildPlan {
+    pub name: String,
+    /// APP exactly as the user gave it.
+    pub input: String,
+    pub source: Source,
+    /// Which detector (or the user's bakeoff.toml) chose the source.
+    pub detected_by: String,
+    /// Program and fixed leading arguments inside the image. Empty means "the built executable".
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Ports the app listens on inside the guest.
+    pub ports: Vec<u16>,
+    pub workdir: String,
+    pub health: HealthSpec,
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    /// Extra host files copied into the image: (absolute host path, image path).
+    pub files: Vec<(PathBuf, String)>,
+    pub rumprun_toolchain: Option<PathBuf>,
+}
+
+/// Where the built executable lives inside every image.
+pub fn app_binary_path(name: &str) -> String {
+    format!("/app/{name}")
+}
+
+pub(crate) fn plan_for(input_text: &str, input: AppInput, detectors: &[Box<dyn Detector>]) -> Result<BuildPlan, DetectError> {
+    let (source, detected_by, spec, dir) = match input {
+        AppInput::Dir(dir) => {
+            let tree = SourceTree::read(&dir)?;
+            let mut found = None;
+            for d in detectors {
+                if let Some(source) = d.detect(&tree)? {
+                    found = Some((source, d.name().to_string()));
+                    break;
+                }
+            }
+            let (source, by) = found.ok_or_else(|| DetectError::NothingBuildable(dir.clone()))?;
+            (source, by, tree.spec, Some(dir))
+        }
+        AppInput::CFile(file) => (Source::CFile { file }, "single C file".into(), None, None),
+        AppInput::Elf(path) => (Source::Elf { path }, "prebuilt ELF".into(), None, None),
+        AppInput::Deb(package) => (Source::Deb { package }, "debian package".into(), None, None),
+    };
+    let spec = spec.unwrap_or_default();
+    let name = match &spec.name {
+        Some(n) => n.clone(),
+        None => default_name(&source, dir.as_deref()),
+    };
+    bakeoff_spec::validate_name(&name)?;
+
+    let guessed_ports = guess_ports(&source);
+    let ports = spec.ports.clone().unwrap_or(guessed_ports);
+    let health = match spec.health.clone() {
+        Some(mut h) => {
+            h.port = h.port.or(ports.first().copied());
+            h
+        }
+        None => HealthSpec { kind: HealthKind::Http, path: "/".into(), port: ports.first().copied(), timeout: None },
+    };
+    let base = dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let files = spec
+        .files
+        .iter()
+        .map(|f| (if f.src.is_absolute() { f.src.clone() } else { base.join(&f.src) }, f.dst.clone()))
+        .collect();
+    Ok(BuildPlan {
+        name,
+        input: input_text.to_string(),
+        detected_by,
+        command: spec.command.clone().unwrap_or_default(),
+        args: spec.args.clone().unwrap_or_default(),
+        env: spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ports,
+        workdir: spec.workdir.clone().unwrap_or_else(|| "/".into()),
+        health,
+        memory: spec.resources.memory.as_deref().map(parse_memory).transpose()?,
+        cpus: spec.resources.cpus,
+        files,
+        rumprun_toolchain: spec.rumprun.as_ref().and_then(|r| r.toolchain.clone()),
+        source,
+    })
+}
+
+fn sanitize(raw: &str) -> String {
+    let mut s: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    while s.starts_with(|c: char| !c.is_ascii_alphanumeric()) {
+        s.remove(0);
+    }
+    s.truncate(63);
+    if s.is_empty() {
+        "app".into()
+    } else {
+        s
+    }
+}
+
+fn default_name(source: &Source, dir: Option<&Path>) -> String {
+    let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let raw = match (dir, source) {
+        (Some(d), _) => stem(&std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf())),
+        (None, Source::CFile { file }) => stem(file),
+        (None, Source::Elf { path }) => stem(path),
+        (None, Source::Deb { package }) => package.clone(),
+        (None, _) => String::new(),
+    };
+    sanitize(&raw)
+}
+
+/// Guesses listening ports from a C source: literal `htons(N)`, else 8080 (the convention of
+/// our examples: `$PORT`, default 8080). bakeoff.toml `ports` overrides.
+fn guess_ports(source: &Source) -> Vec<u16> {
+    let text = match source {
+        Source::CFile { file } => std::fs::read_to_string(file).unwrap_or_default(),
+        Source::Deb { package } if package.starts_with("nginx") => return vec![80],
+        Source::Deb { package } if package.starts_with("redis") => return vec![6379],
+        _ => String::new(),
+    };
+    let mut ports = Vec::new();
+    for (i, _) in text.match_indices("htons(") {
+        let digits: String = text[i + 6..].chars().take_while(|c| c.is_ascii_digit()).collect();
+        if let Ok(p) = digits.parse::<u16>() {
+            if p != 0 && !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+    }
+    if ports.is_empty() {
+        ports.push(8080);
+    }
+    ports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    fn redacted(plan: &BuildPlan, root: &Path) -> String {
+        serde_json::to_string_pretty(plan).unwrap().replace(&root.display().to_string(), "[ROOT]")
+    }
+
+    #[test]
+    fn example_hello_plan() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
+        let plan = detect(root.to_str().unwrap()).unwrap();
+        assert_eq!(plan.name, "hello");
+        assert_eq!(plan.ports, vec![8080]);
+        assert!(matches!(plan.source, Source::CFile { .. }));
+        insta::assert_snapshot!(redacted(&plan, &root));
+    }
+
+    #[test]
+    fn single_file_guesses_port_from_htons() {
+        let t = tempfile::tempdir().unwrap();
+        write(t.path(), "srv.c", "int main(){ a.sin_port = htons(9000); }");
+        let plan = detect(t.path().join("srv.c").to_str().unwrap()).unwrap();
+        assert_eq!((plan.name.as_str(), plan.ports.clone()), ("srv", vec![9000]));
+    }
+
+    #[test]
+    fn toml_overrides_detection() {
+        let t = tempfile::tempdir().unwrap();
+        write(t.path(), "a.c", "int main(){}");
+        write(
+            t.path(),
+            "bakeoff.toml",
+            "name = \"web\"\nargs = [\"-v\"]\nports = [81]\n[env]\nA = \"1\"\n[health]\nkind = \"tcp\"\n[resources]\nmemory = \"64M\"\n",
+        );
+        let plan = detect(t.path().to_str().unwrap()).unwrap();
+        assert_eq!(plan.name, "web");
+        assert_eq!(plan.args, vec!["-v"]);
+        assert_eq!(plan.ports, vec![81]);
+        assert_eq!(plan.health.port, Some(81));
+        assert_eq!(plan.health.kind, HealthKind::Tcp);
+        assert_eq!(plan.memory, Some(64 << 20));
+        assert_eq!(plan.env, vec![("A".into(), "1".into())]);
+    }
+
+    #[test]
+    fn detector_order_make_before_c_and_cargo_first() {
+        let t = tempfile::tempdir().unwrap();
+        write(t.path(), "a.c", "");
+        write(t.path(), "b.c", "");
+        write(t.path(), "Makefile", "all:\n");
+        assert!(matches!(detect(t.path().to_str().unwrap()).unwrap().source, Source::Make { .. }));
+        write(t.path(), "Cargo.toml", "[package]\nname='x'\n");
+        assert!(matches!(detect(t.path().to_str().unwrap()).unwrap().source, Source::Cargo { .. }));
+    }
+
+    #[test]
+    fn bad_inputs_say_what_is_wrong() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().to_str().unwrap().to_string();
+        let e = detect(&format!("{p}/missing")).unwrap_err().to_string();
+        assert_eq!(e, format!("{p}/missing does not exist"));
+        let e = detect(&p).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{p} has nothing bakeoff can build")), "{e}");
+        write(t.path(), "a.c", "");
+        write(t.path(), "b.c", "");
+        let e = detect(&p).unwrap_err().to_string();
+        assert_eq!(e, format!("{p} holds several C files (a.c, b.c); add a Makefile or a bakeoff.toml [build] section saying how to build them"));
+        write(t.path(), "notes.txt", "hi");
+        let e = detect(&format!("{p}/notes.txt")).unwrap_err().to_string();
+        assert!(e.contains("is neither a directory"), "{e}");
+        assert_eq!(detect("deb:").unwrap_err().to_string(), "`deb:` needs a package name, for example deb:nginx");
+        assert!(detect("deb:Bad_Name").is_err());
+        write(t.path(), "bakeoff.toml", "nmae = \"x\"\n");
+        let e = detect(&p).unwrap_err().to_string();
+        assert!(e.contains("bakeoff.toml line 1: unknown field `nmae`"), "{e}");
+    }
+
+    #[test]
+    fn prebuilt_elf_and_deb() {
+        let plan = detect("/bin/true").unwrap();
+        assert!(matches!(plan.source, Source::Elf { .. }));
+        assert!(!plan.source.from_source());
+        let plan = detect("deb:nginx").unwrap();
+        assert_eq!((plan.name.as_str(), plan.ports.clone()), ("nginx", vec![80]));
+    }
+}
