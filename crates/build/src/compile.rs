@@ -1,0 +1,349 @@
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use bakeoff_detect::{app_binary_path, is_elf, BuildPlan, Source};
+use sha2::{Digest, Sha256};
+
+use crate::{hash, Artifact, ArtifactManifest, BuildError, Cache};
+
+/// Bump when the layout of artifacts changes, so old cache entries are not reused.
+const BUILDER_VERSION: &str = "bakeoff-build/1";
+
+#[derive(Debug)]
+pub struct BuildOutcome {
+    pub artifact: Artifact,
+    /// True when nothing was compiled: the artifact came from the cache.
+    pub cached: bool,
+    /// Wall time of this call.
+    pub seconds: f64,
+}
+
+/// Builds the plan's app once; an unchanged rebuild returns the cached artifact without compiling.
+pub fn build(plan: &BuildPlan, cache: &Cache, log: &dyn Fn(&str)) -> Result<BuildOutcome, BuildError> {
+    let start = Instant::now();
+    let id = input_hash(plan)?;
+    let final_dir = cache.artifacts().join(&id);
+    if final_dir.join("artifact.json").is_file() {
+        let artifact = Artifact::load(&final_dir)?;
+        return Ok(BuildOutcome { artifact, cached: true, seconds: start.elapsed().as_secs_f64() });
+    }
+
+    let work = cache.tmp()?;
+    let staging = work.path().join("artifact");
+    let rootfs = staging.join("rootfs");
+    fs_err::create_dir_all(&rootfs)?;
+
+    let exe = produce_executable(plan, work.path(), log)?;
+    let binary = app_binary_path(&plan.name);
+    let dest = rootfs.join(binary.trim_start_matches('/'));
+    fs_err::create_dir_all(dest.parent().unwrap())?;
+    fs_err::copy(&exe, &dest)?;
+    fs_err::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))?;
+    let binary_size = fs_err::metadata(&dest)?.len();
+    let linkage = if is_static(&exe)? { "static" } else { "dynamic" };
+    if linkage == "dynamic" {
+        return Err(BuildError::Unsupported(format!(
+            "{} is dynamically linked; dynamic executables are not supported yet — link it statically (-static)",
+            exe.display()
+        )));
+    }
+    for (src, dst) in &plan.files {
+        copy_tree(src, &rootfs.join(dst.trim_start_matches('/')))?;
+    }
+
+    let command = if plan.command.is_empty() { vec![binary.clone()] } else { plan.command.clone() };
+    let manifest = ArtifactManifest {
+        id: id.clone(),
+        name: plan.name.clone(),
+        input: plan.input.clone(),
+        source: plan.source.clone(),
+        command,
+        args: plan.args.clone(),
+        env: plan.env.clone(),
+        ports: plan.ports.clone(),
+        workdir: plan.workdir.clone(),
+        health: plan.health.clone(),
+        memory: plan.memory,
+        cpus: plan.cpus,
+        binary,
+        binary_size,
+        linkage: linkage.into(),
+        build_seconds: start.elapsed().as_secs_f64(),
+    };
+    fs_err::write(staging.join("artifact.json"), serde_json::to_vec_pretty(&manifest).expect("manifest serializes"))?;
+    fs_err::create_dir_all(cache.artifacts())?;
+    // The rename is the commit point: before it nothing is visible under artifacts/.
+    if let Err(e) = std::fs::rename(&staging, &final_dir) {
+        if !final_dir.join("artifact.json").is_file() {
+            return Err(e.into());
+        }
+    }
+    let artifact = Artifact::load(&final_dir)?;
+    Ok(BuildOutcome { artifact, cached: false, seconds: start.elapsed().as_secs_f64() })
+}
+
+/// A hash of everything that decides the artifact: the plan and the content of its inputs.
+fn input_hash(plan: &BuildPlan) -> Result<String, BuildError> {
+    let mut h = Sha256::new();
+    h.update(BUILDER_VERSION);
+    h.update(serde_json::to_vec(plan).expect("plan serializes"));
+    match &plan.source {
+        Source::CFile { file } => hash::hash_path(&mut h, file)?,
+        Source::Make { dir, .. } | Source::Cargo { dir } | Source::Custom { dir, .. } => hash::hash_path(&mut h, dir)?,
+        Source::Elf { path } => hash::hash_path(&mut h, path)?,
+        Source::Deb { package } => h.update(package),
+    }
+    for (src, _) in &plan.files {
+        if !src.exists() {
+            return Err(BuildError::MissingFile(src.clone()));
+        }
+        hash::hash_path(&mut h, src)?;
+    }
+    Ok(hash::hex(h))
+}
+
+fn run(cmd: &mut Command, what: &str, log: &dyn Fn(&str)) -> Result<String, BuildError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    log(&format!("running {program} for {what}"));
+    let out = cmd.output().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => BuildError::ToolMissing {
+            tool: program.clone(),
+            hint: match program.as_str() {
+                "gcc" | "cc" => "install it with `apt-get install -y gcc libc6-dev`".into(),
+                "make" => "install it with `apt-get install -y make`".into(),
+                "cargo" => "install Rust with rustup (https://rustup.rs)".into(),
+                _ => "install it or fix PATH".into(),
+            },
+        },
+        _ => BuildError::Io(e),
+    })?;
+    if !out.status.success() {
+        let mut output = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+        if output.is_empty() {
+            output = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
+        }
+        let status = out.status.code().map(|c| c.to_string()).unwrap_or_else(|| "killed".into());
+        return Err(BuildError::CommandFailed { what: what.to_string(), status, output });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Compiles (or locates) the app's executable; returns its path.
+fn produce_executable(plan: &BuildPlan, work: &Path, log: &dyn Fn(&str)) -> Result<PathBuf, BuildError> {
+    match &plan.source {
+        Source::CFile { file } => {
+            let out = work.join("app.out");
+            let what = file.display().to_string();
+            run(Command::new("gcc").args(["-O2", "-static", "-o"]).arg(&out).arg(file), &what, log)?;
+            Ok(out)
+        }
+        Source::Make { dir, output } => {
+            let src = work.join("src");
+            copy_tree(dir, &src)?;
+            let before = executables(&src)?;
+            run(Command::new("make").arg("-C").arg(&src), &dir.display().to_string(), log)?;
+            pick_output(dir, &src, output.as_deref(), &before)
+        }
+        Source::Custom { dir, command, output } => {
+            let src = work.join("src");
+            copy_tree(dir, &src)?;
+            let before = executables(&src)?;
+            run(Command::new("sh").arg("-c").arg(command).current_dir(&src), &format!("{} (`{command}`)", dir.display()), log)?;
+            pick_output(dir, &src, output.as_deref(), &before)
+        }
+        Source::Cargo { dir } => {
+            let target = work.join("target");
+            let stdout = run(
+                Command::new("cargo")
+                    .args(["build", "--release", "--message-format=json-render-diagnostics", "--target-dir"])
+                    .arg(&target)
+                    .env("RUSTFLAGS", "-C target-feature=+crt-static")
+                    .current_dir(dir),
+                &dir.display().to_string(),
+                log,
+            )?;
+            let exes: Vec<PathBuf> = stdout
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["reason"] == "compiler-artifact")
+                .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
+                .collect();
+            match exes.as_slice() {
+                [one] => Ok(one.clone()),
+                [] => Err(BuildError::NoOutput { dir: dir.clone() }),
+                many => many
+                    .iter()
+                    .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == plan.name))
+                    .cloned()
+                    .ok_or_else(|| BuildError::SeveralOutputs { dir: dir.clone(), found: names(many) }),
+            }
+        }
+        Source::Elf { path } => {
+            if !is_elf(path) {
+                return Err(BuildError::NotElf { path: path.clone() });
+            }
+            Ok(path.clone())
+        }
+        Source::Deb { package } => Err(BuildError::Unsupported(format!(
+            "deb:{package}: Debian package inputs are not supported yet"
+        ))),
+    }
+}
+
+fn names(paths: &[PathBuf]) -> String {
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn pick_output(dir: &Path, src: &Path, output: Option<&Path>, before: &[PathBuf]) -> Result<PathBuf, BuildError> {
+    if let Some(out) = output {
+        let p = src.join(out);
+        if !p.is_file() {
+            return Err(BuildError::MissingOutput(dir.join(out)));
+        }
+        return Ok(p);
+    }
+    let new: Vec<PathBuf> = executables(src)?.into_iter().filter(|p| !before.contains(p)).collect();
+    match new.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(BuildError::NoOutput { dir: dir.to_path_buf() }),
+        many => Err(BuildError::SeveralOutputs { dir: dir.to_path_buf(), found: names(many) }),
+    }
+}
+
+/// Executable ELF files under `dir` (recursively), sorted.
+fn executables(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs_err::read_dir(&d)? {
+            let e = e?;
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() && e.metadata()?.permissions().mode() & 0o111 != 0 && is_elf(&e.path()) {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A static executable has no PT_INTERP program header.
+fn is_static(path: &Path) -> Result<bool, BuildError> {
+    let data = fs_err::read(path)?;
+    if data.len() < 64 || &data[..4] != b"\x7fELF" || data[4] != 2 {
+        return Err(BuildError::NotElf { path: path.to_path_buf() });
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(data[32..40].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    for i in 0..phnum {
+        let o = phoff + i * phentsize;
+        if o + 4 > data.len() {
+            return Err(BuildError::NotElf { path: path.to_path_buf() });
+        }
+        if u32::from_le_bytes(data[o..o + 4].try_into().unwrap()) == 3 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Copies a file or directory tree, keeping symlinks and modes.
+pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), BuildError> {
+    let meta = std::fs::symlink_metadata(src).map_err(|_| BuildError::MissingFile(src.to_path_buf()))?;
+    if let Some(parent) = dst.parent() {
+        fs_err::create_dir_all(parent)?;
+    }
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(fs_err::read_link(src)?, dst)?;
+    } else if meta.is_dir() {
+        fs_err::create_dir_all(dst)?;
+        for e in fs_err::read_dir(src)? {
+            let e = e?;
+            if e.file_name() == ".git" || e.file_name() == "target" {
+                continue;
+            }
+            copy_tree(&e.path(), &dst.join(e.file_name()))?;
+        }
+    } else {
+        fs_err::copy(src, dst)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> (tempfile::TempDir, Cache) {
+        let t = tempfile::tempdir().unwrap();
+        let c = Cache::new(t.path().join("cache"));
+        (t, c)
+    }
+
+    #[test]
+    fn builds_example_once_then_reuses_it() {
+        let (_t, cache) = cache();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
+        let plan = bakeoff_detect::detect(example.to_str().unwrap()).unwrap();
+        let first = build(&plan, &cache, &|_| {}).unwrap();
+        assert!(!first.cached);
+        let m = &first.artifact.manifest;
+        assert_eq!((m.command.clone(), m.linkage.as_str()), (vec!["/app/hello".to_string()], "static"));
+        let entries = first.artifact.entries().unwrap();
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, vec!["app", "app/hello"]);
+        let logged = std::cell::Cell::new(false);
+        let second = build(&plan, &cache, &|_| logged.set(true)).unwrap();
+        assert!(second.cached && !logged.get(), "an unchanged rebuild must not compile");
+        assert_eq!(second.artifact.manifest.id, m.id);
+        // Leftover scratch space is gone.
+        assert_eq!(std::fs::read_dir(cache.root().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn changed_source_is_rebuilt() {
+        let (t, cache) = cache();
+        let src = t.path().join("a.c");
+        std::fs::write(&src, "int main(void){return 0;}").unwrap();
+        let plan = bakeoff_detect::detect(src.to_str().unwrap()).unwrap();
+        let a = build(&plan, &cache, &|_| {}).unwrap().artifact.manifest.id;
+        std::fs::write(&src, "int main(void){return 1;}").unwrap();
+        let b = build(&plan, &cache, &|_| {}).unwrap();
+        assert!(!b.cached);
+        assert_ne!(a, b.artifact.manifest.id);
+    }
+
+    #[test]
+    fn compile_error_shows_compiler_output_and_leaves_nothing() {
+        let (t, cache) = cache();
+        let src = t.path().join("broken.c");
+        std::fs::write(&src, "int main(void) { return undefined_thing; }\n").unwrap();
+        let plan = bakeoff_detect::detect(src.to_str().unwrap()).unwrap();
+        let e = build(&plan, &cache, &|_| {}).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("building {} failed (exit status 1):", src.display())), "{e}");
+        assert!(e.contains("undefined_thing"), "{e}");
+        let artifacts = cache.artifacts();
+        assert!(!artifacts.exists() || std::fs::read_dir(&artifacts).unwrap().count() == 0);
+        assert_eq!(std::fs::read_dir(cache.root().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn makefile_project_and_extra_files() {
+        let (t, cache) = cache();
+        let dir = t.path().join("proj");
+        std::fs::create_dir_all(dir.join("conf")).unwrap();
+        std::fs::write(dir.join("main.c"), "int main(void){return 0;}").unwrap();
+        std::fs::write(dir.join("Makefile"), "srv: main.c\n\tgcc -static -o srv main.c\n").unwrap();
+        std::fs::write(dir.join("conf/app.conf"), "x=1\n").unwrap();
+        std::fs::write(dir.join("bakeoff.toml"), "[[files]]\nsrc = \"conf\"\ndst = \"/etc/proj\"\n").unwrap();
+        let plan = bakeoff_detect::detect(dir.to_str().unwrap()).unwrap();
+        let out = build(&plan, &cache, &|_| {}).unwrap();
+        let paths: Vec<String> = out.artifact.entries().unwrap().into_iter().map(|e| e.path).collect();
+        assert_eq!(paths, vec!["app", "app/proj", "etc", "etc/proj", "etc/proj/app.conf"]);
+    }
+}

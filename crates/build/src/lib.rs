@@ -1,0 +1,39 @@
+//! Build once: an app's [`BuildPlan`] becomes an [`Artifact`] — a directory tree holding the
+//! app's file closure exactly as every image will contain it, plus a manifest saying how to run
+//! it. Artifacts are cached by a content hash of their inputs, and written atomically: a failed
+//! build leaves nothing a later run could mistake for a complete artifact.
+
+mod artifact;
+mod cache;
+mod compile;
+mod hash;
+
+pub use artifact::{Artifact, ArtifactManifest, Entry, EntryKind};
+pub use cache::Cache;
+pub use compile::{build, BuildOutcome};
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("`{tool}` was not found on PATH: {hint}")]
+    ToolMissing { tool: String, hint: String },
+    #[error("building {what} failed (exit status {status}):\n{output}")]
+    CommandFailed { what: String, status: String, output: String },
+    #[error("the build of {dir} produced no executable; set `output` in bakeoff.toml [build]")]
+    NoOutput { dir: PathBuf },
+    #[error("the build of {dir} produced several executables ({found}); set `output` in bakeoff.toml [build]")]
+    SeveralOutputs { dir: PathBuf, found: String },
+    #[error("the build output {0} does not exist")]
+    MissingOutput(PathBuf),
+    #[error("{path} is not an ELF executable")]
+    NotElf { path: PathBuf },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("file {0} listed in bakeoff.toml does not exist")]
+    MissingFile(PathBuf),
+    #[error("the cached artifact {path} is damaged ({reason}); remove it and build again")]
+    BadCache { path: PathBuf, reason: String },
+}
