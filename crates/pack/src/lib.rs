@@ -1,0 +1,120 @@
+//! Packing: an [`Artifact`] becomes an [`Image`] for one [`Target`]. One module per target,
+//! each a [`Packager`]. Images are cached beside the artifact they came from, written under a
+//! scratch name and renamed into place, so a half-written image is never picked up.
+
+pub mod oci;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bakeoff_build::{Artifact, Cache};
+use bakeoff_spec::Target;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Build(#[from] bakeoff_build::BuildError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A packed image, described by `image.json` in its directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Image {
+    pub target: Target,
+    pub name: String,
+    pub artifact_id: String,
+    /// `sha256:…` of the OCI manifest, or of the microVM's boot files.
+    pub digest: String,
+    /// Directory holding the image's files.
+    pub dir: PathBuf,
+    /// Files by role ("archive", "layout", "kernel", "initrd", ...), relative to `dir`.
+    pub files: BTreeMap<String, PathBuf>,
+    /// Bytes of content (uncompressed) and bytes on disk/over the wire (compressed).
+    pub size_bytes: u64,
+    pub compressed_bytes: u64,
+    /// Name under which engines know the image (Docker tag), if any.
+    pub reference: Option<String>,
+    /// Free-form facts worth showing (kernel version, cmdline, ...).
+    #[serde(default)]
+    pub details: BTreeMap<String, String>,
+}
+
+impl Image {
+    pub fn file(&self, role: &str) -> Option<PathBuf> {
+        self.files.get(role).map(|p| self.dir.join(p))
+    }
+
+    pub fn load(dir: &Path) -> Result<Image, PackError> {
+        let path = dir.join("image.json");
+        let text = fs_err::read_to_string(&path)?;
+        let mut image: Image = serde_json::from_str(&text)
+            .map_err(|e| PackError::Other(format!("{} is damaged ({e}); remove it and build again", path.display())))?;
+        image.dir = dir.to_path_buf();
+        Ok(image)
+    }
+}
+
+/// What packagers may need besides the artifact.
+pub struct PackContext<'a> {
+    pub cache: &'a Cache,
+    /// `--kernel PATH` for VM targets.
+    pub kernel: Option<PathBuf>,
+    pub log: &'a dyn Fn(&str),
+}
+
+/// One image format.
+pub trait Packager {
+    fn target(&self) -> Target;
+    fn pack(&self, artifact: &Artifact, ctx: &PackContext) -> Result<Image, PackError>;
+}
+
+/// Runs `write` into a scratch directory and renames it to `final_dir` (the commit point);
+/// returns the cached image when `final_dir` already holds one.
+pub fn cached_image(
+    cache: &Cache,
+    final_dir: &Path,
+    write: impl FnOnce(&Path) -> Result<Image, PackError>,
+) -> Result<Image, PackError> {
+    if final_dir.join("image.json").is_file() {
+        return Image::load(final_dir);
+    }
+    let work = cache.tmp()?;
+    let staging = work.path().join("image");
+    fs_err::create_dir_all(&staging)?;
+    let image = write(&staging)?;
+    let mut stored = image.clone();
+    stored.dir = PathBuf::new();
+    fs_err::write(staging.join("image.json"), serde_json::to_vec_pretty(&stored).expect("image serializes"))?;
+    fs_err::create_dir_all(final_dir.parent().expect("image dir has a parent"))?;
+    if let Err(e) = std::fs::rename(&staging, final_dir) {
+        if !final_dir.join("image.json").is_file() {
+            return Err(e.into());
+        }
+    }
+    Image::load(final_dir)
+}
+
+/// JSON with object keys sorted at every level, so digests do not depend on hash-map order.
+pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
+    fn sort(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort(v))).collect())
+            }
+            serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(sort).collect()),
+            other => other,
+        }
+    }
+    serde_json::to_vec(&sort(serde_json::to_value(value).expect("serializable"))).expect("serializable")
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
