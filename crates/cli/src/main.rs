@@ -1,1 +1,30 @@
-fn main() {}
+mod args;
+mod verbs;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("BAKEOFF_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = args::Cli::parse();
+    let code = match verbs::dispatch(cli.command).await {
+        Ok(code) => code,
+        Err(e) => {
+            // One printer for the whole chain, each cause once.
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg.push_str(": ");
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!("bakeoff: {msg}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

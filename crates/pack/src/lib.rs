@@ -72,6 +72,14 @@ pub trait Packager {
     fn pack(&self, artifact: &Artifact, ctx: &PackContext) -> Result<Image, PackError>;
 }
 
+/// The packager for a target.
+pub fn packager_for(target: Target) -> Result<Box<dyn Packager>, PackError> {
+    match target {
+        Target::Oci => Ok(Box::new(oci::OciPackager)),
+        other => Err(PackError::Other(format!("the {other} target is not part of this build of bakeoff yet"))),
+    }
+}
+
 /// Runs `write` into a scratch directory and renames it to `final_dir` (the commit point);
 /// returns the cached image when `final_dir` already holds one.
 pub fn cached_image(

@@ -1,0 +1,109 @@
+//! The command line, as clap structs. The verbs' behaviour lives in `verbs`.
+
+use std::path::PathBuf;
+
+use bakeoff_spec::{parse_cpus, parse_env, parse_memory, parse_publish, Platform, PortMapping};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "bakeoff", version, about = "Build one app for containers, microVMs and unikernels; run, benchmark and compare it.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the build plan detected for APP.
+    Detect {
+        #[arg(default_value = ".")]
+        app: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build APP once and pack it for the chosen targets.
+    Build(BuildArgs),
+    /// Run APP on a platform.
+    Run(RunArgs),
+    /// List instances.
+    Ps {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an instance's output.
+    Logs {
+        name: String,
+        /// Keep printing as output arrives.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Stop an instance (SIGTERM, then kill after --time seconds).
+    Stop {
+        name: String,
+        #[arg(short, long, default_value_t = 10)]
+        time: u64,
+    },
+    /// Remove an instance and everything the engine holds for it.
+    Rm {
+        name: String,
+        /// Stop it first if it is running.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TargetArg {
+    Oci,
+    Microvm,
+    Rumprun,
+    All,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    #[arg(default_value = ".")]
+    pub app: String,
+    #[arg(long, value_enum, default_value = "oci")]
+    pub target: TargetArg,
+    /// Guest kernel for VM targets (bzImage or vmlinux); default: Debian's linux-image-amd64.
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[arg(default_value = ".")]
+    pub app: String,
+    /// Platform to run on.
+    #[arg(long = "on", value_parser = parse_platform)]
+    pub platform: Platform,
+    /// Publish a port: [IP:]HOST:GUEST (IP defaults to 127.0.0.1).
+    #[arg(short = 'p', long = "publish", value_parser = |s: &str| parse_publish(s).map_err(|e| e.to_string()))]
+    pub publish: Vec<PortMapping>,
+    /// Set an environment variable: KEY=VALUE.
+    #[arg(short = 'e', long = "env", value_parser = |s: &str| parse_env(s).map_err(|e| e.to_string()))]
+    pub env: Vec<(String, String)>,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Run in the background and print the instance name.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Memory limit, e.g. 128M.
+    #[arg(short = 'm', long, value_parser = |s: &str| parse_memory(s).map_err(|e| e.to_string()))]
+    pub memory: Option<u64>,
+    #[arg(long, value_parser = |s: &str| parse_cpus(s).map_err(|e| e.to_string()))]
+    pub cpus: Option<f64>,
+    /// Guest kernel for VM platforms (bzImage or vmlinux).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Arguments for the app, replacing its defaults.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+fn parse_platform(s: &str) -> Result<Platform, String> {
+    s.parse::<Platform>().map_err(|e| e.to_string())
+}

@@ -1,0 +1,140 @@
+//! Drivers: one per platform, all behind the same [`Driver`] trait, so `run`, `ps`, `logs`,
+//! `stop` and `rm` behave the same everywhere. Each driver has an availability probe that says
+//! why the platform cannot be used on this host.
+
+pub mod docker;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bakeoff_pack::Image;
+use bakeoff_spec::{Platform, PortMapping, Protocol, RunOptions};
+use bakeoff_state::{Instance, Status};
+use tokio::io::AsyncWrite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The platform cannot be used here; the text says why and how to fix it.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("host port {0} is already in use; choose another with -p")]
+    PortInUse(String),
+    #[error("{platform} cannot run a {target} image; build it with --target {wanted}")]
+    WrongImage { platform: Platform, target: String, wanted: String },
+    #[error("{0}")]
+    Engine(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything a driver needs to start one instance.
+pub struct StartRequest<'a> {
+    pub name: &'a str,
+    pub image: &'a Image,
+    pub opts: &'a RunOptions,
+    /// The instance's own directory in the state dir, for logs, sockets and pid files.
+    pub instance_dir: &'a Path,
+}
+
+/// A log destination (the terminal, a file, a buffer in tests).
+pub type LogSink<'a> = &'a mut (dyn AsyncWrite + Unpin + Send);
+
+#[async_trait]
+pub trait Driver: Send + Sync {
+    fn platform(&self) -> Platform;
+
+    /// `Ok` when this host can run the platform now; otherwise the reason, as one sentence.
+    async fn available(&self) -> Result<(), DriverError>;
+
+    /// Starts the instance and returns the driver's handle to record.
+    async fn start(&self, req: StartRequest<'_>) -> Result<serde_json::Value, DriverError>;
+
+    async fn status(&self, inst: &Instance) -> Result<Status, DriverError>;
+
+    /// Writes the instance's output so far; with `follow`, keeps writing until it stops.
+    async fn logs(&self, inst: &Instance, follow: bool, out: LogSink<'_>) -> Result<(), DriverError>;
+
+    /// Asks the app to stop (SIGTERM or the VM's power button), then kills it after `grace`.
+    async fn stop(&self, inst: &Instance, grace: Duration) -> Result<(), DriverError>;
+
+    /// Removes everything the engine holds for the instance. Already gone is fine.
+    async fn remove(&self, inst: &Instance) -> Result<(), DriverError>;
+
+    /// Memory used on the host by the instance (cgroup usage, VMM RSS), when known.
+    async fn memory_bytes(&self, inst: &Instance) -> Result<Option<u64>, DriverError>;
+}
+
+/// The driver for a platform.
+pub fn driver_for(platform: Platform) -> Box<dyn Driver> {
+    match platform {
+        Platform::Docker => Box::new(docker::DockerDriver::new()),
+        other => Box::new(NotImplemented(other)),
+    }
+}
+
+struct NotImplemented(Platform);
+
+#[async_trait]
+impl Driver for NotImplemented {
+    fn platform(&self) -> Platform {
+        self.0
+    }
+    async fn available(&self) -> Result<(), DriverError> {
+        Err(DriverError::Unavailable(format!("the {} driver is not part of this build of bakeoff yet", self.0)))
+    }
+    async fn start(&self, _: StartRequest<'_>) -> Result<serde_json::Value, DriverError> {
+        Err(self.available().await.unwrap_err())
+    }
+    async fn status(&self, _: &Instance) -> Result<Status, DriverError> {
+        Ok(Status::Missing)
+    }
+    async fn logs(&self, _: &Instance, _: bool, _: LogSink<'_>) -> Result<(), DriverError> {
+        Ok(())
+    }
+    async fn stop(&self, _: &Instance, _: Duration) -> Result<(), DriverError> {
+        Ok(())
+    }
+    async fn remove(&self, _: &Instance) -> Result<(), DriverError> {
+        Ok(())
+    }
+    async fn memory_bytes(&self, _: &Instance) -> Result<Option<u64>, DriverError> {
+        Ok(None)
+    }
+}
+
+/// Fails with a clear sentence when a host port to publish is already taken. Engines would
+/// fail too, but later and in their own words.
+pub fn check_ports_free(ports: &[PortMapping]) -> Result<(), DriverError> {
+    for p in ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
+        if TcpListener::bind((p.host_ip, p.host_port)).is_err() {
+            return Err(DriverError::PortInUse(format!("{}:{}", p.host_ip, p.host_port)));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for p in ports {
+        if !seen.insert((p.host_ip, p.host_port, p.protocol)) {
+            return Err(DriverError::PortInUse(format!("{}:{} (published twice)", p.host_ip, p.host_port)));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_is_named() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let m = bakeoff_spec::parse_publish(&format!("{port}:80")).unwrap();
+        assert_eq!(
+            check_ports_free(&[m]).unwrap_err().to_string(),
+            format!("host port 127.0.0.1:{port} is already in use; choose another with -p")
+        );
+        drop(l);
+        check_ports_free(&[m]).unwrap();
+    }
+}
