@@ -9,7 +9,17 @@ async fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("BAKEOFF_LOG"))
         .with_writer(std::io::stderr)
         .init();
-    let cli = args::Cli::parse();
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One sentence, like every other error; `--help` has the rest.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            eprintln!("bakeoff: {first} (see `bakeoff --help`)");
+            std::process::exit(2);
+        }
+    };
     let code = match verbs::dispatch(cli.command).await {
         Ok(code) => code,
         Err(e) => {

@@ -83,7 +83,7 @@ fn bad_inputs_get_one_clear_sentence() {
         ("-p", "127.0.0.1:99999:80", "the host port must be a number from 1 to 65535"),
         ("-e", "=x", "invalid environment variable `=x`"),
         ("--memory", "lots", "invalid memory size `lots`"),
-        ("--cpus", "-1", "invalid CPU count"),
+        ("--cpus", "0", "invalid CPU count"),
         ("--on", "vmware", "unknown platform `vmware`"),
     ] {
         let mut args = vec!["run", "examples/hello", flag, value];
@@ -105,7 +105,7 @@ fn bad_inputs_get_one_clear_sentence() {
     let out = env.cmd(&["run", "examples/hello", "--on", "docker", "-d"]).env("DOCKER_HOST", "unix:///nonexistent/docker.sock").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("the Docker engine is not running (cannot connect to unix:///nonexistent/docker.sock)"), "{err}");
+    assert!(err.contains("the Docker engine is not running (") && err.contains("/nonexistent/docker.sock"), "{err}");
     assert!(err.contains("start it with `dockerd &`"), "{err}");
 }
 
