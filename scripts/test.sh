@@ -1,0 +1,9 @@
+#!/bin/sh
+# The test command: installs the prerequisites (Debian's docker.io, qemu-system-x86, gcc,
+# chromium for the report test), starts dockerd when it is not running, then runs every test.
+# Tests that need an engine fail (not skip) here, because this script provides the engines.
+set -eu
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh chromium
+export BAKEOFF_REQUIRE_ENGINES=1
+cargo test --workspace --locked "$@"
