@@ -43,11 +43,13 @@ pub fn build(plan: &BuildPlan, cache: &Cache, log: &dyn Fn(&str)) -> Result<Buil
     fs_err::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))?;
     let binary_size = fs_err::metadata(&dest)?.len();
     let linkage = if is_static(&exe)? { "static" } else { "dynamic" };
+    let mut env = plan.env.clone();
     if linkage == "dynamic" {
-        return Err(BuildError::Unsupported(format!(
-            "{} is dynamically linked; dynamic executables are not supported yet — link it statically (-static)",
-            exe.display()
-        )));
+        log("resolving shared libraries");
+        let dirs = lay_out_libraries(&exe, &rootfs)?;
+        if !dirs.is_empty() && !env.iter().any(|(k, _)| k == "LD_LIBRARY_PATH") {
+            env.push(("LD_LIBRARY_PATH".into(), dirs.join(":")));
+        }
     }
     for (src, dst) in &plan.files {
         copy_tree(src, &rootfs.join(dst.trim_start_matches('/')))?;
@@ -61,7 +63,7 @@ pub fn build(plan: &BuildPlan, cache: &Cache, log: &dyn Fn(&str)) -> Result<Buil
         source: plan.source.clone(),
         command,
         args: plan.args.clone(),
-        env: plan.env.clone(),
+        env,
         ports: plan.ports.clone(),
         workdir: plan.workdir.clone(),
         health: plan.health.clone(),
@@ -82,6 +84,27 @@ pub fn build(plan: &BuildPlan, cache: &Cache, log: &dyn Fn(&str)) -> Result<Buil
     }
     let artifact = Artifact::load(&final_dir)?;
     Ok(BuildOutcome { artifact, cached: false, seconds: start.elapsed().as_secs_f64() })
+}
+
+/// Copies what ld.so would load for `exe` (interpreter, libraries, their symlinks) from this
+/// host into `rootfs`; the program itself is already at /app/NAME. Returns library directories
+/// that only ld.so.cache knew about (they go on LD_LIBRARY_PATH, as the image has no cache).
+fn lay_out_libraries(exe: &Path, rootfs: &Path) -> Result<Vec<String>, BuildError> {
+    let closure = bakeoff_elf::closure(exe, Path::new("/")).map_err(|e| BuildError::Closure(e.to_string()))?;
+    let exe_abs = fs_err::canonicalize(exe)?;
+    let mut kept: Vec<bakeoff_elf::ClosureEntry> =
+        closure.entries.iter().filter(|e| !matches!(e.kind, bakeoff_elf::EntryKind::Dir) && e.path != exe_abs).cloned().collect();
+    let needed_dirs: Vec<bakeoff_elf::ClosureEntry> = closure
+        .entries
+        .iter()
+        .filter(|d| matches!(d.kind, bakeoff_elf::EntryKind::Dir) && kept.iter().any(|e| e.path.starts_with(&d.path)))
+        .cloned()
+        .collect();
+    kept.extend(needed_dirs);
+    kept.sort();
+    let trimmed = bakeoff_elf::Closure { entries: kept, loaded: closure.loaded.clone(), extra_library_dirs: closure.extra_library_dirs.clone() };
+    bakeoff_elf::copy_into(&trimmed, rootfs).map_err(|e| BuildError::Closure(e.to_string()))?;
+    Ok(closure.extra_library_dirs.iter().map(|d| d.display().to_string()).collect())
 }
 
 /// A hash of everything that decides the artifact: the plan and the content of its inputs.
@@ -345,5 +368,36 @@ mod tests {
         let out = build(&plan, &cache, &|_| {}).unwrap();
         let paths: Vec<String> = out.artifact.entries().unwrap().into_iter().map(|e| e.path).collect();
         assert_eq!(paths, vec!["app", "app/proj", "etc", "etc/proj", "etc/proj/app.conf"]);
+    }
+}
+
+#[cfg(test)]
+mod dynamic_tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_binary_brings_its_interpreter_and_libraries() {
+        let t = tempfile::tempdir().unwrap();
+        let cache = Cache::new(t.path().join("cache"));
+        let plan = bakeoff_detect::detect("/usr/bin/curl").unwrap();
+        let out = build(&plan, &cache, &|_| {}).unwrap();
+        assert_eq!(out.artifact.manifest.linkage, "dynamic");
+        let paths: Vec<String> = out.artifact.entries().unwrap().into_iter().map(|e| e.path).collect();
+        assert!(paths.contains(&"app/curl".to_string()), "{paths:?}");
+        assert!(paths.iter().any(|p| p.contains("libcurl.so.4")), "{paths:?}");
+        // /lib64 may be a symlink into usr/ (merged /usr); the interpreter path must resolve.
+        assert!(out.artifact.rootfs().join("lib64/ld-linux-x86-64.so.2").is_file(), "{paths:?}");
+        assert!(!paths.iter().any(|p| p.starts_with("usr/bin")), "the program is only at /app: {paths:?}");
+        // The laid-out root really runs: chroot-free check with the image's own loader.
+        let root = out.artifact.rootfs();
+        let loader = root.join("lib64/ld-linux-x86-64.so.2");
+        let lib_dirs = ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"].map(|d| root.join(d).display().to_string()).join(":");
+        let run = Command::new(&loader)
+            .args(["--inhibit-cache", "--library-path", &lib_dirs])
+            .arg(root.join("app/curl"))
+            .arg("--version")
+            .output()
+            .unwrap();
+        assert!(run.status.success() && String::from_utf8_lossy(&run.stdout).starts_with("curl "), "{run:?}");
     }
 }

@@ -32,6 +32,8 @@ pub enum BuildError {
     NotElf { path: PathBuf },
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    Closure(String),
     #[error("file {0} listed in bakeoff.toml does not exist")]
     MissingFile(PathBuf),
     #[error("the cached artifact {path} is damaged ({reason}); remove it and build again")]

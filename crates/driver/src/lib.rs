@@ -3,6 +3,7 @@
 //! why the platform cannot be used on this host.
 
 pub mod docker;
+pub mod qemu;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -64,12 +65,29 @@ pub trait Driver: Send + Sync {
 
     /// Memory used on the host by the instance (cgroup usage, VMM RSS), when known.
     async fn memory_bytes(&self, inst: &Instance) -> Result<Option<u64>, DriverError>;
+
+    /// A specific sentence about why an instance ended early (e.g. too little memory to boot).
+    async fn diagnose(&self, _inst: &Instance) -> Option<String> {
+        None
+    }
+}
+
+/// Per-run choices some drivers take (`--accel`, `--machine`).
+#[derive(Debug, Clone, Default)]
+pub struct DriverOptions {
+    pub qemu: qemu::QemuOptions,
 }
 
 /// The driver for a platform.
 pub fn driver_for(platform: Platform) -> Box<dyn Driver> {
+    driver_with(platform, DriverOptions::default())
+}
+
+/// The driver for a platform, with the user's choices.
+pub fn driver_with(platform: Platform, options: DriverOptions) -> Box<dyn Driver> {
     match platform {
         Platform::Docker => Box::new(docker::DockerDriver::new()),
+        Platform::Qemu => Box::new(qemu::QemuDriver::new(options.qemu)),
         other => Box::new(NotImplemented(other)),
     }
 }
