@@ -1,0 +1,35 @@
+//! bakeoff's measuring and reporting library.
+//!
+//! - [`load`]: a fast HTTP/1.1 load generator (fixed concurrent connections, keep-alive or not,
+//!   bounded in time and in requests) with an HDR latency histogram;
+//! - [`wait_ready`]: polls an address until the app really answers (launch-to-ready);
+//! - [`Report`]: the stable JSON record of one bench, with [`Stat`] summaries of N runs;
+//! - [`recommend`]: picks a platform for a [`Policy`], with reasons in words;
+//! - [`markdown`], [`html`], [`write_outputs`]: pure renderings of a report.
+//!
+//! Nothing here launches an instance: the orchestrator passes addresses and samples in.
+
+mod error;
+pub mod example;
+mod format;
+mod http;
+mod load;
+mod ready;
+mod recommend;
+mod render;
+mod report;
+mod stat;
+
+pub use error::BenchError;
+pub use load::{
+    load, ErrorCounts, LatencySummary, LoadResult, LoadShape, LoadTarget, MAX_CONNECTIONS,
+    MAX_DURATION, MAX_REQUESTS, REQUEST_TIMEOUT,
+};
+pub use ready::{wait_ready, Probe, TCP_HOLD};
+pub use recommend::{recommend, Policy, Recommendation, Verdict, BALANCED_WEIGHTS};
+pub use render::{html, markdown, write_outputs, OutputPaths};
+pub use report::{
+    Accelerator, AppInfo, Conditions, HostInfo, ImageSize, LatencyMs, LoadStats, MemoryStats,
+    PlatformReport, Report, Status, SCHEMA_VERSION,
+};
+pub use stat::Stat;

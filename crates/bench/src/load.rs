@@ -1,0 +1,752 @@
+//! The HTTP/1.1 load generator: a fixed number of connections, each sending GET requests back to
+//! back, for a fixed time and at most a fixed number of requests.
+//!
+//! It runs on its own thread(s), each with a single-threaded tokio runtime (like `wrk -t1`), so it
+//! measures the same way whatever runtime the caller uses and never blocks it.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::http::{Feed, ResponseReader, MAX_HEAD};
+use crate::BenchError;
+
+/// At most this many concurrent connections.
+pub const MAX_CONNECTIONS: u32 = 10_000;
+/// At most this long a run (and, separately, a warm-up).
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+/// At most this many requests in one run, whatever `max_requests` says.
+pub const MAX_REQUESTS: u64 = 10_000_000;
+/// A request without a complete response after this long counts as a timeout.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The shortest run that gives meaningful rates.
+const MIN_DURATION: Duration = Duration::from_millis(10);
+/// Bytes read at once; the buffer grows up to the largest accepted response head.
+const READ_BUFFER: usize = 8 * 1024;
+/// Latencies are recorded in microseconds, from 1 µs to this many.
+const HIST_MAX_US: u64 = 3_600_000_000;
+
+/// Where load is sent. Only loopback addresses are accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadTarget {
+    pub addr: SocketAddr,
+    /// The `Host` header.
+    pub host: String,
+    /// The request target, starting with `/`.
+    pub path: String,
+}
+
+impl LoadTarget {
+    /// `GET /` with the address as the Host header.
+    pub fn new(addr: SocketAddr) -> LoadTarget {
+        LoadTarget {
+            addr,
+            host: addr.to_string(),
+            path: "/".to_string(),
+        }
+    }
+
+    /// Refuses non-loopback addresses and header values that would break the request.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        if !self.addr.ip().is_loopback() {
+            return Err(BenchError::NotLoopback { addr: self.addr });
+        }
+        if self.addr.port() == 0 {
+            return Err(BenchError::InvalidTarget {
+                reason: format!("{} has port 0; give the published port", self.addr),
+            });
+        }
+        let bad = |s: &str| s.bytes().any(|b| b.is_ascii_control() || b == b' ');
+        if !self.path.starts_with('/') || bad(&self.path) {
+            return Err(BenchError::InvalidTarget {
+                reason: format!(
+                    "the path `{}` must start with '/' and contain no spaces or control characters",
+                    self.path.escape_default()
+                ),
+            });
+        }
+        if self.host.is_empty() || bad(&self.host) {
+            return Err(BenchError::InvalidTarget {
+                reason: format!(
+                    "the Host header `{}` must be non-empty with no spaces or control characters",
+                    self.host.escape_default()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The exact bytes of one request.
+    fn request(&self, keepalive: bool) -> Vec<u8> {
+        format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: bakeoff\r\n{}\r\n",
+            self.path,
+            self.host,
+            if keepalive {
+                ""
+            } else {
+                "Connection: close\r\n"
+            }
+        )
+        .into_bytes()
+    }
+}
+
+/// How much load: bounded in time and in requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadShape {
+    /// Concurrent connections, 1 to [`MAX_CONNECTIONS`].
+    pub connections: u32,
+    /// The measured part of the run.
+    #[serde(rename = "duration_seconds", with = "seconds")]
+    pub duration: Duration,
+    /// Reuse connections (HTTP keep-alive); otherwise one TCP connection per request, with
+    /// `Connection: close`, and the connect time is part of each request's latency.
+    pub keepalive: bool,
+    /// Load sent before measuring starts, not counted.
+    #[serde(rename = "warmup_seconds", with = "seconds")]
+    pub warmup: Duration,
+    /// Stop after this many measured requests (never more than [`MAX_REQUESTS`]).
+    pub max_requests: Option<u64>,
+}
+
+impl Default for LoadShape {
+    fn default() -> LoadShape {
+        LoadShape {
+            connections: 16,
+            duration: Duration::from_secs(10),
+            keepalive: true,
+            warmup: Duration::from_secs(1),
+            max_requests: None,
+        }
+    }
+}
+
+impl LoadShape {
+    pub fn validate(&self) -> Result<(), BenchError> {
+        let err = |reason: String| Err(BenchError::InvalidShape { reason });
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            return err(format!(
+                "connections must be between 1 and {MAX_CONNECTIONS}, got {}",
+                self.connections
+            ));
+        }
+        if self.duration < MIN_DURATION || self.duration > MAX_DURATION {
+            return err(format!(
+                "the duration must be between {MIN_DURATION:?} and {}s, got {:?}",
+                MAX_DURATION.as_secs(),
+                self.duration
+            ));
+        }
+        if self.warmup > MAX_DURATION {
+            return err(format!(
+                "the warm-up must be at most {}s, got {:?}",
+                MAX_DURATION.as_secs(),
+                self.warmup
+            ));
+        }
+        match self.max_requests {
+            Some(0) => err("max_requests must be at least 1 (or unset)".to_string()),
+            Some(n) if n > MAX_REQUESTS => err(format!(
+                "max_requests must be at most {MAX_REQUESTS}, got {n}"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The request budget: `max_requests` or the hard cap.
+    pub fn request_cap(&self) -> u64 {
+        self.max_requests.unwrap_or(MAX_REQUESTS).min(MAX_REQUESTS)
+    }
+}
+
+/// Serde for a `Duration` as (fractional) seconds.
+pub(crate) mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(v)
+            .map_err(|_| serde::de::Error::custom(format!("{v} is not a valid number of seconds")))
+    }
+}
+
+/// Requests that got no complete response, by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorCounts {
+    /// The TCP connection could not be made (refused, unreachable, out of ports ...).
+    pub connect: u64,
+    /// No complete response within [`REQUEST_TIMEOUT`].
+    pub timeout: u64,
+    /// The server closed the connection before a complete response.
+    pub closed: u64,
+    /// Other read/write failures, such as a connection reset.
+    pub io: u64,
+    /// The response was not valid HTTP/1.x.
+    pub protocol: u64,
+}
+
+impl ErrorCounts {
+    pub fn total(&self) -> u64 {
+        self.connect + self.timeout + self.closed + self.io + self.protocol
+    }
+
+    fn add(&mut self, o: &ErrorCounts) {
+        self.connect += o.connect;
+        self.timeout += o.timeout;
+        self.closed += o.closed;
+        self.io += o.io;
+        self.protocol += o.protocol;
+    }
+
+    fn count(&mut self, kind: Failure) {
+        match kind {
+            Failure::Connect => self.connect += 1,
+            Failure::Closed => self.closed += 1,
+            Failure::Io => self.io += 1,
+            Failure::Protocol => self.protocol += 1,
+        }
+    }
+}
+
+/// Latency of complete responses (2xx or not), in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub min_us: u64,
+    pub mean_us: f64,
+    pub stdev_us: f64,
+    pub p50_us: u64,
+    pub p75_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+impl LatencySummary {
+    /// Summarises a histogram of microseconds; all zeros when it is empty.
+    pub fn from_histogram(h: &Histogram<u64>) -> LatencySummary {
+        if h.is_empty() {
+            return LatencySummary::default();
+        }
+        LatencySummary {
+            min_us: h.min(),
+            mean_us: h.mean(),
+            stdev_us: h.stdev(),
+            p50_us: h.value_at_quantile(0.50),
+            p75_us: h.value_at_quantile(0.75),
+            p90_us: h.value_at_quantile(0.90),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        }
+    }
+}
+
+/// What one run measured (the warm-up excluded).
+#[derive(Debug, Clone)]
+pub struct LoadResult {
+    /// Complete responses, whatever their status.
+    pub requests: u64,
+    /// 2xx responses.
+    pub ok: u64,
+    /// Complete responses with another status.
+    pub non_2xx: u64,
+    pub errors: ErrorCounts,
+    /// Response bytes received (heads and bodies).
+    pub bytes: u64,
+    /// The measured time.
+    pub elapsed: Duration,
+    /// Complete responses per second of `elapsed`.
+    pub req_per_sec: f64,
+    pub bytes_per_sec: f64,
+    pub latency: LatencySummary,
+    /// Every complete response's latency in microseconds; merge runs with `Histogram::add`.
+    pub histogram: Histogram<u64>,
+    /// The run ended because the request budget was used, before the duration elapsed.
+    pub capped: bool,
+}
+
+/// Sends load to `target` as `shape` says and measures it. Failed requests are counted in
+/// [`LoadResult::errors`]; only invalid arguments (or failing to start a thread) are errors.
+pub async fn load(target: LoadTarget, shape: LoadShape) -> Result<LoadResult, BenchError> {
+    target.validate()?;
+    shape.validate()?;
+    let threads = loader_threads(shape.connections);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(cancel.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("bakeoff-load".to_string())
+        .spawn(move || {
+            let _ = tx.send(run(&target, &shape, threads, cancel));
+        })
+        .map_err(BenchError::Runtime)?;
+    rx.await
+        .map_err(|_| BenchError::Worker("the load thread ended without a result".to_string()))?
+}
+
+/// Stops the workers when `load`'s future is dropped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One loader thread per two CPUs (the rest is left to the server under test), never more
+/// threads than connections. On a 2-CPU machine that is one thread, like `wrk -t1`.
+fn loader_threads(connections: u32) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus / 2).clamp(1, connections as usize)
+}
+
+/// What every connection shares.
+struct Shared {
+    addr: SocketAddr,
+    request: Vec<u8>,
+    keepalive: bool,
+    measure_from: Instant,
+    end: Instant,
+    cap: u64,
+    issued: AtomicU64,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Shared {
+    /// Takes one request from the budget.
+    fn ticket(&self) -> bool {
+        self.issued.fetch_add(1, Ordering::Relaxed) < self.cap
+    }
+}
+
+/// Counters of one loader thread.
+struct Tally {
+    hist: Histogram<u64>,
+    ok: u64,
+    non_2xx: u64,
+    errors: ErrorCounts,
+    bytes: u64,
+}
+
+impl Tally {
+    fn new() -> Result<Tally, BenchError> {
+        Ok(Tally {
+            hist: new_histogram()?,
+            ok: 0,
+            non_2xx: 0,
+            errors: ErrorCounts::default(),
+            bytes: 0,
+        })
+    }
+}
+
+fn new_histogram() -> Result<Histogram<u64>, BenchError> {
+    Histogram::new_with_bounds(1, HIST_MAX_US, 3)
+        .map_err(|e| BenchError::Worker(format!("could not create the latency histogram: {e}")))
+}
+
+fn run(
+    target: &LoadTarget,
+    shape: &LoadShape,
+    threads: usize,
+    cancel: Arc<AtomicBool>,
+) -> Result<LoadResult, BenchError> {
+    let start = Instant::now();
+    let measure_from = start + shape.warmup;
+    let shared = Arc::new(Shared {
+        addr: target.addr,
+        request: target.request(shape.keepalive),
+        keepalive: shape.keepalive,
+        measure_from,
+        end: measure_from + shape.duration,
+        cap: shape.request_cap(),
+        issued: AtomicU64::new(0),
+        cancel,
+    });
+    let per_thread: Vec<u32> = (0..threads as u32)
+        .map(|i| {
+            shape.connections / threads as u32 + u32::from(i < shape.connections % threads as u32)
+        })
+        .collect();
+    let tallies: Vec<Result<Tally, BenchError>> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = per_thread
+                .iter()
+                .skip(1)
+                .map(|&n| {
+                    let shared = shared.clone();
+                    scope.spawn(move || run_thread(shared, n))
+                })
+                .collect();
+            let mut out = vec![run_thread(shared.clone(), per_thread[0])];
+            for h in handles {
+                out.push(h.join().unwrap_or_else(|_| {
+                    Err(BenchError::Worker("a load thread panicked".to_string()))
+                }));
+            }
+            out
+        });
+    let finished = Instant::now().min(shared.end);
+    let elapsed = finished.saturating_duration_since(measure_from);
+
+    let mut total = Tally::new()?;
+    for t in tallies {
+        let t = t?;
+        total
+            .hist
+            .add(&t.hist)
+            .map_err(|e| BenchError::Worker(format!("could not merge latency histograms: {e}")))?;
+        total.ok += t.ok;
+        total.non_2xx += t.non_2xx;
+        total.errors.add(&t.errors);
+        total.bytes += t.bytes;
+    }
+    let requests = total.ok + total.non_2xx;
+    let secs = elapsed.as_secs_f64();
+    let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+    Ok(LoadResult {
+        requests,
+        ok: total.ok,
+        non_2xx: total.non_2xx,
+        errors: total.errors,
+        bytes: total.bytes,
+        elapsed,
+        req_per_sec: per_sec(requests),
+        bytes_per_sec: per_sec(total.bytes),
+        latency: LatencySummary::from_histogram(&total.hist),
+        histogram: total.hist,
+        capped: shared.issued.load(Ordering::Relaxed) >= shared.cap,
+    })
+}
+
+fn run_thread(shared: Arc<Shared>, connections: u32) -> Result<Tally, BenchError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(BenchError::Runtime)?;
+    let tally = Rc::new(RefCell::new(Tally::new()?));
+    let local = tokio::task::LocalSet::new();
+    for _ in 0..connections {
+        local.spawn_local(connection(shared.clone(), tally.clone()));
+    }
+    rt.block_on(local);
+    drop(rt);
+    Rc::try_unwrap(tally)
+        .map(RefCell::into_inner)
+        .map_err(|_| BenchError::Worker("a connection task outlived its thread".to_string()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Connect,
+    Closed,
+    Io,
+    Protocol,
+}
+
+/// One connection slot: requests back to back until the end, the budget, or cancellation.
+async fn connection(shared: Arc<Shared>, tally: Rc<RefCell<Tally>>) {
+    let mut conn = Conn {
+        stream: None,
+        buf: vec![0; READ_BUFFER],
+    };
+    let mut now = Instant::now();
+    loop {
+        if now >= shared.end || shared.cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        let measured = now >= shared.measure_from;
+        if measured && !shared.ticket() {
+            break;
+        }
+        let timeout_at = now + REQUEST_TIMEOUT;
+        let deadline = timeout_at.min(shared.end);
+        let started = now;
+        let result = tokio::time::timeout_at(deadline, conn.request(&shared)).await;
+        now = Instant::now();
+        let mut t = tally.borrow_mut();
+        match result {
+            Ok(Ok((status, bytes))) => {
+                if measured {
+                    let us = now.duration_since(started).as_micros() as u64;
+                    t.hist.saturating_record(us.max(1));
+                    if (200..300).contains(&status) {
+                        t.ok += 1;
+                    } else {
+                        t.non_2xx += 1;
+                    }
+                    t.bytes += bytes;
+                }
+            }
+            Ok(Err(failure)) => {
+                conn.stream = None;
+                if measured {
+                    t.errors.count(failure);
+                }
+            }
+            Err(_) => {
+                conn.stream = None;
+                // Cut by the end of the run: neither a response nor an error.
+                if deadline < timeout_at {
+                    break;
+                }
+                if measured {
+                    t.errors.timeout += 1;
+                }
+            }
+        }
+    }
+}
+
+struct Conn {
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+fn io_failure(e: &std::io::Error) -> Failure {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => Failure::Closed,
+        _ => Failure::Io,
+    }
+}
+
+impl Conn {
+    /// One request and its complete response: (status, response bytes).
+    async fn request(&mut self, shared: &Shared) -> Result<(u16, u64), Failure> {
+        let stream = match &mut self.stream {
+            Some(s) => s,
+            None => {
+                let s = TcpStream::connect(shared.addr)
+                    .await
+                    .map_err(|_| Failure::Connect)?;
+                if shared.keepalive {
+                    let _ = s.set_nodelay(true);
+                }
+                self.stream.insert(s)
+            }
+        };
+        stream
+            .write_all(&shared.request)
+            .await
+            .map_err(|e| io_failure(&e))?;
+        let mut reader = ResponseReader::new();
+        let mut filled = 0;
+        let mut bytes = 0u64;
+        loop {
+            if filled == self.buf.len() {
+                // Only a head in progress keeps bytes; grow for a big head.
+                if self.buf.len() >= MAX_HEAD {
+                    return Err(Failure::Protocol);
+                }
+                let len = (self.buf.len() * 2).min(MAX_HEAD);
+                self.buf.resize(len, 0);
+            }
+            let n = stream
+                .read(&mut self.buf[filled..])
+                .await
+                .map_err(|e| io_failure(&e))?;
+            if n == 0 {
+                self.stream = None;
+                return if reader.eof() {
+                    Ok((reader.outcome().status, bytes))
+                } else {
+                    Err(Failure::Closed)
+                };
+            }
+            bytes += n as u64;
+            filled += n;
+            match reader.feed(&self.buf[..filled]) {
+                Err(_) => return Err(Failure::Protocol),
+                Ok(Feed::NeedMore) => {
+                    if !reader.in_head() {
+                        filled = 0;
+                    }
+                }
+                Ok(Feed::Done { consumed }) => {
+                    let outcome = reader.outcome();
+                    // Bytes beyond the response were never asked for: do not reuse the stream.
+                    if !shared.keepalive || !outcome.keep_alive || consumed != filled {
+                        self.stream = None;
+                    }
+                    return Ok((outcome.status, bytes));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> LoadShape {
+        LoadShape {
+            connections: 4,
+            duration: Duration::from_secs(1),
+            keepalive: true,
+            warmup: Duration::ZERO,
+            max_requests: None,
+        }
+    }
+
+    #[test]
+    fn shapes_outside_the_bounds_are_refused_with_the_limit() {
+        let cases = [
+            (
+                LoadShape {
+                    connections: 0,
+                    ..shape()
+                },
+                "invalid load shape: connections must be between 1 and 10000, got 0",
+            ),
+            (
+                LoadShape {
+                    connections: 10_001,
+                    ..shape()
+                },
+                "invalid load shape: connections must be between 1 and 10000, got 10001",
+            ),
+            (
+                LoadShape {
+                    duration: Duration::ZERO,
+                    ..shape()
+                },
+                "invalid load shape: the duration must be between 10ms and 3600s, got 0ns",
+            ),
+            (
+                LoadShape {
+                    duration: Duration::from_secs(3601),
+                    ..shape()
+                },
+                "invalid load shape: the duration must be between 10ms and 3600s, got 3601s",
+            ),
+            (
+                LoadShape {
+                    warmup: Duration::from_secs(7200),
+                    ..shape()
+                },
+                "invalid load shape: the warm-up must be at most 3600s, got 7200s",
+            ),
+            (
+                LoadShape {
+                    max_requests: Some(0),
+                    ..shape()
+                },
+                "invalid load shape: max_requests must be at least 1 (or unset)",
+            ),
+            (
+                LoadShape {
+                    max_requests: Some(MAX_REQUESTS + 1),
+                    ..shape()
+                },
+                "invalid load shape: max_requests must be at most 10000000, got 10000001",
+            ),
+        ];
+        for (s, msg) in cases {
+            assert_eq!(s.validate().unwrap_err().to_string(), msg);
+        }
+        assert!(shape().validate().is_ok());
+        assert_eq!(shape().request_cap(), MAX_REQUESTS);
+        assert_eq!(
+            LoadShape {
+                max_requests: Some(7),
+                ..shape()
+            }
+            .request_cap(),
+            7
+        );
+    }
+
+    #[test]
+    fn only_loopback_targets_with_clean_headers_are_accepted() {
+        let ok = LoadTarget::new("127.0.0.2:8080".parse().unwrap());
+        assert!(ok.validate().is_ok());
+        assert!(LoadTarget::new("[::1]:80".parse().unwrap())
+            .validate()
+            .is_ok());
+        let remote = LoadTarget::new("10.0.2.15:80".parse().unwrap());
+        assert_eq!(
+            remote.validate().unwrap_err().to_string(),
+            "refusing to send load to 10.0.2.15:80: only loopback addresses (127.0.0.0/8, ::1) may be load targets"
+        );
+        let bad_path = LoadTarget {
+            path: "/a b".into(),
+            ..ok.clone()
+        };
+        assert!(bad_path
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("the path `/a b` must start with '/'"));
+        let relative = LoadTarget {
+            path: "index.html".into(),
+            ..ok.clone()
+        };
+        assert!(relative.validate().is_err());
+        let injected = LoadTarget {
+            host: "x\r\nEvil: 1".into(),
+            ..ok.clone()
+        };
+        assert!(injected
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("Host header"));
+        let port0 = LoadTarget::new("127.0.0.1:0".parse().unwrap());
+        assert!(port0.validate().unwrap_err().to_string().contains("port 0"));
+    }
+
+    #[test]
+    fn requests_say_close_only_without_keepalive() {
+        let t = LoadTarget {
+            path: "/x?y=1".into(),
+            ..LoadTarget::new("127.0.0.1:8080".parse().unwrap())
+        };
+        assert_eq!(
+            String::from_utf8(t.request(true)).unwrap(),
+            "GET /x?y=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: bakeoff\r\n\r\n"
+        );
+        assert!(String::from_utf8(t.request(false))
+            .unwrap()
+            .ends_with("Connection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn shape_serialises_durations_as_seconds() {
+        let json = serde_json::to_string(&LoadShape {
+            warmup: Duration::from_millis(500),
+            ..shape()
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            r#"{"connections":4,"duration_seconds":1.0,"keepalive":true,"warmup_seconds":0.5,"max_requests":null}"#
+        );
+        let back: LoadShape = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.warmup, Duration::from_millis(500));
+        assert!(serde_json::from_str::<LoadShape>(&json.replace("0.5", "-1")).is_err());
+    }
+
+    #[test]
+    fn one_thread_per_two_cpus_never_more_than_connections() {
+        assert_eq!(loader_threads(1), 1);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(loader_threads(10_000), (cpus / 2).max(1));
+    }
+}

@@ -1,0 +1,270 @@
+//! Pure renderings of a [`Report`] (Markdown for terminals, one self-contained HTML page), and
+//! the one effectful step that writes them with the JSON next to each other.
+
+mod html;
+mod markdown;
+
+use std::path::{Path, PathBuf};
+
+pub use html::html;
+pub use markdown::markdown;
+
+use crate::format;
+use crate::{BenchError, PlatformReport, Report};
+
+/// Where [`write_outputs`] put the files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputPaths {
+    pub json: PathBuf,
+    pub markdown: PathBuf,
+    pub html: PathBuf,
+}
+
+/// Writes `report.json`, `report.md` and `report.html` into `out_dir` (created if needed).
+pub fn write_outputs(report: &Report, out_dir: &Path) -> Result<OutputPaths, BenchError> {
+    fs_err::create_dir_all(out_dir)?;
+    let paths = OutputPaths {
+        json: out_dir.join("report.json"),
+        markdown: out_dir.join("report.md"),
+        html: out_dir.join("report.html"),
+    };
+    let mut json = serde_json::to_string_pretty(report).map_err(BenchError::Json)?;
+    json.push('\n');
+    fs_err::write(&paths.json, json)?;
+    fs_err::write(&paths.markdown, markdown(report))?;
+    fs_err::write(&paths.html, html(report))?;
+    Ok(paths)
+}
+
+/// "—": a figure that was not measured (never shown as zero).
+const NONE: &str = "—";
+
+/// The summary cells of one platform, shared by both renderings.
+struct Cells {
+    status: String,
+    accelerator: String,
+    image: String,
+    launch: String,
+    memory: String,
+    rps: String,
+    latency: String,
+}
+
+fn spread(median: String, min: String, max: String) -> String {
+    format!("{median} ({min}–{max})")
+}
+
+fn cells(p: &PlatformReport) -> Cells {
+    let c = p.conditions.as_ref();
+    let accelerator = match c {
+        Some(_) if p.is_emulated() => crate::Accelerator::Tcg.label().to_string(),
+        Some(c) => c.accelerator.label().to_string(),
+        None => NONE.to_string(),
+    };
+    let image = p
+        .image_size
+        .map_or(NONE.to_string(), |s| format::bytes(s.bytes as f64));
+    let launch = p.launch_to_ready.as_ref().map_or(NONE.to_string(), |s| {
+        spread(
+            format::seconds(s.median),
+            short_seconds(s.min),
+            short_seconds(s.max),
+        )
+    });
+    let memory = p.memory.as_ref().map_or(NONE.to_string(), |m| {
+        let s = &m.host_bytes;
+        format::bytes(s.median)
+    });
+    let (rps, latency) = match &p.load {
+        None => (NONE.to_string(), NONE.to_string()),
+        Some(l) => (
+            spread(
+                format::rate(l.req_per_sec.median),
+                format::rate(l.req_per_sec.min),
+                format::rate(l.req_per_sec.max),
+            ),
+            l.latency_ms.map_or(NONE.to_string(), |lat| {
+                format!("{} / {}", format::millis(lat.p50), format::millis(lat.p99))
+            }),
+        ),
+    };
+    Cells {
+        status: p.status.label().to_string(),
+        accelerator,
+        image,
+        launch,
+        memory,
+        rps,
+        latency,
+    }
+}
+
+/// "0.25" inside a seconds spread (the unit is on the median).
+fn short_seconds(s: f64) -> String {
+    format::seconds(s).trim_end_matches(" s").to_string()
+}
+
+/// A metric for the "compared with the best" ratios.
+#[derive(Clone, Copy)]
+enum Ratio {
+    Start,
+    Size,
+    Memory,
+    Throughput,
+    P99,
+}
+
+impl Ratio {
+    const ALL: [Ratio; 5] = [
+        Ratio::Start,
+        Ratio::Size,
+        Ratio::Memory,
+        Ratio::Throughput,
+        Ratio::P99,
+    ];
+
+    fn title(self) -> &'static str {
+        match self {
+            Ratio::Start => "launch→ready",
+            Ratio::Size => "image",
+            Ratio::Memory => "memory",
+            Ratio::Throughput => "req/s",
+            Ratio::P99 => "p99 latency",
+        }
+    }
+
+    fn value(self, p: &PlatformReport) -> Option<f64> {
+        match self {
+            Ratio::Start => p.launch_to_ready.as_ref().map(|s| s.median),
+            Ratio::Size => p.image_size.map(|s| s.bytes as f64),
+            Ratio::Memory => p.memory.as_ref().map(|m| m.host_bytes.median),
+            Ratio::Throughput => p.load.as_ref().map(|l| l.req_per_sec.median),
+            Ratio::P99 => p.load.as_ref().and_then(|l| l.latency_ms).map(|l| l.p99),
+        }
+        .filter(|v| v.is_finite() && *v > 0.0)
+    }
+
+    fn worse_word(self) -> &'static str {
+        match self {
+            Ratio::Start => "slower",
+            Ratio::Size => "larger",
+            Ratio::Memory => "more",
+            Ratio::Throughput => "fewer",
+            Ratio::P99 => "higher",
+        }
+    }
+
+    /// "1.00×" for the best measured platform, "3.2× slower" for the others.
+    fn cell(self, p: &PlatformReport, all: &[PlatformReport]) -> String {
+        let Some(v) = self.value(p) else {
+            return NONE.to_string();
+        };
+        let values = all
+            .iter()
+            .filter(|q| q.is_measured())
+            .filter_map(|q| self.value(q));
+        let (best, r) = if matches!(self, Ratio::Throughput) {
+            let best = values.fold(f64::MIN, f64::max);
+            (best, best / v)
+        } else {
+            let best = values.fold(f64::MAX, f64::min);
+            (best, v / best)
+        };
+        if !best.is_finite() || r < 1.005 {
+            "1.00×".to_string()
+        } else {
+            format!("{} {}", format::ratio(r), self.worse_word())
+        }
+    }
+}
+
+/// "16 connections, keep-alive, 10 s measured after a 1 s warm-up".
+fn describe_load(report: &Report) -> String {
+    let s = &report.load_shape;
+    let mut out = format!(
+        "{} connection{}, {}, {} measured",
+        s.connections,
+        if s.connections == 1 { "" } else { "s" },
+        if s.keepalive {
+            "keep-alive"
+        } else {
+            "a new connection per request"
+        },
+        format::duration(s.duration),
+    );
+    if !s.warmup.is_zero() {
+        out.push_str(&format!(" after a {} warm-up", format::duration(s.warmup)));
+    }
+    if let Some(n) = s.max_requests {
+        out.push_str(&format!(", at most {} requests", format::count(n)));
+    }
+    out
+}
+
+/// "`hello` from examples/hello/hello.c, built in 0.41 s, binary 768 KiB".
+fn describe_app(report: &Report) -> (String, String) {
+    let a = &report.app;
+    let mut extra = Vec::new();
+    if let Some(s) = a.build_seconds {
+        extra.push(format!("built in {}", format::seconds(s)));
+    }
+    if let Some(b) = a.binary_size {
+        extra.push(format!("binary {}", format::bytes(b as f64)));
+    }
+    (a.input.clone(), extra.join(", "))
+}
+
+fn describe_host(report: &Report) -> String {
+    let h = &report.host;
+    format!(
+        "{}, {} CPU{}, {}, Linux {}, {}",
+        h.hostname,
+        h.cpus,
+        if h.cpus == 1 { "" } else { "s" },
+        format::bytes(h.memory_bytes as f64),
+        h.kernel,
+        h.os
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_outputs_writes_three_files_that_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("nested/out");
+        let report = crate::example::report();
+        let paths = write_outputs(&report, &out).unwrap();
+        let json = fs_err::read_to_string(&paths.json).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, report);
+        assert!(fs_err::read_to_string(&paths.markdown)
+            .unwrap()
+            .starts_with("# bakeoff report: hello"));
+        assert!(fs_err::read_to_string(&paths.html)
+            .unwrap()
+            .starts_with("<!DOCTYPE html>"));
+    }
+
+    #[test]
+    fn write_outputs_names_the_path_it_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        fs_err::write(&file, "x").unwrap();
+        let err = write_outputs(&crate::example::report(), &file.join("sub")).unwrap_err();
+        assert!(err.to_string().contains("a-file"), "{err}");
+    }
+
+    #[test]
+    fn ratios_compare_with_the_best_measured_platform() {
+        let r = crate::example::report();
+        let docker = &r.platforms[0];
+        let qemu = &r.platforms[1];
+        assert_eq!(Ratio::Start.cell(docker, &r.platforms), "1.00×");
+        assert_eq!(Ratio::Start.cell(qemu, &r.platforms), "8.2× slower");
+        assert_eq!(Ratio::Throughput.cell(qemu, &r.platforms), "6.2× fewer");
+        assert_eq!(Ratio::Start.cell(&r.platforms[3], &r.platforms), NONE);
+    }
+}

@@ -1,0 +1,486 @@
+//! The report of one bench: a stable JSON schema (see [`SCHEMA_VERSION`]).
+
+use std::collections::BTreeMap;
+
+use bakeoff_spec::Platform;
+use serde::{Deserialize, Serialize};
+
+use crate::{BenchError, ErrorCounts, LoadResult, LoadShape, Policy, Recommendation, Stat};
+
+/// Bumped whenever a field is renamed or removed, or changes meaning. Adding optional fields
+/// does not bump it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Everything one `bakeoff bench` measured, and what it recommends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub tool_version: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    pub host: HostInfo,
+    pub app: AppInfo,
+    pub load_shape: LoadShape,
+    pub runs_per_platform: u32,
+    pub policy: Policy,
+    pub platforms: Vec<PlatformReport>,
+    /// Filled in by [`crate::recommend`] once the platforms are measured.
+    pub recommendation: Option<Recommendation>,
+}
+
+impl Report {
+    /// A report created now on this host, with no platforms yet.
+    pub fn new(
+        tool_version: &str,
+        app: AppInfo,
+        load_shape: LoadShape,
+        runs_per_platform: u32,
+        policy: Policy,
+    ) -> Report {
+        Report {
+            schema_version: SCHEMA_VERSION,
+            tool_version: tool_version.to_string(),
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            host: HostInfo::detect(),
+            app,
+            load_shape,
+            runs_per_platform,
+            policy,
+            platforms: Vec::new(),
+            recommendation: None,
+        }
+    }
+
+    pub fn platform(&self, platform: Platform) -> Option<&PlatformReport> {
+        self.platforms.iter().find(|p| p.platform == platform)
+    }
+}
+
+/// The machine the bench ran on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub hostname: String,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    /// `uname -r`.
+    pub kernel: String,
+    /// PRETTY_NAME from os-release.
+    pub os: String,
+}
+
+impl HostInfo {
+    /// Reads this host's facts from /proc and /etc/os-release; a fact that cannot be read is
+    /// "unknown" (or 0), never an error.
+    pub fn detect() -> HostInfo {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .ok()
+                .map(|s| s.trim().to_string())
+        };
+        let memory_bytes = read("/proc/meminfo")
+            .and_then(|m| {
+                m.lines().find_map(|l| {
+                    let kib = l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?;
+                    kib.trim().parse::<u64>().ok()
+                })
+            })
+            .map_or(0, |kib| kib * 1024);
+        let os = read("/etc/os-release")
+            .and_then(|r| {
+                r.lines().find_map(|l| {
+                    l.strip_prefix("PRETTY_NAME=")
+                        .map(|v| v.trim_matches('"').to_string())
+                })
+            })
+            .unwrap_or_else(|| "unknown".to_string());
+        HostInfo {
+            hostname: read("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".to_string()),
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get() as u32),
+            memory_bytes,
+            kernel: read("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".to_string()),
+            os,
+        }
+    }
+}
+
+/// The app under test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppInfo {
+    pub name: String,
+    /// What the user gave: a directory, a file, `deb:NAME` ...
+    pub input: String,
+    pub build_seconds: Option<f64>,
+    /// Bytes of the app's main binary.
+    pub binary_size: Option<u64>,
+}
+
+/// One platform's figures. Anything not measured is absent (`null`), never zero.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlatformReport {
+    pub platform: Platform,
+    pub status: Status,
+    pub conditions: Option<Conditions>,
+    pub image_size: Option<ImageSize>,
+    /// Seconds from the start request to the first successful probe, over N runs.
+    pub launch_to_ready: Option<Stat>,
+    pub memory: Option<MemoryStats>,
+    pub load: Option<LoadStats>,
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+impl PlatformReport {
+    /// A measured platform; fill in the figures.
+    pub fn measured(platform: Platform, conditions: Conditions) -> PlatformReport {
+        PlatformReport {
+            platform,
+            status: Status::Measured,
+            conditions: Some(conditions),
+            image_size: None,
+            launch_to_ready: None,
+            memory: None,
+            load: None,
+            notes: Vec::new(),
+        }
+    }
+
+    /// A platform that cannot run here (no Docker, no Rumprun toolchain ...).
+    pub fn unavailable(platform: Platform, reason: impl Into<String>) -> PlatformReport {
+        PlatformReport {
+            status: Status::Unavailable {
+                reason: reason.into(),
+            },
+            conditions: None,
+            ..PlatformReport::measured(platform, Conditions::native(""))
+        }
+    }
+
+    /// A platform that should have run but whose measurement failed.
+    pub fn failed(platform: Platform, reason: impl Into<String>) -> PlatformReport {
+        PlatformReport {
+            status: Status::Failed {
+                reason: reason.into(),
+            },
+            conditions: None,
+            ..PlatformReport::measured(platform, Conditions::native(""))
+        }
+    }
+
+    pub fn is_measured(&self) -> bool {
+        self.status == Status::Measured
+    }
+
+    /// Whether its figures come from an emulated CPU (QEMU TCG).
+    pub fn is_emulated(&self) -> bool {
+        self.conditions
+            .as_ref()
+            .is_some_and(|c| c.emulated || c.accelerator == Accelerator::Tcg)
+    }
+}
+
+/// Whether a platform was measured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum Status {
+    Measured,
+    Unavailable { reason: String },
+    Failed { reason: String },
+}
+
+impl Status {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Status::Measured => "measured",
+            Status::Unavailable { .. } => "unavailable",
+            Status::Failed { .. } => "failed",
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Status::Measured => None,
+            Status::Unavailable { reason } | Status::Failed { reason } => Some(reason),
+        }
+    }
+}
+
+/// How the CPU was provided to the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accelerator {
+    /// Hardware virtualization.
+    Kvm,
+    /// QEMU's Tiny Code Generator: every guest instruction is emulated.
+    Tcg,
+    /// No virtual CPU (a container process on the host).
+    Native,
+}
+
+impl Accelerator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accelerator::Kvm => "kvm",
+            Accelerator::Tcg => "tcg",
+            Accelerator::Native => "native",
+        }
+    }
+
+    /// For people: TCG figures are always labelled as emulated.
+    pub fn label(self) -> &'static str {
+        match self {
+            Accelerator::Kvm => "KVM",
+            Accelerator::Tcg => "emulated (TCG)",
+            Accelerator::Native => "native",
+        }
+    }
+}
+
+/// The conditions a platform's figures were measured under.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conditions {
+    pub accelerator: Accelerator,
+    pub emulated: bool,
+    /// The VMM's command-line flags (or the container runtime's options).
+    #[serde(default)]
+    pub vmm_flags: Vec<String>,
+    pub cpus: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    /// The guest kernel, for VMs.
+    pub kernel: Option<String>,
+    /// The image that ran (tag, path or digest).
+    pub image: String,
+    /// Versions of the components involved, e.g. "qemu" -> "7.2.19".
+    #[serde(default)]
+    pub versions: BTreeMap<String, String>,
+}
+
+impl Conditions {
+    /// A process on the host (containers).
+    pub fn native(image: &str) -> Conditions {
+        Conditions {
+            accelerator: Accelerator::Native,
+            emulated: false,
+            vmm_flags: Vec::new(),
+            cpus: None,
+            memory_bytes: None,
+            kernel: None,
+            image: image.to_string(),
+            versions: BTreeMap::new(),
+        }
+    }
+
+    /// A VM with this accelerator; `emulated` follows from it.
+    pub fn vm(accelerator: Accelerator, image: &str) -> Conditions {
+        Conditions {
+            accelerator,
+            emulated: accelerator == Accelerator::Tcg,
+            ..Conditions::native(image)
+        }
+    }
+}
+
+/// Image bytes on disk and, where known, compressed (as shipped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSize {
+    pub bytes: u64,
+    pub compressed_bytes: Option<u64>,
+}
+
+/// Memory in bytes over N runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryStats {
+    /// The container's cgroup usage, or the VMM process's RSS.
+    pub host_bytes: Stat,
+    /// What the guest reports as used, when it reports it.
+    pub guest_bytes: Option<Stat>,
+}
+
+/// Latency percentiles in milliseconds, over every response of every run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatencyMs {
+    pub p50: f64,
+    pub p75: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl LatencyMs {
+    /// The percentile curve, for plotting: (label, milliseconds).
+    pub fn curve(&self) -> [(&'static str, f64); 6] {
+        [
+            ("p50", self.p50),
+            ("p75", self.p75),
+            ("p90", self.p90),
+            ("p99", self.p99),
+            ("p99.9", self.p999),
+            ("max", self.max),
+        ]
+    }
+}
+
+/// The load figures of N runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadStats {
+    pub runs: u32,
+    /// Complete responses over all runs.
+    pub requests: u64,
+    pub ok: u64,
+    pub non_2xx: u64,
+    /// Requests without a complete response over all runs ...
+    pub errors: u64,
+    /// ... by cause.
+    pub error_kinds: ErrorCounts,
+    /// Complete responses per second, one sample per run.
+    pub req_per_sec: Stat,
+    /// `None` when no response completed (no latency to speak of).
+    pub latency_ms: Option<LatencyMs>,
+}
+
+impl LoadStats {
+    /// Summarises runs; latency percentiles come from all runs' histograms merged.
+    pub fn from_runs(runs: &[LoadResult]) -> Result<LoadStats, BenchError> {
+        let first = runs.first().ok_or_else(|| BenchError::InvalidSamples {
+            what: "load runs".to_string(),
+            reason: "there are no runs".to_string(),
+        })?;
+        let mut hist = first.histogram.clone();
+        hist.reset();
+        let mut errors = ErrorCounts::default();
+        for r in runs {
+            hist.add(&r.histogram)
+                .map_err(|e| BenchError::InvalidSamples {
+                    what: "load runs".to_string(),
+                    reason: format!("their latency histograms cannot be merged: {e}"),
+                })?;
+            errors.connect += r.errors.connect;
+            errors.timeout += r.errors.timeout;
+            errors.closed += r.errors.closed;
+            errors.io += r.errors.io;
+            errors.protocol += r.errors.protocol;
+        }
+        let rates: Vec<f64> = runs.iter().map(|r| r.req_per_sec).collect();
+        let ms = |us: u64| us as f64 / 1000.0;
+        let latency_ms = (!hist.is_empty()).then(|| LatencyMs {
+            p50: ms(hist.value_at_quantile(0.50)),
+            p75: ms(hist.value_at_quantile(0.75)),
+            p90: ms(hist.value_at_quantile(0.90)),
+            p99: ms(hist.value_at_quantile(0.99)),
+            p999: ms(hist.value_at_quantile(0.999)),
+            max: ms(hist.max()),
+            mean: hist.mean() / 1000.0,
+        });
+        Ok(LoadStats {
+            runs: runs.len() as u32,
+            requests: runs.iter().map(|r| r.requests).sum(),
+            ok: runs.iter().map(|r| r.ok).sum(),
+            non_2xx: runs.iter().map(|r| r.non_2xx).sum(),
+            errors: errors.total(),
+            error_kinds: errors,
+            req_per_sec: Stat::of("requests per second", &rates)?,
+            latency_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LatencySummary;
+    use std::time::Duration;
+
+    fn run(rate: f64, latencies_us: &[u64], errors: ErrorCounts) -> LoadResult {
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+        for &l in latencies_us {
+            h.record(l).unwrap();
+        }
+        LoadResult {
+            requests: latencies_us.len() as u64,
+            ok: latencies_us.len() as u64,
+            non_2xx: 0,
+            errors,
+            bytes: 0,
+            elapsed: Duration::from_secs(1),
+            req_per_sec: rate,
+            bytes_per_sec: 0.0,
+            latency: LatencySummary::from_histogram(&h),
+            histogram: h,
+            capped: false,
+        }
+    }
+
+    #[test]
+    fn load_stats_merge_runs() {
+        let e = ErrorCounts {
+            closed: 2,
+            ..ErrorCounts::default()
+        };
+        let s = LoadStats::from_runs(&[
+            run(100.0, &[1000; 99], e),
+            run(300.0, &[1000, 50_000], ErrorCounts::default()),
+            run(200.0, &[2000], e),
+        ])
+        .unwrap();
+        assert_eq!(
+            (s.runs, s.requests, s.errors, s.error_kinds.closed),
+            (3, 102, 4, 4)
+        );
+        assert_eq!(
+            (s.req_per_sec.median, s.req_per_sec.min, s.req_per_sec.max),
+            (200.0, 100.0, 300.0)
+        );
+        let l = s.latency_ms.unwrap();
+        assert_eq!(l.p50, 1.0);
+        assert!((49.9..=50.1).contains(&l.max), "{}", l.max);
+        assert!(LoadStats::from_runs(&[]).is_err());
+    }
+
+    #[test]
+    fn runs_without_responses_have_no_latency_rather_than_zeros() {
+        let s = LoadStats::from_runs(&[run(
+            0.0,
+            &[],
+            ErrorCounts {
+                connect: 9,
+                ..Default::default()
+            },
+        )])
+        .unwrap();
+        assert_eq!(s.latency_ms, None);
+        assert_eq!(s.errors, 9);
+    }
+
+    #[test]
+    fn unavailable_platforms_carry_a_reason_and_no_figures() {
+        let p = PlatformReport::unavailable(Platform::Rumprun, "rumprun-bake is not on PATH");
+        assert_eq!(p.status.reason(), Some("rumprun-bake is not on PATH"));
+        assert!(!p.is_measured() && p.conditions.is_none() && p.load.is_none());
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["status"]["state"], "unavailable");
+        assert!(json["launch_to_ready"].is_null());
+    }
+
+    #[test]
+    fn tcg_is_emulated() {
+        let p = PlatformReport::measured(
+            Platform::Qemu,
+            Conditions::vm(Accelerator::Tcg, "hello.vmlinux"),
+        );
+        assert!(p.is_emulated());
+        assert_eq!(Accelerator::Tcg.label(), "emulated (TCG)");
+        let d = PlatformReport::measured(Platform::Docker, Conditions::native("hello:latest"));
+        assert!(!d.is_emulated());
+    }
+
+    #[test]
+    fn host_detection_reads_this_machine() {
+        let h = HostInfo::detect();
+        assert!(h.cpus >= 1);
+        if std::path::Path::new("/proc/meminfo").exists() {
+            assert!(h.memory_bytes > 0);
+            assert_ne!(h.kernel, "unknown");
+        }
+    }
+}

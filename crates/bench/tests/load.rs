@@ -1,0 +1,359 @@
+//! `load` against small in-process HTTP servers on 127.0.0.1 that answer, misbehave, close,
+//! reset or hang on purpose.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bakeoff_bench::{load, BenchError, LoadShape, LoadTarget};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the server does with the n-th request (0-based) of a connection.
+#[derive(Clone, Copy)]
+enum Action {
+    Respond(&'static [u8]),
+    /// Close the connection without answering.
+    Close,
+    /// Abort the connection (RST).
+    Reset,
+    /// Never answer.
+    Hang,
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nhello world\n";
+const CHUNKED_404: &[u8] =
+    b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nnope\r\n3\r\n!!\n\r\n0\r\n\r\n";
+
+struct Server {
+    addr: SocketAddr,
+    /// Request heads received.
+    requests: Arc<AtomicU64>,
+    /// Connections accepted.
+    connections: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(policy: fn(u64) -> Action) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicU64::new(0));
+    let connections = Arc::new(AtomicU64::new(0));
+    let (req, conns) = (requests.clone(), connections.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
+            conns.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(connection(s, policy, req.clone()));
+        }
+    });
+    Server {
+        addr,
+        requests,
+        connections,
+        task,
+    }
+}
+
+async fn connection(mut s: TcpStream, policy: fn(u64) -> Action, requests: Arc<AtomicU64>) {
+    let mut buf = vec![0u8; 4096];
+    let mut filled = 0;
+    let mut n = 0u64;
+    loop {
+        while let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+            requests.fetch_add(1, Ordering::Relaxed);
+            let close = buf[..end]
+                .windows(17)
+                .any(|w| w.eq_ignore_ascii_case(b"connection: close"));
+            buf.copy_within(end + 4..filled, 0);
+            filled -= end + 4;
+            match policy(n) {
+                Action::Respond(bytes) => {
+                    if s.write_all(bytes).await.is_err() || close {
+                        return;
+                    }
+                }
+                Action::Close => return,
+                Action::Reset => {
+                    let _ = s.set_zero_linger();
+                    return;
+                }
+                Action::Hang => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    return;
+                }
+            }
+            n += 1;
+        }
+        match s.read(&mut buf[filled..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(k) => filled += k,
+        }
+    }
+}
+
+fn shape(connections: u32, ms: u64) -> LoadShape {
+    LoadShape {
+        connections,
+        duration: Duration::from_millis(ms),
+        keepalive: true,
+        warmup: Duration::ZERO,
+        max_requests: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn keepalive_load_counts_every_response_and_fills_the_histogram() {
+    let server = serve(|_| Action::Respond(OK)).await;
+    let r = load(LoadTarget::new(server.addr), shape(4, 400))
+        .await
+        .unwrap();
+    assert!(r.requests > 100, "only {} requests in 400 ms", r.requests);
+    assert_eq!(r.ok, r.requests);
+    assert_eq!((r.non_2xx, r.errors.total()), (0, 0));
+    assert_eq!(r.histogram.len(), r.requests, "one latency per response");
+    assert_eq!(
+        r.bytes,
+        r.requests * OK.len() as u64,
+        "bytes are the responses' bytes"
+    );
+    let l = r.latency;
+    assert!(l.min_us >= 1 && l.min_us <= l.p50_us && l.p50_us <= l.p90_us);
+    assert!(l.p90_us <= l.p99_us && l.p99_us <= l.p999_us && l.p999_us <= l.max_us);
+    assert!(l.max_us < 5_000_000, "no response took the whole timeout");
+    assert!(
+        r.elapsed >= Duration::from_millis(390) && r.elapsed <= Duration::from_millis(600),
+        "elapsed {:?}",
+        r.elapsed
+    );
+    let rate = r.requests as f64 / r.elapsed.as_secs_f64();
+    assert!((r.req_per_sec - rate).abs() < 1e-6);
+    assert!(!r.capped);
+    // Keep-alive: four connections carried all requests (plus none reopened).
+    assert_eq!(server.connections.load(Ordering::Relaxed), 4);
+    // The server saw at most 4 more requests than were counted (in flight at the end).
+    let seen = server.requests.load(Ordering::Relaxed);
+    assert!(
+        seen >= r.requests && seen <= r.requests + 4,
+        "{seen} vs {}",
+        r.requests
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn max_requests_stops_at_exactly_that_many() {
+    let server = serve(|_| Action::Respond(OK)).await;
+    let s = LoadShape {
+        max_requests: Some(500),
+        ..shape(8, 10_000)
+    };
+    let r = load(LoadTarget::new(server.addr), s).await.unwrap();
+    assert_eq!(r.requests, 500);
+    assert_eq!(server.requests.load(Ordering::Relaxed), 500);
+    assert!(r.capped);
+    assert!(
+        r.elapsed < Duration::from_secs(5),
+        "stopped early: {:?}",
+        r.elapsed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn without_keepalive_every_request_has_its_own_connection() {
+    let server = serve(|_| Action::Respond(OK)).await;
+    let s = LoadShape {
+        keepalive: false,
+        max_requests: Some(300),
+        ..shape(4, 10_000)
+    };
+    let r = load(LoadTarget::new(server.addr), s).await.unwrap();
+    assert_eq!((r.requests, r.ok, r.errors.total()), (300, 300, 0));
+    assert_eq!(server.connections.load(Ordering::Relaxed), 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_server_closing_connections_is_counted_as_errors() {
+    // Two answers per connection, then the third request gets a closed connection.
+    let server = serve(|n| {
+        if n < 2 {
+            Action::Respond(OK)
+        } else {
+            Action::Close
+        }
+    })
+    .await;
+    let c = 4;
+    let r = load(LoadTarget::new(server.addr), shape(c, 300))
+        .await
+        .unwrap();
+    assert!(r.ok > 50, "{r:?}");
+    let closed = r.errors.closed;
+    assert_eq!(r.errors.total(), closed, "{:?}", r.errors);
+    // One failure per two successes, give or take the cycles cut at the end.
+    let expected = r.ok / 2;
+    assert!(
+        closed + c as u64 >= expected && closed <= expected + c as u64,
+        "closed {closed}, ok {}",
+        r.ok
+    );
+    assert_eq!(r.histogram.len(), r.ok, "failed requests have no latency");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_server_resetting_connections_is_counted_as_errors() {
+    let server = serve(|n| {
+        if n == 0 {
+            Action::Respond(OK)
+        } else {
+            Action::Reset
+        }
+    })
+    .await;
+    let r = load(LoadTarget::new(server.addr), shape(2, 300))
+        .await
+        .unwrap();
+    assert!(r.ok > 10 && r.errors.total() > 10, "{r:?}");
+    assert_eq!(
+        r.errors.connect + r.errors.timeout + r.errors.protocol,
+        0,
+        "{:?}",
+        r.errors
+    );
+    assert!(r.errors.io + r.errors.closed >= r.ok - 2, "{:?}", r.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn nothing_listening_counts_connect_errors_and_no_latency() {
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let r = load(LoadTarget::new(addr), shape(2, 100)).await.unwrap();
+    assert_eq!(r.requests, 0);
+    assert!(r.errors.connect > 0);
+    assert_eq!(r.errors.total(), r.errors.connect);
+    assert_eq!(r.latency.max_us, 0);
+    assert_eq!(r.req_per_sec, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn chunked_error_responses_are_parsed_and_counted_as_non_2xx() {
+    let server = serve(|_| Action::Respond(CHUNKED_404)).await;
+    let r = load(LoadTarget::new(server.addr), shape(2, 200))
+        .await
+        .unwrap();
+    assert!(r.requests > 10);
+    assert_eq!((r.ok, r.non_2xx, r.errors.total()), (0, r.requests, 0));
+    assert_eq!(
+        server.connections.load(Ordering::Relaxed),
+        2,
+        "chunked bodies keep the connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn garbage_is_a_protocol_error() {
+    let server = serve(|_| Action::Respond(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")).await;
+    let r = load(LoadTarget::new(server.addr), shape(1, 100))
+        .await
+        .unwrap();
+    assert!(r.errors.protocol > 0 && r.requests == 0, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_hanging_server_times_out_after_five_seconds() {
+    let server = serve(|_| Action::Hang).await;
+    let r = load(LoadTarget::new(server.addr), shape(2, 5_600))
+        .await
+        .unwrap();
+    assert_eq!(r.errors.timeout, 2, "{r:?}");
+    assert_eq!(r.requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_end_of_the_run_is_not_a_timeout() {
+    let server = serve(|_| Action::Hang).await;
+    let r = load(LoadTarget::new(server.addr), shape(2, 200))
+        .await
+        .unwrap();
+    assert_eq!((r.requests, r.errors.total()), (0, 0), "{r:?}");
+    assert!(r.elapsed < Duration::from_millis(400));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn warmup_requests_are_sent_but_not_counted() {
+    let server = serve(|_| Action::Respond(OK)).await;
+    let s = LoadShape {
+        warmup: Duration::from_millis(300),
+        ..shape(2, 200)
+    };
+    let r = load(LoadTarget::new(server.addr), s).await.unwrap();
+    let seen = server.requests.load(Ordering::Relaxed);
+    assert!(r.requests > 0);
+    assert!(
+        seen > r.requests * 3 / 2,
+        "server saw {seen}, counted {}",
+        r.requests
+    );
+    assert!(
+        r.elapsed < Duration::from_millis(350),
+        "the warm-up is not in elapsed: {:?}",
+        r.elapsed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn dropping_the_future_stops_the_load() {
+    let server = serve(|_| Action::Respond(OK)).await;
+    let run = load(LoadTarget::new(server.addr), shape(2, 60_000));
+    assert!(tokio::time::timeout(Duration::from_millis(200), run)
+        .await
+        .is_err());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = server.requests.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server.requests.load(Ordering::Relaxed),
+        before,
+        "load continued after the drop"
+    );
+}
+
+#[tokio::test]
+async fn bad_arguments_fail_before_any_traffic() {
+    let err = load(
+        LoadTarget::new("192.0.2.1:80".parse().unwrap()),
+        shape(1, 100),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, BenchError::NotLoopback { .. }), "{err}");
+    let err = load(
+        LoadTarget::new("127.0.0.1:9".parse().unwrap()),
+        shape(0, 100),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, BenchError::InvalidShape { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn many_connections_work() {
+    let server = serve(|_| Action::Respond(OK)).await;
+    let s = LoadShape {
+        max_requests: Some(5_000),
+        ..shape(500, 10_000)
+    };
+    let r = load(LoadTarget::new(server.addr), s).await.unwrap();
+    assert_eq!((r.requests, r.errors.total()), (5_000, 0), "{:?}", r.errors);
+    assert_eq!(server.connections.load(Ordering::Relaxed), 500);
+}
