@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use bakeoff_spec::Platform;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::inspect::{Calls, ElfClass, ElfInfo, ElfKind, Linkage};
 
@@ -28,7 +28,7 @@ const RUMPRUN_PROVIDED: &[&str] = &[
 
 /// Whether one platform can run the program. When `runnable`, `reasons` are notes worth
 /// knowing; otherwise they say what stops it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
     pub platform: Platform,
     pub runnable: bool,

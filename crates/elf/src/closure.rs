@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::inspect::{describe, parse, read_file, read_head, verify, Ident, Parsed, Verify};
 use crate::ldcache::{parse_ld_so_cache, CacheEntry};
@@ -13,7 +13,7 @@ use crate::rootfs::{Resolved, Root};
 use crate::ElfError;
 
 /// What ld.so would load for a program, as files to lay out in a new root.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Closure {
     /// Sorted by path, no duplicates; every parent directory of a file or symlink is a `Dir`
     /// entry (except `/`), so the entries can be laid out in order.
@@ -27,14 +27,14 @@ pub struct Closure {
     pub extra_library_dirs: Vec<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ClosureEntry {
     /// Absolute, as seen inside the root.
     pub path: PathBuf,
     pub kind: EntryKind,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryKind {
     /// A regular file; `source` is where to copy it from on this host.
@@ -49,7 +49,7 @@ pub enum EntryKind {
 }
 
 /// One object ld.so would map.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoadedObject {
     /// The name it was asked for by: the program's path, PT_INTERP, or a DT_NEEDED entry.
     pub name: String,
@@ -123,10 +123,10 @@ impl Closure {
 }
 
 /// Everything ld.so would load for `exe`, resolved inside the filesystem `root` (`/` for this
-/// host, or a staging directory such as unpacked Debian packages). `exe` is a path inside `root`
-/// (`/usr/sbin/nginx`) or a host path under `root`; a relative `exe` is taken from the current
-/// directory. Absolute paths found in ELF files and in `root`'s `/etc/ld.so.cache` are
-/// interpreted inside `root`.
+/// host, or a staging directory such as unpacked Debian packages). `exe` is a host path under
+/// `root` (absolute or relative to the current directory), or else a path inside `root`
+/// (`/usr/sbin/nginx`). Absolute paths found in ELF files and in `root`'s `/etc/ld.so.cache` are
+/// interpreted inside `root`, and so are symlink targets: nothing outside `root` is read.
 ///
 /// The search follows glibc: for each DT_NEEDED not already loaded (by name or SONAME), the
 /// DT_RPATH of the object that needs it and of the objects that loaded it up to the program
@@ -140,7 +140,10 @@ impl Closure {
 /// At run time ld.so takes the *program's* `$ORIGIN` from `/proc/self/exe`: a root laid out from
 /// this closure needs `/proc` mounted when the program's RPATH/RUNPATH uses `$ORIGIN`.
 pub fn closure(exe: &Path, root: &Path) -> Result<Closure, ElfError> {
-    let root_host = fs_err::canonicalize(root)?;
+    let root_host = std::fs::canonicalize(root).map_err(|source| ElfError::BadRoot {
+        root: root.to_path_buf(),
+        source,
+    })?;
     let exe_inside = path_inside_root(exe, root, &root_host)?;
     Walk::new(Root::new(&root_host)).run(&exe_inside)
 }
@@ -216,9 +219,9 @@ impl Walk {
         let resolved = self
             .root
             .resolve(exe)?
-            .ok_or_else(|| ElfError::Unreadable {
-                path: self.root.host_path(exe),
-                source: io::Error::from(io::ErrorKind::NotFound),
+            .ok_or_else(|| ElfError::ProgramNotFound {
+                path: exe.to_path_buf(),
+                root: self.root.host().to_path_buf(),
             })?;
         let parsed = self.parse_at(&resolved.real)?;
         self.ident = Some(parsed.ident);
@@ -436,15 +439,16 @@ impl Walk {
             }
         }
         if !nodeflib {
-            let cached: Vec<PathBuf> = self
+            // cache order is ld.so's preference; glibc-hwcaps variants go last (we want the
+            // baseline build, which runs on every CPU of the architecture)
+            let mut cached: Vec<(bool, PathBuf)> = self
                 .cache()?
                 .iter()
                 .filter(|e| e.key == name)
                 .map(|e| (e.hwcap != 0, PathBuf::from(&e.value)))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .map(|(_, p)| p)
                 .collect();
+            cached.sort_by_key(|(hwcap, _)| *hwcap);
+            let cached: Vec<PathBuf> = cached.into_iter().map(|(_, p)| p).collect();
             for path in cached {
                 if let Some(resolved) = self.candidate(&path, &needed_by, &mut skipped)? {
                     return Ok(Found {

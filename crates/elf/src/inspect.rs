@@ -7,12 +7,12 @@ use std::io::Read as _;
 use std::path::Path;
 
 use goblin::elf::{dynamic, header, program_header, section_header, sym, Elf};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ElfError;
 
 /// 32- or 64-bit ELF.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ElfClass {
     #[serde(rename = "32")]
     Elf32,
@@ -36,7 +36,7 @@ impl fmt::Display for ElfClass {
 }
 
 /// What the file is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ElfKind {
     /// `ET_EXEC`: a position-dependent program.
@@ -50,7 +50,7 @@ pub enum ElfKind {
 }
 
 /// How the program gets its libraries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Linkage {
     /// Everything is in the file; no program interpreter.
@@ -63,7 +63,7 @@ pub enum Linkage {
 
 /// Process primitives a program uses, derived from its imported symbols (dynamic programs) or
 /// from the libc functions linked into it (static programs with a symbol table).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessFeatures {
     /// fork, vfork, daemon, forkpty, or a raw clone() that is not explained by threads.
     pub forks: bool,
@@ -76,7 +76,7 @@ pub struct ProcessFeatures {
 }
 
 /// Facts about one ELF file, as read by [`inspect`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ElfInfo {
     pub class: ElfClass,
     /// Debian-style architecture name: `x86_64`, `aarch64`, `i386`, `arm`, `riscv64`, ...
@@ -121,6 +121,13 @@ impl ElfInfo {
 
 /// Reads and parses the ELF file at `path`.
 pub fn inspect(path: &Path) -> Result<ElfInfo, ElfError> {
+    // look at the magic first, so that a large file that is not ELF is not read whole
+    let head = read_head(path)?;
+    if head.len() < 4 || head[..4] != *header::ELFMAG {
+        return Err(ElfError::NotElf {
+            path: path.to_path_buf(),
+        });
+    }
     let bytes = read_file(path)?;
     Ok(parse(path, &bytes)?.info)
 }

@@ -13,7 +13,7 @@ mod rootfs;
 mod test_support;
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use check::{check, Verdict};
 pub use closure::{closure, copy_into, Closure, ClosureEntry, EntryKind, LoadedObject};
@@ -33,6 +33,16 @@ pub enum ElfError {
     #[error("cannot read {}", path.display())]
     Unreadable {
         path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{} does not exist{}", path.display(), in_root(root))]
+    ProgramNotFound { path: PathBuf, root: PathBuf },
+
+    #[error("cannot use {} as a filesystem root", root.display())]
+    BadRoot {
+        root: PathBuf,
         #[source]
         source: io::Error,
     },
@@ -89,6 +99,14 @@ pub enum ElfError {
     /// An I/O error from `fs-err`, whose message names the path.
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+fn in_root(root: &Path) -> String {
+    if root == Path::new("/") {
+        String::new()
+    } else {
+        format!(" in {}", root.display())
+    }
 }
 
 fn skipped_note(skipped: &[String]) -> String {

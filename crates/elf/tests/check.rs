@@ -2,8 +2,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use bakeoff_elf::{check, inspect, ElfInfo};
 use common::{fixture, gcc, have_gcc};
@@ -83,54 +82,10 @@ fn aarch64_binary() {
     insta::assert_yaml_snapshot!(check(&info, false));
 }
 
-/// Debian's nginx binary, fetched with `apt-get download` and unpacked with `dpkg-deb -x`
-/// (kept under the target's test tmpdir between runs).
-fn debian_nginx() -> Result<PathBuf, String> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bakeoff-elf-nginx");
-    let binary = dir.join("root/usr/sbin/nginx");
-    if binary.is_file() {
-        return Ok(binary);
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut last = String::new();
-    for package in ["nginx-core", "nginx"] {
-        let out = Command::new("timeout")
-            .args(["180", "apt-get", "download", package])
-            .current_dir(&dir)
-            .output()
-            .map_err(|e| format!("cannot run apt-get: {e}"))?;
-        if !out.status.success() {
-            last = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            continue;
-        }
-        let debs = std::fs::read_dir(&dir)
-            .map_err(|e| e.to_string())?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "deb"))
-            .collect::<Vec<_>>();
-        for deb in debs {
-            let status = Command::new("dpkg-deb")
-                .arg("-x")
-                .arg(&deb)
-                .arg(dir.join("root"))
-                .status();
-            if !status.is_ok_and(|s| s.success()) {
-                return Err(format!("dpkg-deb -x {} failed", deb.display()));
-            }
-        }
-        if binary.is_file() {
-            return Ok(binary);
-        }
-    }
-    Err(format!(
-        "apt-get download nginx-core/nginx did not give /usr/sbin/nginx: {last}"
-    ))
-}
-
 #[test]
 fn prebuilt_debian_nginx() {
-    let nginx = match debian_nginx() {
-        Ok(path) => path,
+    let nginx = match common::debian_root("nginx-only", &["nginx"]) {
+        Ok(root) => root.join("usr/sbin/nginx"),
         Err(reason) => {
             eprintln!("skipping: {reason}");
             return;

@@ -141,7 +141,18 @@ fn curl_closure_keeps_interpreter_and_soname_symlinks_and_runs_in_a_new_root() {
     copy_into(&closure, dest.path()).unwrap();
     copy_into(&closure, dest.path()).expect("laying out twice is fine");
     let copied = dest.path().join("usr/bin/curl");
-    assert!(copied.is_file());
+    let mode = |p: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+    };
+    assert_eq!(
+        mode(&copied),
+        mode(curl),
+        "copied files keep their permission bits"
+    );
+    assert_eq!(
+        std::fs::read_link(dest.path().join("lib64")).unwrap(),
+        std::fs::read_link("/lib64").unwrap()
+    );
     if can_chroot() {
         let out = Command::new("chroot")
             .arg(dest.path())
@@ -469,6 +480,23 @@ fn a_missing_library_names_itself_and_the_object_that_needs_it() {
         "/lib/x86_64-linux-gnu/libgone.so.1 (needed by /usr/bin/bar) cannot be loaded: it is not an ELF file"
     );
 
+    let err = closure(Path::new("/usr/bin/baz"), &root).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "/usr/bin/baz does not exist in {}",
+            std::fs::canonicalize(&root).unwrap().display()
+        )
+    );
+    let err = closure(Path::new("/usr/bin/bar"), &tmp.path().join("no-such-root")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot use {} as a filesystem root",
+            tmp.path().join("no-such-root").display()
+        )
+    );
+
     std::fs::remove_file(root.join("lib64/ld-linux-x86-64.so.2")).unwrap();
     let err = closure(Path::new("/usr/bin/bar"), &root).unwrap_err();
     assert_eq!(
@@ -516,5 +544,91 @@ fn ld_so_cache_of_the_root_is_used_and_extra_dirs_are_reported() {
     assert_eq!(
         closure.extra_library_dirs,
         vec![PathBuf::from("/opt/cachelib")]
+    );
+}
+
+/// A staging root made of unpacked Debian packages: nginx and the packages of its libraries.
+/// The closure is resolved there (not on the host), laid out, and nginx runs in the result.
+#[test]
+fn debian_nginx_closure_in_a_staging_root() {
+    let packages = [
+        "nginx",
+        "libc6",
+        "libcrypt1",
+        "libpcre2-8-0",
+        "libssl3",
+        "zlib1g",
+    ];
+    let root = match common::debian_root("nginx-with-libs", &packages) {
+        Ok(root) => root,
+        Err(reason) => {
+            eprintln!("skipping: {reason}");
+            return;
+        }
+    };
+    let root_real = std::fs::canonicalize(&root).unwrap();
+    // a host path under the root is taken as the path inside it
+    let closure = closure(&root.join("usr/sbin/nginx"), &root).unwrap();
+    assert_eq!(closure.loaded[0].path, Path::new("/usr/sbin/nginx"));
+    for entry in &closure.entries {
+        if let EntryKind::File { source } = &entry.kind {
+            assert!(
+                source.starts_with(&root_real),
+                "{} comes from outside the root",
+                source.display()
+            );
+        }
+    }
+    let names: BTreeSet<&str> = closure.loaded.iter().map(|o| o.name.as_str()).collect();
+    for lib in [
+        "libcrypt.so.1",
+        "libpcre2-8.so.0",
+        "libssl.so.3",
+        "libcrypto.so.3",
+        "libz.so.1",
+        "libc.so.6",
+    ] {
+        assert!(names.contains(lib), "{lib} missing from {names:?}");
+    }
+    let interp = closure
+        .lookup(Path::new("/lib64/ld-linux-x86-64.so.2"))
+        .expect("interpreter in the closure");
+    assert!(matches!(interp.kind, EntryKind::File { .. }));
+
+    let dest = tempfile::tempdir().unwrap();
+    copy_into(&closure, dest.path()).unwrap();
+    if can_chroot() {
+        let out = Command::new("chroot")
+            .arg(dest.path())
+            .args(["/usr/sbin/nginx", "-v"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.starts_with("nginx version: nginx/"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn debian_nginx_alone_names_its_first_missing_library() {
+    let root = match common::debian_root("nginx-only", &["nginx"]) {
+        Ok(root) => root,
+        Err(reason) => {
+            eprintln!("skipping: {reason}");
+            return;
+        }
+    };
+    let err = closure(Path::new("/usr/sbin/nginx"), &root)
+        .unwrap_err()
+        .to_string();
+    // without libc6 unpacked there is no interpreter either; ld.so would not even start
+    assert_eq!(
+        err,
+        format!(
+            "the program interpreter /lib64/ld-linux-x86-64.so.2 (needed by /usr/sbin/nginx) was not found in {}",
+            std::fs::canonicalize(&root).unwrap().display()
+        )
     );
 }

@@ -95,3 +95,46 @@ pub fn can_chroot() -> bool {
     }
     root && tool
 }
+
+/// Debian packages fetched with `apt-get download` and unpacked with `dpkg-deb -x` into one
+/// staging root, kept under the target's test tmpdir (`key` names it) between runs.
+pub fn debian_root(key: &str, packages: &[&str]) -> Result<PathBuf, String> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("bakeoff-elf-debs")
+        .join(key);
+    let root = dir.join("root");
+    let done = dir.join("unpacked");
+    if done.exists() {
+        return Ok(root);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let out = Command::new("timeout")
+        .args(["300", "apt-get", "download"])
+        .args(packages)
+        .current_dir(&dir)
+        .output()
+        .map_err(|e| format!("cannot run apt-get: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "apt-get download {} failed: {}",
+            packages.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    for entry in std::fs::read_dir(&dir).map_err(|e| e.to_string())? {
+        let deb = entry.map_err(|e| e.to_string())?.path();
+        if deb.extension().is_some_and(|x| x == "deb") {
+            let status = Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&deb)
+                .arg(&root)
+                .status();
+            if !status.is_ok_and(|s| s.success()) {
+                return Err(format!("dpkg-deb -x {} failed", deb.display()));
+            }
+        }
+    }
+    std::fs::write(&done, "").map_err(|e| e.to_string())?;
+    Ok(root)
+}
