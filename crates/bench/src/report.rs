@@ -475,6 +475,38 @@ mod tests {
     }
 
     #[test]
+    fn report_json_schema() {
+        // A report made now on this host, with the example's platforms: time and host redacted.
+        let example = crate::example::report();
+        let mut report = Report::new(
+            "0.1.0",
+            example.app.clone(),
+            example.load_shape.clone(),
+            example.runs_per_platform,
+            example.policy,
+        );
+        report.platforms = example.platforms.clone();
+        report.recommendation = example.recommendation.clone();
+        assert!(
+            humantime::parse_rfc3339(&report.created).is_ok(),
+            "{}",
+            report.created
+        );
+        insta::assert_json_snapshot!(report, {
+            ".created" => "[created]",
+            ".host.*" => "[host]",
+        });
+    }
+
+    #[test]
+    fn reports_read_back_as_written() {
+        let report = crate::example::report();
+        let json = serde_json::to_string_pretty(&report).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, report);
+    }
+
+    #[test]
     fn host_detection_reads_this_machine() {
         let h = HostInfo::detect();
         assert!(h.cpus >= 1);

@@ -83,7 +83,7 @@ struct Row {
 
 const CHART_W: f64 = 600.0;
 const PLOT_X0: f64 = 132.0;
-const PLOT_X1: f64 = 430.0;
+const PLOT_X1: f64 = 405.0;
 const TOP: f64 = 26.0;
 const ROW_H: f64 = 40.0;
 
@@ -128,8 +128,8 @@ fn bar_chart(id: &str, title: &str, unit: &str, rows: &[Row]) -> String {
     }
     let _ = write!(
         s,
-        r##"<text x="{ux}" y="{uy}" class="tick" text-anchor="start">{unit}</text>"##,
-        ux = PLOT_X1 + 8.0,
+        r##"<text x="{ux}" y="{uy}" class="tick unit" text-anchor="end">{unit}</text>"##,
+        ux = PLOT_X0 - 10.0,
         uy = TOP - 11.0,
         unit = esc(unit)
     );
@@ -425,7 +425,7 @@ fn distribution_chart(report: &Report) -> String {
                 minor = if m == 1.0 { "" } else { " minor" },
                 tx = x0 - 8.0,
                 ty = gy + 4.0,
-                label = esc(&format::millis(v))
+                label = esc(&ms_tick(v))
             );
         }
         d += 1.0;
@@ -472,6 +472,15 @@ fn distribution_chart(report: &Report) -> String {
     }
     s.push_str("</svg>");
     s
+}
+
+/// A log-axis label for 1, 2 or 5 times a power of ten milliseconds: "100 µs", "1 ms", "20 ms".
+fn ms_tick(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.0} µs", ms * 1000.0)
+    } else {
+        format!("{} ms", format::rate(ms).replace(".0", ""))
+    }
 }
 
 fn series_name(p: &PlatformReport) -> String {
@@ -525,18 +534,22 @@ section.card { padding: 14px 18px; }
 .reco .pick { font-size: 20px; font-weight: 700; margin: 0 0 6px; }
 .reco ol { margin: 6px 0 10px; padding-left: 22px; }
 .reco li { margin: 2px 0; }
+.reco li.lead { font-weight: 600; }
+table.ranking { max-width: 640px; }
 .banner { background: #fff5f5; border: 1px solid #ffc9c9; color: #862e2e; border-radius: 8px; padding: 10px 14px; margin: 14px 0 0; }
 table { border-collapse: collapse; width: 100%; background: var(--bg); }
 th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { font-size: 12px; text-transform: uppercase; letter-spacing: .03em; color: var(--muted); background: var(--soft); }
 td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
+td .ratio { font-size: 12px; color: var(--emu); }
+td .ratio.best { color: #2b8a3e; font-weight: 600; }
 .wrap { overflow-x: auto; border: 1px solid var(--line); border-radius: 8px; }
 .wrap table { border: 0; }
-.badge { display: inline-block; padding: 0 6px; border-radius: 4px; font-size: 12px; font-weight: 600; }
+.badge { display: inline-block; white-space: nowrap; padding: 0 6px; border-radius: 4px; font-size: 12px; font-weight: 600; }
 .badge.emu { background: #ffe3e3; color: var(--emu); }
 .badge.ok { background: #d3f9d8; color: #2b8a3e; }
 .badge.bad { background: #f1f3f5; color: var(--muted); }
-.grid2 { display: grid; grid-template-columns: repeat(auto-fill, minmax(610px, 1fr)); gap: 16px; }
+.grid2 { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 16px; }
 figure { margin: 0; padding: 12px 12px 8px; }
 figcaption { margin: 0 4px 6px; }
 figcaption .note { color: var(--muted); font-size: 12px; }
@@ -544,6 +557,7 @@ svg.chart { display: block; width: 100%; height: auto; max-width: 600px; font-fa
 svg .grid { stroke: #e9ecef; stroke-width: 1; }
 svg .grid.minor { stroke: #f1f3f5; }
 svg .tick { font-size: 11px; fill: var(--muted); }
+svg .tick.unit { font-weight: 600; }
 svg .name { font-size: 13px; font-weight: 600; fill: var(--fg); }
 svg .emu { font-size: 11px; font-weight: 600; fill: var(--emu); }
 svg .value { font-size: 12px; fill: var(--fg); font-variant-numeric: tabular-nums; }
@@ -680,8 +694,9 @@ fn recommendation(o: &mut String, report: &Report) {
         policy = r.policy,
         none = if r.platform.is_none() { " none" } else { "" },
     );
-    for reason in &r.reasons {
-        let _ = write!(o, "<li>{}</li>", esc(reason));
+    for (i, reason) in r.reasons.iter().enumerate() {
+        let class = if i == 0 { r#" class="lead""# } else { "" };
+        let _ = write!(o, "<li{class}>{}</li>", esc(reason));
     }
     o.push_str("</ol>");
     if !r.ranking.is_empty() {
@@ -709,37 +724,41 @@ fn accel_badge(p: &PlatformReport, text: &str) -> String {
 }
 
 fn summary(o: &mut String, report: &Report) {
-    o.push_str(r#"<h2>Summary</h2><div class="wrap"><table><tr><th>platform</th><th>status</th><th>accelerator</th><th>image</th><th>launch→ready (min–max)</th><th>memory</th><th>req/s (min–max)</th><th>p50 / p99</th>"#);
-    for r in Ratio::ALL {
-        let _ = write!(o, "<th>{} vs best</th>", esc(r.title()));
-    }
-    o.push_str("</tr>");
+    o.push_str(r#"<h2>Summary</h2><p class="meta">Each figure's second line compares it with the best measured platform (1.00× = best).</p><div class="wrap"><table><tr><th>platform</th><th>status</th><th>accelerator</th><th>image</th><th>launch→ready (min–max)</th><th>memory</th><th>req/s (min–max)</th><th>p50 / p99</th></tr>"#);
     for p in &report.platforms {
         let c = cells(p);
         let status = match p.status.reason() {
             None => format!(r#"<span class="badge ok">{}</span>"#, c.status),
             Some(_) => format!(r#"<span class="badge bad">{}</span>"#, c.status),
         };
+        // A figure, and under it how it compares with the best.
+        let figure = |text: &str, ratio: Ratio| {
+            if !p.is_measured() || ratio.value(p).is_none() {
+                return esc(text);
+            }
+            let vs = ratio.cell(p, &report.platforms);
+            let class = if vs == "1.00×" {
+                "ratio best"
+            } else {
+                "ratio"
+            };
+            format!(
+                r#"{}<br><span class="{class}">{}</span>"#,
+                esc(text),
+                esc(&vs)
+            )
+        };
         let _ = write!(
             o,
-            r#"<tr><td><b>{name}</b></td><td>{status}</td><td>{accel}</td><td class="num">{image}</td><td class="num">{launch}</td><td class="num">{memory}</td><td class="num">{rps}</td><td class="num">{lat}</td>"#,
+            r#"<tr><td><b>{name}</b></td><td>{status}</td><td>{accel}</td><td class="num">{image}</td><td class="num">{launch}</td><td class="num">{memory}</td><td class="num">{rps}</td><td class="num">{lat}</td></tr>"#,
             name = p.platform,
             accel = accel_badge(p, &c.accelerator),
-            image = esc(&c.image),
-            launch = esc(&c.launch),
-            memory = esc(&c.memory),
-            rps = esc(&c.rps),
-            lat = esc(&c.latency),
+            image = figure(&c.image, Ratio::Size),
+            launch = figure(&c.launch, Ratio::Start),
+            memory = figure(&c.memory, Ratio::Memory),
+            rps = figure(&c.rps, Ratio::Throughput),
+            lat = figure(&c.latency, Ratio::P99),
         );
-        for r in Ratio::ALL {
-            let cell = if p.is_measured() {
-                r.cell(p, &report.platforms)
-            } else {
-                super::NONE.to_string()
-            };
-            let _ = write!(o, r#"<td class="num">{}</td>"#, esc(&cell));
-        }
-        o.push_str("</tr>");
     }
     o.push_str("</table></div>");
 }
@@ -874,5 +893,8 @@ mod tests {
         assert_eq!(nice_step(0.0, 4.0), 1.0);
         assert_eq!(tick(0.5, 0.5), "0.5");
         assert_eq!(tick(15_000.0, 5000.0), "15,000");
+        assert_eq!(ms_tick(0.1), "100 µs");
+        assert_eq!(ms_tick(10.0), "10 ms");
+        assert_eq!(ms_tick(2000.0), "2,000 ms");
     }
 }
