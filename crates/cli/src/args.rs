@@ -21,6 +21,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Say which platforms can run APP, and why not.
+    Check {
+        #[arg(default_value = ".")]
+        app: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Build APP once and pack it for the chosen targets.
     Build(BuildArgs),
     /// Run APP on a platform.
@@ -58,6 +65,18 @@ pub enum TargetArg {
     Microvm,
     Rumprun,
     All,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AccelArg {
+    Kvm,
+    Tcg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MachineArg {
+    Microvm,
+    Q35,
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +118,15 @@ pub struct RunArgs {
     /// Guest kernel for VM platforms (bzImage or vmlinux).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
+    /// QEMU accelerator; default: KVM when a probe boot shows it works, else TCG.
+    #[arg(long, value_enum)]
+    pub accel: Option<AccelArg>,
+    /// QEMU machine; default: microvm (q35 when the kernel has no PVH entry).
+    #[arg(long, value_enum)]
+    pub machine: Option<MachineArg>,
+    /// Seconds to wait for the app to become ready with -d (default: the app's health timeout, else 120).
+    #[arg(long)]
+    pub wait: Option<u64>,
     /// Arguments for the app, replacing its defaults.
     #[arg(last = true)]
     pub args: Vec<String>,

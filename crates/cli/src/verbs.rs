@@ -6,16 +6,18 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use bakeoff_build::{Artifact, Cache};
 use bakeoff_detect::BuildPlan;
-use bakeoff_driver::{check_ports_free, driver_for, StartRequest};
+use bakeoff_driver::qemu::{Accel, Machine, QemuOptions};
+use bakeoff_driver::{check_ports_free, driver_for, driver_with, Driver, DriverOptions, StartRequest};
 use bakeoff_pack::{packager_for, Image, PackContext};
 use bakeoff_spec::{RunOptions, Target};
 use bakeoff_state::{now_secs, Instance, StateDir, Status};
 
-use crate::args::{BuildArgs, Command, RunArgs, TargetArg};
+use crate::args::{AccelArg, BuildArgs, Command, MachineArg, RunArgs, TargetArg};
 
 pub async fn dispatch(cmd: Command) -> Result<i32> {
     match cmd {
         Command::Detect { app, json } => detect(&app, json),
+        Command::Check { app, json } => check(&app, json).await,
         Command::Build(a) => build(a),
         Command::Run(a) => run(a).await,
         Command::Ps { json } => ps(json).await,
@@ -74,6 +76,14 @@ fn print_plan(plan: &BuildPlan) {
     }
 }
 
+fn pack_for(artifact: &Artifact, target: Target, kernel: Option<std::path::PathBuf>, progress: &Progress) -> Result<Image> {
+    let cache = Cache::from_env();
+    let log = |m: &str| progress.say(m);
+    let ctx = PackContext { cache: &cache, kernel, log: &log };
+    progress.say(&format!("packing the {target} image"));
+    Ok(packager_for(target)?.pack(artifact, &ctx)?)
+}
+
 /// Detect + build once + pack for `targets`.
 fn prepare(app: &str, targets: &[Target], kernel: Option<std::path::PathBuf>, progress: &Progress) -> Result<(BuildPlan, Artifact, bool, Vec<Image>)> {
     let plan = bakeoff_detect::detect(app)?;
@@ -88,6 +98,54 @@ fn prepare(app: &str, targets: &[Target], kernel: Option<std::path::PathBuf>, pr
         images.push(packager_for(*t)?.pack(&outcome.artifact, &ctx)?);
     }
     Ok((plan, outcome.artifact, outcome.cached, images))
+}
+
+/// The compatibility verdicts for an artifact's main binary.
+fn verdicts_for(artifact: &Artifact) -> Result<(bakeoff_elf::ElfInfo, Vec<bakeoff_elf::Verdict>)> {
+    let m = &artifact.manifest;
+    let binary = artifact.rootfs().join(m.binary.trim_start_matches('/'));
+    let info = bakeoff_elf::inspect(&binary)?;
+    let verdicts = bakeoff_elf::check(&info, m.source.from_source());
+    Ok((info, verdicts))
+}
+
+async fn check(app: &str, json: bool) -> Result<i32> {
+    let progress = Progress::new();
+    let prepared = prepare(app, &[], None, &progress);
+    progress.done();
+    let (_plan, artifact, _, _) = prepared?;
+    let (info, verdicts) = verdicts_for(&artifact)?;
+    let mut rows = Vec::new();
+    for v in &verdicts {
+        let available = driver_for(v.platform).available().await.err().map(|e| e.to_string());
+        rows.push((v, available));
+    }
+    if json {
+        let out = serde_json::json!({
+            "app": app,
+            "binary": { "path": artifact.manifest.binary, "machine": info.machine, "linkage": format!("{:?}", info.linkage).to_lowercase(),
+                        "features": info.features },
+            "platforms": rows.iter().map(|(v, unavailable)| serde_json::json!({
+                "platform": v.platform, "runnable": v.runnable, "reasons": v.reasons,
+                "available_here": unavailable.is_none(), "unavailable_reason": unavailable,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    println!("{} ({}, {})", artifact.manifest.binary, info.architecture(), format!("{:?}", info.linkage).to_lowercase());
+    for (v, unavailable) in rows {
+        let verdict = if v.runnable { "can run" } else { "cannot run" };
+        let here = match &unavailable {
+            None => "available here".to_string(),
+            Some(why) => format!("not available here: {why}"),
+        };
+        println!("{:<12} {:<11} {}", v.platform, verdict, here);
+        for r in &v.reasons {
+            println!("{:<12} {:<11} - {r}", "", "");
+        }
+    }
+    Ok(0)
 }
 
 fn human_bytes(n: u64) -> String {
@@ -148,15 +206,64 @@ async fn run(a: RunArgs) -> Result<i32> {
     if let Some(n) = &a.name {
         bakeoff_spec::validate_name(n)?;
     }
-    let driver = driver_for(a.platform);
-    driver.available().await?;
+    let options = DriverOptions {
+        qemu: QemuOptions {
+            accel: a.accel.map(|x| match x {
+                AccelArg::Kvm => Accel::Kvm,
+                AccelArg::Tcg => Accel::Tcg,
+            }),
+            machine: a.machine.map(|x| match x {
+                MachineArg::Microvm => Machine::Microvm,
+                MachineArg::Q35 => Machine::Q35,
+            }),
+            cache_dir: Some(Cache::from_env().root().to_path_buf()),
+        },
+    };
+    let driver = driver_with(a.platform, options);
+    let available = driver.available().await;
+    if a.platform == bakeoff_spec::Platform::Docker {
+        available?; // nothing to learn from compiling when the engine is down
+        return run_on(a, driver).await;
+    }
+    if let Err(e) = &available {
+        // The check's reason, when there is one, matters more than the missing engine.
+        if let Ok(plan) = bakeoff_detect::detect(&a.app) {
+            let progress = Progress::new();
+            let built = bakeoff_build::build(&plan, &Cache::from_env(), &|m| progress.say(m));
+            progress.done();
+            if let Ok(out) = built {
+                let (_, verdicts) = verdicts_for(&out.artifact)?;
+                if let Some(v) = verdicts.iter().find(|v| v.platform == a.platform && !v.runnable) {
+                    bail!("{} cannot run on {}: {}", plan.name, a.platform, v.reasons.join("; "));
+                }
+            }
+        }
+        bail!("{e}");
+    }
+    run_on(a, driver).await
+}
+
+async fn run_on(a: RunArgs, driver: Box<dyn Driver>) -> Result<i32> {
     check_ports_free(&a.publish)?;
 
     let progress = Progress::new();
-    let prepared = prepare(&a.app, &[a.platform.target()], a.kernel.clone(), &progress);
+    let prepared = prepare(&a.app, &[], None, &progress);
+    let (plan, artifact, _cached, _) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            progress.done();
+            return Err(e);
+        }
+    };
+    // The check runs on the built binary, before the platform's image is made.
+    let (_, verdicts) = verdicts_for(&artifact)?;
+    if let Some(v) = verdicts.iter().find(|v| v.platform == a.platform && !v.runnable) {
+        progress.done();
+        bail!("{} cannot run on {}: {}", plan.name, a.platform, v.reasons.join("; "));
+    }
+    let packed = pack_for(&artifact, a.platform.target(), a.kernel.clone(), &progress);
     progress.done();
-    let (plan, _artifact, _cached, images) = prepared?;
-    let image = &images[0];
+    let image = &packed?;
 
     let state = StateDir::from_env();
     let name = a.name.clone().unwrap_or_else(|| state.unique_name(&plan.name));
@@ -190,6 +297,8 @@ async fn run(a: RunArgs) -> Result<i32> {
     };
     state.save(&inst)?;
     if a.detach {
+        let limit = Duration::from_secs(a.wait.or(plan.health.timeout).unwrap_or(120));
+        wait_started(&*driver, &inst, &plan, limit).await?;
         println!("{name}");
         return Ok(0);
     }
@@ -206,10 +315,81 @@ async fn run(a: RunArgs) -> Result<i32> {
     let mut inst = inst;
     inst.status = status;
     state.save(&inst)?;
+    if let Some(why) = driver.diagnose(&inst).await {
+        eprintln!("bakeoff: {why}");
+    }
     Ok(match status {
-        Status::Exited { code: Some(c) } => c,
+        Status::Exited { code: Some(c) } => {
+            if c != 0 {
+                eprintln!("bakeoff: {name} exited with status {c}");
+            }
+            c
+        }
         _ => 0,
     })
+}
+
+/// The last lines of an instance's output, for error messages.
+async fn last_output(driver: &dyn Driver, inst: &Instance, lines: usize) -> String {
+    let mut buf: Vec<u8> = Vec::new();
+    let _ = driver.logs(inst, false, &mut buf).await;
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    all[all.len().saturating_sub(lines)..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// After a detached start: returns once the app answers its health probe on a published port
+/// (or, without one, once it has kept running for a moment); fails with the exit status and the
+/// last lines of output when the app ends first.
+async fn wait_started(driver: &dyn Driver, inst: &Instance, plan: &BuildPlan, limit: Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + limit;
+    let published = inst.ports.iter().find(|p| Some(p.guest_port) == plan.health.port).or(inst.ports.first());
+    let probe = published.map(|p| {
+        let ip = if p.host_ip.is_unspecified() { std::net::Ipv4Addr::LOCALHOST } else { p.host_ip };
+        let addr = std::net::SocketAddr::from((ip, p.host_port));
+        match plan.health.kind {
+            bakeoff_spec::HealthKind::Http => bakeoff_bench::Probe::Http { addr, path: plan.health.path.clone() },
+            bakeoff_spec::HealthKind::Tcp => bakeoff_bench::Probe::Tcp { addr },
+        }
+    });
+    let settle = std::time::Instant::now() + Duration::from_millis(1500);
+    let ready = async {
+        match probe {
+            Some(p) => bakeoff_bench::wait_ready(p, deadline).await.map(|_| ()).map_err(|e| e.to_string()),
+            None => {
+                tokio::time::sleep_until(settle.into()).await;
+                Ok(())
+            }
+        }
+    };
+    let ended = async {
+        loop {
+            if let Ok(s @ Status::Exited { .. } | s @ Status::Missing) = driver.status(inst).await {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let outcome = tokio::select! {
+        r = ready => Ok(r),
+        s = ended => Err(s),
+    };
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(why)) => {
+            eprintln!("bakeoff: warning: {} is running but not ready after {} s ({why}); see `bakeoff logs {}`", inst.name, limit.as_secs(), inst.name);
+            Ok(())
+        }
+        Err(status) => {
+            let specific = driver.diagnose(inst).await.map(|d| format!(": {d}")).unwrap_or_default();
+            let tail = last_output(driver, inst, 12).await;
+            bail!(
+                "`{}` ended during start ({status}){specific}; last output:\n{tail}\n(remove it with `bakeoff rm {}`)",
+                inst.name,
+                inst.name
+            )
+        }
+    }
 }
 
 /// The status once the instance is no longer running (bounded wait).

@@ -2,6 +2,7 @@
 //! each a [`Packager`]. Images are cached beside the artifact they came from, written under a
 //! scratch name and renamed into place, so a half-written image is never picked up.
 
+pub mod microvm;
 pub mod oci;
 
 use std::collections::BTreeMap;
@@ -76,6 +77,7 @@ pub trait Packager {
 pub fn packager_for(target: Target) -> Result<Box<dyn Packager>, PackError> {
     match target {
         Target::Oci => Ok(Box::new(oci::OciPackager)),
+        Target::MicroVm => Ok(Box::new(microvm::MicroVmPackager)),
         other => Err(PackError::Other(format!("the {other} target is not part of this build of bakeoff yet"))),
     }
 }

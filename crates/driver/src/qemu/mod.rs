@@ -25,9 +25,6 @@ use crate::{Driver, DriverError, LogSink, StartRequest};
 
 pub const QEMU: &str = "qemu-system-x86_64";
 /// What QEMU user networking gives the guest.
-pub const GUEST_IP: &str = "10.0.2.15/24";
-pub const GUEST_GW: &str = "10.0.2.2";
-pub const GUEST_DNS: &str = "10.0.2.3";
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
 
 /// Choices the user can force (`--accel`, `--machine`); `None` decides automatically.
@@ -124,19 +121,10 @@ impl QemuDriver {
     }
 }
 
-/// The kernel command line for one run: the image's own, plus network, hostname and the
-/// run's env/args overrides.
-pub fn run_cmdline(base: &str, hostname: &str, env: &[(String, String)], args: &[String], network: bool) -> String {
-    let mut c = base.trim().to_string();
-    if network {
-        c.push_str(&format!(" bakeoff.ip={GUEST_IP} bakeoff.gw={GUEST_GW} bakeoff.dns={GUEST_DNS}"));
-    }
-    c.push_str(&format!(" bakeoff.hostname={hostname}"));
-    let overrides = bakeoff_init::RunOverrides { env: env.to_vec(), args: (!args.is_empty()).then(|| args.to_vec()) };
-    if !overrides.is_empty() {
-        c.push_str(&format!(" bakeoff.run={}", overrides.encode()));
-    }
-    c
+/// The kernel command line for one run: console, network, hostname and the run's env/args.
+pub fn run_cmdline(machine: Machine, hostname: &str, opts: &bakeoff_spec::RunOptions, tsc_khz: Option<u32>) -> String {
+    let net = bakeoff_guest::GuestNet::qemu_user();
+    bakeoff_guest::kernel_cmdline(Some(&net), hostname, &bakeoff_guest::run_overrides(opts), machine == Machine::Microvm, tsc_khz)
 }
 
 /// Sends QMP commands (after the capabilities handshake); returns the replies.
@@ -196,11 +184,8 @@ impl Driver for QemuDriver {
         };
         let (accel, accel_reason) = self.choose_accel(&qemu, &kernel);
         let network = true;
-        let base = image.details.get(if machine == Machine::Microvm { "cmdline_microvm" } else { "cmdline_q35" })
-            .or_else(|| image.details.get("cmdline"))
-            .cloned()
-            .unwrap_or_else(|| "console=ttyS0 panic=-1".into());
-        let cmdline = run_cmdline(&base, req.name, &req.opts.env, &req.opts.args, network);
+        let cmdline = run_cmdline(machine, req.name, req.opts, bakeoff_guest::host_tsc_khz());
+        bakeoff_guest::check_cmdline(&cmdline).map_err(|e| DriverError::Engine(e.to_string()))?;
         let memory_mib = req.opts.memory.map(|b| b.div_ceil(1 << 20)).unwrap_or(DEFAULT_MEMORY_MIB);
         let dir = req.instance_dir;
         let console = dir.join("console.log");
@@ -382,12 +367,15 @@ mod tests {
 
     #[test]
     fn run_cmdline_carries_network_hostname_and_overrides() {
-        let c = run_cmdline("console=ttyS0 quiet", "web", &[("GREETING".into(), "a b".into())], &["x".into()], true);
-        assert!(c.starts_with("console=ttyS0 quiet bakeoff.ip=10.0.2.15/24 bakeoff.gw=10.0.2.2 bakeoff.dns=10.0.2.3 bakeoff.hostname=web bakeoff.run="), "{c}");
+        let opts = bakeoff_spec::RunOptions { env: vec![("GREETING".into(), "a b".into())], args: vec!["x".into()], ..Default::default() };
+        let c = run_cmdline(Machine::Microvm, "web", &opts, None);
+        assert!(c.contains("tsc=reliable"), "{c}");
+        assert!(c.contains(" bakeoff.ip=10.0.2.15/24 bakeoff.gw=10.0.2.2 bakeoff.dns=10.0.2.3 bakeoff.hostname=web bakeoff.run="), "{c}");
         let encoded = c.rsplit_once("bakeoff.run=").unwrap().1;
-        let decoded = bakeoff_init::RunOverrides::decode(encoded).unwrap();
+        let decoded = bakeoff_guest::RunOverrides::decode(encoded).unwrap();
         assert_eq!(decoded.env, vec![("GREETING".to_string(), "a b".to_string())]);
         assert_eq!(decoded.args, Some(vec!["x".to_string()]));
-        assert!(!run_cmdline("console=ttyS0", "web", &[], &[], false).contains("bakeoff.run"));
+        let plain = run_cmdline(Machine::Q35, "web", &Default::default(), None);
+        assert!(!plain.contains("bakeoff.run") && !plain.contains("tsc=reliable"), "{plain}");
     }
 }

@@ -1,0 +1,106 @@
+//! The `microvm` target: a guest kernel (Debian's, unless `--kernel` names one) and a gzip'd
+//! cpio initramfs holding the artifact's rootfs, the kernel modules networking needs, and
+//! bakeoff's own PID 1. The kernel command line is made per run by the driver.
+
+use std::path::{Path, PathBuf};
+
+use bakeoff_build::Artifact;
+use bakeoff_guest::{GuestConfig, Kernel, ModuleFile, NET_MODULES, POWER_MODULES};
+use bakeoff_spec::Target;
+
+use crate::{cached_image, sha256_hex, Image, PackContext, PackError, Packager};
+
+pub struct MicroVmPackager;
+
+fn guest(e: impl std::fmt::Display) -> PackError {
+    PackError::Other(e.to_string())
+}
+
+/// The kernel to use: `--kernel PATH`, else Debian's package (fetched once into the cache).
+pub fn kernel(ctx: &PackContext) -> Result<Kernel, PackError> {
+    let dir = ctx.cache.root().to_path_buf();
+    match &ctx.kernel {
+        Some(p) => bakeoff_guest::kernel_from_path(p, &dir).map_err(guest),
+        None => {
+            (ctx.log)("fetching the guest kernel (Debian linux-image-amd64)");
+            bakeoff_guest::ensure_kernel(&dir).map_err(guest)
+        }
+    }
+}
+
+/// Modules for the NIC (virtio-mmio on microvm, virtio-pci on q35) and the power button.
+pub fn modules(kernel: &Kernel) -> Result<Vec<ModuleFile>, PackError> {
+    if !kernel.modules_root.exists() {
+        return Ok(Vec::new()); // a user kernel: assume built in
+    }
+    let names: Vec<&str> = NET_MODULES.iter().chain(POWER_MODULES).copied().collect();
+    kernel.modules_in_load_order(&names).map_err(guest)
+}
+
+impl Packager for MicroVmPackager {
+    fn target(&self) -> Target {
+        Target::MicroVm
+    }
+
+    fn pack(&self, artifact: &Artifact, ctx: &PackContext) -> Result<Image, PackError> {
+        let kernel = kernel(ctx)?;
+        let init = bakeoff_guest::init_binary().map_err(guest)?;
+        let key = sha256_hex(
+            format!("{}|{}|{}|{}", artifact.manifest.id, kernel.version, kernel.vmlinux.display(), sha256_hex(&init)).as_bytes(),
+        );
+        let final_dir = ctx.cache.images().join("microvm").join(&key[..32]);
+        cached_image(ctx.cache, &final_dir, |dir| {
+            (ctx.log)("writing the microVM initramfs");
+            write_image(artifact, &kernel, &init, dir)
+        })
+    }
+}
+
+fn write_image(artifact: &Artifact, kernel: &Kernel, init: &[u8], dir: &Path) -> Result<Image, PackError> {
+    let m = &artifact.manifest;
+    let modules = modules(kernel)?;
+    let config = GuestConfig {
+        command: m.command.clone(),
+        args: m.args.clone(),
+        env: m.env.clone(),
+        workdir: m.workdir.clone(),
+        hostname: m.name.clone(),
+        modules: Vec::new(),
+    };
+    let initrd = dir.join("initramfs.cpio.gz");
+    let info = bakeoff_guest::write_initramfs(&artifact.rootfs(), &config, &modules, init, &initrd).map_err(guest)?;
+    let size = |p: &Path| fs_err::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let vmlinux_size = size(&kernel.vmlinux);
+    let bz_size = size(&kernel.bzimage);
+    let digest = format!("sha256:{}", sha256_hex(format!("{}|{}|{}", info.sha256, kernel.version, vmlinux_size).as_bytes()));
+    let files = [
+        ("initrd".to_string(), PathBuf::from("initramfs.cpio.gz")),
+        // Kernels stay in the shared kernel cache (absolute paths).
+        ("kernel".to_string(), kernel.bzimage.clone()),
+        ("vmlinux".to_string(), kernel.vmlinux.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let details = [
+        ("kernel_version".to_string(), kernel.version.clone()),
+        ("kernel_bytes".to_string(), bz_size.to_string()),
+        ("vmlinux_bytes".to_string(), vmlinux_size.to_string()),
+        ("initrd_bytes".to_string(), info.size.to_string()),
+        ("modules".to_string(), modules.iter().map(|m| m.name.clone()).collect::<Vec<_>>().join(",")),
+    ]
+    .into_iter()
+    .collect();
+    Ok(Image {
+        target: Target::MicroVm,
+        name: m.name.clone(),
+        artifact_id: m.id.clone(),
+        digest,
+        dir: dir.to_path_buf(),
+        files,
+        // What is specific to this app: the initramfs; the kernel is shared by every image.
+        size_bytes: artifact.closure_size()?,
+        compressed_bytes: info.size,
+        reference: None,
+        details,
+    })
+}
