@@ -32,6 +32,8 @@ pub enum Command {
     Build(BuildArgs),
     /// Run APP on a platform.
     Run(RunArgs),
+    /// Benchmark APP on every platform under the same load, report and recommend.
+    Bench(BenchCli),
     /// List instances.
     Ps {
         #[arg(long)]
@@ -134,4 +136,45 @@ pub struct RunArgs {
 
 fn parse_platform(s: &str) -> Result<Platform, String> {
     s.parse::<Platform>().map_err(|e| e.to_string())
+}
+
+#[derive(Args, Debug)]
+pub struct BenchCli {
+    #[arg(default_value = ".")]
+    pub app: String,
+    /// Platforms, comma-separated (default: every platform; unavailable ones are reported with the reason).
+    #[arg(long = "on", value_delimiter = ',', value_parser = parse_platform)]
+    pub platforms: Option<Vec<Platform>>,
+    /// Measured runs per platform (after one warm-up run).
+    #[arg(long, default_value_t = 5)]
+    pub runs: u32,
+    /// Seconds of load per run.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Concurrent connections of the load generator.
+    #[arg(long, default_value_t = 16)]
+    pub connections: u32,
+    #[arg(long, value_enum, default_value = "on")]
+    pub keepalive: OnOff,
+    /// fastest-start, throughput, latency, memory, size or balanced.
+    #[arg(long, default_value = "balanced")]
+    pub policy: String,
+    /// Where report.json, report.md and report.html go.
+    #[arg(long, default_value = "bakeoff-report")]
+    pub out: PathBuf,
+    #[arg(short = 'm', long, value_parser = |s: &str| parse_memory(s).map_err(|e| e.to_string()))]
+    pub memory: Option<u64>,
+    #[arg(long, value_parser = |s: &str| parse_cpus(s).map_err(|e| e.to_string()))]
+    pub cpus: Option<f64>,
+    #[arg(long, value_enum)]
+    pub accel: Option<AccelArg>,
+    /// Seconds to wait for each start to answer.
+    #[arg(long, default_value_t = 120)]
+    pub ready_timeout: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }

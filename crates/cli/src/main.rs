@@ -1,4 +1,5 @@
 mod args;
+mod bench;
 mod verbs;
 
 use clap::Parser;

@@ -12,7 +12,7 @@ use bakeoff_pack::{packager_for, Image, PackContext};
 use bakeoff_spec::{RunOptions, Target};
 use bakeoff_state::{now_secs, Instance, StateDir, Status};
 
-use crate::args::{AccelArg, BuildArgs, Command, MachineArg, RunArgs, TargetArg};
+use crate::args::{AccelArg, BenchCli, BuildArgs, Command, MachineArg, OnOff, RunArgs, TargetArg};
 
 pub async fn dispatch(cmd: Command) -> Result<i32> {
     match cmd {
@@ -20,6 +20,7 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
         Command::Check { app, json } => check(&app, json).await,
         Command::Build(a) => build(a),
         Command::Run(a) => run(a).await,
+        Command::Bench(b) => bench_verb(b).await,
         Command::Ps { json } => ps(json).await,
         Command::Logs { name, follow } => logs(&name, follow).await,
         Command::Stop { name, time } => stop(&name, time).await,
@@ -27,11 +28,47 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
     }
 }
 
+async fn bench_verb(b: BenchCli) -> Result<i32> {
+    if !(b.duration.is_finite() && b.duration > 0.0) {
+        bail!("--duration must be a positive number of seconds, got {}", b.duration);
+    }
+    let policy: bakeoff_bench::Policy = b.policy.parse()?;
+    let shape = bakeoff_bench::LoadShape {
+        connections: b.connections,
+        duration: Duration::from_secs_f64(b.duration),
+        keepalive: b.keepalive == OnOff::On,
+        ..Default::default()
+    };
+    let options = DriverOptions {
+        qemu: QemuOptions {
+            accel: b.accel.map(|x| match x {
+                AccelArg::Kvm => Accel::Kvm,
+                AccelArg::Tcg => Accel::Tcg,
+            }),
+            machine: None,
+            cache_dir: Some(crate::bench::cache_root()),
+        },
+    };
+    crate::bench::bench(crate::bench::BenchArgs {
+        app: b.app,
+        platforms: b.platforms,
+        runs: b.runs,
+        shape,
+        policy,
+        out: b.out,
+        memory: b.memory,
+        cpus: b.cpus,
+        options,
+        ready_timeout: Duration::from_secs(b.ready_timeout),
+    })
+    .await
+}
+
 /// Progress on stderr: a spinner on a terminal, plain lines otherwise.
-struct Progress(Option<indicatif::ProgressBar>);
+pub struct Progress(Option<indicatif::ProgressBar>);
 
 impl Progress {
-    fn new() -> Progress {
+    pub fn new() -> Progress {
         if std::io::stderr().is_terminal() {
             let pb = indicatif::ProgressBar::new_spinner();
             pb.enable_steady_tick(Duration::from_millis(100));
@@ -40,13 +77,13 @@ impl Progress {
             Progress(None)
         }
     }
-    fn say(&self, msg: &str) {
+    pub fn say(&self, msg: &str) {
         match &self.0 {
             Some(pb) => pb.set_message(msg.to_string()),
             None => eprintln!("bakeoff: {msg}"),
         }
     }
-    fn done(&self) {
+    pub fn done(&self) {
         if let Some(pb) = &self.0 {
             pb.finish_and_clear();
         }
@@ -76,7 +113,7 @@ fn print_plan(plan: &BuildPlan) {
     }
 }
 
-fn pack_for(artifact: &Artifact, target: Target, kernel: Option<std::path::PathBuf>, progress: &Progress) -> Result<Image> {
+pub fn pack_for(artifact: &Artifact, target: Target, kernel: Option<std::path::PathBuf>, progress: &Progress) -> Result<Image> {
     let cache = Cache::from_env();
     let log = |m: &str| progress.say(m);
     let ctx = PackContext { cache: &cache, kernel, log: &log };
@@ -85,7 +122,7 @@ fn pack_for(artifact: &Artifact, target: Target, kernel: Option<std::path::PathB
 }
 
 /// Detect + build once + pack for `targets`.
-fn prepare(app: &str, targets: &[Target], kernel: Option<std::path::PathBuf>, progress: &Progress) -> Result<(BuildPlan, Artifact, bool, Vec<Image>)> {
+pub fn prepare(app: &str, targets: &[Target], kernel: Option<std::path::PathBuf>, progress: &Progress) -> Result<(BuildPlan, Artifact, bool, Vec<Image>)> {
     let plan = bakeoff_detect::detect(app)?;
     let cache = Cache::from_env();
     progress.say(&format!("building {}", plan.name));
@@ -101,7 +138,7 @@ fn prepare(app: &str, targets: &[Target], kernel: Option<std::path::PathBuf>, pr
 }
 
 /// The compatibility verdicts for an artifact's main binary.
-fn verdicts_for(artifact: &Artifact) -> Result<(bakeoff_elf::ElfInfo, Vec<bakeoff_elf::Verdict>)> {
+pub fn verdicts_for(artifact: &Artifact) -> Result<(bakeoff_elf::ElfInfo, Vec<bakeoff_elf::Verdict>)> {
     let m = &artifact.manifest;
     let binary = artifact.rootfs().join(m.binary.trim_start_matches('/'));
     let info = bakeoff_elf::inspect(&binary)?;

@@ -133,3 +133,41 @@ pub fn engine_container_status(name: &str) -> String {
         .unwrap();
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// True when qemu-system-x86_64 is installed; otherwise prints why the test is skipped (or
+/// fails under BAKEOFF_REQUIRE_ENGINES=1).
+pub fn qemu_or_skip(test: &str) -> bool {
+    let ok = Command::new("qemu-system-x86_64").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    if !ok {
+        if std::env::var("BAKEOFF_REQUIRE_ENGINES").as_deref() == Ok("1") {
+            panic!("{test}: qemu-system-x86_64 is missing and BAKEOFF_REQUIRE_ENGINES=1");
+        }
+        eprintln!("SKIPPED {test}: qemu-system-x86_64 is not installed (run scripts/install-deps.sh)");
+    }
+    ok
+}
+
+/// PIDs of QEMU processes whose command line mentions `needle` (e.g. an instance's state dir).
+pub fn qemu_pids(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if cmd.starts_with("qemu-system") || cmd.contains("/qemu-system") {
+            if cmd.contains(needle) && !zombie {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Writes a C file into the test's dir and returns its path.
+pub fn c_file(env: &Env, name: &str, text: &str) -> String {
+    let p = env.dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}

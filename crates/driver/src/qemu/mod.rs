@@ -115,7 +115,10 @@ impl QemuDriver {
         if v.usable {
             (Accel::Kvm, v.reason)
         } else {
-            eprintln!("bakeoff: warning: KVM is not usable ({}); using TCG software emulation, which is much slower", v.reason);
+            static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("bakeoff: warning: KVM is not usable ({}); using TCG software emulation, which is much slower", v.reason);
+            }
             (Accel::Tcg, v.reason)
         }
     }
