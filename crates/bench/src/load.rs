@@ -286,6 +286,7 @@ pub struct LoadResult {
 pub async fn load(target: LoadTarget, shape: LoadShape) -> Result<LoadResult, BenchError> {
     target.validate()?;
     shape.validate()?;
+    ensure_open_files(shape.connections)?;
     let threads = loader_threads(shape.connections);
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
@@ -298,6 +299,45 @@ pub async fn load(target: LoadTarget, shape: LoadShape) -> Result<LoadResult, Be
         .map_err(BenchError::Runtime)?;
     rx.await
         .map_err(|_| BenchError::Worker("the load thread ended without a result".to_string()))?
+}
+
+/// File descriptors kept free besides the connections.
+const SPARE_FILES: libc::rlim_t = 128;
+
+/// Makes sure `connections` sockets can be open at once: raises the soft open-files limit to the
+/// hard one if needed, else fails with a clear error (instead of counting every connect
+/// beyond the limit as an error).
+fn ensure_open_files(connections: u32) -> Result<(), BenchError> {
+    let needed = libc::rlim_t::from(connections) + SPARE_FILES;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Ok(()); // Unknown limit: let connects report their own errors.
+    }
+    if lim.rlim_cur >= needed {
+        return Ok(());
+    }
+    if lim.rlim_max >= needed {
+        // All the way to the hard limit: the rest of the process (an in-process server, say)
+        // may need descriptors too.
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(());
+        }
+    }
+    Err(BenchError::InvalidShape {
+        reason: format!(
+            "{connections} connections need about {needed} open files, but this process may open only {} (hard limit {}); lower --connections or raise the limit with `ulimit -n`",
+            lim.rlim_cur, lim.rlim_max
+        ),
+    })
 }
 
 /// Stops the workers when `load`'s future is dropped.

@@ -357,3 +357,62 @@ async fn many_connections_work() {
     assert_eq!((r.requests, r.errors.total()), (5_000, 0), "{:?}", r.errors);
     assert_eq!(server.connections.load(Ordering::Relaxed), 500);
 }
+
+/// Runs this test binary's test `name` again in a shell that first runs `ulimit`.
+fn rerun_with_ulimit(ulimit: &str, name: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit {ulimit} && exec \"$0\" --exact {name} --nocapture"
+        ))
+        .arg(exe)
+        .env("BAKEOFF_ULIMIT_CHILD", "1")
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the child test failed under ulimit {ulimit}"
+    );
+}
+
+#[test]
+fn more_connections_than_open_files_is_a_clear_error() {
+    if std::env::var_os("BAKEOFF_ULIMIT_CHILD").is_none() {
+        return rerun_with_ulimit(
+            "-n 200",
+            "more_connections_than_open_files_is_a_clear_error",
+        );
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt
+        .block_on(load(
+            LoadTarget::new("127.0.0.1:9".parse().unwrap()),
+            shape(1000, 50),
+        ))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid load shape: 1000 connections need about 1128 open files, but this process may open only 200 (hard limit 200); lower --connections or raise the limit with `ulimit -n`"
+    );
+}
+
+#[test]
+fn a_low_soft_open_files_limit_is_raised() {
+    if std::env::var_os("BAKEOFF_ULIMIT_CHILD").is_none() {
+        return rerun_with_ulimit(
+            "-Sn 200 && ulimit -Hn 4000",
+            "a_low_soft_open_files_limit_is_raised",
+        );
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let server = serve(|_| Action::Respond(OK)).await;
+        let s = LoadShape {
+            max_requests: Some(2_000),
+            ..shape(1000, 10_000)
+        };
+        let r = load(LoadTarget::new(server.addr), s).await.unwrap();
+        assert_eq!((r.requests, r.errors.total()), (2_000, 0), "{:?}", r.errors);
+    });
+}

@@ -676,7 +676,40 @@ pub fn html(report: &Report) -> String {
         esc(&report.tool_version),
         report.schema_version
     );
-    o
+    one_element_per_line(&o)
+}
+
+/// Puts a line break after closing tags, so that the page (and its snapshot) reads and diffs line
+/// by line. Text never contains a raw `>` (it is escaped), so only markup is split.
+fn one_element_per_line(page: &str) -> String {
+    const ENDS: [&str; 14] = [
+        "/>",
+        "</text>",
+        "</g>",
+        "</tr>",
+        "</li>",
+        "</table>",
+        "</div>",
+        "</figure>",
+        "</section>",
+        "</header>",
+        "</h2>",
+        "</p>",
+        "</defs>",
+        "</svg>",
+    ];
+    let mut out = String::with_capacity(page.len() + page.len() / 20);
+    let mut rest = page;
+    while let Some(i) = rest.find('>') {
+        let (head, tail) = rest.split_at(i + 1);
+        out.push_str(head);
+        if ENDS.iter().any(|e| head.ends_with(e)) && !tail.starts_with('\n') {
+            out.push('\n');
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
 }
 
 fn recommendation(o: &mut String, report: &Report) {
