@@ -64,6 +64,11 @@ pub(crate) fn plan_for(input_text: &str, input: AppInput, detectors: &[Box<dyn D
         AppInput::Dir(dir) => {
             let tree = SourceTree::read(&dir)?;
             let mut found = None;
+            // `package = "..."` in bakeoff.toml: the directory configures a Debian package.
+            if let Some(package) = tree.spec.as_ref().and_then(|s| s.package.clone()) {
+                found = Some((Source::Deb { package }, "bakeoff.toml package".to_string()));
+            }
+            let detectors = if found.is_some() { &[][..] } else { detectors };
             for d in detectors {
                 if let Some(source) = d.detect(&tree)? {
                     found = Some((source, d.name().to_string()));
@@ -84,14 +89,18 @@ pub(crate) fn plan_for(input_text: &str, input: AppInput, detectors: &[Box<dyn D
     };
     bakeoff_spec::validate_name(&name)?;
 
-    let guessed_ports = guess_ports(&source);
+    let daemon = match &source {
+        Source::Deb { package } => KNOWN_DAEMONS.iter().find(|d| d.packages.contains(&package.as_str())),
+        _ => None,
+    };
+    let guessed_ports = daemon.map(|d| d.ports.to_vec()).unwrap_or_else(|| guess_ports(&source));
     let ports = spec.ports.clone().unwrap_or(guessed_ports);
     let health = match spec.health.clone() {
         Some(mut h) => {
             h.port = h.port.or(ports.first().copied());
             h
         }
-        None => HealthSpec { kind: HealthKind::Http, path: "/".into(), port: ports.first().copied(), timeout: None },
+        None => HealthSpec { kind: daemon.map_or(HealthKind::Http, |d| d.health), path: "/".into(), port: ports.first().copied(), timeout: None },
     };
     let base = dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let files = spec
@@ -103,8 +112,8 @@ pub(crate) fn plan_for(input_text: &str, input: AppInput, detectors: &[Box<dyn D
         name,
         input: input_text.to_string(),
         detected_by,
-        command: spec.command.clone().unwrap_or_default(),
-        args: spec.args.clone().unwrap_or_default(),
+        command: spec.command.clone().or_else(|| daemon.map(|d| owned(d.command))).unwrap_or_default(),
+        args: spec.args.clone().or_else(|| daemon.map(|d| owned(d.args))).unwrap_or_default(),
         env: spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         ports,
         workdir: spec.workdir.clone().unwrap_or_else(|| "/".into()),
@@ -115,6 +124,42 @@ pub(crate) fn plan_for(input_text: &str, input: AppInput, detectors: &[Box<dyn D
         rumprun_toolchain: spec.rumprun.as_ref().and_then(|r| r.toolchain.clone()),
         source,
     })
+}
+
+/// A Debian daemon bakeoff runs without a bakeoff.toml: how to keep it in the foreground,
+/// where it listens and how to tell it is ready. `bakeoff.toml` overrides each field.
+struct KnownDaemon {
+    packages: &'static [&'static str],
+    command: &'static [&'static str],
+    args: &'static [&'static str],
+    ports: &'static [u16],
+    health: HealthKind,
+}
+
+const KNOWN_DAEMONS: &[KnownDaemon] = &[
+    KnownDaemon {
+        packages: &["nginx", "nginx-light", "nginx-full", "nginx-extras"],
+        command: &["/usr/sbin/nginx"],
+        args: &["-g", "daemon off;"],
+        ports: &[80],
+        health: HealthKind::Http,
+    },
+    KnownDaemon {
+        // Everything that keeps it in the foreground and reachable from outside the guest is in
+        // `command`, so that `run -- ARGS` (e.g. `--port 7000`) only adds to it.
+        packages: &["redis-server", "redis"],
+        command: &[
+            "/usr/bin/redis-server", "/etc/redis/redis.conf", "--daemonize", "no", "--protected-mode", "no",
+            "--bind", "0.0.0.0", "--supervised", "no", "--logfile", "",
+        ],
+        args: &[],
+        ports: &[6379],
+        health: HealthKind::Tcp,
+    },
+];
+
+fn owned(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
 }
 
 fn sanitize(raw: &str) -> String {
@@ -150,8 +195,6 @@ fn default_name(source: &Source, dir: Option<&Path>) -> String {
 fn guess_ports(source: &Source) -> Vec<u16> {
     let text = match source {
         Source::CFile { file } => std::fs::read_to_string(file).unwrap_or_default(),
-        Source::Deb { package } if package.starts_with("nginx") => return vec![80],
-        Source::Deb { package } if package.starts_with("redis") => return vec![6379],
         _ => String::new(),
     };
     let mut ports = Vec::new();
@@ -259,5 +302,48 @@ mod tests {
         assert!(!plan.source.from_source());
         let plan = detect("deb:nginx").unwrap();
         assert_eq!((plan.name.as_str(), plan.ports.clone()), ("nginx", vec![80]));
+    }
+
+    #[test]
+    fn known_debian_daemons_get_a_foreground_command_and_health() {
+        let nginx = detect("deb:nginx").unwrap();
+        assert_eq!(nginx.command, vec!["/usr/sbin/nginx"]);
+        assert_eq!(nginx.args, vec!["-g", "daemon off;"]);
+        assert_eq!((nginx.health.kind, nginx.health.port), (HealthKind::Http, Some(80)));
+        let redis = detect("deb:redis-server").unwrap();
+        assert_eq!(redis.command[..2], ["/usr/bin/redis-server", "/etc/redis/redis.conf"]);
+        let joined = redis.command.join(" ");
+        for flag in ["--daemonize no", "--protected-mode no", "--bind 0.0.0.0", "--supervised no"] {
+            assert!(joined.contains(flag), "{joined}");
+        }
+        assert_eq!(redis.command.last().map(String::as_str), Some(""), "--logfile '' logs to stdout");
+        assert_eq!((redis.ports.clone(), redis.health.kind, redis.health.port), (vec![6379], HealthKind::Tcp, Some(6379)));
+        // Unknown packages get no command here; the build says how to give one.
+        let other = detect("deb:memcached").unwrap();
+        assert!(other.command.is_empty() && other.args.is_empty());
+        assert!(matches!(other.source, Source::Deb { ref package } if package == "memcached"));
+    }
+
+    #[test]
+    fn a_directory_with_package_configures_a_debian_package() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("site");
+        std::fs::create_dir_all(dir.join("html")).unwrap();
+        write(&dir, "index.c", "int main(){}"); // not built: the package wins
+        write(
+            &dir,
+            "bakeoff.toml",
+            "package = \"nginx\"\nports = [8081]\n[[files]]\nsrc = \"html\"\ndst = \"/var/www/html\"\n",
+        );
+        let plan = detect(dir.to_str().unwrap()).unwrap();
+        assert_eq!(plan.source, Source::Deb { package: "nginx".into() });
+        assert_eq!(plan.detected_by, "bakeoff.toml package");
+        assert_eq!(plan.name, "site");
+        assert_eq!(plan.command, vec!["/usr/sbin/nginx"], "the known command still applies");
+        assert_eq!((plan.ports.clone(), plan.health.port), (vec![8081], Some(8081)));
+        assert_eq!(plan.files, vec![(dir.join("html"), "/var/www/html".to_string())]);
+        write(&dir, "bakeoff.toml", "package = \"memcached\"\ncommand = [\"/usr/bin/memcached\", \"-u\", \"nobody\"]\nports = [11211]\n");
+        let plan = detect(dir.to_str().unwrap()).unwrap();
+        assert_eq!(plan.command, vec!["/usr/bin/memcached", "-u", "nobody"]);
     }
 }

@@ -11,6 +11,9 @@ use crate::{parse_cpus, parse_memory, validate_name, SpecError};
 #[serde(deny_unknown_fields)]
 pub struct AppSpec {
     pub name: Option<String>,
+    /// A Debian package to run instead of building this directory (what `deb:NAME` means);
+    /// the directory then supplies the command, config files (`files`) and the rest.
+    pub package: Option<String>,
     /// The program and its fixed leading arguments, as run inside the image (e.g. ["/usr/sbin/nginx"]).
     pub command: Option<Vec<String>>,
     /// Default arguments, replaced by `run -- ARGS`.
@@ -121,6 +124,14 @@ impl AppSpec {
         if let Some(name) = &self.name {
             validate_name(name).map_err(|e| e.to_string())?;
         }
+        if let Some(pkg) = &self.package {
+            if !is_debian_package_name(pkg) {
+                return Err(format!("`package` `{pkg}` is not a Debian package name (lowercase letters, digits, '+', '-', '.')"));
+            }
+            if self.build.is_some() {
+                return Err("`package` and `[build]` cannot both be set: a Debian package is not built".into());
+            }
+        }
         if let Some(cmd) = &self.command {
             if cmd.is_empty() || cmd[0].is_empty() {
                 return Err("`command` must name a program".into());
@@ -149,9 +160,27 @@ impl AppSpec {
     }
 }
 
+/// Debian policy 5.6.1: lowercase letters, digits, '+', '-', '.', at least two characters,
+/// starting with a letter or digit.
+pub fn is_debian_package_name(name: &str) -> bool {
+    name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn package_key_is_checked() {
+        let s = AppSpec::parse("package = \"nginx\"\ncommand = [\"/usr/sbin/nginx\"]\n", Path::new("b.toml")).unwrap();
+        assert_eq!(s.package.as_deref(), Some("nginx"));
+        let e = AppSpec::parse("package = \"Nginx\"\n", Path::new("b.toml")).unwrap_err().to_string();
+        assert_eq!(e, "b.toml: `package` `Nginx` is not a Debian package name (lowercase letters, digits, '+', '-', '.')");
+        let e = AppSpec::parse("package = \"nginx\"\n[build]\ncommand = \"make\"\n", Path::new("b.toml")).unwrap_err();
+        assert!(e.to_string().contains("cannot both be set"), "{e}");
+    }
 
     #[test]
     fn full_spec_parses() {

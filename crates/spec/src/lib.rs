@@ -7,7 +7,7 @@ mod app;
 mod platform;
 mod run;
 
-pub use app::{AppSpec, BuildSpec, FileSpec, HealthKind, HealthSpec, ResourceSpec, RumprunSpec};
+pub use app::{is_debian_package_name, AppSpec, BuildSpec, FileSpec, HealthKind, HealthSpec, ResourceSpec, RumprunSpec};
 pub use platform::{Platform, Target};
 pub use run::{parse_cpus, parse_env, parse_memory, parse_publish, PortMapping, Protocol, RunOptions};
 
