@@ -612,8 +612,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = rootfs(dir.path());
         let m = module(dir.path());
-        let a =
-            write_initramfs(&r, &config(), std::slice::from_ref(&m), b"PID1", &dir.path().join("a")).unwrap();
+        let a = write_initramfs(
+            &r,
+            &config(),
+            std::slice::from_ref(&m),
+            b"PID1",
+            &dir.path().join("a"),
+        )
+        .unwrap();
         // Touch a file: mtimes must not matter.
         std::fs::write(r.join("app/data.txt"), b"data").unwrap();
         let b = write_initramfs(&r, &config(), &[m], b"PID1", &dir.path().join("b")).unwrap();

@@ -12,6 +12,7 @@ mod sys;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -105,17 +106,21 @@ fn boot_and_run() -> Result<Exit, String> {
         )
     })?;
 
-    // Block the signals before the app exists so none is lost; the child starts with an empty mask.
+    // Block the signals before the app exists so none is lost; the child unblocks them.
     let sigfd = sys::block_into_signalfd(&[sys::SIGCHLD, sys::SIGTERM, sys::SIGINT, sys::SIGHUP])
         .map_err(|e| format!("cannot set up signal handling: {}", sys::describe(&e)))?;
     let buttons = open_power_buttons();
 
     let program = &launch.argv[0];
     say(&format!("starting {program}"));
-    let child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(&launch.argv[1..])
         .env_clear()
-        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .envs(launch.env.iter().map(|(k, v)| (k, v)));
+    // SAFETY: the closure only calls sigemptyset/sigprocmask, which are async-signal-safe.
+    unsafe { command.pre_exec(sys::unblock_all_signals) };
+    let child = command
         .spawn()
         .map_err(|e| format!("cannot start {program}: {}", sys::describe(&e)))?;
     let app = child.id() as sys::pid_t;

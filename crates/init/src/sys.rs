@@ -125,6 +125,7 @@ const RTF_GATEWAY: c_ushort = 0x2;
 const RB_POWER_OFF: c_int = 0x4321_FEDCu32 as c_int;
 const RB_DISABLE_CAD: c_int = 0;
 const SIG_BLOCK: c_int = 0;
+const SIG_SETMASK: c_int = 2;
 const SFD_CLOEXEC: c_int = 0o2000000;
 const WNOHANG: c_int = 1;
 
@@ -239,6 +240,17 @@ pub fn block_into_signalfd(signals: &[c_int]) -> io::Result<OwnedFd> {
         check(sigprocmask(SIG_BLOCK, &set, std::ptr::null_mut()))?;
         let fd = check(signalfd(-1, &set, SFD_CLOEXEC))?;
         Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Unblocks every signal. Called in the app's process between fork and exec: `std::process`
+/// keeps the parent's signal mask, and the app must not inherit ours.
+pub fn unblock_all_signals() -> io::Result<()> {
+    // SAFETY: sigset_t is plain data; sigemptyset and sigprocmask are async-signal-safe.
+    unsafe {
+        let mut set: sigset_t = std::mem::zeroed();
+        sigemptyset(&mut set);
+        check(sigprocmask(SIG_SETMASK, &set, std::ptr::null_mut())).map(drop)
     }
 }
 
