@@ -58,7 +58,9 @@ fn nice_step(max: f64, n: f64) -> f64 {
 
 /// An axis tick label: no trailing zeros ("0.5", "2", "1,500").
 fn tick(v: f64, step: f64) -> String {
-    if step >= 1.0 {
+    if v == 0.0 {
+        "0".to_string()
+    } else if step >= 1.0 {
         format::rate(v).replace(".0", "")
     } else {
         let decimals = (-step.log10().floor()) as usize;
@@ -112,27 +114,29 @@ fn bar_chart(id: &str, title: &str, unit: &str, rows: &[Row]) -> String {
         s,
         r##"<defs><pattern id="{id}-tcg" width="7" height="7" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="3" height="7" fill="#fff" fill-opacity="0.45"/></pattern></defs>"##
     );
-    // Grid and axis labels.
-    let mut v = 0.0;
-    while v <= axis_max + step / 2.0 {
-        let gx = x(v);
+    // Grid and axis labels (none when there is nothing to scale).
+    if max > 0.0 {
+        let mut v = 0.0;
+        while v <= axis_max + step / 2.0 {
+            let gx = x(v);
+            let _ = write!(
+                s,
+                r##"<line x1="{gx:.1}" y1="{y0}" x2="{gx:.1}" y2="{y1}" class="grid"/><text x="{gx:.1}" y="{ty}" class="tick" text-anchor="middle">{label}</text>"##,
+                y0 = TOP - 6.0,
+                y1 = height - 6.0,
+                ty = TOP - 11.0,
+                label = esc(&tick(v, step)),
+            );
+            v += step;
+        }
         let _ = write!(
             s,
-            r##"<line x1="{gx:.1}" y1="{y0}" x2="{gx:.1}" y2="{y1}" class="grid"/><text x="{gx:.1}" y="{ty}" class="tick" text-anchor="middle">{label}</text>"##,
-            y0 = TOP - 6.0,
-            y1 = height - 6.0,
-            ty = TOP - 11.0,
-            label = esc(&tick(v, step)),
+            r##"<text x="{ux}" y="{uy}" class="tick unit" text-anchor="end">{unit}</text>"##,
+            ux = PLOT_X0 - 16.0,
+            uy = TOP - 11.0,
+            unit = esc(unit)
         );
-        v += step;
     }
-    let _ = write!(
-        s,
-        r##"<text x="{ux}" y="{uy}" class="tick unit" text-anchor="end">{unit}</text>"##,
-        ux = PLOT_X0 - 10.0,
-        uy = TOP - 11.0,
-        unit = esc(unit)
-    );
     for (i, r) in rows.iter().enumerate() {
         let cy = TOP + ROW_H * i as f64 + ROW_H / 2.0;
         let fill = color(r.platform);
@@ -917,6 +921,31 @@ mod tests {
         let page = html(&crate::example::report());
         // xen and firecracker: one "not measured" label per bar chart, no bar.
         assert_eq!(page.matches("not measured (unavailable)").count(), 2 * 5);
+    }
+
+    #[test]
+    fn sparse_reports_render_without_nonsense_numbers() {
+        let mut r = crate::example::report();
+        for p in &mut r.platforms {
+            p.load = None;
+            p.memory = None;
+            p.image_size = None;
+        }
+        r.platforms[1].launch_to_ready = None;
+        r.recommendation = Some(crate::recommend(&r, &[], crate::Policy::Throughput));
+        let page = html(&r);
+        for bad in ["NaN", "inf", "-0"] {
+            assert!(!page.contains(bad), "{bad} in the page");
+        }
+        assert_eq!(page.matches("<svg").count(), 6);
+        assert!(page.contains("no platform has latency figures"));
+        assert!(page.contains("No platform can be recommended for the throughput policy"));
+        assert!(
+            page.contains("no launch figures"),
+            "qemu's missing launch figure is named"
+        );
+        let md = crate::markdown(&r);
+        assert!(!md.contains("NaN") && !md.contains("inf"));
     }
 
     #[test]
