@@ -23,7 +23,12 @@ pub struct BuildOutcome {
 /// Builds the plan's app once; an unchanged rebuild returns the cached artifact without compiling.
 pub fn build(plan: &BuildPlan, cache: &Cache, log: &dyn Fn(&str)) -> Result<BuildOutcome, BuildError> {
     let start = Instant::now();
-    let id = input_hash(plan)?;
+    // A Debian package is resolved to exact versions first: they are part of the input hash.
+    let resolved = match &plan.source {
+        Source::Deb { package } => Some(crate::deb::resolve(package, cache, log)?),
+        _ => None,
+    };
+    let id = input_hash(plan, resolved.as_ref())?;
     let final_dir = cache.artifacts().join(&id);
     if final_dir.join("artifact.json").is_file() {
         let artifact = Artifact::load(&final_dir)?;
@@ -35,16 +40,29 @@ pub fn build(plan: &BuildPlan, cache: &Cache, log: &dyn Fn(&str)) -> Result<Buil
     let rootfs = staging.join("rootfs");
     fs_err::create_dir_all(&rootfs)?;
 
-    let exe = produce_executable(plan, work.path(), log)?;
-    let binary = app_binary_path(&plan.name);
+    // A Debian package brings its own tree (see deb.rs); anything else is one program at /app/NAME.
+    let deb = match &resolved {
+        Some(r) => Some(crate::deb::lay_out(plan, r, cache, work.path(), &rootfs, log)?),
+        None => None,
+    };
+    let exe = match &deb {
+        Some(d) => d.exe.clone(),
+        None => produce_executable(plan, work.path(), log)?,
+    };
+    let binary = deb.as_ref().map_or_else(|| app_binary_path(&plan.name), |d| d.binary.clone());
     let dest = rootfs.join(binary.trim_start_matches('/'));
-    fs_err::create_dir_all(dest.parent().unwrap())?;
-    fs_err::copy(&exe, &dest)?;
-    fs_err::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))?;
-    let binary_size = fs_err::metadata(&dest)?.len();
+    if deb.is_none() {
+        fs_err::create_dir_all(dest.parent().unwrap())?;
+        fs_err::copy(&exe, &dest)?;
+        fs_err::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let binary_size = fs_err::metadata(&exe)?.len();
     let linkage = if is_static(&exe)? { "static" } else { "dynamic" };
     let mut env = plan.env.clone();
-    if linkage == "dynamic" {
+    if let Some(d) = &deb {
+        env.extend(d.env.iter().filter(|(k, _)| !plan.env.iter().any(|(pk, _)| pk == k)).cloned());
+    }
+    if linkage == "dynamic" && deb.is_none() {
         log("resolving shared libraries");
         let dirs = lay_out_libraries(&exe, &rootfs)?;
         if !dirs.is_empty() && !env.iter().any(|(k, _)| k == "LD_LIBRARY_PATH") {
@@ -55,7 +73,11 @@ pub fn build(plan: &BuildPlan, cache: &Cache, log: &dyn Fn(&str)) -> Result<Buil
         copy_tree(src, &rootfs.join(dst.trim_start_matches('/')))?;
     }
 
-    let command = if plan.command.is_empty() { vec![binary.clone()] } else { plan.command.clone() };
+    let command = match &deb {
+        Some(d) => d.command.clone(),
+        None if plan.command.is_empty() => vec![binary.clone()],
+        None => plan.command.clone(),
+    };
     let manifest = ArtifactManifest {
         id: id.clone(),
         name: plan.name.clone(),
@@ -108,7 +130,7 @@ fn lay_out_libraries(exe: &Path, rootfs: &Path) -> Result<Vec<String>, BuildErro
 }
 
 /// A hash of everything that decides the artifact: the plan and the content of its inputs.
-fn input_hash(plan: &BuildPlan) -> Result<String, BuildError> {
+fn input_hash(plan: &BuildPlan, deb: Option<&crate::deb::Resolution>) -> Result<String, BuildError> {
     let mut h = Sha256::new();
     h.update(BUILDER_VERSION);
     h.update(serde_json::to_vec(plan).expect("plan serializes"));
@@ -116,7 +138,11 @@ fn input_hash(plan: &BuildPlan) -> Result<String, BuildError> {
         Source::CFile { file } => hash::hash_path(&mut h, file)?,
         Source::Make { dir, .. } | Source::Cargo { dir } | Source::Custom { dir, .. } => hash::hash_path(&mut h, dir)?,
         Source::Elf { path } => hash::hash_path(&mut h, path)?,
-        Source::Deb { package } => h.update(package),
+        Source::Deb { package } => {
+            h.update(package);
+            h.update(crate::deb::LAYOUT_VERSION);
+            h.update(deb.map(|r| r.fingerprint()).unwrap_or_default());
+        }
     }
     for (src, _) in &plan.files {
         if !src.exists() {
@@ -293,6 +319,10 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), BuildError> {
             copy_tree(&e.path(), &dst.join(e.file_name()))?;
         }
     } else {
+        // Replace a symlink already there (a Debian rootfs has some) instead of writing through it.
+        if std::fs::symlink_metadata(dst).is_ok_and(|m| m.file_type().is_symlink()) {
+            fs_err::remove_file(dst)?;
+        }
         fs_err::copy(src, dst)?;
     }
     Ok(())

@@ -6,6 +6,7 @@
 mod artifact;
 mod cache;
 mod compile;
+mod deb;
 mod hash;
 
 pub use artifact::{Artifact, ArtifactManifest, Entry, EntryKind};
@@ -36,6 +37,16 @@ pub enum BuildError {
     Closure(String),
     #[error("file {0} listed in bakeoff.toml does not exist")]
     MissingFile(PathBuf),
+    #[error("deb: inputs need Debian's apt (apt-get, dpkg-deb), which is not installed on this host")]
+    AptMissing,
+    #[error("no Debian package named `{0}` (apt-cache knows nothing of it; run apt-get update?)")]
+    UnknownPackage(String),
+    #[error("Debian package `{name}` is virtual (provided by {providers}); name one of them, for example deb:{first}")]
+    VirtualPackage { name: String, providers: String, first: String },
+    #[error("deb:{0} has no known daemon command; add `command = [...]` to a bakeoff.toml beside `package = \"{0}\"` in a directory, and give that directory as APP")]
+    NoDaemonCommand(String),
+    #[error("{0}")]
+    Deb(String),
     #[error("the cached artifact {path} is damaged ({reason}); remove it and build again")]
     BadCache { path: PathBuf, reason: String },
 }

@@ -1,0 +1,852 @@
+//! `deb:NAME` inputs: a Debian package and its dependency closure, resolved by apt on an empty
+//! package database (so what this host has installed does not matter), downloaded once into the
+//! cache with `apt-get download`, unpacked with `dpkg-deb -x` into a staging root — never
+//! installed on this host — and then pruned to what the daemon needs at run time:
+//!
+//! - every file of the packages built from the requested package's source package (nginx and
+//!   nginx-common; redis-server and redis-tools) except documentation, man pages, locales,
+//!   init-system and shell-completion files;
+//! - the ld.so closure, resolved inside the staging root, of the command and of every ELF file
+//!   kept above (so modules a package ships for dlopen() bring their libraries too); nothing
+//!   else of the dependencies (perl, debconf, iproute2, ... are only needed by maintainer
+//!   scripts, which do not run);
+//! - what the maintainer scripts would have made (system users and groups, directories,
+//!   symbolic links, copies — read from `postinst`, see [`postinst`]), `/etc/passwd` and
+//!   `/etc/group` with Debian's static accounts, `/etc/nsswitch.conf`, the writable
+//!   directories `/tmp`, `/var/tmp`, `/run`, and a few per-daemon touches ([`FIXUPS`]).
+//!
+//! Absolute symbolic links are rewritten as relative ones: the same inside the image, and host
+//! tools that later follow them stay inside the root.
+
+mod apt;
+mod postinst;
+mod users;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+
+use bakeoff_detect::BuildPlan;
+use serde::Serialize;
+
+pub use apt::{resolve, Resolution};
+
+use crate::{BuildError, Cache};
+
+/// Bump when the layout rules change, so cached deb artifacts are rebuilt.
+pub(crate) const LAYOUT_VERSION: &str = "bakeoff-deb-layout/1";
+
+/// Where programs are looked up when `command[0]` is not an absolute path.
+const PATH_DIRS: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Parts of a package's tree no daemon reads at run time (relative to the root).
+const PRUNED: &[&str] = &[
+    "usr/share/doc",
+    "usr/share/doc-base",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "usr/share/lintian",
+    "usr/share/linda",
+    "usr/share/bug",
+    "usr/share/bash-completion",
+    "usr/share/zsh",
+    "usr/share/fish",
+    "usr/share/apport",
+    "usr/share/vim",
+    "usr/share/menu",
+    "usr/share/applications",
+    "usr/share/icons",
+    "usr/share/pixmaps",
+    "usr/share/metainfo",
+    "usr/share/polkit-1",
+    "usr/share/debconf",
+    "lib/systemd",
+    "usr/lib/systemd",
+    "usr/lib/tmpfiles.d",
+    "usr/lib/sysusers.d",
+    "etc/init.d",
+    "etc/init",
+    "etc/logrotate.d",
+    "etc/systemd",
+    "etc/ufw",
+    "etc/apparmor.d",
+    "etc/cron.d",
+    "etc/cron.daily",
+    "etc/cron.weekly",
+    "etc/cron.monthly",
+    "etc/cron.hourly",
+];
+
+/// What a known daemon needs beyond its packages and their maintainer scripts, by source package.
+struct Fixup {
+    source: &'static str,
+    /// Writable directories (mode).
+    dirs: &'static [(&'static str, u32)],
+    /// Symbolic links (link, target): nginx logs to the instance's output, like Docker's nginx image.
+    links: &'static [(&'static str, &'static str)],
+}
+
+const FIXUPS: &[Fixup] = &[
+    Fixup {
+        source: "nginx",
+        dirs: &[
+            ("/var/log/nginx", 0o755),
+            ("/var/lib/nginx", 0o755),
+            ("/var/www/html", 0o755),
+        ],
+        links: &[
+            ("/var/log/nginx/access.log", "/dev/stdout"),
+            ("/var/log/nginx/error.log", "/dev/stderr"),
+        ],
+    },
+    Fixup {
+        source: "redis",
+        // redis-tools' postinst makes these through a shell function the script reader skips.
+        dirs: &[
+            ("/var/lib/redis", 0o750),
+            ("/var/log/redis", 0o750),
+            ("/run/redis", 0o755),
+        ],
+        links: &[],
+    },
+];
+
+/// The daemon laid out in the artifact's rootfs.
+#[derive(Debug)]
+pub(crate) struct Laid {
+    /// Host path of the program's file (symlinks resolved inside the rootfs).
+    pub exe: PathBuf,
+    /// The program's path inside the image.
+    pub binary: String,
+    /// `plan.command` with the program made absolute.
+    pub command: Vec<String>,
+    /// PATH and, when needed, LD_LIBRARY_PATH.
+    pub env: Vec<(String, String)>,
+}
+
+/// What was unpacked and kept; written beside the rootfs as `deb.json`.
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    requested: &'a str,
+    main: &'a str,
+    source: &'a str,
+    packages: Vec<ReportPackage<'a>>,
+    unpacked_bytes: u64,
+    kept_bytes: u64,
+    users: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReportPackage<'a> {
+    name: &'a str,
+    version: &'a str,
+    arch: &'a str,
+    /// Built from the requested package's source: all of its files are kept.
+    whole: bool,
+}
+
+/// Unpacks the resolution's packages and lays out what the plan's daemon needs into `rootfs`.
+pub(crate) fn lay_out(
+    plan: &BuildPlan,
+    res: &Resolution,
+    cache: &Cache,
+    work: &Path,
+    rootfs: &Path,
+    log: &dyn Fn(&str),
+) -> Result<Laid, BuildError> {
+    if plan.command.is_empty() {
+        return Err(BuildError::NoDaemonCommand(res.requested.clone()));
+    }
+    let debs = apt::fetch(res, cache, log)?;
+
+    log(&format!(
+        "unpacking {} Debian packages with dpkg-deb",
+        debs.len()
+    ));
+    let full = work.join("deb-root");
+    let whole_root = work.join("deb-whole");
+    let control = work.join("deb-control");
+    fs_err::create_dir_all(&full)?;
+    fs_err::create_dir_all(&whole_root)?;
+    fs_err::create_dir_all(&control)?;
+    let mut sources = Vec::new();
+    for deb in &debs {
+        dpkg_deb(&[Path::new("-x"), deb, &full])?;
+        sources.push(source_of(deb)?);
+    }
+    let main_index = res
+        .packages
+        .iter()
+        .position(|p| p.name == res.main)
+        .ok_or_else(|| {
+            BuildError::Deb(format!(
+                "deb:{}: apt chose {} but did not list it among the packages",
+                res.requested, res.main
+            ))
+        })?;
+    let main_source = sources[main_index].clone();
+    let whole: Vec<bool> = sources.iter().map(|s| *s == main_source).collect();
+    for ((p, deb), _) in res
+        .packages
+        .iter()
+        .zip(&debs)
+        .zip(&whole)
+        .filter(|(_, w)| **w)
+    {
+        dpkg_deb(&[Path::new("-x"), deb, &whole_root])?;
+        dpkg_deb(&[Path::new("-e"), deb, &control.join(&p.name)])?;
+    }
+
+    // What to keep: the main source's files, then ld.so closures inside the staging root.
+    let mut keep: BTreeSet<PathBuf> = BTreeSet::new();
+    walk_kept(&whole_root, Path::new("/"), &mut keep)?;
+    let mut command = plan.command.clone();
+    let program = find_program(&full, &command[0]).ok_or_else(|| {
+        BuildError::Deb(format!(
+            "deb:{}: the command {} is in none of the unpacked packages ({})",
+            res.requested,
+            command[0],
+            res.packages
+                .iter()
+                .zip(&whole)
+                .filter(|(_, w)| **w)
+                .map(|(p, _)| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    command[0] = program.display().to_string();
+    log(&format!(
+        "resolving the shared libraries of {} inside the unpacked packages",
+        command[0]
+    ));
+    let mut library_dirs: BTreeSet<String> = BTreeSet::new();
+    let closure =
+        bakeoff_elf::closure(&program, &full).map_err(|e| BuildError::Closure(e.to_string()))?;
+    add_closure(&closure, &mut keep, &mut library_dirs);
+    let elves: Vec<PathBuf> = keep
+        .iter()
+        .filter(|p| is_elf_file(&host(&full, p)))
+        .cloned()
+        .collect();
+    for elf in elves {
+        match bakeoff_elf::closure(&elf, &full) {
+            Ok(c) => add_closure(&c, &mut keep, &mut library_dirs),
+            Err(e) => log(&format!(
+                "warning: {} is kept without its libraries: {e}",
+                elf.display()
+            )),
+        }
+    }
+    for p in &keep {
+        copy_entry(&full, rootfs, p)?;
+    }
+
+    // What the maintainer scripts and the init system would have done.
+    let mut accounts = users::Accounts::base();
+    for (p, _) in res.packages.iter().zip(&whole).filter(|(_, w)| **w) {
+        let script = control.join(&p.name).join("postinst");
+        let Ok(text) = std::fs::read_to_string(&script) else {
+            continue;
+        };
+        for action in postinst::actions(&text) {
+            apply(&action, rootfs, &full, &mut accounts)?;
+        }
+    }
+    write_file(rootfs, "/etc/passwd", &accounts.passwd(), 0o644)?;
+    write_file(rootfs, "/etc/group", &accounts.group_file(), 0o644)?;
+    if !host(rootfs, Path::new("/etc/nsswitch.conf")).exists() {
+        write_file(
+            rootfs,
+            "/etc/nsswitch.conf",
+            "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n",
+            0o644,
+        )?;
+    }
+    for (dir, mode) in [
+        ("/tmp", 0o1777),
+        ("/var/tmp", 0o1777),
+        ("/run", 0o755),
+        ("/var/log", 0o755),
+        ("/var/lib", 0o755),
+    ] {
+        make_dir(rootfs, dir, mode)?;
+    }
+    make_link(rootfs, "/var/run", "/run")?;
+    if let Some(f) = FIXUPS.iter().find(|f| f.source == main_source) {
+        for (dir, mode) in f.dirs {
+            make_dir(rootfs, dir, *mode)?;
+        }
+        for (link, target) in f.links {
+            replace_with_link(rootfs, link, target)?;
+        }
+    }
+    relativize_links(rootfs, Path::new("/"))?;
+
+    let real = resolve_in(rootfs, &program).ok_or_else(|| {
+        BuildError::Deb(format!(
+            "deb:{}: {} did not survive the layout",
+            res.requested,
+            program.display()
+        ))
+    })?;
+    let exe = host(rootfs, &real);
+    // Tools that follow the program's path on this host must reach the same file.
+    let binary =
+        if std::fs::canonicalize(host(rootfs, &program)).ok() == std::fs::canonicalize(&exe).ok() {
+            program
+        } else {
+            real
+        };
+    let mut env = vec![("PATH".to_string(), DEFAULT_PATH.to_string())];
+    if !library_dirs.is_empty() {
+        env.push((
+            "LD_LIBRARY_PATH".into(),
+            library_dirs.into_iter().collect::<Vec<_>>().join(":"),
+        ));
+    }
+
+    let report = Report {
+        requested: &res.requested,
+        main: &res.main,
+        source: &main_source,
+        packages: res
+            .packages
+            .iter()
+            .zip(&whole)
+            .map(|(p, w)| ReportPackage {
+                name: &p.name,
+                version: &p.version,
+                arch: &p.arch,
+                whole: *w,
+            })
+            .collect(),
+        unpacked_bytes: tree_bytes(&full)?,
+        kept_bytes: tree_bytes(rootfs)?,
+        users: accounts
+            .users
+            .iter()
+            .filter(|u| (100..1000).contains(&u.uid))
+            .map(|u| u.name.clone())
+            .collect(),
+    };
+    if let Some(dir) = rootfs.parent() {
+        fs_err::write(
+            dir.join("deb.json"),
+            serde_json::to_vec_pretty(&report).expect("report serializes"),
+        )?;
+    }
+    log(&format!(
+        "kept {:.1} MB of {:.1} MB unpacked from {} packages",
+        report.kept_bytes as f64 / 1e6,
+        report.unpacked_bytes as f64 / 1e6,
+        res.packages.len()
+    ));
+    Ok(Laid {
+        exe,
+        binary: binary.display().to_string(),
+        command,
+        env,
+    })
+}
+
+fn dpkg_deb(args: &[&Path]) -> Result<String, BuildError> {
+    let out = Command::new("dpkg-deb")
+        .args(args)
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => BuildError::AptMissing,
+            _ => BuildError::Io(e),
+        })?;
+    if !out.status.success() {
+        return Err(BuildError::CommandFailed {
+            what: format!(
+                "dpkg-deb {}",
+                args.iter()
+                    .map(|a| a.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            status: out
+                .status
+                .code()
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "killed".into()),
+            output: String::from_utf8_lossy(&out.stderr).trim_end().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The source package a .deb was built from (`Source:`, without a version; else its own name).
+fn source_of(deb: &Path) -> Result<String, BuildError> {
+    let text = dpkg_deb(&[
+        Path::new("-f"),
+        deb,
+        Path::new("Source"),
+        Path::new("Package"),
+    ])?;
+    Ok(source_from_fields(&text))
+}
+
+/// `Source: redis (5:7.0.15-1)\nPackage: redis-tools` → `redis`; no Source → the package name.
+fn source_from_fields(text: &str) -> String {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+    };
+    field("Source")
+        .filter(|s| !s.is_empty())
+        .or_else(|| field("Package"))
+        .unwrap_or_default()
+}
+
+fn pruned(inside: &Path) -> bool {
+    let rel = inside.strip_prefix("/").unwrap_or(inside);
+    PRUNED.iter().any(|p| rel.starts_with(p))
+}
+
+/// Adds every path under `dir` (mirroring `inside`) that is not pruned.
+fn walk_kept(root: &Path, inside: &Path, keep: &mut BTreeSet<PathBuf>) -> Result<(), BuildError> {
+    let dir = host(root, inside);
+    let mut names: Vec<_> = fs_err::read_dir(&dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    for name in names {
+        let path = inside.join(&name);
+        if pruned(&path) {
+            continue;
+        }
+        keep.insert(path.clone());
+        if fs_err::symlink_metadata(host(root, &path))?.is_dir() {
+            walk_kept(root, &path, keep)?;
+        }
+    }
+    Ok(())
+}
+
+fn add_closure(
+    c: &bakeoff_elf::Closure,
+    keep: &mut BTreeSet<PathBuf>,
+    library_dirs: &mut BTreeSet<String>,
+) {
+    keep.extend(c.entries.iter().map(|e| e.path.clone()));
+    library_dirs.extend(c.extra_library_dirs.iter().map(|d| d.display().to_string()));
+}
+
+/// The host path of an absolute path inside `root` (no symlink resolution).
+fn host(root: &Path, inside: &Path) -> PathBuf {
+    root.join(inside.strip_prefix("/").unwrap_or(inside))
+}
+
+fn is_elf_file(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) && bakeoff_detect::is_elf(path)
+}
+
+/// `command[0]` as an absolute path inside `root`: as given when absolute, else the first match
+/// in the usual PATH directories. `None` when there is no such file.
+fn find_program(root: &Path, program: &str) -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = if program.starts_with('/') {
+        vec![PathBuf::from(program)]
+    } else if program.contains('/') {
+        return None;
+    } else {
+        PATH_DIRS
+            .iter()
+            .map(|d| Path::new(d).join(program))
+            .collect()
+    };
+    candidates
+        .into_iter()
+        .find(|c| resolve_in(root, c).is_some_and(|real| host(root, &real).is_file()))
+}
+
+/// Resolves `inside` within `root` the way the kernel would after chroot: absolute symlink
+/// targets and `..` stay inside. `None` when a component is missing or links loop.
+fn resolve_in(root: &Path, inside: &Path) -> Option<PathBuf> {
+    let mut pending: Vec<std::ffi::OsString> =
+        normal_components(inside).into_iter().rev().collect();
+    let mut real = PathBuf::from("/");
+    let mut hops = 0;
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            real.pop();
+            continue;
+        }
+        let candidate = real.join(&name);
+        let meta = std::fs::symlink_metadata(host(root, &candidate)).ok()?;
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > 40 {
+                return None;
+            }
+            let target = std::fs::read_link(host(root, &candidate)).ok()?;
+            if target.is_absolute() {
+                real = PathBuf::from("/");
+            }
+            pending.extend(normal_components(&target).into_iter().rev());
+        } else {
+            real = candidate;
+        }
+    }
+    Some(real)
+}
+
+fn normal_components(p: &Path) -> Vec<std::ffi::OsString> {
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The host path where `inside` goes: its parent directory resolved inside `root` (missing
+/// directories created), the last component not followed.
+fn place(root: &Path, inside: &Path) -> Result<PathBuf, BuildError> {
+    let name = inside
+        .file_name()
+        .ok_or_else(|| BuildError::Deb(format!("{} names no file", inside.display())))?;
+    let parent = inside.parent().unwrap_or(Path::new("/"));
+    let mut real = PathBuf::from("/");
+    for c in normal_components(parent) {
+        let candidate = real.join(&c);
+        match resolve_in(root, &candidate) {
+            Some(r) if host(root, &r).is_dir() => real = r,
+            None if std::fs::symlink_metadata(host(root, &candidate)).is_err() => {
+                fs_err::create_dir(host(root, &candidate))?;
+                real = candidate;
+            }
+            _ => {
+                return Err(BuildError::Deb(format!(
+                    "cannot place {}: {} is not a directory",
+                    inside.display(),
+                    candidate.display()
+                )))
+            }
+        }
+    }
+    Ok(host(root, &real).join(name))
+}
+
+/// Copies one entry of the staging root (a directory, symlink or file, not followed) into `dest`.
+fn copy_entry(full: &Path, dest: &Path, inside: &Path) -> Result<(), BuildError> {
+    let src = host(full, inside);
+    let meta = fs_err::symlink_metadata(&src)?;
+    let dst = host(dest, inside);
+    if let Some(parent) = dst.parent() {
+        fs_err::create_dir_all(parent)?;
+    }
+    let existing = std::fs::symlink_metadata(&dst).ok();
+    if meta.is_dir() {
+        if !existing.as_ref().is_some_and(|m| m.is_dir()) {
+            if existing.is_some() {
+                fs_err::remove_file(&dst)?;
+            }
+            fs_err::create_dir(&dst)?;
+        }
+        fs_err::set_permissions(
+            &dst,
+            std::fs::Permissions::from_mode(meta.permissions().mode() & 0o7777),
+        )?;
+        return Ok(());
+    }
+    if existing.is_some() {
+        fs_err::remove_file(&dst)?;
+    }
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(fs_err::read_link(&src)?, &dst)?;
+    } else {
+        fs_err::copy(&src, &dst)?;
+    }
+    Ok(())
+}
+
+/// Applies one maintainer-script action inside `rootfs` (copies may read from the staging root).
+fn apply(
+    action: &postinst::Action,
+    rootfs: &Path,
+    full: &Path,
+    accounts: &mut users::Accounts,
+) -> Result<(), BuildError> {
+    use postinst::Action;
+    match action {
+        Action::User(spec) => accounts.add_user(spec),
+        Action::Group { name } => {
+            accounts.add_group(name);
+        }
+        Action::Mkdir { path } => make_dir(rootfs, path, 0o755)?,
+        Action::Symlink { target, link } => make_link(rootfs, link, target)?,
+        Action::Copy { from, to } => {
+            let from_path = Path::new(from);
+            let source = [rootfs, full].iter().find_map(|root| {
+                resolve_in(root, from_path)
+                    .map(|r| host(root, &r))
+                    .filter(|h| h.is_file())
+            });
+            let Some(source) = source else { return Ok(()) }; // `cp` would fail; the script's `if` usually guards it
+            let mut to_path = PathBuf::from(to);
+            if resolve_in(rootfs, &to_path).is_some_and(|r| host(rootfs, &r).is_dir()) {
+                to_path = to_path.join(from_path.file_name().unwrap_or_default());
+            }
+            let dst = place(rootfs, &to_path)?;
+            if std::fs::symlink_metadata(&dst).is_ok() {
+                return Ok(()); // scripts copy defaults only when absent
+            }
+            fs_err::copy(&source, &dst)?;
+        }
+    }
+    Ok(())
+}
+
+fn make_dir(rootfs: &Path, inside: &str, mode: u32) -> Result<(), BuildError> {
+    let inside = Path::new(inside);
+    if let Some(real) = resolve_in(rootfs, inside) {
+        let h = host(rootfs, &real);
+        if h.is_dir() {
+            return Ok(());
+        }
+    }
+    let dst = place(rootfs, inside)?;
+    if std::fs::symlink_metadata(&dst).is_err() {
+        fs_err::create_dir(&dst)?;
+        fs_err::set_permissions(&dst, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// Creates `link` → `target` unless something is already at `link`.
+fn make_link(rootfs: &Path, link: &str, target: &str) -> Result<(), BuildError> {
+    let dst = place(rootfs, Path::new(link))?;
+    if std::fs::symlink_metadata(&dst).is_err() {
+        std::os::unix::fs::symlink(target, &dst)?;
+    }
+    Ok(())
+}
+
+fn replace_with_link(rootfs: &Path, link: &str, target: &str) -> Result<(), BuildError> {
+    let dst = place(rootfs, Path::new(link))?;
+    if let Ok(m) = std::fs::symlink_metadata(&dst) {
+        if m.is_dir() {
+            return Err(BuildError::Deb(format!(
+                "cannot link {link} to {target}: a directory is there"
+            )));
+        }
+        fs_err::remove_file(&dst)?;
+    }
+    std::os::unix::fs::symlink(target, &dst)?;
+    Ok(())
+}
+
+fn write_file(rootfs: &Path, inside: &str, text: &str, mode: u32) -> Result<(), BuildError> {
+    let dst = place(rootfs, Path::new(inside))?;
+    if std::fs::symlink_metadata(&dst).is_ok_and(|m| !m.is_dir()) {
+        fs_err::remove_file(&dst)?;
+    }
+    fs_err::write(&dst, text)?;
+    fs_err::set_permissions(&dst, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// The relative form of an absolute symlink `target` for a link at `link` (both inside the root).
+fn relative_target(link: &Path, target: &Path) -> PathBuf {
+    let from: Vec<_> = normal_components(link.parent().unwrap_or(Path::new("/")));
+    let to: Vec<_> = normal_components(target);
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to[common..] {
+        out.push(c);
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+fn relativize_links(root: &Path, inside: &Path) -> Result<(), BuildError> {
+    for e in fs_err::read_dir(host(root, inside))? {
+        let e = e?;
+        let path = inside.join(e.file_name());
+        let ft = e.file_type()?;
+        if ft.is_symlink() {
+            let target = fs_err::read_link(e.path())?;
+            if target.is_absolute() {
+                fs_err::remove_file(e.path())?;
+                std::os::unix::fs::symlink(relative_target(&path, &target), e.path())?;
+            }
+        } else if ft.is_dir() {
+            relativize_links(root, &path)?;
+        }
+    }
+    Ok(())
+}
+
+fn tree_bytes(dir: &Path) -> Result<u64, BuildError> {
+    let mut total = 0;
+    for e in fs_err::read_dir(dir)? {
+        let e = e?;
+        let ft = e.file_type()?;
+        if ft.is_dir() {
+            total += tree_bytes(&e.path())?;
+        } else if ft.is_file() {
+            total += e.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn source_field() {
+        assert_eq!(
+            source_from_fields("Source: redis (5:7.0.15-1~deb12u10)\nPackage: redis-tools\n"),
+            "redis"
+        );
+        assert_eq!(
+            source_from_fields("Source: nginx\nPackage: nginx-common\n"),
+            "nginx"
+        );
+        assert_eq!(source_from_fields("Package: nginx\n"), "nginx");
+    }
+
+    #[test]
+    fn docs_and_init_files_are_pruned() {
+        for p in [
+            "/usr/share/doc/nginx/copyright",
+            "/usr/share/man/man8/nginx.8.gz",
+            "/lib/systemd/system/nginx.service",
+            "/etc/init.d/nginx",
+        ] {
+            assert!(pruned(Path::new(p)), "{p}");
+        }
+        for p in [
+            "/usr/share/nginx/html/index.html",
+            "/etc/nginx/nginx.conf",
+            "/usr/sbin/nginx",
+            "/usr/share/docs-not",
+        ] {
+            assert!(!pruned(Path::new(p)), "{p}");
+        }
+    }
+
+    #[test]
+    fn relative_targets() {
+        let r = |l: &str, t: &str| {
+            relative_target(Path::new(l), Path::new(t))
+                .display()
+                .to_string()
+        };
+        assert_eq!(
+            r(
+                "/etc/nginx/sites-enabled/default",
+                "/etc/nginx/sites-available/default"
+            ),
+            "../sites-available/default"
+        );
+        assert_eq!(r("/var/run", "/run"), "../run");
+        assert_eq!(
+            r(
+                "/lib64/ld-linux-x86-64.so.2",
+                "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+            ),
+            "../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+        );
+        assert_eq!(r("/a/b", "/a"), ".");
+    }
+
+    #[test]
+    fn resolution_and_placement_stay_inside_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::fs::write(root.join("usr/lib/real"), "x").unwrap();
+        symlink("/usr/lib", root.join("lib")).unwrap();
+        symlink("/../../../usr/lib/real", root.join("escape")).unwrap();
+        assert_eq!(
+            resolve_in(root, Path::new("/lib/real")),
+            Some(PathBuf::from("/usr/lib/real"))
+        );
+        assert_eq!(
+            resolve_in(root, Path::new("/escape")),
+            Some(PathBuf::from("/usr/lib/real"))
+        );
+        assert_eq!(resolve_in(root, Path::new("/nope/x")), None);
+        // A directory made through an absolute link lands in the root, not on this host.
+        make_dir(root, "/lib/bakeoff-test-dir", 0o750).unwrap();
+        assert!(root.join("usr/lib/bakeoff-test-dir").is_dir());
+        write_file(root, "/var/x/y.conf", "z", 0o644).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("var/x/y.conf")).unwrap(),
+            "z"
+        );
+        relativize_links(root, Path::new("/")).unwrap();
+        assert_eq!(
+            std::fs::read_link(root.join("lib")).unwrap(),
+            PathBuf::from("usr/lib")
+        );
+        assert!(root.join("lib/real").is_file());
+    }
+
+    #[test]
+    fn postinst_copies_and_links_are_applied() {
+        let t = tempfile::tempdir().unwrap();
+        let (rootfs, full) = (t.path().join("rootfs"), t.path().join("full"));
+        std::fs::create_dir_all(rootfs.join("usr/share/nginx/html")).unwrap();
+        std::fs::create_dir_all(rootfs.join("etc/nginx/sites-available")).unwrap();
+        std::fs::create_dir_all(&full).unwrap();
+        std::fs::write(
+            rootfs.join("usr/share/nginx/html/index.html"),
+            "Welcome to nginx!",
+        )
+        .unwrap();
+        let mut accounts = users::Accounts::base();
+        for a in [
+            postinst::Action::Symlink {
+                target: "/etc/nginx/sites-available/default".into(),
+                link: "/etc/nginx/sites-enabled/default".into(),
+            },
+            postinst::Action::Mkdir {
+                path: "/var/www/html".into(),
+            },
+            postinst::Action::Copy {
+                from: "/usr/share/nginx/html/index.html".into(),
+                to: "/var/www/html/index.nginx-debian.html".into(),
+            },
+            postinst::Action::Copy {
+                from: "/missing".into(),
+                to: "/var/www/html/".into(),
+            },
+        ] {
+            apply(&a, &rootfs, &full, &mut accounts).unwrap();
+        }
+        assert_eq!(
+            std::fs::read_link(rootfs.join("etc/nginx/sites-enabled/default")).unwrap(),
+            PathBuf::from("/etc/nginx/sites-available/default")
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("var/www/html/index.nginx-debian.html")).unwrap(),
+            "Welcome to nginx!"
+        );
+    }
+}
