@@ -389,12 +389,18 @@ async fn wait_started(driver: &dyn Driver, inst: &Instance, plan: &BuildPlan, li
             bakeoff_spec::HealthKind::Tcp => bakeoff_bench::Probe::Tcp { addr },
         }
     });
-    let settle = std::time::Instant::now() + Duration::from_millis(1500);
     let ready = async {
         match probe {
             Some(p) => bakeoff_bench::wait_ready(p, deadline).await.map(|_| ()).map_err(|e| e.to_string()),
             None => {
-                tokio::time::sleep_until(settle.into()).await;
+                // Without a port to probe: the app has started and kept running for a moment.
+                while !driver.app_started(inst).await {
+                    if std::time::Instant::now() > deadline {
+                        return Err("the app was not started before the deadline".to_string());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(1500)).await;
                 Ok(())
             }
         }

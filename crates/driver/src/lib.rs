@@ -66,6 +66,12 @@ pub trait Driver: Send + Sync {
     /// Memory used on the host by the instance (cgroup usage, VMM RSS), when known.
     async fn memory_bytes(&self, inst: &Instance) -> Result<Option<u64>, DriverError>;
 
+    /// True once the app itself has been started (a VM has booted to it). Until then a
+    /// running instance is still booting.
+    async fn app_started(&self, _inst: &Instance) -> bool {
+        true
+    }
+
     /// A specific sentence about why an instance ended early (e.g. too little memory to boot).
     async fn diagnose(&self, _inst: &Instance) -> Option<String> {
         None

@@ -20,6 +20,7 @@ fn guest(e: impl std::fmt::Display) -> PackError {
 pub fn kernel(ctx: &PackContext) -> Result<Kernel, PackError> {
     let dir = ctx.cache.root().to_path_buf();
     match &ctx.kernel {
+        Some(p) if !p.exists() => Err(PackError::Other(format!("the kernel {} does not exist", p.display()))),
         Some(p) => bakeoff_guest::kernel_from_path(p, &dir).map_err(guest),
         None => {
             (ctx.log)("fetching the guest kernel (Debian linux-image-amd64)");

@@ -78,7 +78,7 @@ pub fn pid_alive(pid: u32) -> bool {
 }
 
 /// The PID is still our QEMU (not a reused PID): its command line names our console log.
-fn is_our_qemu(h: &QemuHandle) -> bool {
+pub fn is_our_qemu(h: &QemuHandle) -> bool {
     pid_alive(h.pid)
         && std::fs::read(format!("/proc/{}/cmdline", h.pid))
             .map(|c| String::from_utf8_lossy(&c).contains(&h.console.display().to_string()))
@@ -131,7 +131,7 @@ pub fn run_cmdline(machine: Machine, hostname: &str, opts: &bakeoff_spec::RunOpt
 }
 
 /// Sends QMP commands (after the capabilities handshake); returns the replies.
-fn qmp(socket: &Path, commands: &[serde_json::Value]) -> std::io::Result<Vec<String>> {
+pub fn qmp(socket: &Path, commands: &[serde_json::Value]) -> std::io::Result<Vec<String>> {
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(3)))?;
     let mut reader = BufReader::new(s.try_clone()?);
@@ -326,6 +326,11 @@ impl Driver for QemuDriver {
             .map(|kb| kb * 1024))
     }
 
+    async fn app_started(&self, inst: &Instance) -> bool {
+        let Ok(h) = handle(inst) else { return true };
+        std::fs::read_to_string(&h.console).map(|c| c.contains("bakeoff-init: starting ")).unwrap_or(false)
+    }
+
     async fn diagnose(&self, inst: &Instance) -> Option<String> {
         let h = handle(inst).ok()?;
         let console = std::fs::read_to_string(&h.console).unwrap_or_default();
@@ -343,7 +348,7 @@ impl Driver for QemuDriver {
 }
 
 /// Ends our QEMU by PID: SIGTERM, then SIGKILL if it lingers.
-fn kill(h: &QemuHandle) {
+pub fn kill(h: &QemuHandle) {
     if !is_our_qemu(h) {
         return;
     }
