@@ -1,18 +1,30 @@
 #!/bin/sh
-# The main job on the example app: installs what is needed, builds examples/hello once for the
-# container and the microVM, runs it on Docker, shows the answer from inside, and cleans up.
+# The main job on the example app: installs what is needed (docker.io, qemu-system-x86, gcc;
+# starts dockerd), builds examples/hello ONCE for the container and the microVM, runs it on
+# Docker and on QEMU and shows each answer from inside, then benchmarks both under the same load
+# and prints the comparison and the recommended platform. Everything it starts is removed.
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 cargo build --release --locked -q
 B=./target/release/bakeoff
-PORT=${PORT:-18080}
-$B build examples/hello --target oci
-$B run examples/hello --on docker -p "127.0.0.1:$PORT:8080" -e GREETING=hello-from-docker --name demo-docker -d
-trap '$B rm -f demo-docker >/dev/null 2>&1 || true' EXIT
-i=0
-until curl -fsS "http://127.0.0.1:$PORT/"; do
-  i=$((i + 1)); [ "$i" -lt 100 ] || { echo "demo: no answer from docker" >&2; exit 1; }
-  sleep 0.1
-done
+export BAKEOFF_STATE_DIR="${BAKEOFF_STATE_DIR:-$PWD/target/demo-state}"
+cleanup() { for n in demo-docker demo-qemu; do $B rm -f "$n" >/dev/null 2>&1 || true; done; }
+trap cleanup EXIT
+
+echo "== build once, pack for every target"
+$B build examples/hello --target all
+
+echo "== run on Docker"
+$B run examples/hello --on docker -p 127.0.0.1:18080:8080 -e GREETING=hello-from-docker --name demo-docker -d
+curl -fsS http://127.0.0.1:18080/
+
+echo "== run on QEMU (a microVM with bakeoff's own PID 1)"
+$B run examples/hello --on qemu -p 127.0.0.1:18081:8080 -e GREETING=hello-from-qemu --name demo-qemu -d
+curl -fsS http://127.0.0.1:18081/
 $B ps
+cleanup
+
+echo "== bake-off: the same load on every platform, then a recommendation"
+$B bench examples/hello --on docker,qemu --runs 3 --duration 3 --out target/demo-report
+echo "open target/demo-report/report.html for the charts"
