@@ -106,3 +106,30 @@ fn vm_bad_inputs() {
     let err = env.fails(&["run", "examples/hello", "--on", "qemu", "--memory", "16M", "--name", "e2e-tiny", "-d", "-p", &format!("{}:8080", free_port())]);
     assert!(err.contains("did not boot with 16 MiB"), "{err}");
 }
+
+#[test]
+fn a_crashed_cli_leaves_a_vm_that_ps_shows_and_rm_ends() {
+    if !qemu_or_skip("a_crashed_cli_leaves_a_vm_that_ps_shows_and_rm_ends") {
+        return;
+    }
+    let env = Env::new();
+    let port = free_port();
+    let name = format!("e2e-qemu-crash-{port}");
+    // A foreground run, killed with SIGKILL: no chance to clean up.
+    let mut child = env
+        .cmd(&["run", "examples/hello", "--on", "qemu", "-p", &format!("{port}:8080"), "--name", &name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_http(port, BOOT);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let state = env.dir.path().join("state").display().to_string();
+    assert_eq!(qemu_pids(&state).len(), 1, "the VM keeps running without the CLI");
+    let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
+    let row = ps.as_array().unwrap().iter().find(|r| r["name"] == name.as_str()).expect("ps shows the orphaned VM");
+    assert_eq!(row["status"], "running");
+    env.ok(&["rm", "-f", &name]);
+    assert!(qemu_pids(&state).is_empty(), "rm did not end the orphaned QEMU");
+}
