@@ -33,9 +33,10 @@ pub const CMDLINE_MAX: usize = 2047;
 
 /// Renders the kernel command line.
 ///
-/// - `console=ttyS0 quiet panic=-1`: serial console, kernel messages only at warning level
-///   (printing to an emulated UART is slow), and a panic reboots at once, which ends QEMU when
-///   it runs with `-no-reboot`.
+/// - `console=ttyS0 quiet panic=-1 cryptomgr.notests`: serial console, kernel messages only at
+///   warning level (printing to an emulated UART is slow), a panic reboots at once (which ends
+///   QEMU when it runs with `-no-reboot`), and no crypto self-tests at boot (the slowest
+///   initcall under TCG: ~0.35 s; init starts ~0.4 s sooner without them).
 /// - microvm only: `tsc=reliable` (no HPET/PM timer there: without it a TCG guest hangs about one
 ///   boot in five) and `pci=off` (bakeoff's microvm has no PCIe: its devices are virtio-mmio,
 ///   found through ACPI). `tsc_khz` adds `tsc_early_khz=N` (see [`host_tsc_khz`]), which skips
@@ -52,7 +53,10 @@ pub fn kernel_cmdline(
     machine_microvm: bool,
     tsc_khz: Option<u32>,
 ) -> String {
-    let mut parts: Vec<String> = vec!["console=ttyS0".into(), "quiet".into(), "panic=-1".into()];
+    let mut parts: Vec<String> = ["console=ttyS0", "quiet", "panic=-1", "cryptomgr.notests"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     if machine_microvm {
         parts.push("tsc=reliable".into());
         parts.push("pci=off".into());
@@ -194,7 +198,11 @@ mod tests {
         assert_eq!(net.dns, vec![Ipv4Addr::new(10, 0, 2, 3)]);
         assert_eq!(boot.hostname.as_deref(), Some("web1x"));
         assert_eq!(boot.run, overrides());
-        assert!(boot.module_params.is_empty(), "{:?}", boot.module_params);
+        // The only dotted flag of ours is a (built-in) module's parameter.
+        assert_eq!(
+            boot.module_params,
+            [("cryptomgr".to_string(), "notests".to_string())]
+        );
     }
 
     #[test]

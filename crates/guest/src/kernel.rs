@@ -171,18 +171,31 @@ fn no_pvh() -> String {
 /// package lists); a complete cached unpack of it is reused without any download. Otherwise the
 /// package is fetched with `apt-get download` into a temporary directory, unpacked with
 /// `dpkg-deb -x`, its vmlinux extracted, and the directory renamed into place with a marker.
+///
+/// When apt cannot name the package (no package lists) but a kernel was cached before, the most
+/// recently cached one is used; with nothing cached the error says to run `apt-get update`.
 pub fn ensure_kernel(cache_dir: &Path) -> Result<Kernel, GuestError> {
-    let package = current_image_package()?;
+    ensure_kernel_with(cache_dir, &[])
+}
+
+/// [`ensure_kernel`] with extra `-o` options for apt (tests point it at empty package lists).
+fn ensure_kernel_with(cache_dir: &Path, apt_options: &[&str]) -> Result<Kernel, GuestError> {
+    let kernels = cache_dir.join("kernels");
+    let package = match current_image_package(apt_options) {
+        Ok(p) => p,
+        Err(e @ GuestError::AptLists { .. }) => return newest_cached(&kernels).ok_or(e)?,
+        Err(e) => return Err(e),
+    };
     let version = package
         .strip_prefix("linux-image-")
         .unwrap_or(&package)
         .to_string();
-    let kernels = cache_dir.join("kernels");
     let dir = kernels.join(&version);
     if dir.join(COMPLETE_MARKER).is_file() {
         return debian_kernel(&dir, &version);
     }
     fs::create_dir_all(&kernels)?;
+    remove_stale_unpacks(&kernels);
     let tmp = tempfile::Builder::new()
         .prefix(".unpack-")
         .tempdir_in(&kernels)
@@ -195,7 +208,7 @@ pub fn ensure_kernel(cache_dir: &Path) -> Result<Kernel, GuestError> {
                 ),
             ))
         })?;
-    let deb = apt_download(&package, tmp.path())?;
+    let deb = apt_download(&package, tmp.path(), apt_options)?;
     let root = tmp.path().join("root");
     run(
         Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root),
@@ -242,6 +255,43 @@ pub fn ensure_kernel(cache_dir: &Path) -> Result<Kernel, GuestError> {
     debian_kernel(&dir, &version)
 }
 
+/// The complete cached kernel whose marker is newest.
+fn newest_cached(kernels: &Path) -> Option<Result<Kernel, GuestError>> {
+    let entries = std::fs::read_dir(kernels).ok()?;
+    let newest = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            !name.starts_with('.') && !name.starts_with("user-")
+        })
+        .filter_map(|e| {
+            let marker = std::fs::metadata(e.path().join(COMPLETE_MARKER)).ok()?;
+            Some((
+                marker.modified().ok()?,
+                e.path(),
+                e.file_name().to_string_lossy().into_owned(),
+            ))
+        })
+        .max()?;
+    Some(debian_kernel(&newest.1, &newest.2))
+}
+
+/// Removes `.unpack-*` directories left by interrupted runs more than an hour ago.
+fn remove_stale_unpacks(kernels: &Path) {
+    let Ok(entries) = std::fs::read_dir(kernels) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() > 3600));
+        if old && e.file_name().to_string_lossy().starts_with(".unpack-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 fn debian_kernel(dir: &Path, version: &str) -> Result<Kernel, GuestError> {
     let k = Kernel {
         version: version.to_string(),
@@ -264,8 +314,9 @@ fn debian_kernel(dir: &Path, version: &str) -> Result<Kernel, GuestError> {
 }
 
 /// Asks apt (offline) which package `linux-image-amd64` depends on.
-fn current_image_package() -> Result<String, GuestError> {
+fn current_image_package(apt_options: &[&str]) -> Result<String, GuestError> {
     let out = Command::new("apt-cache")
+        .args(apt_options.iter().flat_map(|o| ["-o", o]))
         .args([
             "depends",
             "--no-recommends",
@@ -293,8 +344,9 @@ fn parse_depends(text: &str) -> Option<String> {
 }
 
 /// `apt-get download PACKAGE` in `dir`; returns the .deb path.
-fn apt_download(package: &str, dir: &Path) -> Result<PathBuf, GuestError> {
+fn apt_download(package: &str, dir: &Path, apt_options: &[&str]) -> Result<PathBuf, GuestError> {
     let out = Command::new("apt-get")
+        .args(apt_options.iter().flat_map(|o| ["-o", o]))
         .args(["download", "-q", package])
         .current_dir(dir)
         .output()
@@ -525,6 +577,41 @@ mod tests {
             None
         );
         assert_eq!(parse_depends(""), None);
+    }
+
+    #[test]
+    fn missing_package_lists_say_run_apt_get_update_unless_a_kernel_is_cached() {
+        if Command::new("apt-cache").arg("--version").output().is_err() {
+            eprintln!("skipping: apt-cache is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let lists = dir.path().join("empty-lists");
+        std::fs::create_dir_all(lists.join("partial")).unwrap();
+        let opt = format!("Dir::State::Lists={}", lists.display());
+        let cache = dir.path().join("cache");
+        let e = ensure_kernel_with(&cache, &[&opt]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "apt cannot find the package linux-image-amd64: the package lists are missing or stale; run apt-get update"
+        );
+
+        // A complete cached kernel is used offline; a half-unpacked one (no marker) never is.
+        let half = cache.join("kernels/9.9.9-half");
+        std::fs::create_dir_all(half.join("boot")).unwrap();
+        let done = cache.join("kernels/6.1.0-t");
+        std::fs::create_dir_all(done.join("boot")).unwrap();
+        for f in [
+            "boot/vmlinuz-6.1.0-t",
+            "boot/vmlinux-6.1.0-t",
+            COMPLETE_MARKER,
+        ] {
+            std::fs::write(done.join(f), b"x").unwrap();
+        }
+        let k = ensure_kernel_with(&cache, &[&opt]).unwrap();
+        assert_eq!(k.version, "6.1.0-t");
+        assert_eq!(k.vmlinux, done.join("boot/vmlinux-6.1.0-t"));
+        assert_eq!(k.modules_root, done.join("lib/modules/6.1.0-t"));
     }
 
     #[test]

@@ -57,6 +57,10 @@ fn main() {
 }
 
 fn boot_and_run() -> Result<Exit, String> {
+    // Block these first: a stop request during boot stays pending and reaches the app once it
+    // runs (PID 1 would otherwise drop it). The app's process unblocks them before exec.
+    let sigfd = sys::block_into_signalfd(&[sys::SIGCHLD, sys::SIGTERM, sys::SIGINT, sys::SIGHUP])
+        .map_err(|e| format!("cannot set up signal handling: {}", sys::describe(&e)))?;
     mount_api_filesystems()?;
     sys::disable_ctrl_alt_del();
     if let Some(ms) = uptime_ms() {
@@ -106,9 +110,6 @@ fn boot_and_run() -> Result<Exit, String> {
         )
     })?;
 
-    // Block the signals before the app exists so none is lost; the child unblocks them.
-    let sigfd = sys::block_into_signalfd(&[sys::SIGCHLD, sys::SIGTERM, sys::SIGINT, sys::SIGHUP])
-        .map_err(|e| format!("cannot set up signal handling: {}", sys::describe(&e)))?;
     let buttons = open_power_buttons();
 
     let program = &launch.argv[0];
