@@ -3,7 +3,10 @@
 //! why the platform cannot be used on this host.
 
 pub mod docker;
+pub mod firecracker;
 pub mod qemu;
+pub mod rumprun;
+pub mod xen;
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -94,37 +97,9 @@ pub fn driver_with(platform: Platform, options: DriverOptions) -> Box<dyn Driver
     match platform {
         Platform::Docker => Box::new(docker::DockerDriver::new()),
         Platform::Qemu => Box::new(qemu::QemuDriver::new(options.qemu)),
-        other => Box::new(NotImplemented(other)),
-    }
-}
-
-struct NotImplemented(Platform);
-
-#[async_trait]
-impl Driver for NotImplemented {
-    fn platform(&self) -> Platform {
-        self.0
-    }
-    async fn available(&self) -> Result<(), DriverError> {
-        Err(DriverError::Unavailable(format!("the {} driver is not part of this build of bakeoff yet", self.0)))
-    }
-    async fn start(&self, _: StartRequest<'_>) -> Result<serde_json::Value, DriverError> {
-        Err(self.available().await.unwrap_err())
-    }
-    async fn status(&self, _: &Instance) -> Result<Status, DriverError> {
-        Ok(Status::Missing)
-    }
-    async fn logs(&self, _: &Instance, _: bool, _: LogSink<'_>) -> Result<(), DriverError> {
-        Ok(())
-    }
-    async fn stop(&self, _: &Instance, _: Duration) -> Result<(), DriverError> {
-        Ok(())
-    }
-    async fn remove(&self, _: &Instance) -> Result<(), DriverError> {
-        Ok(())
-    }
-    async fn memory_bytes(&self, _: &Instance) -> Result<Option<u64>, DriverError> {
-        Ok(None)
+        Platform::Rumprun => Box::new(rumprun::RumprunDriver::new(options.qemu)),
+        Platform::Xen => Box::new(xen::XenDriver),
+        Platform::Firecracker => Box::new(firecracker::FirecrackerDriver),
     }
 }
 

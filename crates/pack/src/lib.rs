@@ -2,8 +2,10 @@
 //! each a [`Packager`]. Images are cached beside the artifact they came from, written under a
 //! scratch name and renamed into place, so a half-written image is never picked up.
 
+pub mod launch;
 pub mod microvm;
 pub mod oci;
+pub mod rumprun;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -78,7 +80,7 @@ pub fn packager_for(target: Target) -> Result<Box<dyn Packager>, PackError> {
     match target {
         Target::Oci => Ok(Box::new(oci::OciPackager)),
         Target::MicroVm => Ok(Box::new(microvm::MicroVmPackager)),
-        other => Err(PackError::Other(format!("the {other} target is not part of this build of bakeoff yet"))),
+        Target::Rumprun => Ok(Box::new(rumprun::RumprunPackager)),
     }
 }
 

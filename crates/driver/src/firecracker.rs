@@ -1,0 +1,522 @@
+//! Firecracker: boots the microVM image (vmlinux + initramfs) through its API socket — PUT
+//! /logger, /machine-config, /boot-source, /network-interfaces/eth0, then /actions
+//! InstanceStart — with the configuration rendered by `bakeoff_pack::launch::firecracker`.
+//! The guest serial console is Firecracker's standard output, kept in `console.log`.
+//!
+//! Networking keeps the `-p` contract of the other platforms: the driver creates a tap on its
+//! own /30 and the DNAT rules each `-p` needs (a pure plan, see `network_plan`), and removes
+//! them when the VM ends. `stop` sends Ctrl-Alt-Del (our init turns it into SIGTERM for the app),
+//! then kills Firecracker after the grace period.
+
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bakeoff_pack::launch::firecracker::{
+    api_requests, network_plan, render_firecracker, stop_request, tap_net, ApiRequest, MAX_SLOTS,
+};
+use bakeoff_pack::launch::NetPlan;
+use bakeoff_spec::{Platform, Target};
+use bakeoff_state::{Instance, Status};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::xen::{apply_plan, claim_slot, release_slot, undo_plan, which};
+use crate::{Driver, DriverError, LogSink, StartRequest};
+
+pub const FIRECRACKER: &str = "firecracker";
+
+/// The HTTP/1.1 request for one API call.
+pub fn http_request(req: &ApiRequest) -> String {
+    let body = req.body.to_string();
+    format!(
+        "{} {} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        req.method,
+        req.path,
+        body.len()
+    )
+}
+
+/// `Ok` for a 2xx answer; otherwise Firecracker's `fault_message` (or the status line).
+pub fn check_response(status_line: &str, body: &str) -> Result<(), String> {
+    let code: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    if (200..300).contains(&code) {
+        return Ok(());
+    }
+    let fault = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("fault_message")
+                .and_then(|m| m.as_str())
+                .map(String::from)
+        });
+    Err(fault.unwrap_or_else(|| status_line.trim().to_string()))
+}
+
+/// One API call on the socket.
+fn call(socket: &Path, req: &ApiRequest) -> Result<(), String> {
+    let what = format!("{} {}", req.method, req.path);
+    let io = |e: std::io::Error| format!("{what} on {}: {e}", socket.display());
+    let mut s = UnixStream::connect(socket).map_err(io)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(io)?;
+    s.write_all(http_request(req).as_bytes()).map_err(io)?;
+    let mut reader = BufReader::new(s);
+    let mut status = String::new();
+    reader.read_line(&mut status).map_err(io)?;
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).map_err(io)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).map_err(io)?;
+    check_response(&status, &String::from_utf8_lossy(&body))
+        .map_err(|e| format!("Firecracker refused {what}: {e}"))
+}
+
+/// What the probe saw on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirecrackerFacts {
+    pub binary: bool,
+    /// `/dev/kvm`: `Ok` when it opens and answers KVM_GET_API_VERSION.
+    pub kvm: Result<(), String>,
+    pub ip: bool,
+    pub iptables: bool,
+    pub root: bool,
+}
+
+/// Why Firecracker cannot be used here, as one sentence; `Ok` when it can.
+pub fn firecracker_verdict(f: &FirecrackerFacts) -> Result<(), String> {
+    if !f.binary {
+        return Err("Firecracker is not available: `firecracker` is not on PATH (get a release from https://github.com/firecracker-microvm/firecracker/releases)".into());
+    }
+    if let Err(e) = &f.kvm {
+        return Err(format!(
+            "Firecracker is not available: it needs KVM and {e}"
+        ));
+    }
+    if !f.ip || !f.iptables {
+        let missing = if !f.ip { "ip (iproute2)" } else { "iptables" };
+        return Err(format!("Firecracker is not available: publishing ports needs `{missing}`, which is not installed"));
+    }
+    if !f.root {
+        return Err(
+            "Firecracker is not available: creating its tap device and DNAT rules needs root"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn kvm_usable() -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map_err(|e| format!("/dev/kvm cannot be opened ({e})"))?;
+    const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
+    let v = unsafe { libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION as _, 0) };
+    if v != 12 {
+        return Err(format!("/dev/kvm answers API version {v}, not 12"));
+    }
+    Ok(())
+}
+
+fn facts() -> FirecrackerFacts {
+    FirecrackerFacts {
+        binary: which(FIRECRACKER).is_some(),
+        kvm: kvm_usable(),
+        ip: which("ip").is_some(),
+        iptables: which("iptables").is_some(),
+        root: unsafe { libc::geteuid() } == 0,
+    }
+}
+
+/// What we record for a VM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FirecrackerHandle {
+    pub pid: u32,
+    pub socket: PathBuf,
+    pub console: PathBuf,
+    pub slot: u16,
+    pub tap: String,
+    pub net: NetPlan,
+    pub config: PathBuf,
+    pub memory_mib: u64,
+    pub instance_dir: PathBuf,
+}
+
+fn handle(inst: &Instance) -> Result<FirecrackerHandle, DriverError> {
+    serde_json::from_value(inst.handle.clone()).map_err(|e| {
+        DriverError::Engine(format!(
+            "the record of `{}` has no usable Firecracker handle ({e})",
+            inst.name
+        ))
+    })
+}
+
+/// The PID is still our Firecracker: its command line names our API socket.
+fn is_ours(h: &FirecrackerHandle) -> bool {
+    crate::qemu::pid_alive(h.pid)
+        && std::fs::read(format!("/proc/{}/cmdline", h.pid))
+            .map(|c| String::from_utf8_lossy(&c).contains(&h.socket.display().to_string()))
+            .unwrap_or(false)
+}
+
+fn kill(h: &FirecrackerHandle) {
+    if !is_ours(h) {
+        return;
+    }
+    unsafe { libc::kill(h.pid as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && is_ours(h) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if is_ours(h) {
+        unsafe { libc::kill(h.pid as i32, libc::SIGKILL) };
+    }
+}
+
+/// Undoes the network and gives the slot back once (safe to repeat).
+fn clean_up(h: &FirecrackerHandle, name: &str) {
+    kill(h);
+    let done = h.instance_dir.join("net-removed");
+    if !done.exists() {
+        undo_plan(&h.net);
+        let _ = std::fs::write(&done, b"");
+    }
+    release_slot(&h.instance_dir, Platform::Firecracker, name, h.slot);
+}
+
+fn exit_code(h: &FirecrackerHandle) -> Option<i32> {
+    crate::qemu::exit_status_from_console(&std::fs::read_to_string(&h.console).unwrap_or_default())
+}
+
+pub struct FirecrackerDriver;
+
+#[async_trait]
+impl Driver for FirecrackerDriver {
+    fn platform(&self) -> Platform {
+        Platform::Firecracker
+    }
+
+    async fn available(&self) -> Result<(), DriverError> {
+        firecracker_verdict(&facts()).map_err(DriverError::Unavailable)
+    }
+
+    async fn start(&self, req: StartRequest<'_>) -> Result<serde_json::Value, DriverError> {
+        let image = req.image;
+        if image.target != Target::MicroVm {
+            return Err(DriverError::WrongImage {
+                platform: Platform::Firecracker,
+                target: image.target.to_string(),
+                wanted: "microvm".into(),
+            });
+        }
+        self.available().await?;
+        let dir = req.instance_dir;
+        let slot = claim_slot(dir, Platform::Firecracker, req.name, MAX_SLOTS)?;
+        let net = tap_net(slot);
+        let fail = |e: String| {
+            release_slot(dir, Platform::Firecracker, req.name, slot);
+            DriverError::Engine(e)
+        };
+        let log_path = dir.join("firecracker.log");
+        let config = render_firecracker(image, req.opts, req.name, &net, &log_path)
+            .map_err(|e| fail(e.to_string()))?;
+        let config_path = dir.join("vm_config.json");
+        fs_err::write(
+            &config_path,
+            serde_json::to_vec_pretty(&config).expect("json"),
+        )?;
+        fs_err::write(&log_path, b"")?;
+        let plan = network_plan(&net, &req.opts.publish, req.name);
+        apply_plan(&plan).map_err(fail)?;
+        let socket = dir.join("firecracker.sock");
+        let console = dir.join("console.log");
+        let out = fs_err::File::create(&console)?;
+        use std::os::unix::process::CommandExt;
+        let child = Command::new(FIRECRACKER)
+            .arg("--api-sock")
+            .arg(&socket)
+            .arg("--id")
+            .arg(req.name)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?.into_parts().0)
+            .stderr(out.into_parts().0)
+            .process_group(0)
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                undo_plan(&plan);
+                return Err(fail(format!("cannot start {FIRECRACKER}: {e}")));
+            }
+        };
+        let memory_mib = config["machine-config"]["mem_size_mib"]
+            .as_u64()
+            .unwrap_or(0);
+        let h = FirecrackerHandle {
+            pid: child.id(),
+            socket: socket.clone(),
+            console,
+            slot,
+            tap: net.tap.clone(),
+            net: plan.clone(),
+            config: config_path,
+            memory_mib,
+            instance_dir: dir.to_path_buf(),
+        };
+        let start = Instant::now();
+        while !socket.exists() && start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for r in api_requests(&config) {
+            if let Err(e) = call(&socket, &r) {
+                let why = crate::qemu::tail(&h.console, 3);
+                clean_up(&h, req.name);
+                let _ = child.wait();
+                return Err(DriverError::Engine(if why.is_empty() {
+                    e
+                } else {
+                    format!("{e} ({why})")
+                }));
+            }
+        }
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        Ok(serde_json::to_value(h).expect("handle serializes"))
+    }
+
+    async fn status(&self, inst: &Instance) -> Result<Status, DriverError> {
+        let h = handle(inst)?;
+        if is_ours(&h) {
+            return Ok(match exit_code(&h) {
+                Some(code) => Status::Exited { code: Some(code) },
+                None => Status::Running,
+            });
+        }
+        clean_up(&h, &inst.name);
+        Ok(Status::Exited {
+            code: exit_code(&h),
+        })
+    }
+
+    async fn logs(
+        &self,
+        inst: &Instance,
+        follow: bool,
+        out: LogSink<'_>,
+    ) -> Result<(), DriverError> {
+        let h = handle(inst)?;
+        let Ok(mut file) = std::fs::File::open(&h.console) else {
+            return Ok(());
+        };
+        let mut pos = 0u64;
+        let mut buf = Vec::new();
+        loop {
+            let alive = is_ours(&h);
+            file.seek(SeekFrom::Start(pos))?;
+            buf.clear();
+            file.read_to_end(&mut buf)?;
+            pos += buf.len() as u64;
+            if !buf.is_empty() {
+                out.write_all(
+                    &buf.iter()
+                        .copied()
+                        .filter(|b| *b != b'\r')
+                        .collect::<Vec<u8>>(),
+                )
+                .await?;
+                out.flush().await?;
+            }
+            if !follow || !alive {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(&self, inst: &Instance, grace: Duration) -> Result<(), DriverError> {
+        let h = handle(inst)?;
+        if is_ours(&h) {
+            let _ = call(&h.socket, &stop_request());
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline && is_ours(&h) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        clean_up(&h, &inst.name);
+        Ok(())
+    }
+
+    async fn remove(&self, inst: &Instance) -> Result<(), DriverError> {
+        clean_up(&handle(inst)?, &inst.name);
+        Ok(())
+    }
+
+    async fn memory_bytes(&self, inst: &Instance) -> Result<Option<u64>, DriverError> {
+        let h = handle(inst)?;
+        if !is_ours(&h) {
+            return Ok(None);
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid)).unwrap_or_default();
+        Ok(status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> FirecrackerFacts {
+        FirecrackerFacts {
+            binary: true,
+            kvm: Ok(()),
+            ip: true,
+            iptables: true,
+            root: true,
+        }
+    }
+
+    #[test]
+    fn probe_says_why_firecracker_is_unavailable() {
+        assert_eq!(firecracker_verdict(&facts()), Ok(()));
+        for (f, words) in [
+            (
+                FirecrackerFacts {
+                    binary: false,
+                    ..facts()
+                },
+                "`firecracker` is not on PATH",
+            ),
+            (
+                FirecrackerFacts {
+                    kvm: Err(
+                        "/dev/kvm cannot be opened (No such file or directory (os error 2))".into(),
+                    ),
+                    ..facts()
+                },
+                "it needs KVM and /dev/kvm cannot be opened",
+            ),
+            (
+                FirecrackerFacts {
+                    iptables: false,
+                    ..facts()
+                },
+                "publishing ports needs `iptables`",
+            ),
+            (
+                FirecrackerFacts {
+                    root: false,
+                    ..facts()
+                },
+                "needs root",
+            ),
+        ] {
+            let e = firecracker_verdict(&f).unwrap_err();
+            assert!(
+                e.starts_with("Firecracker is not available: ") && e.contains(words),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_probe_on_this_host_gives_a_reason_or_none() {
+        match firecracker_verdict(&super::facts()) {
+            Ok(()) => eprintln!("Firecracker is available here"),
+            Err(e) => assert!(
+                e.starts_with("Firecracker is not available: ") && !e.contains('\n'),
+                "{e}"
+            ),
+        }
+    }
+
+    #[test]
+    fn api_calls_are_http_on_the_socket() {
+        let req = ApiRequest {
+            method: "PUT",
+            path: "/machine-config".into(),
+            body: serde_json::json!({"vcpu_count": 1, "mem_size_mib": 128}),
+        };
+        insta::assert_snapshot!(http_request(&req).replace("\r\n", "\n"));
+        assert_eq!(check_response("HTTP/1.1 204 No Content\r\n", ""), Ok(()));
+        assert_eq!(
+            check_response(
+                "HTTP/1.1 400 Bad Request\r\n",
+                r#"{"fault_message":"The kernel file cannot be opened: No such file or directory (os error 2)"}"#
+            ),
+            Err("The kernel file cannot be opened: No such file or directory (os error 2)".into())
+        );
+        assert_eq!(
+            check_response("HTTP/1.1 500 Internal Server Error\r\n", "oops"),
+            Err("HTTP/1.1 500 Internal Server Error".into())
+        );
+    }
+
+    /// A fake Firecracker: a Unix socket that records requests and answers like the real API.
+    #[test]
+    fn calls_reach_the_socket_and_faults_come_back() {
+        let t = tempfile::tempdir().unwrap();
+        let sock = t.path().join("api.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for (i, stream) in listener.incoming().take(2).enumerate() {
+                let mut s = stream.unwrap();
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap();
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let answer = if i == 0 {
+                    "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n".to_string()
+                } else {
+                    let body = r#"{"fault_message":"Invalid request method"}"#;
+                    format!(
+                        "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                s.write_all(answer.as_bytes()).unwrap();
+            }
+            seen
+        });
+        call(&sock, &stop_request()).unwrap();
+        let e = call(&sock, &stop_request()).unwrap_err();
+        assert_eq!(
+            e,
+            "Firecracker refused PUT /actions: Invalid request method"
+        );
+        let seen = server.join().unwrap();
+        assert!(
+            seen[0].starts_with("PUT /actions HTTP/1.1\r\n")
+                && seen[0].ends_with(r#"{"action_type":"SendCtrlAltDel"}"#),
+            "{}",
+            seen[0]
+        );
+    }
+}

@@ -1,0 +1,604 @@
+//! Rumprun on QEMU: boots the `hw_virtio` unikernel with `-kernel app.bin -append '<json>'`
+//! (Rumprun's configuration: static address on `vioif0`, env, hostname, argv), a virtio-net-pci
+//! NIC on user networking with each `-p` a hostfwd, the serial console in `console.log`, and a
+//! QMP socket. `-vga none` matters: with a VGA device Rumprun writes its console there.
+//!
+//! A unikernel does not power off when its program ends: Rumprun prints `=== _exit(N) called
+//! ===`, unmounts and halts the CPU, and QEMU keeps running. The driver watches the console for
+//! that, ends QEMU and reports N. It has no power button either, so `stop` ends QEMU (QMP `quit`).
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bakeoff_pack::rumprun::{RumprunConfig, RumprunNet};
+use bakeoff_spec::{Platform, PortMapping, Protocol, Target};
+use bakeoff_state::{Instance, Status};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::qemu::{
+    find_qemu, is_our_qemu, kill, qmp, tail, Accel, Machine, QemuHandle, QemuOptions,
+};
+use crate::{Driver, DriverError, LogSink, StartRequest};
+
+pub const DEFAULT_MEMORY_MIB: u64 = 128;
+/// How long a KVM probe boot may take to reach the program.
+const KVM_PROBE_DEADLINE: Duration = Duration::from_secs(8);
+
+/// Everything that decides the QEMU command line of a Rumprun guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RumprunQemuConfig {
+    pub accel: Accel,
+    pub memory_mib: u64,
+    pub kernel: PathBuf,
+    /// Rumprun's JSON configuration, passed as the kernel command line.
+    pub config: String,
+    /// Each `-p` becomes a user-networking hostfwd; `None` means no NIC at all.
+    pub forwards: Option<Vec<PortMapping>>,
+    pub serial_log: PathBuf,
+    pub qmp_socket: Option<PathBuf>,
+}
+
+/// The argv (without the program name, `qemu-system-x86_64`).
+pub fn rumprun_qemu_argv(c: &RumprunQemuConfig) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |parts: &[&str]| a.extend(parts.iter().map(|s| s.to_string()));
+    // A multiboot kernel on a standard PC; Rumprun finds the virtio NIC on PCI. SeaBIOS keeps
+    // off the serial console (its banner and escape codes would land in `logs`, and printing to
+    // an emulated UART costs ~0.1 s under TCG).
+    push(&["-M", "q35", "-fw_cfg", "name=etc/sercon-port,string=0"]);
+    match c.accel {
+        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
+        Accel::Tcg => push(&["-accel", "tcg"]),
+    }
+    let mem = format!("{}M", c.memory_mib);
+    // Rumprun runs on one CPU.
+    push(&["-m", &mem, "-smp", "1"]);
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-nographic",
+        "-vga",
+        "none",
+        "-no-reboot",
+    ]);
+    push(&["-serial", &format!("file:{}", c.serial_log.display())]);
+    push(&["-kernel", &c.kernel.display().to_string()]);
+    push(&["-append", &c.config]);
+    if let Some(forwards) = &c.forwards {
+        let mut netdev = "user,id=n0".to_string();
+        for f in forwards {
+            let proto = if f.protocol == Protocol::Udp {
+                "udp"
+            } else {
+                "tcp"
+            };
+            netdev.push_str(&format!(
+                ",hostfwd={proto}:{}:{}-:{}",
+                f.host_ip, f.host_port, f.guest_port
+            ));
+        }
+        push(&[
+            "-netdev",
+            &netdev,
+            "-device",
+            "virtio-net-pci,netdev=n0,romfile=",
+        ]);
+    }
+    if let Some(q) = &c.qmp_socket {
+        push(&["-qmp", &format!("unix:{},server=on,wait=off", q.display())]);
+    }
+    a
+}
+
+/// How the program ended, read from the console: `Some(Some(n))` after `_exit(n)`,
+/// `Some(None)` when Rumprun halted without an exit status (a panic or a failed bootstrap),
+/// `None` while it runs.
+pub fn ended_from_console(console: &str) -> Option<Option<i32>> {
+    let mut halted = false;
+    for l in console.lines().map(|l| l.trim_end_matches('\r').trim()) {
+        // "=== _exit(0) called ===", "=== ERROR: _exit(3) called ==="
+        if let Some(rest) = l
+            .strip_prefix("=== ")
+            .map(|r| r.trim_start_matches("ERROR: "))
+        {
+            if let Some(n) = rest
+                .strip_prefix("_exit(")
+                .and_then(|r| r.split_once(") called"))
+                .and_then(|(n, _)| n.parse().ok())
+            {
+                return Some(Some(n));
+            }
+            if rest.starts_with("bootstrap failed") {
+                halted = true;
+            }
+        }
+        if l == "halted" || l.starts_with("PANIC: ") || l.starts_with("FATAL TRAP") {
+            halted = true;
+        }
+    }
+    halted.then_some(None)
+}
+
+/// Why Rumprun stopped without an exit status, when the console says.
+fn failure_from_console(console: &str, memory_mib: u64) -> Option<String> {
+    let lines: Vec<&str> = console
+        .lines()
+        .map(|l| l.trim_end_matches('\r').trim())
+        .collect();
+    if lines
+        .iter()
+        .any(|l| l.starts_with("cannot handle page request"))
+    {
+        return Some(format!("the unikernel ran out of memory while booting with {memory_mib} MiB; give it more with --memory"));
+    }
+    if let Some(t) = lines.iter().find(|l| l.starts_with("FATAL TRAP")) {
+        return Some(format!("the unikernel crashed ({t})"));
+    }
+    if let Some(p) = lines.iter().find(|l| l.starts_with("PANIC: ")) {
+        return Some(format!(
+            "the unikernel panicked ({})",
+            p.trim_start_matches("PANIC: ")
+        ));
+    }
+    if lines.iter().any(|l| l.starts_with("=== bootstrap failed")) {
+        let why = lines
+            .iter()
+            .rev()
+            .find(|l| {
+                l.starts_with("rumprun: ") || l.contains("json") || l.contains("no match for key")
+            })
+            .copied();
+        return Some(match why {
+            Some(w) => format!("the unikernel could not start its program ({w})"),
+            None => "the unikernel could not start its program (see `bakeoff logs`)".into(),
+        });
+    }
+    None
+}
+
+pub struct RumprunDriver {
+    pub options: QemuOptions,
+}
+
+impl RumprunDriver {
+    pub fn new(options: QemuOptions) -> RumprunDriver {
+        RumprunDriver { options }
+    }
+
+    fn choose_accel(&self, qemu: &Path, kernel: &Path) -> (Accel, String) {
+        if let Some(a) = self.options.accel {
+            return (a, "forced with --accel".into());
+        }
+        let cache = self
+            .options
+            .cache_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        let (usable, reason) = kvm_verdict(qemu, kernel, &cache);
+        if usable {
+            (Accel::Kvm, reason)
+        } else {
+            eprintln!("bakeoff: warning: KVM is not usable for Rumprun ({reason}); using TCG software emulation, which is much slower");
+            (Accel::Tcg, reason)
+        }
+    }
+}
+
+fn handle(inst: &Instance) -> Result<QemuHandle, DriverError> {
+    serde_json::from_value(inst.handle.clone()).map_err(|e| {
+        DriverError::Engine(format!(
+            "the record of `{}` has no usable QEMU handle ({e})",
+            inst.name
+        ))
+    })
+}
+
+fn read_console(h: &QemuHandle) -> String {
+    std::fs::read(&h.console)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Ends QEMU once the program has ended (QEMU would idle on a halted CPU forever).
+fn reap_if_ended(h: &QemuHandle) -> Option<Option<i32>> {
+    let ended = ended_from_console(&read_console(h));
+    if ended.is_some() && is_our_qemu(h) {
+        kill(h);
+    }
+    ended
+}
+
+/// Is KVM usable for Rumprun here? Boots this unikernel under KVM without a NIC and waits for
+/// its program to be called; cached per host kernel and QEMU. (Here, nested KVM stops Rumprun
+/// with "KVM internal error ... emulation failure" at its first SSE instruction.)
+fn kvm_verdict(qemu: &Path, kernel: &Path, cache_dir: &Path) -> (bool, String) {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        return (false, format!("/dev/kvm cannot be opened ({e})"));
+    }
+    let key = format!(
+        "rumprun|{}|{}",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+        qemu.display()
+    );
+    let file = cache_dir.join("kvm-probe-rumprun.json");
+    if let Ok((k, usable, reason)) = std::fs::read(&file)
+        .map_err(|_| ())
+        .and_then(|b| serde_json::from_slice::<(String, bool, String)>(&b).map_err(|_| ()))
+    {
+        if k == key {
+            return (usable, reason);
+        }
+    }
+    let (usable, reason) = kvm_boot_probe(qemu, kernel);
+    let _ = std::fs::create_dir_all(cache_dir);
+    let _ = std::fs::write(
+        &file,
+        serde_json::to_vec(&(key, usable, &reason)).unwrap_or_default(),
+    );
+    (usable, reason)
+}
+
+fn kvm_boot_probe(qemu: &Path, kernel: &Path) -> (bool, String) {
+    let Ok(dir) = tempfile::tempdir() else {
+        return (false, "cannot create a probe directory".into());
+    };
+    let log = dir.path().join("console.log");
+    let err_log = dir.path().join("qemu.log");
+    let config = RumprunQemuConfig {
+        accel: Accel::Kvm,
+        memory_mib: 64,
+        kernel: kernel.to_path_buf(),
+        config: r#"{"cmdline":"bakeoff-kvm-probe"}"#.into(),
+        forwards: None,
+        serial_log: log.clone(),
+        qmp_socket: None,
+    };
+    let Ok(err_file) = std::fs::File::create(&err_log) else {
+        return (false, "cannot create a probe log".into());
+    };
+    let child = Command::new(qemu)
+        .args(rumprun_qemu_argv(&config))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err_file)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return (false, format!("QEMU could not start ({e})")),
+    };
+    let start = Instant::now();
+    // QEMU pauses (rather than exits) on a KVM internal error, so watch its messages too.
+    let kvm_error = || {
+        std::fs::read_to_string(&err_log)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains("KVM"))
+            .map(|l| {
+                l.trim()
+                    .trim_start_matches("qemu-system-x86_64: ")
+                    .to_string()
+            })
+    };
+    let verdict = loop {
+        if std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("=== calling")
+        {
+            break (
+                true,
+                format!(
+                    "a Rumprun unikernel reached its program under KVM in {:.1} s",
+                    start.elapsed().as_secs_f64()
+                ),
+            );
+        }
+        if let Some(e) = kvm_error() {
+            break (false, format!("a Rumprun unikernel under KVM failed: {e}"));
+        }
+        match child.try_wait() {
+            Ok(None) if start.elapsed() < KVM_PROBE_DEADLINE => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Ok(Some(status)) => {
+                break (
+                    false,
+                    format!("a Rumprun unikernel under KVM ended early ({status})"),
+                )
+            }
+            _ => {
+                break (
+                    false,
+                    format!(
+                        "a Rumprun unikernel under KVM did not reach its program within {} s",
+                        KVM_PROBE_DEADLINE.as_secs()
+                    ),
+                )
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    verdict
+}
+
+#[async_trait]
+impl Driver for RumprunDriver {
+    fn platform(&self) -> Platform {
+        Platform::Rumprun
+    }
+
+    async fn available(&self) -> Result<(), DriverError> {
+        find_qemu().map(|_| ())
+    }
+
+    async fn start(&self, req: StartRequest<'_>) -> Result<serde_json::Value, DriverError> {
+        let image = req.image;
+        if image.target != Target::Rumprun {
+            return Err(DriverError::WrongImage {
+                platform: Platform::Rumprun,
+                target: image.target.to_string(),
+                wanted: "rumprun".into(),
+            });
+        }
+        let qemu = find_qemu()?;
+        let kernel = image
+            .file("kernel")
+            .ok_or_else(|| DriverError::Engine(format!("the Rumprun image in {} has no hw_virtio kernel; build it again with --target rumprun", image.dir.display())))?;
+        let config =
+            RumprunConfig::for_run(image, req.opts, req.name, Some(RumprunNet::qemu_user()))
+                .and_then(|c| c.render().map_err(Into::into))
+                .map_err(|e| DriverError::Engine(e.to_string()))?;
+        let (accel, accel_reason) = self.choose_accel(&qemu, &kernel);
+        let memory_mib = req
+            .opts
+            .memory
+            .map(|b| b.div_ceil(1 << 20))
+            .unwrap_or(DEFAULT_MEMORY_MIB);
+        let dir = req.instance_dir;
+        let console = dir.join("console.log");
+        let qmp_sock = dir.join("qmp.sock");
+        let argv = rumprun_qemu_argv(&RumprunQemuConfig {
+            accel,
+            memory_mib,
+            kernel,
+            config,
+            forwards: Some(req.opts.publish.clone()),
+            serial_log: console.clone(),
+            qmp_socket: Some(qmp_sock.clone()),
+        });
+        fs_err::write(&console, b"")?;
+        let qemu_log = dir.join("qemu.log");
+        let log = fs_err::File::create(&qemu_log)?;
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new(&qemu)
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?.into_parts().0)
+            .stderr(log.into_parts().0)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| DriverError::Engine(format!("cannot start {}: {e}", qemu.display())))?;
+        let pid = child.id();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let why = tail(&qemu_log, 3);
+                return Err(DriverError::Engine(format!(
+                    "QEMU exited at once ({status}): {}",
+                    if why.is_empty() {
+                        tail(&console, 5)
+                    } else {
+                        why.replace("qemu-system-x86_64: ", "")
+                    }
+                )));
+            }
+            if fs_err::metadata(&console)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false)
+                || start.elapsed() > Duration::from_secs(5)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        let h = QemuHandle {
+            pid,
+            machine: Machine::Q35,
+            accel,
+            memory_mib,
+            console,
+            qmp: qmp_sock,
+            argv,
+            accel_reason,
+        };
+        Ok(serde_json::to_value(h).expect("handle serializes"))
+    }
+
+    async fn status(&self, inst: &Instance) -> Result<Status, DriverError> {
+        let h = handle(inst)?;
+        if let Some(code) = reap_if_ended(&h) {
+            return Ok(Status::Exited { code });
+        }
+        Ok(if is_our_qemu(&h) {
+            Status::Running
+        } else {
+            Status::Exited { code: None }
+        })
+    }
+
+    async fn logs(
+        &self,
+        inst: &Instance,
+        follow: bool,
+        out: LogSink<'_>,
+    ) -> Result<(), DriverError> {
+        let h = handle(inst)?;
+        let Ok(mut file) = std::fs::File::open(&h.console) else {
+            return Ok(());
+        };
+        let mut pos = 0u64;
+        let mut buf = Vec::new();
+        loop {
+            let alive = is_our_qemu(&h);
+            file.seek(SeekFrom::Start(pos))?;
+            buf.clear();
+            file.read_to_end(&mut buf)?;
+            pos += buf.len() as u64;
+            if !buf.is_empty() {
+                let text: Vec<u8> = buf.iter().copied().filter(|b| *b != b'\r').collect();
+                out.write_all(&text).await?;
+                out.flush().await?;
+            }
+            if !follow || !alive {
+                return Ok(());
+            }
+            if reap_if_ended(&h).is_some() {
+                // Whatever Rumprun printed while halting.
+                let mut rest = Vec::new();
+                file.seek(SeekFrom::Start(pos))?;
+                file.read_to_end(&mut rest)?;
+                out.write_all(
+                    &rest
+                        .into_iter()
+                        .filter(|b| *b != b'\r')
+                        .collect::<Vec<u8>>(),
+                )
+                .await?;
+                out.flush().await?;
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(&self, inst: &Instance, grace: Duration) -> Result<(), DriverError> {
+        let h = handle(inst)?;
+        if !is_our_qemu(&h) {
+            return Ok(());
+        }
+        // No power button in a unikernel: ask QEMU itself to quit.
+        let _ = qmp(&h.qmp, &[serde_json::json!({"execute": "quit"})]);
+        let deadline = Instant::now() + grace.min(Duration::from_secs(5));
+        while Instant::now() < deadline {
+            if !is_our_qemu(&h) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        kill(&h);
+        Ok(())
+    }
+
+    async fn remove(&self, inst: &Instance) -> Result<(), DriverError> {
+        kill(&handle(inst)?);
+        Ok(())
+    }
+
+    async fn memory_bytes(&self, inst: &Instance) -> Result<Option<u64>, DriverError> {
+        let h = handle(inst)?;
+        if !is_our_qemu(&h) {
+            return Ok(None);
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid)).unwrap_or_default();
+        Ok(status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024))
+    }
+
+    async fn app_started(&self, inst: &Instance) -> bool {
+        let Ok(h) = handle(inst) else { return true };
+        read_console(&h).contains("=== calling")
+    }
+
+    async fn diagnose(&self, inst: &Instance) -> Option<String> {
+        let h = handle(inst).ok()?;
+        failure_from_console(&read_console(&h), h.memory_mib)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RumprunQemuConfig {
+        RumprunQemuConfig {
+            accel: Accel::Tcg,
+            memory_mib: 64,
+            kernel: "/cache/images/rumprun/abc/hello-hw_virtio.bin".into(),
+            config: r#"{"net":{"if":"vioif0","type":"inet","method":"static","addr":"10.0.2.15","mask":"24","gw":"10.0.2.2"},"env":"GREETING=x","hostname":"web","cmdline":"hello"}"#.into(),
+            forwards: Some(vec![bakeoff_spec::parse_publish("18080:8080").unwrap(), bakeoff_spec::parse_publish("127.0.0.2:5353:53/udp").unwrap()]),
+            serial_log: "/state/instances/web/console.log".into(),
+            qmp_socket: Some("/state/instances/web/qmp.sock".into()),
+        }
+    }
+
+    #[test]
+    fn tcg_argv() {
+        insta::assert_snapshot!(rumprun_qemu_argv(&config()).join("\n"));
+    }
+
+    #[test]
+    fn kvm_argv_and_no_nic() {
+        let mut c = config();
+        c.accel = Accel::Kvm;
+        c.forwards = None;
+        let argv = rumprun_qemu_argv(&c);
+        assert!(
+            argv.windows(2)
+                .any(|w| w == ["-cpu", "host,-arch-capabilities"]),
+            "{argv:?}"
+        );
+        assert!(!argv.iter().any(|a| a.contains("netdev")), "{argv:?}");
+    }
+
+    #[test]
+    fn exit_status_is_read_from_the_console() {
+        let running = "=== calling \"hello\" main() ===\r\n\r\nhello: listening on port 8080\r\n";
+        assert_eq!(ended_from_console(running), None);
+        let ok = format!("{running}=== main() of \"hello\" returned 0 ===\r\n\r\n=== _exit(0) called ===\r\nrump kernel halting...\r\nhalted");
+        assert_eq!(ended_from_console(&ok), Some(Some(0)));
+        let failed = format!(
+            "{running}\r\n=== ERROR: _exit(3) called ===\r\nrump kernel halting...\r\nhalted"
+        );
+        assert_eq!(ended_from_console(&failed), Some(Some(3)));
+        // The app printing the words is not an exit.
+        assert_eq!(
+            ended_from_console("say === _exit(1) called === twice\nhalted now\n"),
+            None
+        );
+        let panic = "rump kernel bare metal bootstrap\r\nPANIC: out of memory\r\nhalted\r\n";
+        assert_eq!(ended_from_console(panic), Some(None));
+        assert_eq!(
+            failure_from_console(panic, 64).unwrap(),
+            "the unikernel panicked (out of memory)"
+        );
+        let bad = "rumprun: no match for key \"envs\"\r\n\r\n=== bootstrap failed\r\nhalted\r\n";
+        assert_eq!(ended_from_console(bad), Some(None));
+        assert_eq!(
+            failure_from_console(bad, 64).unwrap(),
+            "the unikernel could not start its program (rumprun: no match for key \"envs\")"
+        );
+        // Too little memory: a trap during bootstrap, and no halt.
+        let small = "kern.module.path=/stand/amd64/7.99.34/modules\r\ncannot handle page request order 6/0x1000!\r\nFATAL TRAP: page fault at 0x27bfea (0x10)";
+        assert_eq!(ended_from_console(small), Some(None));
+        assert_eq!(
+            failure_from_console(small, 6).unwrap(),
+            "the unikernel ran out of memory while booting with 6 MiB; give it more with --memory"
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! Firecracker: the Linux microVM image as a VM configuration (the JSON `firecracker
+//! --config-file` takes, whose sections are also the bodies of the API calls the driver makes),
+//! and the host network it needs: a tap per VM on its own /30, plus DNAT for each `-p`.
+//!
+//! Firecracker boots Linux kernels only (an uncompressed vmlinux); the Rumprun image is
+//! refused with that reason.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use bakeoff_spec::{PortMapping, RunOptions, Target};
+use serde_json::{json, Value};
+
+use super::{linux_cmdline, mac_for, memory_mib, publish_plan, vcpus, GuestAddress, NetPlan};
+use crate::{Image, PackError};
+
+/// Each VM gets 172.30.0.0/16 carved in /30s: the tap's (host) address is .1 of its /30, the
+/// guest .2.
+pub const NET_BASE: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 0);
+pub const MAX_SLOTS: u16 = 16384;
+
+/// A VM's tap device and addresses.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TapNet {
+    /// The host's tap device (`bkfc<slot>`).
+    pub tap: String,
+    /// The host side of the /30.
+    pub host_ip: Ipv4Addr,
+    /// The guest's address; its gateway is `host_ip`.
+    pub guest: GuestAddress,
+}
+
+/// The tap network of the VM in `slot` (0-based, below [`MAX_SLOTS`]).
+pub fn tap_net(slot: u16) -> TapNet {
+    let base = u32::from(NET_BASE) + u32::from(slot.min(MAX_SLOTS - 1)) * 4;
+    let host_ip = Ipv4Addr::from(base + 1);
+    let ip = Ipv4Addr::from(base + 2);
+    TapNet {
+        tap: format!("bkfc{slot}"),
+        host_ip,
+        guest: GuestAddress {
+            ip,
+            prefix: 30,
+            gateway: host_ip,
+            mac: mac_for(ip),
+        },
+    }
+}
+
+/// The kernel command line: our usual one on ttyS0 with the tap address, plus `pci=off`
+/// (Firecracker's devices are virtio-mmio) and `reboot=k` so a guest reboot ends Firecracker
+/// (it has no reset) and SendCtrlAltDel reaches init.
+pub fn boot_args(net: &TapNet, instance: &str, opts: &RunOptions) -> String {
+    let mut line = linux_cmdline("ttyS0", &net.guest, instance, opts, true);
+    for flag in ["pci=off", "reboot=k"] {
+        if !line.split(' ').any(|w| w == flag) {
+            line.push(' ');
+            line.push_str(flag);
+        }
+    }
+    line
+}
+
+/// The VM configuration: boot-source (vmlinux, initrd, boot_args), machine-config,
+/// network-interfaces (eth0 on the tap) and logger.
+pub fn render_firecracker(
+    image: &Image,
+    opts: &RunOptions,
+    instance: &str,
+    net: &TapNet,
+    log_path: &Path,
+) -> Result<Value, PackError> {
+    match image.target {
+        Target::MicroVm => {}
+        Target::Rumprun => {
+            return Err(PackError::Other(
+                "Firecracker boots only Linux kernels, not a Rumprun unikernel; run it --on rumprun (QEMU) or --on xen".into(),
+            ))
+        }
+        Target::Oci => return Err(PackError::Other("Firecracker cannot boot an OCI image; build the microvm target".into())),
+    }
+    let missing = |role: &str| {
+        PackError::Other(format!(
+            "the microvm image in {} has no {role}",
+            image.dir.display()
+        ))
+    };
+    let kernel = image
+        .file("vmlinux")
+        .ok_or_else(|| missing("vmlinux (Firecracker needs the uncompressed kernel)"))?;
+    let initrd = image.file("initrd").ok_or_else(|| missing("initrd"))?;
+    Ok(json!({
+        "boot-source": {
+            "kernel_image_path": kernel,
+            "initrd_path": initrd,
+            "boot_args": boot_args(net, instance, opts),
+        },
+        "drives": [],
+        "machine-config": {
+            "vcpu_count": vcpus(opts),
+            "mem_size_mib": memory_mib(opts),
+            "smt": false,
+        },
+        "network-interfaces": [{
+            "iface_id": "eth0",
+            "host_dev_name": net.tap,
+            "guest_mac": net.guest.mac,
+        }],
+        "logger": {
+            "log_path": log_path,
+            "level": "Info",
+            "show_level": true,
+            "show_log_origin": false,
+        },
+    }))
+}
+
+/// What `bakeoff export --format firecracker` prints: the configuration of the first slot,
+/// logging to `firecracker-<instance>.log`.
+pub fn export_firecracker(
+    image: &Image,
+    opts: &RunOptions,
+    instance: &str,
+) -> Result<Value, PackError> {
+    render_firecracker(
+        image,
+        opts,
+        instance,
+        &tap_net(0),
+        Path::new(&format!("firecracker-{instance}.log")),
+    )
+}
+
+/// One call on Firecracker's API socket.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApiRequest {
+    pub method: &'static str,
+    pub path: String,
+    pub body: Value,
+}
+
+/// The API calls that configure and boot a VM from its configuration, in order: the logger
+/// first (it must exist before anything else logs), then machine, boot source, NICs, start.
+pub fn api_requests(config: &Value) -> Vec<ApiRequest> {
+    let put = |path: String, body: &Value| ApiRequest {
+        method: "PUT",
+        path,
+        body: body.clone(),
+    };
+    let mut calls = Vec::new();
+    for (key, path) in [
+        ("logger", "/logger"),
+        ("machine-config", "/machine-config"),
+        ("boot-source", "/boot-source"),
+    ] {
+        if let Some(body) = config.get(key) {
+            calls.push(put(path.to_string(), body));
+        }
+    }
+    for nic in config
+        .get("network-interfaces")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let id = nic
+            .get("iface_id")
+            .and_then(Value::as_str)
+            .unwrap_or("eth0");
+        calls.push(put(format!("/network-interfaces/{id}"), nic));
+    }
+    calls.push(put(
+        "/actions".into(),
+        &json!({"action_type": "InstanceStart"}),
+    ));
+    calls
+}
+
+/// The graceful stop: Ctrl-Alt-Del through the emulated keyboard controller.
+pub fn stop_request() -> ApiRequest {
+    ApiRequest {
+        method: "PUT",
+        path: "/actions".into(),
+        body: json!({"action_type": "SendCtrlAltDel"}),
+    }
+}
+
+/// The host side: create the tap, give it the /30's host address, bring it up, then publish
+/// `ports` with DNAT; teardown undoes the rules and deletes the tap.
+pub fn network_plan(net: &TapNet, ports: &[PortMapping], owner: &str) -> NetPlan {
+    let s = |parts: &[&str]| parts.iter().map(|p| p.to_string()).collect::<Vec<String>>();
+    let cidr = format!("{}/{}", net.host_ip, net.guest.prefix);
+    let publish = publish_plan(&net.tap, net.host_ip, net.guest.ip, ports, owner);
+    let mut setup = vec![
+        s(&["ip", "tuntap", "add", "dev", &net.tap, "mode", "tap"]),
+        s(&["ip", "addr", "add", &cidr, "dev", &net.tap]),
+        s(&["ip", "link", "set", "dev", &net.tap, "up"]),
+    ];
+    setup.extend(publish.setup);
+    let mut teardown = publish.teardown;
+    teardown.push(s(&["ip", "link", "del", "dev", &net.tap]));
+    NetPlan { setup, teardown }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::launch::xl::tests::{microvm_image, rumprun_image};
+
+    fn opts() -> RunOptions {
+        RunOptions {
+            publish: vec![bakeoff_spec::parse_publish("127.0.0.1:18080:8080").unwrap()],
+            env: vec![("GREETING".into(), "x".into())],
+            memory: Some(256 << 20),
+            cpus: Some(2.0),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn vm_config_for_the_example() {
+        let config = render_firecracker(
+            &microvm_image(),
+            &opts(),
+            "web",
+            &tap_net(0),
+            Path::new("/state/instances/web/firecracker.log"),
+        )
+        .unwrap();
+        insta::assert_json_snapshot!("vm_config", config);
+    }
+
+    #[test]
+    fn api_calls_follow_the_config() {
+        let config = render_firecracker(
+            &microvm_image(),
+            &opts(),
+            "web",
+            &tap_net(0),
+            Path::new("/state/instances/web/firecracker.log"),
+        )
+        .unwrap();
+        let calls: Vec<String> = api_requests(&config)
+            .iter()
+            .map(|c| format!("{} {}", c.method, c.path))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                "PUT /logger",
+                "PUT /machine-config",
+                "PUT /boot-source",
+                "PUT /network-interfaces/eth0",
+                "PUT /actions"
+            ]
+        );
+        assert_eq!(
+            api_requests(&config)[1].body,
+            json!({"vcpu_count": 2, "mem_size_mib": 256, "smt": false})
+        );
+    }
+
+    #[test]
+    fn network_plan_for_the_example() {
+        let plan = network_plan(&tap_net(0), &opts().publish, "web");
+        let text: Vec<String> = plan
+            .setup
+            .iter()
+            .map(|c| format!("setup:    {}", c.join(" ")))
+            .chain(
+                plan.teardown
+                    .iter()
+                    .map(|c| format!("teardown: {}", c.join(" "))),
+            )
+            .collect();
+        insta::assert_snapshot!("network_plan", text.join("\n"));
+    }
+
+    #[test]
+    fn slots_get_separate_subnets() {
+        let (a, b) = (tap_net(0), tap_net(1));
+        assert_eq!(
+            (a.host_ip, a.guest.ip, a.tap.as_str()),
+            (
+                Ipv4Addr::new(172, 30, 0, 1),
+                Ipv4Addr::new(172, 30, 0, 2),
+                "bkfc0"
+            )
+        );
+        assert_eq!(
+            (b.host_ip, b.guest.ip, b.tap.as_str()),
+            (
+                Ipv4Addr::new(172, 30, 0, 5),
+                Ipv4Addr::new(172, 30, 0, 6),
+                "bkfc1"
+            )
+        );
+        assert_eq!(tap_net(300).guest.ip, Ipv4Addr::new(172, 30, 4, 178));
+        let args = boot_args(&b, "web", &RunOptions::default());
+        assert!(
+            args.contains("bakeoff.ip=172.30.0.6/30 bakeoff.gw=172.30.0.5")
+                && args.ends_with(" reboot=k"),
+            "{args}"
+        );
+    }
+
+    #[test]
+    fn rumprun_images_are_refused() {
+        let e = export_firecracker(&rumprun_image(false), &opts(), "web").unwrap_err();
+        assert_eq!(e.to_string(), "Firecracker boots only Linux kernels, not a Rumprun unikernel; run it --on rumprun (QEMU) or --on xen");
+    }
+}

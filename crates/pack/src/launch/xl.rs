@@ -1,0 +1,325 @@
+//! Xen `xl` domain configurations (xl.cfg(5)):
+//! - the Linux microVM as a **PVH** guest: `kernel` = the PVH vmlinux, `ramdisk` = our
+//!   initramfs, `cmdline` with the same `bakeoff.*` values as on QEMU (console on `hvc0`);
+//! - the Rumprun image baked with `xen_pv` as a **PV** guest. Rumprun on Xen reads its JSON
+//!   configuration from xenstore (`/local/domain/<domid>/rumprun/cfg`), written between
+//!   `xl create -p` and `xl unpause`, as Rumprun's own `rumprun xen` script does.
+//!
+//! Both get one `vif` on a host bridge (default `xenbr0`) and a static address on
+//! [`SUBNET`]; the bridge must carry [`GATEWAY`].
+
+use std::net::Ipv4Addr;
+
+use bakeoff_spec::{RunOptions, Target};
+
+use super::{linux_cmdline, mac_for, memory_mib, vcpus, GuestAddress};
+use crate::rumprun::{RumprunConfig, RumprunError, RumprunNet};
+use crate::{Image, PackError};
+
+pub const DEFAULT_BRIDGE: &str = "xenbr0";
+/// The guests' subnet on the bridge, and the bridge's own address (their gateway).
+pub const SUBNET: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 0, 3, 0), 24);
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 3, 1);
+/// Guests take 10.0.3.10 upwards, one per running instance.
+pub const FIRST_GUEST: u8 = 10;
+pub const MAX_SLOTS: u8 = 240;
+
+/// The xenstore key, under the domain's path, where Rumprun looks for its configuration.
+pub const RUMPRUN_CFG_KEY: &str = "rumprun/cfg";
+
+/// The address of the guest in `slot` (0-based).
+pub fn address(slot: u8) -> GuestAddress {
+    let ip = Ipv4Addr::new(
+        10,
+        0,
+        3,
+        FIRST_GUEST.saturating_add(slot.min(MAX_SLOTS - 1)),
+    );
+    GuestAddress {
+        ip,
+        prefix: SUBNET.1,
+        gateway: GATEWAY,
+        mac: mac_for(ip),
+    }
+}
+
+/// The Xen domain name of an instance.
+pub fn domain_name(instance: &str) -> String {
+    format!("bakeoff-{instance}")
+}
+
+/// One domain, ready for `xl create`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XlDomain {
+    pub name: String,
+    /// The xl.cfg text.
+    pub config: String,
+    /// For Rumprun: the JSON to write to `/local/domain/<domid>/rumprun/cfg` before unpausing.
+    pub rumprun_cfg: Option<String>,
+}
+
+/// An xl.cfg string: double quotes, with `\` and `"` escaped.
+fn q(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn common(lines: &mut Vec<String>, memory: u64, vcpus: u32, addr: &GuestAddress, bridge: &str) {
+    lines.push(format!("memory = {memory}"));
+    lines.push(format!("vcpus = {vcpus}"));
+    lines.push(format!(
+        "vif = [ {} ]",
+        q(&format!("bridge={bridge},mac={}", addr.mac))
+    ));
+    // Like QEMU's -no-reboot: when the guest ends, the domain goes.
+    lines.push("on_poweroff = \"destroy\"".into());
+    lines.push("on_reboot = \"destroy\"".into());
+    lines.push("on_crash = \"destroy\"".into());
+}
+
+fn missing(image: &Image, role: &str) -> PackError {
+    RumprunError::MissingRole {
+        target: image.target,
+        dir: image.dir.clone(),
+        role: role.to_string(),
+    }
+    .into()
+}
+
+/// The microVM image as a PVH domain.
+pub fn render_pvh(
+    image: &Image,
+    opts: &RunOptions,
+    instance: &str,
+    addr: &GuestAddress,
+    bridge: &str,
+) -> Result<XlDomain, PackError> {
+    if image.target != Target::MicroVm {
+        return Err(PackError::Other(format!(
+            "a Xen PVH domain boots the microvm image, not a {} image",
+            image.target
+        )));
+    }
+    let kernel = image
+        .file("vmlinux")
+        .ok_or_else(|| missing(image, "vmlinux (a PVH kernel)"))?;
+    let initrd = image
+        .file("initrd")
+        .ok_or_else(|| missing(image, "initrd"))?;
+    let name = domain_name(instance);
+    let mut lines = vec![
+        format!(
+            "# {name}: the {} microVM as a Xen PVH guest, written by bakeoff",
+            image.name
+        ),
+        format!("name = {}", q(&name)),
+        "type = \"pvh\"".into(),
+        format!("kernel = {}", q(&kernel.display().to_string())),
+        format!("ramdisk = {}", q(&initrd.display().to_string())),
+        format!(
+            "cmdline = {}",
+            q(&linux_cmdline("hvc0", addr, instance, opts, false))
+        ),
+    ];
+    common(&mut lines, memory_mib(opts), vcpus(opts), addr, bridge);
+    Ok(XlDomain {
+        name,
+        config: lines.join("\n") + "\n",
+        rumprun_cfg: None,
+    })
+}
+
+/// The Rumprun image (`xen_pv`) as a PV domain, and the configuration for xenstore.
+pub fn render_rumprun_pv(
+    image: &Image,
+    opts: &RunOptions,
+    instance: &str,
+    addr: &GuestAddress,
+    bridge: &str,
+) -> Result<XlDomain, PackError> {
+    if image.target != Target::Rumprun {
+        return Err(PackError::Other(format!(
+            "a Rumprun Xen PV domain boots the rumprun image, not a {} image",
+            image.target
+        )));
+    }
+    let kernel = image.file("xen_kernel").ok_or_else(|| missing(image, "xen_kernel: its Rumprun toolchain has no Xen platform (build one with `./build-rr.sh xen`)"))?;
+    let name = domain_name(instance);
+    let net = RumprunNet {
+        interface: "xenif0".into(),
+        cloner: true,
+        addr: addr.ip,
+        prefix: addr.prefix,
+        gateway: Some(addr.gateway),
+    };
+    let cfg = RumprunConfig::for_run(image, opts, instance, Some(net))?.render()?;
+    let mut lines = vec![
+        format!(
+            "# {name}: the {} Rumprun unikernel as a Xen PV guest, written by bakeoff",
+            image.name
+        ),
+        format!("name = {}", q(&name)),
+        "type = \"pv\"".into(),
+        format!("kernel = {}", q(&kernel.display().to_string())),
+    ];
+    // Rumprun schedules its threads on one CPU.
+    common(&mut lines, memory_mib(opts), 1, addr, bridge);
+    Ok(XlDomain {
+        name,
+        config: lines.join("\n") + "\n",
+        rumprun_cfg: Some(cfg),
+    })
+}
+
+/// The domain for an image: PVH for the microVM, PV for Rumprun.
+pub fn render_domain(
+    image: &Image,
+    opts: &RunOptions,
+    instance: &str,
+    addr: &GuestAddress,
+    bridge: &str,
+) -> Result<XlDomain, PackError> {
+    match image.target {
+        Target::MicroVm => render_pvh(image, opts, instance, addr, bridge),
+        Target::Rumprun => render_rumprun_pv(image, opts, instance, addr, bridge),
+        Target::Oci => Err(PackError::Other(
+            "Xen cannot boot an OCI image; build the microvm or rumprun target".into(),
+        )),
+    }
+}
+
+/// What `bakeoff export --format xl` prints: the xl.cfg of the first guest slot on
+/// `xenbr0`, and for Rumprun the commands that hand it its configuration.
+pub fn render_xl(image: &Image, opts: &RunOptions, instance: &str) -> Result<String, PackError> {
+    let d = render_domain(image, opts, instance, &address(0), DEFAULT_BRIDGE)?;
+    let mut text = d.config;
+    if let Some(cfg) = &d.rumprun_cfg {
+        text.push_str(&format!(
+            "# Rumprun reads its configuration from xenstore, not from this file. Start it with:\n\
+             #   xl create -p {name}.cfg\n\
+             #   xenstore-write /local/domain/$(xl domid {name})/{RUMPRUN_CFG_KEY} '{cfg}'\n\
+             #   xl unpause {name}\n",
+            name = d.name
+        ));
+    }
+    text.push_str(&format!(
+        "# Network: the bridge {DEFAULT_BRIDGE} must carry {GATEWAY}/{}; the guest is {}.\n",
+        SUBNET.1,
+        address(0).ip
+    ));
+    Ok(text)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    pub(crate) fn microvm_image() -> Image {
+        Image {
+            target: Target::MicroVm,
+            name: "hello".into(),
+            artifact_id: "0".repeat(64),
+            digest: "sha256:1".into(),
+            dir: PathBuf::from("/cache/images/microvm/abc"),
+            files: [
+                ("initrd".to_string(), PathBuf::from("initramfs.cpio.gz")),
+                (
+                    "kernel".to_string(),
+                    PathBuf::from("/cache/kernels/6.1.0-27-amd64/vmlinuz"),
+                ),
+                (
+                    "vmlinux".to_string(),
+                    PathBuf::from("/cache/kernels/6.1.0-27-amd64/vmlinux"),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            size_bytes: 1,
+            compressed_bytes: 1,
+            reference: None,
+            details: Default::default(),
+        }
+    }
+
+    pub(crate) fn rumprun_image(xen: bool) -> Image {
+        let mut files: std::collections::BTreeMap<String, PathBuf> =
+            [("kernel".to_string(), PathBuf::from("hello-hw_virtio.bin"))]
+                .into_iter()
+                .collect();
+        if xen {
+            files.insert("xen_kernel".into(), PathBuf::from("hello-xen_pv.bin"));
+        }
+        Image {
+            target: Target::Rumprun,
+            name: "hello".into(),
+            artifact_id: "0".repeat(64),
+            digest: "sha256:2".into(),
+            dir: PathBuf::from("/cache/images/rumprun/def"),
+            files,
+            size_bytes: 1,
+            compressed_bytes: 1,
+            reference: None,
+            details: [
+                ("argv0".to_string(), "hello".to_string()),
+                ("args".to_string(), "[]".to_string()),
+                ("env".to_string(), "[]".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    fn opts() -> RunOptions {
+        RunOptions {
+            publish: vec![bakeoff_spec::parse_publish("8080:8080").unwrap()],
+            env: vec![("GREETING".into(), "x".into())],
+            memory: Some(64 << 20),
+            args: vec!["--verbose".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pvh_config_for_the_example() {
+        insta::assert_snapshot!("pvh", render_xl(&microvm_image(), &opts(), "web").unwrap());
+    }
+
+    #[test]
+    fn rumprun_pv_config_for_the_example() {
+        insta::assert_snapshot!(
+            "rumprun_pv",
+            render_xl(&rumprun_image(true), &opts(), "web").unwrap()
+        );
+        let d = render_domain(&rumprun_image(true), &opts(), "web", &address(3), "br1").unwrap();
+        let cfg = d.rumprun_cfg.unwrap();
+        assert!(cfg.starts_with(r#"{"net":{"if":"xenif0","cloner":"true","type":"inet","method":"static","addr":"10.0.3.13","mask":"24","gw":"10.0.3.1"}"#), "{cfg}");
+        assert!(
+            d.config
+                .contains("vif = [ \"bridge=br1,mac=06:00:0a:00:03:0d\" ]"),
+            "{}",
+            d.config
+        );
+    }
+
+    #[test]
+    fn images_xen_cannot_boot_are_refused() {
+        let e = render_xl(&rumprun_image(false), &opts(), "web")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "the rumprun image in /cache/images/rumprun/def has no xen_kernel: its Rumprun toolchain has no Xen platform (build one with `./build-rr.sh xen`)"
+        );
+        let mut oci = microvm_image();
+        oci.target = Target::Oci;
+        assert!(render_xl(&oci, &opts(), "web")
+            .unwrap_err()
+            .to_string()
+            .starts_with("Xen cannot boot an OCI image"));
+    }
+
+    #[test]
+    fn strings_are_quoted_for_xl() {
+        assert_eq!(q(r#"/a "b"\c"#), r#""/a \"b\"\\c""#);
+    }
+}
