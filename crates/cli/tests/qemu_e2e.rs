@@ -104,7 +104,8 @@ fn vm_bad_inputs() {
     assert!(err.contains("QEMU is not installed") && err.contains("apt-get install -y qemu-system-x86"), "{err}");
     // Too little memory to boot: said so, with the amount.
     let err = env.fails(&["run", "examples/hello", "--on", "qemu", "--memory", "16M", "--name", "e2e-tiny", "-d", "-p", &format!("{}:8080", free_port())]);
-    assert!(err.contains("did not boot with 16 MiB"), "{err}");
+    assert!(err.contains("--memory 16M is too small to boot this microVM: it needs at least"), "{err}");
+    assert!(!env.ok(&["ps"]).contains("e2e-tiny"), "a refused run leaves no instance");
 }
 
 #[test]

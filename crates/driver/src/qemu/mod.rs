@@ -189,7 +189,13 @@ impl Driver for QemuDriver {
         let network = true;
         let cmdline = run_cmdline(machine, req.name, req.opts, bakeoff_guest::host_tsc_khz());
         bakeoff_guest::check_cmdline(&cmdline).map_err(|e| DriverError::Engine(e.to_string()))?;
-        let memory_mib = req.opts.memory.map(|b| b.div_ceil(1 << 20)).unwrap_or(DEFAULT_MEMORY_MIB);
+        let floor = image.details.get("min_memory_mib").and_then(|m| m.parse::<u64>().ok());
+        let memory_mib = req.opts.memory.map(|b| b.div_ceil(1 << 20)).unwrap_or(DEFAULT_MEMORY_MIB.max(floor.unwrap_or(0)));
+        if let Some(floor) = floor.filter(|f| memory_mib < *f) {
+            return Err(DriverError::Engine(format!(
+                "--memory {memory_mib}M is too small to boot this microVM: it needs at least {floor} MiB (its kernel takes most of it; `--kernel` can give a smaller one)"
+            )));
+        }
         let dir = req.instance_dir;
         let console = dir.join("console.log");
         let qmp_sock = dir.join("qmp.sock");
