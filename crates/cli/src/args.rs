@@ -34,6 +34,8 @@ pub enum Command {
     Run(RunArgs),
     /// Benchmark APP on every platform under the same load, report and recommend.
     Bench(BenchCli),
+    /// Print the launch configuration another tool needs: xl.cfg (Xen), Firecracker's VM JSON, a Kubernetes Pod.
+    Export(ExportArgs),
     /// List instances.
     Ps {
         #[arg(long)]
@@ -177,4 +179,36 @@ pub struct BenchCli {
 pub enum OnOff {
     On,
     Off,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Xl,
+    Firecracker,
+    K8s,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[arg(default_value = ".")]
+    pub app: String,
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// For xl: the image to boot (microvm = PVH Linux guest, rumprun = PV unikernel).
+    #[arg(long, value_enum, default_value = "microvm")]
+    pub target: TargetArg,
+    #[arg(short = 'p', long = "publish", value_parser = |s: &str| parse_publish(s).map_err(|e| e.to_string()))]
+    pub publish: Vec<PortMapping>,
+    #[arg(short = 'e', long = "env", value_parser = |s: &str| parse_env(s).map_err(|e| e.to_string()))]
+    pub env: Vec<(String, String)>,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(short = 'm', long, value_parser = |s: &str| parse_memory(s).map_err(|e| e.to_string()))]
+    pub memory: Option<u64>,
+    #[arg(long, value_parser = |s: &str| parse_cpus(s).map_err(|e| e.to_string()))]
+    pub cpus: Option<f64>,
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    #[arg(last = true)]
+    pub args: Vec<String>,
 }

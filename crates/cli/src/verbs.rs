@@ -12,7 +12,7 @@ use bakeoff_pack::{packager_for, Image, PackContext};
 use bakeoff_spec::{RunOptions, Target};
 use bakeoff_state::{now_secs, Instance, StateDir, Status};
 
-use crate::args::{AccelArg, BenchCli, BuildArgs, Command, MachineArg, OnOff, RunArgs, TargetArg};
+use crate::args::{AccelArg, BenchCli, BuildArgs, Command, ExportArgs, ExportFormat, MachineArg, OnOff, RunArgs, TargetArg};
 
 pub async fn dispatch(cmd: Command) -> Result<i32> {
     match cmd {
@@ -21,6 +21,7 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
         Command::Build(a) => build(a),
         Command::Run(a) => run(a).await,
         Command::Bench(b) => bench_verb(b).await,
+        Command::Export(e) => export(e),
         Command::Ps { json } => ps(json).await,
         Command::Logs { name, follow } => logs(&name, follow).await,
         Command::Stop { name, time } => stop(&name, time).await,
@@ -182,6 +183,39 @@ async fn check(app: &str, json: bool) -> Result<i32> {
             println!("{:<12} {:<11} - {r}", "", "");
         }
     }
+    Ok(0)
+}
+
+fn export(e: ExportArgs) -> Result<i32> {
+    let target = match (e.format, e.target) {
+        (ExportFormat::K8s, _) => Target::Oci,
+        (ExportFormat::Firecracker, _) => Target::MicroVm,
+        (ExportFormat::Xl, TargetArg::Rumprun) => Target::Rumprun,
+        (ExportFormat::Xl, TargetArg::Microvm | TargetArg::All) => Target::MicroVm,
+        (ExportFormat::Xl, TargetArg::Oci) => bail!("Xen boots a microvm or rumprun image, not an OCI image; use --target microvm or rumprun"),
+    };
+    let progress = Progress::new();
+    let prepared = prepare(&e.app, &[target], e.kernel.clone(), &progress);
+    progress.done();
+    let (plan, _artifact, _, images) = prepared?;
+    let name = e.name.clone().unwrap_or_else(|| plan.name.clone());
+    bakeoff_spec::validate_name(&name)?;
+    let opts = RunOptions {
+        publish: e.publish.clone(),
+        env: e.env.clone(),
+        name: Some(name.clone()),
+        detach: true,
+        memory: e.memory.or(plan.memory),
+        cpus: e.cpus.or(plan.cpus),
+        args: e.args.clone(),
+    };
+    let image = &images[0];
+    let text = match e.format {
+        ExportFormat::Xl => bakeoff_pack::launch::xl::render_xl(image, &opts, &name)?,
+        ExportFormat::Firecracker => serde_json::to_string_pretty(&bakeoff_pack::launch::firecracker::export_firecracker(image, &opts, &name)?)?,
+        ExportFormat::K8s => serde_json::to_string_pretty(&bakeoff_pack::k8s::render_pod(image, &opts, &name, &plan.ports)?)?,
+    };
+    println!("{}", text.trim_end());
     Ok(0)
 }
 

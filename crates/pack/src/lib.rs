@@ -3,6 +3,7 @@
 //! scratch name and renamed into place, so a half-written image is never picked up.
 
 pub mod launch;
+pub mod k8s;
 pub mod microvm;
 pub mod oci;
 pub mod rumprun;
