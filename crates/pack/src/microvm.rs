@@ -13,7 +13,7 @@ use crate::{cached_image, sha256_hex, Image, PackContext, PackError, Packager};
 pub struct MicroVmPackager;
 
 /// Bump when what is written (or recorded in image.json) changes, so cached images are redone.
-const FORMAT: &str = "microvm/2";
+const FORMAT: &str = "microvm/3";
 
 fn guest(e: impl std::fmt::Display) -> PackError {
     PackError::Other(e.to_string())
@@ -38,7 +38,10 @@ pub fn modules(kernel: &Kernel) -> Result<Vec<ModuleFile>, PackError> {
         return Ok(Vec::new()); // a user kernel: assume built in
     }
     let names: Vec<&str> = NET_MODULES.iter().chain(POWER_MODULES).copied().collect();
-    kernel.modules_in_load_order(&names).map_err(guest)
+    // Xen's paravirtual NIC, for the same image booted as a Xen PVH guest; optional, since a
+    // kernel may lack it (QEMU and Firecracker do not need it).
+    let with_xen: Vec<&str> = names.iter().copied().chain(["xen_netfront"]).collect();
+    kernel.modules_in_load_order(&with_xen).or_else(|_| kernel.modules_in_load_order(&names)).map_err(guest)
 }
 
 impl Packager for MicroVmPackager {
