@@ -99,7 +99,10 @@ fn lz4_legacy_decode(data: &[u8], out: &mut Vec<u8>) -> std::io::Result<usize> {
     const MAGIC: u32 = 0x184C_2102;
     const BLOCK: usize = 8 << 20;
     let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
-    let u32_at = |p: usize| data.get(p..p + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u32_at = |p: usize| {
+        data.get(p..p + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
     if u32_at(0) != Some(MAGIC) {
         return Err(bad("no LZ4 legacy magic"));
     }
@@ -115,7 +118,8 @@ fn lz4_legacy_decode(data: &[u8], out: &mut Vec<u8>) -> std::io::Result<usize> {
             break; // the trailing uncompressed-size field, or padding
         };
         let mut buf = vec![0u8; BLOCK];
-        let n = lz4_flex::block::decompress_into(block, &mut buf).map_err(|e| bad(&format!("corrupt LZ4 block: {e}")))?;
+        let n = lz4_flex::block::decompress_into(block, &mut buf)
+            .map_err(|e| bad(&format!("corrupt LZ4 block: {e}")))?;
         out.extend_from_slice(&buf[..n]);
         pos += 4 + size;
     }
@@ -572,6 +576,35 @@ mod tests {
     }
 
     #[test]
+    fn extracts_lz4_legacy_payloads_with_several_blocks_and_streams() {
+        let vmlinux = pvh_elf();
+        let third = vmlinux.len() / 3;
+        let parts = [
+            &vmlinux[..third],
+            &vmlinux[third..2 * third],
+            &vmlinux[2 * third..],
+        ];
+        // magic, block, block, magic (a second stream), block
+        let mut lz4 = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            if i != 1 {
+                lz4.extend(0x184C_2102u32.to_le_bytes());
+            }
+            let block = lz4_flex::block::compress(part);
+            lz4.extend((block.len() as u32).to_le_bytes());
+            lz4.extend(block);
+        }
+        assert_eq!(extract_vmlinux(&fake_bzimage(&lz4, "v")).unwrap(), vmlinux);
+        let e = extract_vmlinux(&fake_bzimage(&0x184C_2102u32.to_le_bytes(), "v")).unwrap_err();
+        assert!(e.contains("holds no block"), "{e}");
+        let mut corrupt = 0x184C_2102u32.to_le_bytes().to_vec();
+        corrupt.extend(8u32.to_le_bytes());
+        corrupt.extend([0xff; 8]);
+        let e = extract_vmlinux(&fake_bzimage(&corrupt, "v")).unwrap_err();
+        assert!(e.contains("corrupt LZ4 block"), "{e}");
+    }
+
+    #[test]
     fn explains_what_it_cannot_extract() {
         let e = extract_vmlinux(&fake_bzimage(b"BZh91AY&SY....", "v")).unwrap_err();
         assert!(e.contains("compressed with bzip2"), "{e}");
@@ -630,7 +663,7 @@ mod tests {
         let e = ensure_kernel_with(&cache, &[&opt]).unwrap_err().to_string();
         assert_eq!(
             e,
-            "apt cannot find the package linux-image-amd64: the package lists are missing or stale; run apt-get update"
+            format!("apt cannot find the package {KERNEL_METAPACKAGE}: the package lists are missing or stale; run apt-get update")
         );
 
         // A complete cached kernel is used offline; a half-unpacked one (no marker) never is.

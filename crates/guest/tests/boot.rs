@@ -263,6 +263,7 @@ fn initramfs(kernel: &Kernel, rootfs: &Path, command: &str, out: &Path) -> PathB
         command: vec![command.into()],
         env: vec![("GREETING".into(), "built-in".into())],
         hostname: "bakeoff-guest".into(),
+        workdir: "/app".into(),
         ..GuestConfig::default()
     };
     let path = out.join("initrd.gz");
@@ -339,22 +340,48 @@ fn q35_serves_http_with_run_time_env() {
 
 /// Boots `command` (in a rootfs holding a static program that exits with 3) and returns the
 /// console once QEMU has exited by itself.
-fn boot_until_exit(command: &str, extra_cmdline: &str) -> Option<String> {
+/// Prints what the guest gave it (cwd, hostname, env, /etc files), then exits with 3.
+const EXIT3_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+static void show(const char *path) {
+    char buf[512]; FILE *f = fopen(path, "r");
+    if (!f) { printf("exit3: no %s\n", path); return; }
+    size_t n = fread(buf, 1, sizeof buf - 1, f); buf[n] = 0; fclose(f);
+    for (char *line = buf; *line; ) {
+        char *nl = strchr(line, '\n'); if (nl) *nl = 0;
+        printf("exit3: %s: %s\n", path, line);
+        if (!nl) break; line = nl + 1;
+    }
+}
+int main(void) {
+    char cwd[256] = "", host[64] = "";
+    getcwd(cwd, sizeof cwd); gethostname(host, sizeof host);
+    printf("exit3: cwd=%s host=%s PATH=%s GREETING=%s\n", cwd, host, getenv("PATH"), getenv("GREETING"));
+    show("/etc/resolv.conf");
+    show("/etc/hosts");
+    puts("exit3: bye");
+    return 3;
+}
+"#;
+
+fn boot_until_exit(command: &str, extra_cmdline: &str, net: bool) -> Option<String> {
     let kernel = kernel()?;
     let dir = tempfile::tempdir().unwrap();
     let rootfs = dir.path().join("rootfs");
     let src = dir.path().join("exit3.c");
-    std::fs::write(
-        &src,
-        "#include <stdio.h>\nint main(void) { puts(\"exit3: bye\"); return 3; }\n",
-    )
-    .unwrap();
+    std::fs::write(&src, EXIT3_C).unwrap();
     static_c(&rootfs, "exit3", &src);
     let initrd = initramfs(&kernel, &rootfs, command, dir.path());
-    let append = format!(
-        "{} {extra_cmdline}",
-        kernel_cmdline(None, "", &RunOverrides::default(), true, host_tsc_khz())
-    );
+    let net = net.then(GuestNet::qemu_user);
+    let overrides = RunOverrides {
+        env: vec![("GREETING".into(), "run".into())],
+        args: None,
+    };
+    let base = kernel_cmdline(net.as_ref(), "", &overrides, true, host_tsc_khz());
+    let append = format!("{base} {extra_cmdline}");
     let _lock = boot_lock();
     let mut vm = Vm::start(&qemu_args(
         Machine::Microvm,
@@ -385,10 +412,22 @@ fn init_lines(console: &str) -> Vec<&str> {
 
 #[test]
 fn app_exit_status_is_printed_and_the_vm_powers_off() {
-    let Some(console) = boot_until_exit("/app/exit3", "") else {
+    let Some(console) = boot_until_exit("/app/exit3", "", true) else {
         return;
     };
-    assert!(console.contains("exit3: bye"), "{console}");
+    let path = bakeoff_init::DEFAULT_PATH;
+    for line in [
+        format!("exit3: cwd=/app host=bakeoff-guest PATH={path} GREETING=run"),
+        "exit3: /etc/resolv.conf: nameserver 10.0.2.3".to_string(),
+        "exit3: /etc/hosts: 127.0.0.1\tlocalhost".to_string(),
+        "exit3: /etc/hosts: 10.0.2.15\tbakeoff-guest".to_string(),
+        "exit3: bye".to_string(),
+    ] {
+        assert!(
+            console.contains(&format!("{line}\n")),
+            "missing {line:?} in:\n{console}"
+        );
+    }
     assert_eq!(
         init_lines(&console),
         ["bakeoff-init: app exited with status 3"],
@@ -399,7 +438,7 @@ fn app_exit_status_is_printed_and_the_vm_powers_off() {
 #[test]
 fn init_failures_are_one_line_and_status_127() {
     // A relative command is looked up in PATH inside the guest, where it does not exist.
-    let Some(console) = boot_until_exit("no-such-program", "") else {
+    let Some(console) = boot_until_exit("no-such-program", "", false) else {
         return;
     };
     assert!(
@@ -412,7 +451,7 @@ fn init_failures_are_one_line_and_status_127() {
         "{console}"
     );
 
-    let Some(console) = boot_until_exit("/app/exit3", "bakeoff.ip=10.0.2.15") else {
+    let Some(console) = boot_until_exit("/app/exit3", "bakeoff.ip=10.0.2.15", false) else {
         return;
     };
     assert!(

@@ -210,7 +210,9 @@ fn load_modules(paths: &[String], boot: &BootParams) -> Result<(), String> {
             Err(e) if e.raw_os_error() == Some(17) => {} // EEXIST: loaded or built in
             // ENODEV: a driver for hardware this VMM does not have (xen_netfront under QEMU).
             Err(e) if e.raw_os_error() == Some(19) => {
-                println!("bakeoff-init: module {name} skipped: no such device on this machine");
+                say(&format!(
+                    "module {name} skipped: no such device on this machine"
+                ));
             }
             Err(e) => return Err(format!("cannot load module {path}: {}", sys::describe(&e))),
         }
