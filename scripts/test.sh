@@ -6,4 +6,4 @@ set -eu
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh chromium
 export BAKEOFF_REQUIRE_ENGINES=1
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"
