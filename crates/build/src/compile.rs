@@ -57,7 +57,18 @@ pub fn build(plan: &BuildPlan, cache: &Cache, log: &dyn Fn(&str)) -> Result<Buil
         fs_err::set_permissions(&dest, std::fs::Permissions::from_mode(0o755))?;
     }
     let binary_size = fs_err::metadata(&exe)?.len();
-    let linkage = if is_static(&exe)? { "static" } else { "dynamic" };
+    // The executable, checked the way the platforms will see it: a truncated or foreign binary
+    // stops here with one sentence, before any image exists.
+    let info = bakeoff_elf::inspect(&exe).map_err(|e| BuildError::Closure(e.to_string()))?;
+    if info.machine != std::env::consts::ARCH || info.class != bakeoff_elf::ElfClass::Elf64 {
+        return Err(BuildError::Unsupported(format!(
+            "{} is built for {}; bakeoff builds images for this host's {}",
+            exe.display(),
+            info.architecture(),
+            std::env::consts::ARCH
+        )));
+    }
+    let linkage = if info.interpreter.is_none() { "static" } else { "dynamic" };
     let mut env = plan.env.clone();
     if let Some(d) = &deb {
         env.extend(d.env.iter().filter(|(k, _)| !plan.env.iter().any(|(pk, _)| pk == k)).cloned());
@@ -278,27 +289,6 @@ fn executables(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
     }
     out.sort();
     Ok(out)
-}
-
-/// A static executable has no PT_INTERP program header.
-fn is_static(path: &Path) -> Result<bool, BuildError> {
-    let data = fs_err::read(path)?;
-    if data.len() < 64 || &data[..4] != b"\x7fELF" || data[4] != 2 {
-        return Err(BuildError::NotElf { path: path.to_path_buf() });
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(data[32..40].try_into().unwrap()) as usize;
-    let (phentsize, phnum) = (u16_at(54), u16_at(56));
-    for i in 0..phnum {
-        let o = phoff + i * phentsize;
-        if o + 4 > data.len() {
-            return Err(BuildError::NotElf { path: path.to_path_buf() });
-        }
-        if u32::from_le_bytes(data[o..o + 4].try_into().unwrap()) == 3 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 /// Copies a file or directory tree, keeping symlinks and modes.
