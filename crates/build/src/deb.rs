@@ -35,7 +35,7 @@ pub use apt::{resolve, Resolution};
 use crate::{BuildError, Cache};
 
 /// Bump when the layout rules change, so cached deb artifacts are rebuilt.
-pub(crate) const LAYOUT_VERSION: &str = "bakeoff-deb-layout/1";
+pub(crate) const LAYOUT_VERSION: &str = "bakeoff-deb-layout/2";
 
 /// Where programs are looked up when `command[0]` is not an absolute path.
 const PATH_DIRS: &[&str] = &[
@@ -195,7 +195,7 @@ pub(crate) fn lay_out(
             ))
         })?;
     let main_source = sources[main_index].clone();
-    let whole: Vec<bool> = sources.iter().map(|s| *s == main_source).collect();
+    let mut whole: Vec<bool> = sources.iter().map(|s| *s == main_source).collect();
     for ((p, deb), _) in res
         .packages
         .iter()
@@ -205,6 +205,29 @@ pub(crate) fn lay_out(
     {
         dpkg_deb(&[Path::new("-x"), deb, &whole_root])?;
         dpkg_deb(&[Path::new("-e"), deb, &control.join(&p.name)])?;
+    }
+    // Plugins from other source packages (nginx-full's libnginx-mod-*): a dependency with files
+    // inside one of the daemon's own directories (/usr/share/nginx, /etc/nginx, ...) is kept
+    // whole too, with its maintainer script.
+    let mut own_dirs = BTreeSet::new();
+    own_directories(&whole_root, Path::new("/"), &main_source, &mut own_dirs)?;
+    for (i, deb) in debs.iter().enumerate() {
+        if whole[i] {
+            continue;
+        }
+        let listing = dpkg_deb(&[Path::new("-c"), deb])?;
+        let plugs_in = parse_listing(&listing).iter().any(|(path, is_dir)| {
+            !is_dir && path.ancestors().skip(1).any(|a| own_dirs.contains(a))
+        });
+        if plugs_in {
+            log(&format!(
+                "keeping {} whole: it adds to {}",
+                res.packages[i].name, main_source
+            ));
+            whole[i] = true;
+            dpkg_deb(&[Path::new("-x"), deb, &whole_root])?;
+            dpkg_deb(&[Path::new("-e"), deb, &control.join(&res.packages[i].name)])?;
+        }
     }
 
     // What to keep: the main source's files, then ld.so closures inside the staging root.
@@ -261,6 +284,15 @@ pub(crate) fn lay_out(
         };
         for action in postinst::actions(&text) {
             apply(&action, rootfs, &full, &mut accounts)?;
+        }
+        // dh_nginx's loop: `for confpair in mod-x.conf:50-mod-x.conf ; do ... ln -sf ...`.
+        for (available, enabled) in nginx_module_links(&text) {
+            let target = format!("/usr/share/nginx/modules-available/{available}");
+            make_link(
+                rootfs,
+                &format!("/etc/nginx/modules-enabled/{enabled}"),
+                &target,
+            )?;
         }
     }
     write_file(rootfs, "/etc/passwd", &accounts.passwd(), 0o644)?;
@@ -411,6 +443,83 @@ fn source_from_fields(text: &str) -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| field("Package"))
         .unwrap_or_default()
+}
+
+/// Directories of the kept tree named after the daemon's source package (`/etc/nginx`,
+/// `/usr/share/nginx`, ...): other packages adding files there are its plugins.
+fn own_directories(
+    root: &Path,
+    inside: &Path,
+    source: &str,
+    out: &mut BTreeSet<PathBuf>,
+) -> Result<(), BuildError> {
+    for e in fs_err::read_dir(host(root, inside))? {
+        let e = e?;
+        if !e.file_type()?.is_dir() {
+            continue;
+        }
+        let path = inside.join(e.file_name());
+        if pruned(&path) {
+            continue;
+        }
+        if e.file_name().to_string_lossy().contains(source) {
+            out.insert(path);
+        } else {
+            own_directories(root, &path, source, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// `dpkg-deb -c` output → (absolute path, is a directory).
+fn parse_listing(text: &str) -> Vec<(PathBuf, bool)> {
+    text.lines()
+        .filter_map(|line| {
+            let perms = line.split_whitespace().next()?;
+            // Skip five fields (mode, owner, size, date, time); the rest is the name.
+            let mut rest = line.trim_start();
+            for _ in 0..5 {
+                let end = rest.find(char::is_whitespace)?;
+                rest = rest[end..].trim_start();
+            }
+            let name = match perms.chars().next()? {
+                'l' => rest.split(" -> ").next()?,
+                'h' => rest.split(" link to ").next()?,
+                _ => rest,
+            };
+            let name = name
+                .strip_prefix("./")
+                .unwrap_or(name)
+                .trim_end_matches('/');
+            if name.is_empty() || name == "." {
+                return None;
+            }
+            Some((Path::new("/").join(name), perms.starts_with('d')))
+        })
+        .collect()
+}
+
+/// `for confpair in mod-http-echo.conf:50-mod-http-echo.conf ; do` → (available, enabled) pairs.
+fn nginx_module_links(postinst: &str) -> Vec<(String, String)> {
+    postinst
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("for confpair in "))
+        .flat_map(|rest| {
+            rest.split(';')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .filter_map(|pair| pair.split_once(':'))
+                .filter(|(a, b)| {
+                    postinst::safe_path(&format!("/{a}"))
+                        && !a.contains('/')
+                        && !b.contains('/')
+                        && !b.is_empty()
+                })
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 fn pruned(inside: &Path) -> bool {
@@ -716,6 +825,36 @@ fn tree_bytes(dir: &Path) -> Result<u64, BuildError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn dpkg_listing_and_nginx_module_pairs() {
+        let listing = "drwxr-xr-x root/root         0 2024-05-29 10:24 ./\n\
+            drwxr-xr-x root/root         0 2024-05-29 10:24 ./usr/share/nginx/modules-available/\n\
+            -rw-r--r-- root/root        72 2024-05-29 10:24 ./usr/share/nginx/modules-available/mod-http-echo.conf\n\
+            lrwxrwxrwx root/root         0 2024-05-29 10:24 ./usr/bin/redis-server -> redis-check-rdb\n\
+            hrwxr-xr-x root/root         0 2024-05-29 10:24 ./usr/bin/a b link to ./usr/bin/c\n";
+        assert_eq!(
+            parse_listing(listing),
+            vec![
+                (PathBuf::from("/usr/share/nginx/modules-available"), true),
+                (
+                    PathBuf::from("/usr/share/nginx/modules-available/mod-http-echo.conf"),
+                    false
+                ),
+                (PathBuf::from("/usr/bin/redis-server"), false),
+                (PathBuf::from("/usr/bin/a b"), false),
+            ]
+        );
+        let script = "for confpair in mod-http-echo.conf:50-mod-http-echo.conf  ; do\n\tfrom=$(echo $confpair | cut -d: -f1)\n";
+        assert_eq!(
+            nginx_module_links(script),
+            vec![(
+                "mod-http-echo.conf".to_string(),
+                "50-mod-http-echo.conf".to_string()
+            )]
+        );
+        assert!(nginx_module_links("for confpair in ../x:../../etc/passwd; do").is_empty());
+    }
 
     #[test]
     fn source_field() {

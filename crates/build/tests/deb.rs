@@ -198,6 +198,64 @@ fn nginx_artifact_has_the_daemon_its_config_and_only_the_libraries_it_loads() {
     }
 }
 
+/// nginx-full's modules come from other source packages: they are kept because they add to
+/// nginx's own directories, enabled the way their postinst (dh_nginx) would, and they load.
+#[test]
+fn nginx_full_keeps_its_dynamic_modules_enabled_and_loadable() {
+    let Some(out) = build_or_skip("nginx_full", "deb:nginx-full") else {
+        return;
+    };
+    let a = &out.artifact;
+    let root = a.rootfs();
+    let enabled: Vec<String> = std::fs::read_dir(root.join("etc/nginx/modules-enabled"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        enabled.contains(&"50-mod-http-echo.conf".to_string()),
+        "{enabled:?}"
+    );
+    assert!(
+        root.join("etc/nginx/modules-enabled/50-mod-http-echo.conf")
+            .is_file(),
+        "the link resolves"
+    );
+    assert!(root
+        .join("usr/lib/nginx/modules/ngx_http_echo_module.so")
+        .is_file());
+    // A module's own library (geoip2 → libmaxminddb) comes with it.
+    assert!(paths(a).iter().any(|p| p.contains("libmaxminddb.so")));
+    assert_common_layout(a, &paths(a));
+
+    // Load every enabled module with the image's own loader and libraries (a copy of the root,
+    // since the artifact is immutable).
+    let t = tempfile::tempdir().unwrap();
+    let copy = t.path().join("root");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&root)
+        .arg(&copy)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(
+        copy.join("tmp/t.conf"),
+        "include /etc/nginx/modules-enabled/*.conf;\nerror_log stderr;\npid /tmp/n.pid;\nevents {}\n\
+         http { access_log off; server { listen 127.0.0.1:1; } }\n",
+    )
+    .unwrap();
+    if let Some(run) = in_chroot(
+        &copy,
+        &["/usr/sbin/nginx", "-e", "stderr", "-t", "-c", "/tmp/t.conf"],
+    ) {
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            run.status.success() && err.contains("test is successful"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn redis_artifact_has_its_user_data_dir_and_libraries() {
     let Some(out) = build_or_skip("redis_artifact", "deb:redis-server") else {
