@@ -52,7 +52,8 @@ pub fn rumprun_qemu_argv(c: &RumprunQemuConfig) -> Vec<String> {
     push(&["-M", "q35", "-fw_cfg", "name=etc/sercon-port,string=0"]);
     match c.accel {
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
-        Accel::Tcg => push(&["-accel", "tcg"]),
+        // As for the microVM: cap the translation cache so the VMM RSS reflects the guest.
+        Accel::Tcg => push(&["-accel", "tcg,tb-size=64"]),
     }
     let mem = format!("{}M", c.memory_mib);
     // Rumprun runs on one CPU.

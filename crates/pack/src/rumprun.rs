@@ -30,7 +30,7 @@ pub const TOOLCHAIN_ENV: &str = "BAKEOFF_RUMPRUN_TOOLCHAIN";
 /// a xenstore value is at most 4096 bytes too).
 pub const CONFIG_MAX: usize = 4095;
 /// Bump when the layout of Rumprun images changes.
-const PACKER_VERSION: &str = "bakeoff-rumprun/1";
+const PACKER_VERSION: &str = "bakeoff-rumprun/2";
 
 /// How to get a toolchain, said whenever none is found.
 pub const HOW_TO_GET: &str = "build one with `git clone --recursive https://github.com/rumpkernel/rumprun && cd rumprun && ./build-rr.sh hw` \
@@ -767,7 +767,14 @@ fn write_image(
     );
     details.insert(
         "env".into(),
-        serde_json::to_string(&m.env).expect("strings serialize"),
+        // LD_LIBRARY_PATH points into the Linux closure, which a unikernel does not have.
+        serde_json::to_string(
+            &m.env
+                .iter()
+                .filter(|(k, _)| k != "LD_LIBRARY_PATH")
+                .collect::<Vec<_>>(),
+        )
+        .expect("strings serialize"),
     );
     details.insert(
         "ports".into(),
