@@ -152,6 +152,41 @@ fn a_program_that_ends_stops_its_vm_and_reports_the_status() {
 }
 
 #[test]
+fn a_make_project_with_a_configure_script_is_cross_built() {
+    if !toolchain_or_skip("a_make_project_with_a_configure_script_is_cross_built")
+        || !qemu_or_skip("a_make_project_with_a_configure_script_is_cross_built")
+    {
+        return;
+    }
+    let env = Env::new();
+    let dir = env.dir.path().join("mk");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    write("Makefile", "srv: srv.c config.h\n\t$(CC) -O2 -o srv srv.c\nconfig.h:\n\techo '#define HOST \"native\"' > config.h\n");
+    write(
+        "configure",
+        "#!/bin/sh\nhost=native\nfor a in \"$@\"; do case \"$a\" in --host=*) host=${a#--host=};; esac; done\necho \"#define HOST \\\"$host\\\"\" > config.h\n",
+    );
+    std::fs::set_permissions(
+        dir.join("configure"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    write("srv.c", "#include <stdio.h>\n#include \"config.h\"\nint main(void) { printf(\"built for %s\\n\", HOST); return 0; }\n");
+    let app = dir.display().to_string();
+    let name = format!("e2e-rumprun-make-{}", free_port());
+    let out = env.run(&["run", &app, "--on", "rumprun", "--name", &name]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    // configure ran with --host, make with the toolchain's CC.
+    assert!(
+        stdout.contains("built for x86_64-rumprun-netbsd"),
+        "{stdout}"
+    );
+    env.ok(&["rm", &name]);
+}
+
+#[test]
 fn a_bake_failure_shows_the_linkers_error() {
     if !toolchain_or_skip("a_bake_failure_shows_the_linkers_error") {
         return;
