@@ -6,4 +6,6 @@ set -eu
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh chromium
 export BAKEOFF_REQUIRE_ENGINES=1
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -q -- -D warnings
 cargo test --workspace --locked --no-fail-fast "$@"

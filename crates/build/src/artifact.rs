@@ -65,9 +65,14 @@ impl Artifact {
     pub(crate) fn load(dir: &Path) -> Result<Artifact, BuildError> {
         let path = dir.join("artifact.json");
         let text = fs_err::read_to_string(&path)?;
-        let manifest = serde_json::from_str(&text)
-            .map_err(|e| BuildError::BadCache { path: path.clone(), reason: e.to_string() })?;
-        Ok(Artifact { dir: dir.to_path_buf(), manifest })
+        let manifest = serde_json::from_str(&text).map_err(|e| BuildError::BadCache {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Artifact {
+            dir: dir.to_path_buf(),
+            manifest,
+        })
     }
 
     /// Every path of the rootfs, parents before children, sorted bytewise — the order every
@@ -92,7 +97,9 @@ impl Artifact {
 }
 
 fn walk(dir: &Path, prefix: &str, out: &mut Vec<Entry>) -> Result<(), BuildError> {
-    let mut names: Vec<_> = fs_err::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+    let mut names: Vec<_> = fs_err::read_dir(dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
     names.sort();
     for name in names {
         let path = dir.join(&name);
@@ -100,12 +107,29 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<Entry>) -> Result<(), BuildError
         let meta = fs_err::symlink_metadata(&path)?;
         let mode = meta.permissions().mode() & 0o7777;
         if meta.file_type().is_symlink() {
-            out.push(Entry { path: rel, mode: 0o777, kind: EntryKind::Symlink { target: fs_err::read_link(&path)? } });
+            out.push(Entry {
+                path: rel,
+                mode: 0o777,
+                kind: EntryKind::Symlink {
+                    target: fs_err::read_link(&path)?,
+                },
+            });
         } else if meta.is_dir() {
-            out.push(Entry { path: rel.clone(), mode, kind: EntryKind::Dir });
+            out.push(Entry {
+                path: rel.clone(),
+                mode,
+                kind: EntryKind::Dir,
+            });
             walk(&path, &format!("{rel}/"), out)?;
         } else {
-            out.push(Entry { path: rel, mode, kind: EntryKind::File { source: path, size: meta.len() } });
+            out.push(Entry {
+                path: rel,
+                mode,
+                kind: EntryKind::File {
+                    source: path,
+                    size: meta.len(),
+                },
+            });
         }
     }
     Ok(())

@@ -19,7 +19,9 @@ impl Cache {
         if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
             return Cache::new(PathBuf::from(dir).join("bakeoff"));
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
         Cache::new(home.join(".cache/bakeoff"))
     }
 

@@ -21,7 +21,11 @@ pub struct BuildOutcome {
 }
 
 /// Builds the plan's app once; an unchanged rebuild returns the cached artifact without compiling.
-pub fn build(plan: &BuildPlan, cache: &Cache, log: &dyn Fn(&str)) -> Result<BuildOutcome, BuildError> {
+pub fn build(
+    plan: &BuildPlan,
+    cache: &Cache,
+    log: &dyn Fn(&str),
+) -> Result<BuildOutcome, BuildError> {
     let start = Instant::now();
     // A Debian package is resolved to exact versions first: they are part of the input hash.
     let resolved = match &plan.source {
@@ -32,7 +36,11 @@ pub fn build(plan: &BuildPlan, cache: &Cache, log: &dyn Fn(&str)) -> Result<Buil
     let final_dir = cache.artifacts().join(&id);
     if final_dir.join("artifact.json").is_file() {
         let artifact = Artifact::load(&final_dir)?;
-        return Ok(BuildOutcome { artifact, cached: true, seconds: start.elapsed().as_secs_f64() });
+        return Ok(BuildOutcome {
+            artifact,
+            cached: true,
+            seconds: start.elapsed().as_secs_f64(),
+        });
     }
 
     let work = cache.tmp()?;
@@ -42,14 +50,23 @@ pub fn build(plan: &BuildPlan, cache: &Cache, log: &dyn Fn(&str)) -> Result<Buil
 
     // A Debian package brings its own tree (see deb.rs); anything else is one program at /app/NAME.
     let deb = match &resolved {
-        Some(r) => Some(crate::deb::lay_out(plan, r, cache, work.path(), &rootfs, log)?),
+        Some(r) => Some(crate::deb::lay_out(
+            plan,
+            r,
+            cache,
+            work.path(),
+            &rootfs,
+            log,
+        )?),
         None => None,
     };
     let exe = match &deb {
         Some(d) => d.exe.clone(),
         None => produce_executable(plan, work.path(), log)?,
     };
-    let binary = deb.as_ref().map_or_else(|| app_binary_path(&plan.name), |d| d.binary.clone());
+    let binary = deb
+        .as_ref()
+        .map_or_else(|| app_binary_path(&plan.name), |d| d.binary.clone());
     let dest = rootfs.join(binary.trim_start_matches('/'));
     if deb.is_none() {
         fs_err::create_dir_all(dest.parent().unwrap())?;
@@ -68,10 +85,19 @@ pub fn build(plan: &BuildPlan, cache: &Cache, log: &dyn Fn(&str)) -> Result<Buil
             std::env::consts::ARCH
         )));
     }
-    let linkage = if info.interpreter.is_none() { "static" } else { "dynamic" };
+    let linkage = if info.interpreter.is_none() {
+        "static"
+    } else {
+        "dynamic"
+    };
     let mut env = plan.env.clone();
     if let Some(d) = &deb {
-        env.extend(d.env.iter().filter(|(k, _)| !plan.env.iter().any(|(pk, _)| pk == k)).cloned());
+        env.extend(
+            d.env
+                .iter()
+                .filter(|(k, _)| !plan.env.iter().any(|(pk, _)| pk == k))
+                .cloned(),
+        );
     }
     if linkage == "dynamic" && deb.is_none() {
         log("resolving shared libraries");
@@ -107,7 +133,10 @@ pub fn build(plan: &BuildPlan, cache: &Cache, log: &dyn Fn(&str)) -> Result<Buil
         linkage: linkage.into(),
         build_seconds: start.elapsed().as_secs_f64(),
     };
-    fs_err::write(staging.join("artifact.json"), serde_json::to_vec_pretty(&manifest).expect("manifest serializes"))?;
+    fs_err::write(
+        staging.join("artifact.json"),
+        serde_json::to_vec_pretty(&manifest).expect("manifest serializes"),
+    )?;
     fs_err::create_dir_all(cache.artifacts())?;
     // The rename is the commit point: before it nothing is visible under artifacts/.
     if let Err(e) = std::fs::rename(&staging, &final_dir) {
@@ -116,38 +145,63 @@ pub fn build(plan: &BuildPlan, cache: &Cache, log: &dyn Fn(&str)) -> Result<Buil
         }
     }
     let artifact = Artifact::load(&final_dir)?;
-    Ok(BuildOutcome { artifact, cached: false, seconds: start.elapsed().as_secs_f64() })
+    Ok(BuildOutcome {
+        artifact,
+        cached: false,
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// Copies what ld.so would load for `exe` (interpreter, libraries, their symlinks) from this
 /// host into `rootfs`; the program itself is already at /app/NAME. Returns library directories
 /// that only ld.so.cache knew about (they go on LD_LIBRARY_PATH, as the image has no cache).
 fn lay_out_libraries(exe: &Path, rootfs: &Path) -> Result<Vec<String>, BuildError> {
-    let closure = bakeoff_elf::closure(exe, Path::new("/")).map_err(|e| BuildError::Closure(e.to_string()))?;
+    let closure = bakeoff_elf::closure(exe, Path::new("/"))
+        .map_err(|e| BuildError::Closure(e.to_string()))?;
     let exe_abs = fs_err::canonicalize(exe)?;
-    let mut kept: Vec<bakeoff_elf::ClosureEntry> =
-        closure.entries.iter().filter(|e| !matches!(e.kind, bakeoff_elf::EntryKind::Dir) && e.path != exe_abs).cloned().collect();
+    let mut kept: Vec<bakeoff_elf::ClosureEntry> = closure
+        .entries
+        .iter()
+        .filter(|e| !matches!(e.kind, bakeoff_elf::EntryKind::Dir) && e.path != exe_abs)
+        .cloned()
+        .collect();
     let needed_dirs: Vec<bakeoff_elf::ClosureEntry> = closure
         .entries
         .iter()
-        .filter(|d| matches!(d.kind, bakeoff_elf::EntryKind::Dir) && kept.iter().any(|e| e.path.starts_with(&d.path)))
+        .filter(|d| {
+            matches!(d.kind, bakeoff_elf::EntryKind::Dir)
+                && kept.iter().any(|e| e.path.starts_with(&d.path))
+        })
         .cloned()
         .collect();
     kept.extend(needed_dirs);
     kept.sort();
-    let trimmed = bakeoff_elf::Closure { entries: kept, loaded: closure.loaded.clone(), extra_library_dirs: closure.extra_library_dirs.clone() };
+    let trimmed = bakeoff_elf::Closure {
+        entries: kept,
+        loaded: closure.loaded.clone(),
+        extra_library_dirs: closure.extra_library_dirs.clone(),
+    };
     bakeoff_elf::copy_into(&trimmed, rootfs).map_err(|e| BuildError::Closure(e.to_string()))?;
-    Ok(closure.extra_library_dirs.iter().map(|d| d.display().to_string()).collect())
+    Ok(closure
+        .extra_library_dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect())
 }
 
 /// A hash of everything that decides the artifact: the plan and the content of its inputs.
-fn input_hash(plan: &BuildPlan, deb: Option<&crate::deb::Resolution>) -> Result<String, BuildError> {
+fn input_hash(
+    plan: &BuildPlan,
+    deb: Option<&crate::deb::Resolution>,
+) -> Result<String, BuildError> {
     let mut h = Sha256::new();
     h.update(BUILDER_VERSION);
     h.update(serde_json::to_vec(plan).expect("plan serializes"));
     match &plan.source {
         Source::CFile { file } => hash::hash_path(&mut h, file)?,
-        Source::Make { dir, .. } | Source::Cargo { dir } | Source::Custom { dir, .. } => hash::hash_path(&mut h, dir)?,
+        Source::Make { dir, .. } | Source::Cargo { dir } | Source::Custom { dir, .. } => {
+            hash::hash_path(&mut h, dir)?
+        }
         Source::Elf { path } => hash::hash_path(&mut h, path)?,
         Source::Deb { package } => {
             h.update(package);
@@ -184,40 +238,76 @@ fn run(cmd: &mut Command, what: &str, log: &dyn Fn(&str)) -> Result<String, Buil
         if output.is_empty() {
             output = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
         }
-        let status = out.status.code().map(|c| c.to_string()).unwrap_or_else(|| "killed".into());
-        return Err(BuildError::CommandFailed { what: what.to_string(), status, output });
+        let status = out
+            .status
+            .code()
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "killed".into());
+        return Err(BuildError::CommandFailed {
+            what: what.to_string(),
+            status,
+            output,
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Compiles (or locates) the app's executable; returns its path.
-fn produce_executable(plan: &BuildPlan, work: &Path, log: &dyn Fn(&str)) -> Result<PathBuf, BuildError> {
+fn produce_executable(
+    plan: &BuildPlan,
+    work: &Path,
+    log: &dyn Fn(&str),
+) -> Result<PathBuf, BuildError> {
     match &plan.source {
         Source::CFile { file } => {
             let out = work.join("app.out");
             let what = file.display().to_string();
-            run(Command::new("gcc").args(["-O2", "-static", "-o"]).arg(&out).arg(file), &what, log)?;
+            run(
+                Command::new("gcc")
+                    .args(["-O2", "-static", "-o"])
+                    .arg(&out)
+                    .arg(file),
+                &what,
+                log,
+            )?;
             Ok(out)
         }
         Source::Make { dir, output } => {
             let src = work.join("src");
             copy_tree(dir, &src)?;
             let before = executables(&src)?;
-            run(Command::new("make").arg("-C").arg(&src), &dir.display().to_string(), log)?;
+            run(
+                Command::new("make").arg("-C").arg(&src),
+                &dir.display().to_string(),
+                log,
+            )?;
             pick_output(dir, &src, output.as_deref(), &before)
         }
-        Source::Custom { dir, command, output } => {
+        Source::Custom {
+            dir,
+            command,
+            output,
+        } => {
             let src = work.join("src");
             copy_tree(dir, &src)?;
             let before = executables(&src)?;
-            run(Command::new("sh").arg("-c").arg(command).current_dir(&src), &format!("{} (`{command}`)", dir.display()), log)?;
+            run(
+                Command::new("sh").arg("-c").arg(command).current_dir(&src),
+                &format!("{} (`{command}`)", dir.display()),
+                log,
+            )?;
             pick_output(dir, &src, output.as_deref(), &before)
         }
         Source::Cargo { dir } => {
             let target = work.join("target");
             let stdout = run(
                 Command::new("cargo")
-                    .args(["build", "--release", "--message-format=json-render-diagnostics", "--target-dir"])
+                    .args([
+                        "build",
+                        "--release",
+                        "--message-format=json-render-diagnostics",
+                        "--target-dir",
+                    ])
                     .arg(&target)
                     .env("RUSTFLAGS", "-C target-feature=+crt-static")
                     .current_dir(dir),
@@ -235,9 +325,15 @@ fn produce_executable(plan: &BuildPlan, work: &Path, log: &dyn Fn(&str)) -> Resu
                 [] => Err(BuildError::NoOutput { dir: dir.clone() }),
                 many => many
                     .iter()
-                    .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == plan.name))
+                    .find(|p| {
+                        p.file_name()
+                            .is_some_and(|n| n.to_string_lossy() == plan.name)
+                    })
                     .cloned()
-                    .ok_or_else(|| BuildError::SeveralOutputs { dir: dir.clone(), found: names(many) }),
+                    .ok_or_else(|| BuildError::SeveralOutputs {
+                        dir: dir.clone(),
+                        found: names(many),
+                    }),
             }
         }
         Source::Elf { path } => {
@@ -253,10 +349,19 @@ fn produce_executable(plan: &BuildPlan, work: &Path, log: &dyn Fn(&str)) -> Resu
 }
 
 fn names(paths: &[PathBuf]) -> String {
-    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-fn pick_output(dir: &Path, src: &Path, output: Option<&Path>, before: &[PathBuf]) -> Result<PathBuf, BuildError> {
+fn pick_output(
+    dir: &Path,
+    src: &Path,
+    output: Option<&Path>,
+    before: &[PathBuf],
+) -> Result<PathBuf, BuildError> {
     if let Some(out) = output {
         let p = src.join(out);
         if !p.is_file() {
@@ -264,11 +369,19 @@ fn pick_output(dir: &Path, src: &Path, output: Option<&Path>, before: &[PathBuf]
         }
         return Ok(p);
     }
-    let new: Vec<PathBuf> = executables(src)?.into_iter().filter(|p| !before.contains(p)).collect();
+    let new: Vec<PathBuf> = executables(src)?
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
     match new.as_slice() {
         [one] => Ok(one.clone()),
-        [] => Err(BuildError::NoOutput { dir: dir.to_path_buf() }),
-        many => Err(BuildError::SeveralOutputs { dir: dir.to_path_buf(), found: names(many) }),
+        [] => Err(BuildError::NoOutput {
+            dir: dir.to_path_buf(),
+        }),
+        many => Err(BuildError::SeveralOutputs {
+            dir: dir.to_path_buf(),
+            found: names(many),
+        }),
     }
 }
 
@@ -282,7 +395,10 @@ fn executables(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
             let ft = e.file_type()?;
             if ft.is_dir() {
                 stack.push(e.path());
-            } else if ft.is_file() && e.metadata()?.permissions().mode() & 0o111 != 0 && is_elf(&e.path()) {
+            } else if ft.is_file()
+                && e.metadata()?.permissions().mode() & 0o111 != 0
+                && is_elf(&e.path())
+            {
                 out.push(e.path());
             }
         }
@@ -293,7 +409,8 @@ fn executables(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
 
 /// Copies a file or directory tree, keeping symlinks and modes.
 pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), BuildError> {
-    let meta = std::fs::symlink_metadata(src).map_err(|_| BuildError::MissingFile(src.to_path_buf()))?;
+    let meta =
+        std::fs::symlink_metadata(src).map_err(|_| BuildError::MissingFile(src.to_path_buf()))?;
     if let Some(parent) = dst.parent() {
         fs_err::create_dir_all(parent)?;
     }
@@ -336,16 +453,25 @@ mod tests {
         let first = build(&plan, &cache, &|_| {}).unwrap();
         assert!(!first.cached);
         let m = &first.artifact.manifest;
-        assert_eq!((m.command.clone(), m.linkage.as_str()), (vec!["/app/hello".to_string()], "static"));
+        assert_eq!(
+            (m.command.clone(), m.linkage.as_str()),
+            (vec!["/app/hello".to_string()], "static")
+        );
         let entries = first.artifact.entries().unwrap();
         let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, vec!["app", "app/hello"]);
         let logged = std::cell::Cell::new(false);
         let second = build(&plan, &cache, &|_| logged.set(true)).unwrap();
-        assert!(second.cached && !logged.get(), "an unchanged rebuild must not compile");
+        assert!(
+            second.cached && !logged.get(),
+            "an unchanged rebuild must not compile"
+        );
         assert_eq!(second.artifact.manifest.id, m.id);
         // Leftover scratch space is gone.
-        assert_eq!(std::fs::read_dir(cache.root().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(cache.root().join("tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[test]
@@ -368,11 +494,20 @@ mod tests {
         std::fs::write(&src, "int main(void) { return undefined_thing; }\n").unwrap();
         let plan = bakeoff_detect::detect(src.to_str().unwrap()).unwrap();
         let e = build(&plan, &cache, &|_| {}).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("building {} failed (exit status 1):", src.display())), "{e}");
+        assert!(
+            e.starts_with(&format!(
+                "building {} failed (exit status 1):",
+                src.display()
+            )),
+            "{e}"
+        );
         assert!(e.contains("undefined_thing"), "{e}");
         let artifacts = cache.artifacts();
         assert!(!artifacts.exists() || std::fs::read_dir(&artifacts).unwrap().count() == 0);
-        assert_eq!(std::fs::read_dir(cache.root().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(cache.root().join("tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[test]
@@ -381,13 +516,30 @@ mod tests {
         let dir = t.path().join("proj");
         std::fs::create_dir_all(dir.join("conf")).unwrap();
         std::fs::write(dir.join("main.c"), "int main(void){return 0;}").unwrap();
-        std::fs::write(dir.join("Makefile"), "srv: main.c\n\tgcc -static -o srv main.c\n").unwrap();
+        std::fs::write(
+            dir.join("Makefile"),
+            "srv: main.c\n\tgcc -static -o srv main.c\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("conf/app.conf"), "x=1\n").unwrap();
-        std::fs::write(dir.join("bakeoff.toml"), "[[files]]\nsrc = \"conf\"\ndst = \"/etc/proj\"\n").unwrap();
+        std::fs::write(
+            dir.join("bakeoff.toml"),
+            "[[files]]\nsrc = \"conf\"\ndst = \"/etc/proj\"\n",
+        )
+        .unwrap();
         let plan = bakeoff_detect::detect(dir.to_str().unwrap()).unwrap();
         let out = build(&plan, &cache, &|_| {}).unwrap();
-        let paths: Vec<String> = out.artifact.entries().unwrap().into_iter().map(|e| e.path).collect();
-        assert_eq!(paths, vec!["app", "app/proj", "etc", "etc/proj", "etc/proj/app.conf"]);
+        let paths: Vec<String> = out
+            .artifact
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(
+            paths,
+            vec!["app", "app/proj", "etc", "etc/proj", "etc/proj/app.conf"]
+        );
     }
 }
 
@@ -402,22 +554,45 @@ mod dynamic_tests {
         let plan = bakeoff_detect::detect("/usr/bin/curl").unwrap();
         let out = build(&plan, &cache, &|_| {}).unwrap();
         assert_eq!(out.artifact.manifest.linkage, "dynamic");
-        let paths: Vec<String> = out.artifact.entries().unwrap().into_iter().map(|e| e.path).collect();
+        let paths: Vec<String> = out
+            .artifact
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
         assert!(paths.contains(&"app/curl".to_string()), "{paths:?}");
-        assert!(paths.iter().any(|p| p.contains("libcurl.so.4")), "{paths:?}");
+        assert!(
+            paths.iter().any(|p| p.contains("libcurl.so.4")),
+            "{paths:?}"
+        );
         // /lib64 may be a symlink into usr/ (merged /usr); the interpreter path must resolve.
-        assert!(out.artifact.rootfs().join("lib64/ld-linux-x86-64.so.2").is_file(), "{paths:?}");
-        assert!(!paths.iter().any(|p| p.starts_with("usr/bin")), "the program is only at /app: {paths:?}");
+        assert!(
+            out.artifact
+                .rootfs()
+                .join("lib64/ld-linux-x86-64.so.2")
+                .is_file(),
+            "{paths:?}"
+        );
+        assert!(
+            !paths.iter().any(|p| p.starts_with("usr/bin")),
+            "the program is only at /app: {paths:?}"
+        );
         // The laid-out root really runs: chroot-free check with the image's own loader.
         let root = out.artifact.rootfs();
         let loader = root.join("lib64/ld-linux-x86-64.so.2");
-        let lib_dirs = ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"].map(|d| root.join(d).display().to_string()).join(":");
+        let lib_dirs = ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"]
+            .map(|d| root.join(d).display().to_string())
+            .join(":");
         let run = Command::new(&loader)
             .args(["--inhibit-cache", "--library-path", &lib_dirs])
             .arg(root.join("app/curl"))
             .arg("--version")
             .output()
             .unwrap();
-        assert!(run.status.success() && String::from_utf8_lossy(&run.stdout).starts_with("curl "), "{run:?}");
+        assert!(
+            run.status.success() && String::from_utf8_lossy(&run.stdout).starts_with("curl "),
+            "{run:?}"
+        );
     }
 }

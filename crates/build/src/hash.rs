@@ -10,7 +10,9 @@ const SKIP_DIRS: &[&str] = &[".git", "target", "node_modules", ".bakeoff"];
 pub fn hash_path(h: &mut Sha256, path: &Path) -> std::io::Result<()> {
     let meta = fs_err::symlink_metadata(path)?;
     if meta.is_dir() {
-        let mut names: Vec<_> = fs_err::read_dir(path)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+        let mut names: Vec<_> = fs_err::read_dir(path)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
         names.sort();
         for name in names {
             let s = name.to_string_lossy();

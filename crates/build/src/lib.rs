@@ -22,7 +22,11 @@ pub enum BuildError {
     #[error("`{tool}` was not found on PATH: {hint}")]
     ToolMissing { tool: String, hint: String },
     #[error("building {what} failed (exit status {status}):\n{output}")]
-    CommandFailed { what: String, status: String, output: String },
+    CommandFailed {
+        what: String,
+        status: String,
+        output: String,
+    },
     #[error("the build of {dir} produced no executable; set `output` in bakeoff.toml [build]")]
     NoOutput { dir: PathBuf },
     #[error("the build of {dir} produced several executables ({found}); set `output` in bakeoff.toml [build]")]
@@ -37,12 +41,18 @@ pub enum BuildError {
     Closure(String),
     #[error("file {0} listed in bakeoff.toml does not exist")]
     MissingFile(PathBuf),
-    #[error("deb: inputs need Debian's apt (apt-get, dpkg-deb), which is not installed on this host")]
+    #[error(
+        "deb: inputs need Debian's apt (apt-get, dpkg-deb), which is not installed on this host"
+    )]
     AptMissing,
     #[error("no Debian package named `{0}` (apt-cache knows nothing of it; run apt-get update?)")]
     UnknownPackage(String),
     #[error("Debian package `{name}` is virtual (provided by {providers}); name one of them, for example deb:{first}")]
-    VirtualPackage { name: String, providers: String, first: String },
+    VirtualPackage {
+        name: String,
+        providers: String,
+        first: String,
+    },
     #[error("deb:{0} has no known daemon command; add `command = [...]` to a bakeoff.toml beside `package = \"{0}\"` in a directory, and give that directory as APP")]
     NoDaemonCommand(String),
     #[error("{0}")]

@@ -6,7 +6,11 @@ use bakeoff_spec::{parse_cpus, parse_env, parse_memory, parse_publish, Platform,
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "bakeoff", version, about = "Build one app for containers, microVMs and unikernels; run, benchmark and compare it.")]
+#[command(
+    name = "bakeoff",
+    version,
+    about = "Build one app for containers, microVMs and unikernels; run, benchmark and compare it."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

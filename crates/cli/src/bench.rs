@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bakeoff_bench::{
-    Accelerator, AppInfo, Conditions, ImageSize, LoadShape, LoadStats, LoadTarget, MemoryStats, PlatformReport, Policy, Probe,
-    Report, Stat,
+    Accelerator, AppInfo, Conditions, ImageSize, LoadShape, LoadStats, LoadTarget, MemoryStats,
+    PlatformReport, Policy, Probe, Report, Stat,
 };
 use bakeoff_build::Cache;
 use bakeoff_detect::BuildPlan;
@@ -52,18 +52,38 @@ pub async fn bench(a: BenchArgs) -> Result<i32> {
     let m = &artifact.manifest;
     let mut report = Report::new(
         env!("CARGO_PKG_VERSION"),
-        AppInfo { name: m.name.clone(), input: a.app.clone(), build_seconds: Some(m.build_seconds), binary_size: Some(m.binary_size) },
+        AppInfo {
+            name: m.name.clone(),
+            input: a.app.clone(),
+            build_seconds: Some(m.build_seconds),
+            binary_size: Some(m.binary_size),
+        },
         a.shape.clone(),
         a.runs,
         a.policy,
     );
     let explicit = a.platforms.is_some();
-    let platforms = a.platforms.clone().unwrap_or_else(|| Platform::ALL.to_vec());
-    let mut current = Current { state: StateDir::from_env(), inst: None };
+    let platforms = a
+        .platforms
+        .clone()
+        .unwrap_or_else(|| Platform::ALL.to_vec());
+    let mut current = Current {
+        state: StateDir::from_env(),
+        inst: None,
+    };
 
     let run_all = async {
         for &platform in &platforms {
-            let pr = bench_platform(&a, &plan, &artifact, &verdicts, platform, explicit, &mut current).await;
+            let pr = bench_platform(
+                &a,
+                &plan,
+                &artifact,
+                &verdicts,
+                platform,
+                explicit,
+                &mut current,
+            )
+            .await;
             report.platforms.push(pr);
         }
     };
@@ -81,20 +101,37 @@ pub async fn bench(a: BenchArgs) -> Result<i32> {
         bail!("the bench was interrupted; every instance it started has been removed");
     }
     if !report.platforms.iter().any(|p| p.is_measured()) {
-        let reasons: Vec<String> =
-            report.platforms.iter().map(|p| format!("{}: {}", p.platform, p.status.reason().unwrap_or("?"))).collect();
-        bail!("no platform could run {}: {}", plan.name, reasons.join("; "));
+        let reasons: Vec<String> = report
+            .platforms
+            .iter()
+            .map(|p| format!("{}: {}", p.platform, p.status.reason().unwrap_or("?")))
+            .collect();
+        bail!(
+            "no platform could run {}: {}",
+            plan.name,
+            reasons.join("; ")
+        );
     }
-    let v: Vec<bakeoff_bench::Verdict> = verdicts.iter().map(|v| (v.platform, v.runnable, v.reasons.clone())).collect();
+    let v: Vec<bakeoff_bench::Verdict> = verdicts
+        .iter()
+        .map(|v| (v.platform, v.runnable, v.reasons.clone()))
+        .collect();
     report.recommendation = Some(bakeoff_bench::recommend(&report, &v, a.policy));
     let paths = bakeoff_bench::write_outputs(&report, &a.out)?;
     println!("{}", bakeoff_bench::markdown(&report));
-    println!("report: {}  {}  {}", paths.json.display(), paths.markdown.display(), paths.html.display());
+    println!(
+        "report: {}  {}  {}",
+        paths.json.display(),
+        paths.markdown.display(),
+        paths.html.display()
+    );
     Ok(0)
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn bench_platform(
@@ -106,13 +143,21 @@ async fn bench_platform(
     explicit: bool,
     current: &mut Current,
 ) -> PlatformReport {
-    if let Some(v) = verdicts.iter().find(|v| v.platform == platform && !v.runnable) {
-        return PlatformReport::unavailable(platform, format!("{} cannot run here: {}", plan.name, v.reasons.join("; ")));
+    if let Some(v) = verdicts
+        .iter()
+        .find(|v| v.platform == platform && !v.runnable)
+    {
+        return PlatformReport::unavailable(
+            platform,
+            format!("{} cannot run here: {}", plan.name, v.reasons.join("; ")),
+        );
     }
     let driver = driver_with(platform, a.options.clone());
     if let Err(e) = driver.available().await {
         if explicit {
-            eprintln!("bakeoff: {platform} is unavailable ({e}); continuing with the other platforms");
+            eprintln!(
+                "bakeoff: {platform} is unavailable ({e}); continuing with the other platforms"
+            );
         }
         return PlatformReport::unavailable(platform, e.to_string());
     }
@@ -140,7 +185,11 @@ async fn measure(
     platform: Platform,
     current: &mut Current,
 ) -> Result<PlatformReport> {
-    let guest_port = plan.health.port.or(plan.ports.first().copied()).context("the app declares no port to probe; set `ports` in bakeoff.toml")?;
+    let guest_port = plan
+        .health
+        .port
+        .or(plan.ports.first().copied())
+        .context("the app declares no port to probe; set `ports` in bakeoff.toml")?;
     let http = plan.health.kind == HealthKind::Http;
     let mut ready_s = Vec::new();
     let mut mem = Vec::new();
@@ -152,13 +201,28 @@ async fn measure(
     }
     for run in 0..=a.runs {
         let warmup = run == 0;
-        let label = if warmup { "warm-up".to_string() } else { format!("run {run}/{}", a.runs) };
+        let label = if warmup {
+            "warm-up".to_string()
+        } else {
+            format!("run {run}/{}", a.runs)
+        };
         eprintln!("bakeoff: {platform}: {label}");
         let port = free_port()?;
-        let name = format!("bench-{}-{}-{}-{}", plan.name, platform, std::process::id(), run);
+        let name = format!(
+            "bench-{}-{}-{}-{}",
+            plan.name,
+            platform,
+            std::process::id(),
+            run
+        );
         let dir = current.state.reserve(&name)?;
         let opts = RunOptions {
-            publish: vec![PortMapping { host_ip: Ipv4Addr::LOCALHOST, host_port: port, guest_port, protocol: Protocol::Tcp }],
+            publish: vec![PortMapping {
+                host_ip: Ipv4Addr::LOCALHOST,
+                host_port: port,
+                guest_port,
+                protocol: Protocol::Tcp,
+            }],
             name: Some(name.clone()),
             detach: true,
             memory: a.memory.or(plan.memory),
@@ -166,7 +230,15 @@ async fn measure(
             ..Default::default()
         };
         let t0 = Instant::now();
-        let handle = match driver.start(StartRequest { name: &name, image, opts: &opts, instance_dir: &dir }).await {
+        let handle = match driver
+            .start(StartRequest {
+                name: &name,
+                image,
+                opts: &opts,
+                instance_dir: &dir,
+            })
+            .await
+        {
             Ok(h) => h,
             Err(e) => {
                 current.state.release(&name);
@@ -177,7 +249,10 @@ async fn measure(
             name: name.clone(),
             platform,
             app: plan.input.clone(),
-            image: image.reference.clone().unwrap_or_else(|| image.dir.display().to_string()),
+            image: image
+                .reference
+                .clone()
+                .unwrap_or_else(|| image.dir.display().to_string()),
             image_digest: image.digest.clone(),
             created: now_secs(),
             ports: opts.publish.clone(),
@@ -208,13 +283,19 @@ async fn measure(
     pr.launch_to_ready = Some(Stat::from_samples(&ready_s)?);
     pr.image_size = Some(image_size(image));
     if !mem.is_empty() {
-        pr.memory = Some(MemoryStats { host_bytes: Stat::from_samples(&mem)?, guest_bytes: None });
+        pr.memory = Some(MemoryStats {
+            host_bytes: Stat::from_samples(&mem)?,
+            guest_bytes: None,
+        });
     }
     if !loads.is_empty() {
         pr.load = Some(LoadStats::from_runs(&loads)?);
     }
     if platform == Platform::Qemu {
-        notes.push("memory is the QEMU process's resident set (the VMM and the guest's touched RAM)".into());
+        notes.push(
+            "memory is the QEMU process's resident set (the VMM and the guest's touched RAM)"
+                .into(),
+        );
         notes.push("the image size includes the guest kernel, shared by every microVM".into());
     }
     pr.notes = notes;
@@ -233,7 +314,14 @@ async fn one_run(
     warmup: bool,
 ) -> Result<(Duration, Option<u64>, Option<bakeoff_bench::LoadResult>)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let probe = if http { Probe::Http { addr, path: plan.health.path.clone() } } else { Probe::Tcp { addr } };
+    let probe = if http {
+        Probe::Http {
+            addr,
+            path: plan.health.path.clone(),
+        }
+    } else {
+        Probe::Tcp { addr }
+    };
     let ready = bakeoff_bench::wait_ready(probe, t0 + a.ready_timeout).await;
     let ready = match ready {
         Ok(_) => t0.elapsed(),
@@ -243,7 +331,11 @@ async fn one_run(
             let text = String::from_utf8_lossy(&buf);
             let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
             let tail = lines[lines.len().saturating_sub(8)..].join(" | ");
-            let why = driver.diagnose(inst).await.map(|d| format!("{d}; ")).unwrap_or_default();
+            let why = driver
+                .diagnose(inst)
+                .await
+                .map(|d| format!("{d}; "))
+                .unwrap_or_default();
             bail!("the app never became ready: {e}; {why}last output: {tail}");
         }
     };
@@ -256,14 +348,22 @@ async fn one_run(
         None
     };
     // Memory after load is what the app really holds when busy.
-    let memory = match (load.is_some(), driver.memory_bytes(inst).await.ok().flatten()) {
+    let memory = match (
+        load.is_some(),
+        driver.memory_bytes(inst).await.ok().flatten(),
+    ) {
         (true, Some(after)) => Some(after.max(memory.unwrap_or(0))),
         _ => memory,
     };
     Ok((ready, memory, load))
 }
 
-fn conditions_for(platform: Platform, image: &Image, handle: &serde_json::Value, opts: &RunOptions) -> Conditions {
+fn conditions_for(
+    platform: Platform,
+    image: &Image,
+    handle: &serde_json::Value,
+    opts: &RunOptions,
+) -> Conditions {
     let mut c = match platform {
         Platform::Docker => Conditions::native(image.reference.as_deref().unwrap_or(&image.digest)),
         _ => {
@@ -272,19 +372,35 @@ fn conditions_for(platform: Platform, image: &Image, handle: &serde_json::Value,
                 _ => Accelerator::Tcg,
             };
             let mut c = Conditions::vm(accel, &image.digest);
-            c.vmm_flags = handle["argv"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+            c.vmm_flags = handle["argv"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
             c.kernel = image.details.get("kernel_version").cloned();
             c
         }
     };
     c.cpus = opts.cpus;
-    c.memory_bytes = opts.memory.or(handle["memory_mib"].as_u64().map(|m| m << 20));
+    c.memory_bytes = opts
+        .memory
+        .or(handle["memory_mib"].as_u64().map(|m| m << 20));
     c
 }
 
 fn image_size(image: &Image) -> ImageSize {
-    let kernel = image.details.get("kernel_bytes").and_then(|k| k.parse::<u64>().ok()).unwrap_or(0);
-    ImageSize { bytes: image.size_bytes + kernel, compressed_bytes: Some(image.compressed_bytes + kernel) }
+    let kernel = image
+        .details
+        .get("kernel_bytes")
+        .and_then(|k| k.parse::<u64>().ok())
+        .unwrap_or(0);
+    ImageSize {
+        bytes: image.size_bytes + kernel,
+        compressed_bytes: Some(image.compressed_bytes + kernel),
+    }
 }
 
 /// Cache dir for drivers' probes.

@@ -16,7 +16,11 @@ async fn main() {
         Err(e) => {
             // One sentence, like every other error; `--help` has the rest.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
             eprintln!("bakeoff: {first} (see `bakeoff --help`)");
             std::process::exit(2);
         }

@@ -7,12 +7,17 @@ use anyhow::{bail, Context, Result};
 use bakeoff_build::{Artifact, Cache};
 use bakeoff_detect::BuildPlan;
 use bakeoff_driver::qemu::{Accel, Machine, QemuOptions};
-use bakeoff_driver::{check_ports_free, driver_for, driver_with, Driver, DriverOptions, StartRequest};
+use bakeoff_driver::{
+    check_ports_free, driver_for, driver_with, Driver, DriverOptions, StartRequest,
+};
 use bakeoff_pack::{packager_for, Image, PackContext};
 use bakeoff_spec::{RunOptions, Target};
 use bakeoff_state::{now_secs, Instance, StateDir, Status};
 
-use crate::args::{AccelArg, BenchCli, BuildArgs, Command, ExportArgs, ExportFormat, MachineArg, OnOff, RunArgs, TargetArg};
+use crate::args::{
+    AccelArg, BenchCli, BuildArgs, Command, ExportArgs, ExportFormat, MachineArg, OnOff, RunArgs,
+    TargetArg,
+};
 
 pub async fn dispatch(cmd: Command) -> Result<i32> {
     match cmd {
@@ -31,7 +36,10 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
 
 async fn bench_verb(b: BenchCli) -> Result<i32> {
     if !(b.duration.is_finite() && b.duration > 0.0) {
-        bail!("--duration must be a positive number of seconds, got {}", b.duration);
+        bail!(
+            "--duration must be a positive number of seconds, got {}",
+            b.duration
+        );
     }
     let policy: bakeoff_bench::Policy = b.policy.parse()?;
     let shape = bakeoff_bench::LoadShape {
@@ -104,32 +112,82 @@ fn detect(app: &str, json: bool) -> Result<i32> {
 fn print_plan(plan: &BuildPlan) {
     println!("name:     {}", plan.name);
     println!("input:    {}", plan.input);
-    println!("source:   {} ({})", serde_json::to_value(&plan.source).unwrap()["kind"].as_str().unwrap_or("?"), plan.detected_by);
-    let cmd = if plan.command.is_empty() { vec![bakeoff_detect::app_binary_path(&plan.name)] } else { plan.command.clone() };
-    println!("command:  {}", cmd.iter().chain(&plan.args).cloned().collect::<Vec<_>>().join(" "));
-    println!("ports:    {}", plan.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", "));
-    println!("health:   {:?} {} on port {}", plan.health.kind, plan.health.path, plan.health.port.map(|p| p.to_string()).unwrap_or("-".into()));
+    println!(
+        "source:   {} ({})",
+        serde_json::to_value(&plan.source).unwrap()["kind"]
+            .as_str()
+            .unwrap_or("?"),
+        plan.detected_by
+    );
+    let cmd = if plan.command.is_empty() {
+        vec![bakeoff_detect::app_binary_path(&plan.name)]
+    } else {
+        plan.command.clone()
+    };
+    println!(
+        "command:  {}",
+        cmd.iter()
+            .chain(&plan.args)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "ports:    {}",
+        plan.ports
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "health:   {:?} {} on port {}",
+        plan.health.kind,
+        plan.health.path,
+        plan.health
+            .port
+            .map(|p| p.to_string())
+            .unwrap_or("-".into())
+    );
     for (k, v) in &plan.env {
         println!("env:      {k}={v}");
     }
 }
 
-pub fn pack_for(artifact: &Artifact, target: Target, kernel: Option<std::path::PathBuf>, progress: &Progress) -> Result<Image> {
+pub fn pack_for(
+    artifact: &Artifact,
+    target: Target,
+    kernel: Option<std::path::PathBuf>,
+    progress: &Progress,
+) -> Result<Image> {
     let cache = Cache::from_env();
     let log = |m: &str| progress.say(m);
-    let ctx = PackContext { cache: &cache, kernel, log: &log };
+    let ctx = PackContext {
+        cache: &cache,
+        kernel,
+        log: &log,
+    };
     progress.say(&format!("packing the {target} image"));
     Ok(packager_for(target)?.pack(artifact, &ctx)?)
 }
 
 /// Detect + build once + pack for `targets`.
-pub fn prepare(app: &str, targets: &[Target], kernel: Option<std::path::PathBuf>, progress: &Progress) -> Result<(BuildPlan, Artifact, bool, Vec<Image>)> {
+pub fn prepare(
+    app: &str,
+    targets: &[Target],
+    kernel: Option<std::path::PathBuf>,
+    progress: &Progress,
+) -> Result<(BuildPlan, Artifact, bool, Vec<Image>)> {
     let plan = bakeoff_detect::detect(app)?;
     let cache = Cache::from_env();
     progress.say(&format!("building {}", plan.name));
     let outcome = bakeoff_build::build(&plan, &cache, &|m| progress.say(m))?;
     let log = |m: &str| progress.say(m);
-    let ctx = PackContext { cache: &cache, kernel, log: &log };
+    let ctx = PackContext {
+        cache: &cache,
+        kernel,
+        log: &log,
+    };
     let mut images = Vec::new();
     for t in targets {
         progress.say(&format!("packing the {t} image"));
@@ -139,7 +197,9 @@ pub fn prepare(app: &str, targets: &[Target], kernel: Option<std::path::PathBuf>
 }
 
 /// The compatibility verdicts for an artifact's main binary.
-pub fn verdicts_for(artifact: &Artifact) -> Result<(bakeoff_elf::ElfInfo, Vec<bakeoff_elf::Verdict>)> {
+pub fn verdicts_for(
+    artifact: &Artifact,
+) -> Result<(bakeoff_elf::ElfInfo, Vec<bakeoff_elf::Verdict>)> {
     let m = &artifact.manifest;
     let binary = artifact.rootfs().join(m.binary.trim_start_matches('/'));
     let info = bakeoff_elf::inspect(&binary)?;
@@ -155,7 +215,11 @@ async fn check(app: &str, json: bool) -> Result<i32> {
     let (info, verdicts) = verdicts_for(&artifact)?;
     let mut rows = Vec::new();
     for v in &verdicts {
-        let available = driver_for(v.platform).available().await.err().map(|e| e.to_string());
+        let available = driver_for(v.platform)
+            .available()
+            .await
+            .err()
+            .map(|e| e.to_string());
         rows.push((v, available));
     }
     if json {
@@ -171,7 +235,12 @@ async fn check(app: &str, json: bool) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }
-    println!("{} ({}, {})", artifact.manifest.binary, info.architecture(), format!("{:?}", info.linkage).to_lowercase());
+    println!(
+        "{} ({}, {})",
+        artifact.manifest.binary,
+        info.architecture(),
+        format!("{:?}", info.linkage).to_lowercase()
+    );
     for (v, unavailable) in rows {
         let verdict = if v.runnable { "can run" } else { "cannot run" };
         let here = match &unavailable {
@@ -212,8 +281,15 @@ fn export(e: ExportArgs) -> Result<i32> {
     let image = &images[0];
     let text = match e.format {
         ExportFormat::Xl => bakeoff_pack::launch::xl::render_xl(image, &opts, &name)?,
-        ExportFormat::Firecracker => serde_json::to_string_pretty(&bakeoff_pack::launch::firecracker::export_firecracker(image, &opts, &name)?)?,
-        ExportFormat::K8s => serde_json::to_string_pretty(&bakeoff_pack::k8s::render_pod(image, &opts, &name, &plan.ports)?)?,
+        ExportFormat::Firecracker => serde_json::to_string_pretty(
+            &bakeoff_pack::launch::firecracker::export_firecracker(image, &opts, &name)?,
+        )?,
+        ExportFormat::K8s => serde_json::to_string_pretty(&bakeoff_pack::k8s::render_pod(
+            image,
+            &opts,
+            &name,
+            &plan.ports,
+        )?)?,
     };
     println!("{}", text.trim_end());
     Ok(0)
@@ -267,7 +343,10 @@ fn build(a: BuildArgs) -> Result<i32> {
             img.digest,
             human_bytes(img.size_bytes),
             human_bytes(img.compressed_bytes),
-            img.reference.as_ref().map(|r| format!("  {r}")).unwrap_or_default()
+            img.reference
+                .as_ref()
+                .map(|r| format!("  {r}"))
+                .unwrap_or_default()
         );
     }
     Ok(0)
@@ -304,8 +383,16 @@ async fn run(a: RunArgs) -> Result<i32> {
             progress.done();
             if let Ok(out) = built {
                 let (_, verdicts) = verdicts_for(&out.artifact)?;
-                if let Some(v) = verdicts.iter().find(|v| v.platform == a.platform && !v.runnable) {
-                    bail!("{} cannot run on {}: {}", plan.name, a.platform, v.reasons.join("; "));
+                if let Some(v) = verdicts
+                    .iter()
+                    .find(|v| v.platform == a.platform && !v.runnable)
+                {
+                    bail!(
+                        "{} cannot run on {}: {}",
+                        plan.name,
+                        a.platform,
+                        v.reasons.join("; ")
+                    );
                 }
             }
         }
@@ -328,16 +415,27 @@ async fn run_on(a: RunArgs, driver: Box<dyn Driver>) -> Result<i32> {
     };
     // The check runs on the built binary, before the platform's image is made.
     let (_, verdicts) = verdicts_for(&artifact)?;
-    if let Some(v) = verdicts.iter().find(|v| v.platform == a.platform && !v.runnable) {
+    if let Some(v) = verdicts
+        .iter()
+        .find(|v| v.platform == a.platform && !v.runnable)
+    {
         progress.done();
-        bail!("{} cannot run on {}: {}", plan.name, a.platform, v.reasons.join("; "));
+        bail!(
+            "{} cannot run on {}: {}",
+            plan.name,
+            a.platform,
+            v.reasons.join("; ")
+        );
     }
     let packed = pack_for(&artifact, a.platform.target(), a.kernel.clone(), &progress);
     progress.done();
     let image = &packed?;
 
     let state = StateDir::from_env();
-    let name = a.name.clone().unwrap_or_else(|| state.unique_name(&plan.name));
+    let name = a
+        .name
+        .clone()
+        .unwrap_or_else(|| state.unique_name(&plan.name));
     let dir = state.reserve(&name)?;
     let opts = RunOptions {
         publish: a.publish.clone(),
@@ -348,7 +446,15 @@ async fn run_on(a: RunArgs, driver: Box<dyn Driver>) -> Result<i32> {
         cpus: a.cpus.or(plan.cpus),
         args: a.args.clone(),
     };
-    let handle = match driver.start(StartRequest { name: &name, image, opts: &opts, instance_dir: &dir }).await {
+    let handle = match driver
+        .start(StartRequest {
+            name: &name,
+            image,
+            opts: &opts,
+            instance_dir: &dir,
+        })
+        .await
+    {
         Ok(h) => h,
         Err(e) => {
             state.release(&name);
@@ -359,7 +465,10 @@ async fn run_on(a: RunArgs, driver: Box<dyn Driver>) -> Result<i32> {
         name: name.clone(),
         platform: a.platform,
         app: a.app.clone(),
-        image: image.reference.clone().unwrap_or_else(|| image.dir.display().to_string()),
+        image: image
+            .reference
+            .clone()
+            .unwrap_or_else(|| image.dir.display().to_string()),
         image_digest: image.digest.clone(),
         created: now_secs(),
         ports: a.publish.clone(),
@@ -406,26 +515,49 @@ async fn last_output(driver: &dyn Driver, inst: &Instance, lines: usize) -> Stri
     let _ = driver.logs(inst, false, &mut buf).await;
     let text = String::from_utf8_lossy(&buf);
     let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    all[all.len().saturating_sub(lines)..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| format!("  | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// After a detached start: returns once the app answers its health probe on a published port
 /// (or, without one, once it has kept running for a moment); fails with the exit status and the
 /// last lines of output when the app ends first.
-async fn wait_started(driver: &dyn Driver, inst: &Instance, plan: &BuildPlan, limit: Duration) -> Result<()> {
+async fn wait_started(
+    driver: &dyn Driver,
+    inst: &Instance,
+    plan: &BuildPlan,
+    limit: Duration,
+) -> Result<()> {
     let deadline = std::time::Instant::now() + limit;
-    let published = inst.ports.iter().find(|p| Some(p.guest_port) == plan.health.port).or(inst.ports.first());
+    let published = inst
+        .ports
+        .iter()
+        .find(|p| Some(p.guest_port) == plan.health.port)
+        .or(inst.ports.first());
     let probe = published.map(|p| {
-        let ip = if p.host_ip.is_unspecified() { std::net::Ipv4Addr::LOCALHOST } else { p.host_ip };
+        let ip = if p.host_ip.is_unspecified() {
+            std::net::Ipv4Addr::LOCALHOST
+        } else {
+            p.host_ip
+        };
         let addr = std::net::SocketAddr::from((ip, p.host_port));
         match plan.health.kind {
-            bakeoff_spec::HealthKind::Http => bakeoff_bench::Probe::Http { addr, path: plan.health.path.clone() },
+            bakeoff_spec::HealthKind::Http => bakeoff_bench::Probe::Http {
+                addr,
+                path: plan.health.path.clone(),
+            },
             bakeoff_spec::HealthKind::Tcp => bakeoff_bench::Probe::Tcp { addr },
         }
     });
     let ready = async {
         match probe {
-            Some(p) => bakeoff_bench::wait_ready(p, deadline).await.map(|_| ()).map_err(|e| e.to_string()),
+            Some(p) => bakeoff_bench::wait_ready(p, deadline)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             None => {
                 // Without a port to probe: the app has started and kept running for a moment.
                 while !driver.app_started(inst).await {
@@ -458,7 +590,11 @@ async fn wait_started(driver: &dyn Driver, inst: &Instance, plan: &BuildPlan, li
             Ok(())
         }
         Err(status) => {
-            let specific = driver.diagnose(inst).await.map(|d| format!(": {d}")).unwrap_or_default();
+            let specific = driver
+                .diagnose(inst)
+                .await
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default();
             let tail = last_output(driver, inst, 12).await;
             bail!(
                 "`{}` ended during start ({status}){specific}; last output:\n{tail}\n(remove it with `bakeoff rm {}`)",
@@ -519,10 +655,26 @@ async fn ps(json: bool) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }
-    println!("{:<20} {:<12} {:<32} {:<12} {:<28} AGE", "NAME", "PLATFORM", "IMAGE", "STATUS", "PORTS");
+    println!(
+        "{:<20} {:<12} {:<32} {:<12} {:<28} AGE",
+        "NAME", "PLATFORM", "IMAGE", "STATUS", "PORTS"
+    );
     for i in rows {
-        let ports = i.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(",");
-        println!("{:<20} {:<12} {:<32} {:<12} {:<28} {}", i.name, i.platform, i.image, i.status.to_string(), ports, human_age(i.age()));
+        let ports = i
+            .ports
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        println!(
+            "{:<20} {:<12} {:<32} {:<12} {:<28} {}",
+            i.name,
+            i.platform,
+            i.image,
+            i.status.to_string(),
+            ports,
+            human_age(i.age())
+        );
     }
     Ok(0)
 }
@@ -542,8 +694,14 @@ async fn stop(name: &str, time: u64) -> Result<i32> {
     let state = StateDir::from_env();
     let mut inst = state.load(name)?;
     let driver = driver_for(inst.platform);
-    driver.stop(&inst, Duration::from_secs(time)).await.with_context(|| format!("stopping {name}"))?;
-    inst.status = driver.status(&inst).await.unwrap_or(Status::Exited { code: None });
+    driver
+        .stop(&inst, Duration::from_secs(time))
+        .await
+        .with_context(|| format!("stopping {name}"))?;
+    inst.status = driver
+        .status(&inst)
+        .await
+        .unwrap_or(Status::Exited { code: None });
     state.save(&inst)?;
     println!("{name}");
     Ok(0)
@@ -557,7 +715,10 @@ async fn rm(name: &str, force: bool) -> Result<i32> {
     if status.is_running() && !force {
         bail!("instance `{name}` is running; stop it first with `bakeoff stop {name}` or use `bakeoff rm -f {name}`");
     }
-    driver.remove(&inst).await.with_context(|| format!("removing {name}"))?;
+    driver
+        .remove(&inst)
+        .await
+        .with_context(|| format!("removing {name}"))?;
     state.remove(name)?;
     println!("{name}");
     Ok(0)

@@ -10,34 +10,71 @@ use common::*;
 
 #[test]
 fn bench_of_the_example_on_docker_and_qemu() {
-    if !docker_or_skip("bench_of_the_example_on_docker_and_qemu") || !qemu_or_skip("bench_of_the_example_on_docker_and_qemu") {
+    if !docker_or_skip("bench_of_the_example_on_docker_and_qemu")
+        || !qemu_or_skip("bench_of_the_example_on_docker_and_qemu")
+    {
         return;
     }
     let env = Env::new();
     let out = env.dir.path().join("report");
     let out_s = out.display().to_string();
     let stdout = env.ok(&[
-        "bench", "examples/hello", "--on", "docker,qemu,firecracker", "--runs", "2", "--duration", "1", "--connections", "4", "--out", &out_s,
+        "bench",
+        "examples/hello",
+        "--on",
+        "docker,qemu,firecracker",
+        "--runs",
+        "2",
+        "--duration",
+        "1",
+        "--connections",
+        "4",
+        "--out",
+        &out_s,
     ]);
     // The terminal table has both platforms and a recommendation.
-    assert!(stdout.contains("| docker") && stdout.contains("| qemu"), "{stdout}");
+    assert!(
+        stdout.contains("| docker") && stdout.contains("| qemu"),
+        "{stdout}"
+    );
     assert!(stdout.contains("## Recommendation:"), "{stdout}");
 
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["app"]["name"], "hello");
     assert_eq!(report["runs_per_platform"], 2);
-    let platform = |name: &str| report["platforms"].as_array().unwrap().iter().find(|p| p["platform"] == name).cloned().unwrap();
+    let platform = |name: &str| {
+        report["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["platform"] == name)
+            .cloned()
+            .unwrap()
+    };
     for name in ["docker", "qemu"] {
         let p = platform(name);
         assert_eq!(p["status"]["state"], "measured", "{p}");
-        assert_eq!(p["launch_to_ready"]["samples"].as_array().unwrap().len(), 2, "{p}");
+        assert_eq!(
+            p["launch_to_ready"]["samples"].as_array().unwrap().len(),
+            2,
+            "{p}"
+        );
         assert!(p["launch_to_ready"]["median"].as_f64().unwrap() > 0.0);
         assert!(p["load"]["requests"].as_u64().unwrap() > 10, "{p}");
         assert_eq!(p["load"]["errors"], 0, "{p}");
-        assert!(p["memory"]["host_bytes"]["median"].as_f64().unwrap() > 0.0, "{p}");
+        assert!(
+            p["memory"]["host_bytes"]["median"].as_f64().unwrap() > 0.0,
+            "{p}"
+        );
         assert!(p["image_size"]["bytes"].as_u64().unwrap() > 0, "{p}");
     }
-    assert_eq!(platform("qemu")["conditions"]["accelerator"].as_str().map(|a| a == "tcg" || a == "kvm"), Some(true));
+    assert_eq!(
+        platform("qemu")["conditions"]["accelerator"]
+            .as_str()
+            .map(|a| a == "tcg" || a == "kvm"),
+        Some(true)
+    );
     assert_eq!(platform("docker")["conditions"]["accelerator"], "native");
     // A platform this host lacks appears with its reason, never as zeros.
     let fc = platform("firecracker");
@@ -45,15 +82,26 @@ fn bench_of_the_example_on_docker_and_qemu() {
     assert!(!fc["status"]["reason"].as_str().unwrap().is_empty());
     assert!(fc["launch_to_ready"].is_null());
     let rec = &report["recommendation"];
-    assert!(rec["platform"] == "docker" || rec["platform"] == "qemu", "{rec}");
+    assert!(
+        rec["platform"] == "docker" || rec["platform"] == "qemu",
+        "{rec}"
+    );
     assert!(!rec["reasons"].as_array().unwrap().is_empty());
 
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("| docker") && md.contains("| qemu") && md.contains("firecracker"), "{md}");
+    assert!(
+        md.contains("| docker") && md.contains("| qemu") && md.contains("firecracker"),
+        "{md}"
+    );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.matches("<svg").count() >= 4, "charts in the HTML");
     // Self-contained: nothing is fetched from anywhere.
-    assert!(!html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("<script src"), "external resources in the HTML");
+    assert!(
+        !html.contains("src=\"http")
+            && !html.contains("href=\"http")
+            && !html.contains("<script src"),
+        "external resources in the HTML"
+    );
 
     // No instance of the bench is left behind.
     let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
@@ -67,13 +115,28 @@ fn bench_of_the_example_on_docker_and_qemu() {
         if std::env::var("BAKEOFF_REQUIRE_ENGINES").as_deref() == Ok("1") {
             panic!("chromium is missing and BAKEOFF_REQUIRE_ENGINES=1");
         }
-        eprintln!("SKIPPED the Chromium part: {chromium} is not installed (apt-get install -y chromium)");
+        eprintln!(
+            "SKIPPED the Chromium part: {chromium} is not installed (apt-get install -y chromium)"
+        );
         return;
     }
     let profile = env.dir.path().join("chromium-profile");
     let mut child = Command::new(chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking"])
-        .args(["--disable-component-update", "--disable-sync", "--enable-logging=stderr", "--v=0", "--dump-dom"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+        ])
+        .args([
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+        ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(format!("file://{}", out.join("report.html").display()))
         .stdin(Stdio::null())
@@ -92,7 +155,13 @@ fn bench_of_the_example_on_docker_and_qemu() {
     let output = child.wait_with_output().unwrap();
     let dom = String::from_utf8_lossy(&output.stdout);
     let log = String::from_utf8_lossy(&output.stderr);
-    assert!(dom.matches("<svg").count() >= 4, "the rendered DOM has the charts");
+    assert!(
+        dom.matches("<svg").count() >= 4,
+        "the rendered DOM has the charts"
+    );
     assert!(dom.contains("qemu") && dom.contains("docker"));
-    assert!(!log.contains("Uncaught"), "script errors in the page: {log}");
+    assert!(
+        !log.contains("Uncaught"),
+        "script errors in the page: {log}"
+    );
 }

@@ -14,18 +14,38 @@ fn example_serves_http_from_a_microvm_and_leaves_no_qemu_behind() {
         return;
     }
     let env = Env::new();
-    let built: serde_json::Value = serde_json::from_str(&env.ok(&["build", "examples/hello", "--target", "all", "--json"])).unwrap();
+    let built: serde_json::Value =
+        serde_json::from_str(&env.ok(&["build", "examples/hello", "--target", "all", "--json"]))
+            .unwrap();
     let images = built["images"].as_array().unwrap();
     assert_eq!(images.len(), 2, "oci and microvm from one artifact");
     assert_eq!(images[0]["artifact_id"], images[1]["artifact_id"]);
-    let initrd: u64 = images[1]["details"]["initrd_bytes"].as_str().unwrap().parse().unwrap();
+    let initrd: u64 = images[1]["details"]["initrd_bytes"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(initrd > 100_000, "initramfs of {initrd} bytes");
 
     let port = free_port();
     let name = format!("e2e-qemu-{port}");
     env.ok(&[
-        "run", "examples/hello", "--on", "qemu", "-p", &format!("127.0.0.1:{port}:8080"), "-e", "GREETING=from-the-vm", "--name", &name,
-        "-d", "--memory", "96M", "--", "vm-arg-1", "vm-arg-2",
+        "run",
+        "examples/hello",
+        "--on",
+        "qemu",
+        "-p",
+        &format!("127.0.0.1:{port}:8080"),
+        "-e",
+        "GREETING=from-the-vm",
+        "--name",
+        &name,
+        "-d",
+        "--memory",
+        "96M",
+        "--",
+        "vm-arg-1",
+        "vm-arg-2",
     ]);
     let body = wait_http(port, BOOT);
     assert!(body.contains("greeting=from-the-vm"), "{body}");
@@ -33,17 +53,34 @@ fn example_serves_http_from_a_microvm_and_leaves_no_qemu_behind() {
     assert!(body.contains(&format!("host={name}")), "{body}");
 
     let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
-    let row = ps.as_array().unwrap().iter().find(|r| r["name"] == name.as_str()).expect("ps lists the VM");
-    assert_eq!((row["platform"].as_str(), row["status"].as_str()), (Some("qemu"), Some("running")));
+    let row = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name.as_str())
+        .expect("ps lists the VM");
+    assert_eq!(
+        (row["platform"].as_str(), row["status"].as_str()),
+        (Some("qemu"), Some("running"))
+    );
     let logs = env.ok(&["logs", &name]);
-    assert!(logs.contains("bakeoff-init: starting /app/hello") && logs.contains("hello: listening on port 8080"), "{logs}");
+    assert!(
+        logs.contains("bakeoff-init: starting /app/hello")
+            && logs.contains("hello: listening on port 8080"),
+        "{logs}"
+    );
 
     let state = env.dir.path().join("state").display().to_string();
     assert_eq!(qemu_pids(&state).len(), 1, "one QEMU runs the instance");
     env.ok(&["stop", &name]);
     assert!(qemu_pids(&state).is_empty(), "QEMU still runs after stop");
     let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
-    let row = ps.as_array().unwrap().iter().find(|r| r["name"] == name.as_str()).unwrap();
+    let row = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name.as_str())
+        .unwrap();
     // The graceful stop reached the app: it exited by itself (status 0), not killed.
     assert_eq!(row["status"], "exited (0)", "{row}");
     env.ok(&["rm", &name]);
@@ -51,7 +88,17 @@ fn example_serves_http_from_a_microvm_and_leaves_no_qemu_behind() {
     // rm -f of a running VM ends its QEMU too.
     let port = free_port();
     let name2 = format!("e2e-qemu-rm-{port}");
-    env.ok(&["run", "examples/hello", "--on", "qemu", "-p", &format!("{port}:8080"), "--name", &name2, "-d"]);
+    env.ok(&[
+        "run",
+        "examples/hello",
+        "--on",
+        "qemu",
+        "-p",
+        &format!("{port}:8080"),
+        "--name",
+        &name2,
+        "-d",
+    ]);
     wait_http(port, BOOT);
     assert_eq!(qemu_pids(&state).len(), 1);
     env.ok(&["rm", "-f", &name2]);
@@ -65,22 +112,40 @@ fn exit_status_and_crash_at_start_are_reported() {
         return;
     }
     let env = Env::new();
-    let src = c_file(&env, "exit3.c", "#include <stdio.h>\nint main(void){ printf(\"about to exit\\n\"); return 3; }\n");
+    let src = c_file(
+        &env,
+        "exit3.c",
+        "#include <stdio.h>\nint main(void){ printf(\"about to exit\\n\"); return 3; }\n",
+    );
     // Foreground: bakeoff exits with the app's status.
     let out = env.run(&["run", &src, "--on", "qemu", "--name", "e2e-exit3"]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("about to exit"), "{stdout}");
-    assert!(stdout.contains("bakeoff-init: app exited with status 3"), "{stdout}");
+    assert!(
+        stdout.contains("bakeoff-init: app exited with status 3"),
+        "{stdout}"
+    );
     let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
-    let row = ps.as_array().unwrap().iter().find(|r| r["name"] == "e2e-exit3").unwrap();
+    let row = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "e2e-exit3")
+        .unwrap();
     assert_eq!(row["status"], "exited (3)");
     // Detached: a crash at start is an error with the exit status and the console's last lines.
     let err = env.fails(&["run", &src, "--on", "qemu", "--name", "e2e-exit3-d", "-d"]);
-    assert!(err.contains("`e2e-exit3-d` ended during start (exited (3))"), "{err}");
+    assert!(
+        err.contains("`e2e-exit3-d` ended during start (exited (3))"),
+        "{err}"
+    );
     assert!(err.contains("about to exit"), "{err}");
     let state = env.dir.path().join("state").display().to_string();
-    assert!(qemu_pids(&state).is_empty(), "QEMU lingers after the app exited");
+    assert!(
+        qemu_pids(&state).is_empty(),
+        "QEMU lingers after the app exited"
+    );
 }
 
 #[test]
@@ -89,23 +154,77 @@ fn vm_bad_inputs() {
         return;
     }
     let env = Env::new();
-    let err = env.fails(&["run", "examples/hello", "--on", "qemu", "--kernel", "/nonexistent/vmlinuz"]);
-    assert!(err.contains("/nonexistent/vmlinuz") && err.contains("not"), "{err}");
-    let err = env.fails(&["run", "examples/hello", "--on", "qemu", "--kernel", "/etc/hostname"]);
+    let err = env.fails(&[
+        "run",
+        "examples/hello",
+        "--on",
+        "qemu",
+        "--kernel",
+        "/nonexistent/vmlinuz",
+    ]);
+    assert!(
+        err.contains("/nonexistent/vmlinuz") && err.contains("not"),
+        "{err}"
+    );
+    let err = env.fails(&[
+        "run",
+        "examples/hello",
+        "--on",
+        "qemu",
+        "--kernel",
+        "/etc/hostname",
+    ]);
     assert!(err.contains("/etc/hostname is not a Linux kernel"), "{err}");
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_port = busy.local_addr().unwrap().port();
-    let err = env.fails(&["run", "examples/hello", "--on", "qemu", "-p", &format!("{busy_port}:8080")]);
-    assert!(err.contains(&format!("host port 127.0.0.1:{busy_port} is already in use")), "{err}");
+    let err = env.fails(&[
+        "run",
+        "examples/hello",
+        "--on",
+        "qemu",
+        "-p",
+        &format!("{busy_port}:8080"),
+    ]);
+    assert!(
+        err.contains(&format!(
+            "host port 127.0.0.1:{busy_port} is already in use"
+        )),
+        "{err}"
+    );
     // QEMU missing: a PATH without it.
-    let out = env.cmd(&["run", "examples/hello", "--on", "qemu"]).env("PATH", "/nonexistent").output().unwrap();
+    let out = env
+        .cmd(&["run", "examples/hello", "--on", "qemu"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("QEMU is not installed") && err.contains("apt-get install -y qemu-system-x86"), "{err}");
+    assert!(
+        err.contains("QEMU is not installed") && err.contains("apt-get install -y qemu-system-x86"),
+        "{err}"
+    );
     // Too little memory to boot: said so, with the amount.
-    let err = env.fails(&["run", "examples/hello", "--on", "qemu", "--memory", "16M", "--name", "e2e-tiny", "-d", "-p", &format!("{}:8080", free_port())]);
-    assert!(err.contains("--memory 16M is too small to boot this microVM: it needs at least"), "{err}");
-    assert!(!env.ok(&["ps"]).contains("e2e-tiny"), "a refused run leaves no instance");
+    let err = env.fails(&[
+        "run",
+        "examples/hello",
+        "--on",
+        "qemu",
+        "--memory",
+        "16M",
+        "--name",
+        "e2e-tiny",
+        "-d",
+        "-p",
+        &format!("{}:8080", free_port()),
+    ]);
+    assert!(
+        err.contains("--memory 16M is too small to boot this microVM: it needs at least"),
+        "{err}"
+    );
+    assert!(
+        !env.ok(&["ps"]).contains("e2e-tiny"),
+        "a refused run leaves no instance"
+    );
 }
 
 #[test]
@@ -118,7 +237,16 @@ fn a_crashed_cli_leaves_a_vm_that_ps_shows_and_rm_ends() {
     let name = format!("e2e-qemu-crash-{port}");
     // A foreground run, killed with SIGKILL: no chance to clean up.
     let mut child = env
-        .cmd(&["run", "examples/hello", "--on", "qemu", "-p", &format!("{port}:8080"), "--name", &name])
+        .cmd(&[
+            "run",
+            "examples/hello",
+            "--on",
+            "qemu",
+            "-p",
+            &format!("{port}:8080"),
+            "--name",
+            &name,
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -127,10 +255,22 @@ fn a_crashed_cli_leaves_a_vm_that_ps_shows_and_rm_ends() {
     child.kill().unwrap();
     child.wait().unwrap();
     let state = env.dir.path().join("state").display().to_string();
-    assert_eq!(qemu_pids(&state).len(), 1, "the VM keeps running without the CLI");
+    assert_eq!(
+        qemu_pids(&state).len(),
+        1,
+        "the VM keeps running without the CLI"
+    );
     let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
-    let row = ps.as_array().unwrap().iter().find(|r| r["name"] == name.as_str()).expect("ps shows the orphaned VM");
+    let row = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name.as_str())
+        .expect("ps shows the orphaned VM");
     assert_eq!(row["status"], "running");
     env.ok(&["rm", "-f", &name]);
-    assert!(qemu_pids(&state).is_empty(), "rm did not end the orphaned QEMU");
+    assert!(
+        qemu_pids(&state).is_empty(),
+        "rm did not end the orphaned QEMU"
+    );
 }

@@ -13,7 +13,10 @@ pub struct SourceTree {
 
 impl SourceTree {
     pub fn read(dir: &Path) -> Result<SourceTree, DetectError> {
-        let io = |e| DetectError::Io { path: dir.to_path_buf(), source: e };
+        let io = |e| DetectError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        };
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io)? {
             let entry = entry.map_err(io)?;
@@ -23,7 +26,11 @@ impl SourceTree {
         }
         files.sort();
         let spec = bakeoff_spec::AppSpec::load_from_dir(dir)?;
-        Ok(SourceTree { dir: dir.to_path_buf(), files, spec })
+        Ok(SourceTree {
+            dir: dir.to_path_buf(),
+            files,
+            spec,
+        })
     }
 
     fn has(&self, name: &str) -> bool {
@@ -46,11 +53,13 @@ impl Detector for CustomBuild {
     }
     fn detect(&self, tree: &SourceTree) -> Result<Option<Source>, DetectError> {
         let build = tree.spec.as_ref().and_then(|s| s.build.as_ref());
-        Ok(build.and_then(|b| b.command.clone()).map(|command| Source::Custom {
-            dir: tree.dir.clone(),
-            command,
-            output: build.and_then(|b| b.output.clone()),
-        }))
+        Ok(build
+            .and_then(|b| b.command.clone())
+            .map(|command| Source::Custom {
+                dir: tree.dir.clone(),
+                command,
+                output: build.and_then(|b| b.output.clone()),
+            }))
     }
 }
 
@@ -60,7 +69,9 @@ impl Detector for Cargo {
         "cargo"
     }
     fn detect(&self, tree: &SourceTree) -> Result<Option<Source>, DetectError> {
-        Ok(tree.has("Cargo.toml").then(|| Source::Cargo { dir: tree.dir.clone() }))
+        Ok(tree.has("Cargo.toml").then(|| Source::Cargo {
+            dir: tree.dir.clone(),
+        }))
     }
 }
 
@@ -70,10 +81,16 @@ impl Detector for Make {
         "make"
     }
     fn detect(&self, tree: &SourceTree) -> Result<Option<Source>, DetectError> {
-        let found = ["GNUmakefile", "makefile", "Makefile"].iter().any(|m| tree.has(m));
+        let found = ["GNUmakefile", "makefile", "Makefile"]
+            .iter()
+            .any(|m| tree.has(m));
         Ok(found.then(|| Source::Make {
             dir: tree.dir.clone(),
-            output: tree.spec.as_ref().and_then(|s| s.build.as_ref()).and_then(|b| b.output.clone()),
+            output: tree
+                .spec
+                .as_ref()
+                .and_then(|s| s.build.as_ref())
+                .and_then(|b| b.output.clone()),
         }))
     }
 }
@@ -87,10 +104,16 @@ impl Detector for SingleC {
         let c: Vec<&String> = tree.files.iter().filter(|f| f.ends_with(".c")).collect();
         match c.as_slice() {
             [] => Ok(None),
-            [one] => Ok(Some(Source::CFile { file: tree.dir.join(one) })),
+            [one] => Ok(Some(Source::CFile {
+                file: tree.dir.join(one),
+            })),
             many => Err(DetectError::SeveralCFiles {
                 path: tree.dir.clone(),
-                files: many.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                files: many
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         }
     }
@@ -103,7 +126,12 @@ impl Detector for PrebuiltElf {
         "prebuilt ELF"
     }
     fn detect(&self, tree: &SourceTree) -> Result<Option<Source>, DetectError> {
-        let elves: Vec<PathBuf> = tree.files.iter().map(|f| tree.dir.join(f)).filter(|p| is_elf(p)).collect();
+        let elves: Vec<PathBuf> = tree
+            .files
+            .iter()
+            .map(|f| tree.dir.join(f))
+            .filter(|p| is_elf(p))
+            .collect();
         Ok(match elves.as_slice() {
             [one] => Some(Source::Elf { path: one.clone() }),
             _ => None,
@@ -113,5 +141,11 @@ impl Detector for PrebuiltElf {
 
 /// The detectors in the order they are asked.
 pub fn default_detectors() -> Vec<Box<dyn Detector>> {
-    vec![Box::new(CustomBuild), Box::new(Cargo), Box::new(Make), Box::new(SingleC), Box::new(PrebuiltElf)]
+    vec![
+        Box::new(CustomBuild),
+        Box::new(Cargo),
+        Box::new(Make),
+        Box::new(SingleC),
+        Box::new(PrebuiltElf),
+    ]
 }

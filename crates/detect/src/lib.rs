@@ -16,7 +16,10 @@ pub enum DetectError {
     #[error("{0} does not exist")]
     NotFound(PathBuf),
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0} has nothing bakeoff can build: expected bakeoff.toml with [build], a Cargo.toml, a Makefile, exactly one .c file, or a Linux executable")]
     NothingBuildable(PathBuf),
     #[error("{path} holds several C files ({files}); add a Makefile or a bakeoff.toml [build] section saying how to build them")]
@@ -47,7 +50,9 @@ impl AppInput {
             if pkg.is_empty() {
                 return Err(DetectError::EmptyDeb);
             }
-            let ok = pkg.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+            let ok = pkg
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
                 && pkg.len() >= 2;
             if !ok {
                 return Err(DetectError::BadDebName(pkg.to_string()));
@@ -57,7 +62,10 @@ impl AppInput {
         let path = PathBuf::from(app);
         let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => DetectError::NotFound(path.clone()),
-            _ => DetectError::Io { path: path.clone(), source: e },
+            _ => DetectError::Io {
+                path: path.clone(),
+                source: e,
+            },
         })?;
         if meta.is_dir() {
             return Ok(AppInput::Dir(path));
@@ -76,7 +84,10 @@ impl AppInput {
 pub fn is_elf(path: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 4];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
 }
 
 /// Detects the plan for `app` with the default detectors.

@@ -12,11 +12,18 @@ pub enum Source {
     /// One C file, compiled with `gcc -O2 -static`.
     CFile { file: PathBuf },
     /// `make` in a copy of the directory; the output is the one new executable (or `build.output`).
-    Make { dir: PathBuf, output: Option<PathBuf> },
+    Make {
+        dir: PathBuf,
+        output: Option<PathBuf>,
+    },
     /// `cargo build --release`; the output is the package's binary.
     Cargo { dir: PathBuf },
     /// A user command from bakeoff.toml `[build]`.
-    Custom { dir: PathBuf, command: String, output: Option<PathBuf> },
+    Custom {
+        dir: PathBuf,
+        command: String,
+        output: Option<PathBuf>,
+    },
     /// A prebuilt Linux executable, used as it is.
     Elf { path: PathBuf },
     /// A Debian package and its dependencies, unpacked (never installed on the host).
@@ -59,7 +66,11 @@ pub fn app_binary_path(name: &str) -> String {
     format!("/app/{name}")
 }
 
-pub(crate) fn plan_for(input_text: &str, input: AppInput, detectors: &[Box<dyn Detector>]) -> Result<BuildPlan, DetectError> {
+pub(crate) fn plan_for(
+    input_text: &str,
+    input: AppInput,
+    detectors: &[Box<dyn Detector>],
+) -> Result<BuildPlan, DetectError> {
     let (source, detected_by, spec, dir) = match input {
         AppInput::Dir(dir) => {
             let tree = SourceTree::read(&dir)?;
@@ -90,35 +101,70 @@ pub(crate) fn plan_for(input_text: &str, input: AppInput, detectors: &[Box<dyn D
     bakeoff_spec::validate_name(&name)?;
 
     let daemon = match &source {
-        Source::Deb { package } => KNOWN_DAEMONS.iter().find(|d| d.packages.contains(&package.as_str())),
+        Source::Deb { package } => KNOWN_DAEMONS
+            .iter()
+            .find(|d| d.packages.contains(&package.as_str())),
         _ => None,
     };
-    let guessed_ports = daemon.map(|d| d.ports.to_vec()).unwrap_or_else(|| guess_ports(&source));
+    let guessed_ports = daemon
+        .map(|d| d.ports.to_vec())
+        .unwrap_or_else(|| guess_ports(&source));
     let ports = spec.ports.clone().unwrap_or(guessed_ports);
     let health = match spec.health.clone() {
         Some(mut h) => {
             h.port = h.port.or(ports.first().copied());
             h
         }
-        None => HealthSpec { kind: daemon.map_or(HealthKind::Http, |d| d.health), path: "/".into(), port: ports.first().copied(), timeout: None },
+        None => HealthSpec {
+            kind: daemon.map_or(HealthKind::Http, |d| d.health),
+            path: "/".into(),
+            port: ports.first().copied(),
+            timeout: None,
+        },
     };
     let base = dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let files = spec
         .files
         .iter()
-        .map(|f| (if f.src.is_absolute() { f.src.clone() } else { base.join(&f.src) }, f.dst.clone()))
+        .map(|f| {
+            (
+                if f.src.is_absolute() {
+                    f.src.clone()
+                } else {
+                    base.join(&f.src)
+                },
+                f.dst.clone(),
+            )
+        })
         .collect();
     Ok(BuildPlan {
         name,
         input: input_text.to_string(),
         detected_by,
-        command: spec.command.clone().or_else(|| daemon.map(|d| owned(d.command))).unwrap_or_default(),
-        args: spec.args.clone().or_else(|| daemon.map(|d| owned(d.args))).unwrap_or_default(),
-        env: spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        command: spec
+            .command
+            .clone()
+            .or_else(|| daemon.map(|d| owned(d.command)))
+            .unwrap_or_default(),
+        args: spec
+            .args
+            .clone()
+            .or_else(|| daemon.map(|d| owned(d.args)))
+            .unwrap_or_default(),
+        env: spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         ports,
         workdir: spec.workdir.clone().unwrap_or_else(|| "/".into()),
         health,
-        memory: spec.resources.memory.as_deref().map(parse_memory).transpose()?,
+        memory: spec
+            .resources
+            .memory
+            .as_deref()
+            .map(parse_memory)
+            .transpose()?,
         cpus: spec.resources.cpus,
         files,
         rumprun_toolchain: spec.rumprun.as_ref().and_then(|r| r.toolchain.clone()),
@@ -149,8 +195,18 @@ const KNOWN_DAEMONS: &[KnownDaemon] = &[
         // `command`, so that `run -- ARGS` (e.g. `--port 7000`) only adds to it.
         packages: &["redis-server", "redis"],
         command: &[
-            "/usr/bin/redis-server", "/etc/redis/redis.conf", "--daemonize", "no", "--protected-mode", "no",
-            "--bind", "0.0.0.0", "--supervised", "no", "--logfile", "",
+            "/usr/bin/redis-server",
+            "/etc/redis/redis.conf",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+            "--bind",
+            "0.0.0.0",
+            "--supervised",
+            "no",
+            "--logfile",
+            "",
         ],
         args: &[],
         ports: &[6379],
@@ -165,7 +221,13 @@ fn owned(items: &[&str]) -> Vec<String> {
 fn sanitize(raw: &str) -> String {
     let mut s: String = raw
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     while s.starts_with(|c: char| !c.is_ascii_alphanumeric()) {
         s.remove(0);
@@ -179,7 +241,11 @@ fn sanitize(raw: &str) -> String {
 }
 
 fn default_name(source: &Source, dir: Option<&Path>) -> String {
-    let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = |p: &Path| {
+        p.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
     let raw = match (dir, source) {
         (Some(d), _) => stem(&std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf())),
         (None, Source::CFile { file }) => stem(file),
@@ -199,7 +265,10 @@ fn guess_ports(source: &Source) -> Vec<u16> {
     };
     let mut ports = Vec::new();
     for (i, _) in text.match_indices("htons(") {
-        let digits: String = text[i + 6..].chars().take_while(|c| c.is_ascii_digit()).collect();
+        let digits: String = text[i + 6..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
         if let Ok(p) = digits.parse::<u16>() {
             if p != 0 && !ports.contains(&p) {
                 ports.push(p);
@@ -222,7 +291,9 @@ mod tests {
     }
 
     fn redacted(plan: &BuildPlan, root: &Path) -> String {
-        serde_json::to_string_pretty(plan).unwrap().replace(&root.display().to_string(), "[ROOT]")
+        serde_json::to_string_pretty(plan)
+            .unwrap()
+            .replace(&root.display().to_string(), "[ROOT]")
     }
 
     #[test]
@@ -240,7 +311,10 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         write(t.path(), "srv.c", "int main(){ a.sin_port = htons(9000); }");
         let plan = detect(t.path().join("srv.c").to_str().unwrap()).unwrap();
-        assert_eq!((plan.name.as_str(), plan.ports.clone()), ("srv", vec![9000]));
+        assert_eq!(
+            (plan.name.as_str(), plan.ports.clone()),
+            ("srv", vec![9000])
+        );
     }
 
     #[test]
@@ -268,9 +342,15 @@ mod tests {
         write(t.path(), "a.c", "");
         write(t.path(), "b.c", "");
         write(t.path(), "Makefile", "all:\n");
-        assert!(matches!(detect(t.path().to_str().unwrap()).unwrap().source, Source::Make { .. }));
+        assert!(matches!(
+            detect(t.path().to_str().unwrap()).unwrap().source,
+            Source::Make { .. }
+        ));
         write(t.path(), "Cargo.toml", "[package]\nname='x'\n");
-        assert!(matches!(detect(t.path().to_str().unwrap()).unwrap().source, Source::Cargo { .. }));
+        assert!(matches!(
+            detect(t.path().to_str().unwrap()).unwrap().source,
+            Source::Cargo { .. }
+        ));
     }
 
     #[test]
@@ -280,7 +360,10 @@ mod tests {
         let e = detect(&format!("{p}/missing")).unwrap_err().to_string();
         assert_eq!(e, format!("{p}/missing does not exist"));
         let e = detect(&p).unwrap_err().to_string();
-        assert!(e.starts_with(&format!("{p} has nothing bakeoff can build")), "{e}");
+        assert!(
+            e.starts_with(&format!("{p} has nothing bakeoff can build")),
+            "{e}"
+        );
         write(t.path(), "a.c", "");
         write(t.path(), "b.c", "");
         let e = detect(&p).unwrap_err().to_string();
@@ -288,11 +371,17 @@ mod tests {
         write(t.path(), "notes.txt", "hi");
         let e = detect(&format!("{p}/notes.txt")).unwrap_err().to_string();
         assert!(e.contains("is neither a directory"), "{e}");
-        assert_eq!(detect("deb:").unwrap_err().to_string(), "`deb:` needs a package name, for example deb:nginx");
+        assert_eq!(
+            detect("deb:").unwrap_err().to_string(),
+            "`deb:` needs a package name, for example deb:nginx"
+        );
         assert!(detect("deb:Bad_Name").is_err());
         write(t.path(), "bakeoff.toml", "nmae = \"x\"\n");
         let e = detect(&p).unwrap_err().to_string();
-        assert!(e.contains("bakeoff.toml line 1: unknown field `nmae`"), "{e}");
+        assert!(
+            e.contains("bakeoff.toml line 1: unknown field `nmae`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -301,7 +390,10 @@ mod tests {
         assert!(matches!(plan.source, Source::Elf { .. }));
         assert!(!plan.source.from_source());
         let plan = detect("deb:nginx").unwrap();
-        assert_eq!((plan.name.as_str(), plan.ports.clone()), ("nginx", vec![80]));
+        assert_eq!(
+            (plan.name.as_str(), plan.ports.clone()),
+            ("nginx", vec![80])
+        );
     }
 
     #[test]
@@ -309,15 +401,33 @@ mod tests {
         let nginx = detect("deb:nginx").unwrap();
         assert_eq!(nginx.command, vec!["/usr/sbin/nginx"]);
         assert_eq!(nginx.args, vec!["-g", "daemon off;"]);
-        assert_eq!((nginx.health.kind, nginx.health.port), (HealthKind::Http, Some(80)));
+        assert_eq!(
+            (nginx.health.kind, nginx.health.port),
+            (HealthKind::Http, Some(80))
+        );
         let redis = detect("deb:redis-server").unwrap();
-        assert_eq!(redis.command[..2], ["/usr/bin/redis-server", "/etc/redis/redis.conf"]);
+        assert_eq!(
+            redis.command[..2],
+            ["/usr/bin/redis-server", "/etc/redis/redis.conf"]
+        );
         let joined = redis.command.join(" ");
-        for flag in ["--daemonize no", "--protected-mode no", "--bind 0.0.0.0", "--supervised no"] {
+        for flag in [
+            "--daemonize no",
+            "--protected-mode no",
+            "--bind 0.0.0.0",
+            "--supervised no",
+        ] {
             assert!(joined.contains(flag), "{joined}");
         }
-        assert_eq!(redis.command.last().map(String::as_str), Some(""), "--logfile '' logs to stdout");
-        assert_eq!((redis.ports.clone(), redis.health.kind, redis.health.port), (vec![6379], HealthKind::Tcp, Some(6379)));
+        assert_eq!(
+            redis.command.last().map(String::as_str),
+            Some(""),
+            "--logfile '' logs to stdout"
+        );
+        assert_eq!(
+            (redis.ports.clone(), redis.health.kind, redis.health.port),
+            (vec![6379], HealthKind::Tcp, Some(6379))
+        );
         // Unknown packages get no command here; the build says how to give one.
         let other = detect("deb:memcached").unwrap();
         assert!(other.command.is_empty() && other.args.is_empty());
@@ -336,12 +446,27 @@ mod tests {
             "package = \"nginx\"\nports = [8081]\n[[files]]\nsrc = \"html\"\ndst = \"/var/www/html\"\n",
         );
         let plan = detect(dir.to_str().unwrap()).unwrap();
-        assert_eq!(plan.source, Source::Deb { package: "nginx".into() });
+        assert_eq!(
+            plan.source,
+            Source::Deb {
+                package: "nginx".into()
+            }
+        );
         assert_eq!(plan.detected_by, "bakeoff.toml package");
         assert_eq!(plan.name, "site");
-        assert_eq!(plan.command, vec!["/usr/sbin/nginx"], "the known command still applies");
-        assert_eq!((plan.ports.clone(), plan.health.port), (vec![8081], Some(8081)));
-        assert_eq!(plan.files, vec![(dir.join("html"), "/var/www/html".to_string())]);
+        assert_eq!(
+            plan.command,
+            vec!["/usr/sbin/nginx"],
+            "the known command still applies"
+        );
+        assert_eq!(
+            (plan.ports.clone(), plan.health.port),
+            (vec![8081], Some(8081))
+        );
+        assert_eq!(
+            plan.files,
+            vec![(dir.join("html"), "/var/www/html".to_string())]
+        );
         write(&dir, "bakeoff.toml", "package = \"memcached\"\ncommand = [\"/usr/bin/memcached\", \"-u\", \"nobody\"]\nports = [11211]\n");
         let plan = detect(dir.to_str().unwrap()).unwrap();
         assert_eq!(plan.command, vec!["/usr/bin/memcached", "-u", "nobody"]);

@@ -9,8 +9,9 @@ use bakeoff_spec::{Platform, Protocol, Target};
 use bakeoff_state::{Instance, Status};
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, InspectContainerOptions, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, ImportImageOptionsBuilder, InspectContainerOptions,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -37,7 +38,8 @@ impl DockerDriver {
                 "Docker is not installed; install Debian's engine with `apt-get install -y docker.io` and start it with `dockerd &`".to_string()
             })
         };
-        let docker = Docker::connect_with_local_defaults().map_err(|e| not_running(e.to_string()))?;
+        let docker =
+            Docker::connect_with_local_defaults().map_err(|e| not_running(e.to_string()))?;
         match tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version()).await {
             Ok(Ok(d)) => Ok(d),
             Ok(Err(e)) => Err(not_running(short(&e))),
@@ -62,8 +64,10 @@ fn which(program: &str) -> bool {
 fn short(e: &bollard::errors::Error) -> String {
     match e {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
-        bollard::errors::Error::HyperLegacyError { .. } | bollard::errors::Error::IOError { .. } => {
-            let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        bollard::errors::Error::HyperLegacyError { .. }
+        | bollard::errors::Error::IOError { .. } => {
+            let host = std::env::var("DOCKER_HOST")
+                .unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
             format!("cannot connect to {host}")
         }
         other => other.to_string(),
@@ -75,29 +79,56 @@ fn engine(e: bollard::errors::Error) -> DriverError {
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 fn container_id(inst: &Instance) -> String {
-    inst.handle["container_id"].as_str().map(str::to_string).unwrap_or_else(|| format!("bakeoff-{}", inst.name))
+    inst.handle["container_id"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("bakeoff-{}", inst.name))
 }
 
 /// Loads the image archive unless the engine already has this exact image.
 async fn ensure_image(docker: &Docker, image: &bakeoff_pack::Image) -> Result<String, DriverError> {
-    let reference = image.reference.clone().ok_or_else(|| DriverError::Engine("the OCI image has no reference".into()))?;
-    let config_digest = image.details.get("config_digest").cloned().unwrap_or_default();
+    let reference = image
+        .reference
+        .clone()
+        .ok_or_else(|| DriverError::Engine("the OCI image has no reference".into()))?;
+    let config_digest = image
+        .details
+        .get("config_digest")
+        .cloned()
+        .unwrap_or_default();
     if let Ok(found) = docker.inspect_image(&reference).await {
         if found.id.as_deref() == Some(config_digest.as_str()) {
             return Ok(reference);
         }
     }
-    let archive = image.file("archive").ok_or_else(|| DriverError::Engine("the OCI image has no archive".into()))?;
-    let bytes = tokio::fs::read(&archive).await.map_err(|e| DriverError::Engine(format!("cannot read {}: {e}", archive.display())))?;
-    let mut stream = docker.import_image(ImportImageOptionsBuilder::default().quiet(true).build(), bollard::body_full(bytes.into()), None);
+    let archive = image
+        .file("archive")
+        .ok_or_else(|| DriverError::Engine("the OCI image has no archive".into()))?;
+    let bytes = tokio::fs::read(&archive)
+        .await
+        .map_err(|e| DriverError::Engine(format!("cannot read {}: {e}", archive.display())))?;
+    let mut stream = docker.import_image(
+        ImportImageOptionsBuilder::default().quiet(true).build(),
+        bollard::body_full(bytes.into()),
+        None,
+    );
     while let Some(item) = stream.next().await {
         let info = item.map_err(engine)?;
         if let Some(err) = info.error_detail.and_then(|d| d.message) {
-            return Err(DriverError::Engine(format!("docker could not load {}: {err}", archive.display())));
+            return Err(DriverError::Engine(format!(
+                "docker could not load {}: {err}",
+                archive.display()
+            )));
         }
     }
     Ok(reference)
@@ -127,12 +158,25 @@ impl Driver for DockerDriver {
         let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
         let mut exposed = Vec::new();
         for p in &opts.publish {
-            let key = format!("{}/{}", p.guest_port, if p.protocol == Protocol::Udp { "udp" } else { "tcp" });
+            let key = format!(
+                "{}/{}",
+                p.guest_port,
+                if p.protocol == Protocol::Udp {
+                    "udp"
+                } else {
+                    "tcp"
+                }
+            );
             exposed.push(key.clone());
-            bindings.entry(key).or_insert_with(|| Some(Vec::new())).as_mut().unwrap().push(PortBinding {
-                host_ip: Some(p.host_ip.to_string()),
-                host_port: Some(p.host_port.to_string()),
-            });
+            bindings
+                .entry(key)
+                .or_insert_with(|| Some(Vec::new()))
+                .as_mut()
+                .unwrap()
+                .push(PortBinding {
+                    host_ip: Some(p.host_ip.to_string()),
+                    host_port: Some(p.host_port.to_string()),
+                });
         }
         let body = ContainerCreateBody {
             image: Some(reference.clone()),
@@ -140,7 +184,11 @@ impl Driver for DockerDriver {
             cmd: (!opts.args.is_empty()).then(|| opts.args.clone()),
             hostname: Some(req.name.chars().take(63).collect()),
             exposed_ports: Some(exposed),
-            labels: Some([(LABEL.to_string(), req.name.to_string())].into_iter().collect()),
+            labels: Some(
+                [(LABEL.to_string(), req.name.to_string())]
+                    .into_iter()
+                    .collect(),
+            ),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
                 memory: opts.memory.map(|m| m as i64),
@@ -151,27 +199,50 @@ impl Driver for DockerDriver {
         };
         let cname = format!("bakeoff-{}", req.name);
         let created = docker
-            .create_container(Some(CreateContainerOptionsBuilder::default().name(&cname).build()), body)
+            .create_container(
+                Some(
+                    CreateContainerOptionsBuilder::default()
+                        .name(&cname)
+                        .build(),
+                ),
+                body,
+            )
             .await
             .map_err(engine)?;
         if let Err(e) = docker.start_container(&created.id, None).await {
-            let _ = docker.remove_container(&created.id, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await;
+            let _ = docker
+                .remove_container(
+                    &created.id,
+                    Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+                )
+                .await;
             return Err(engine(e));
         }
-        Ok(serde_json::json!({ "container_id": created.id, "container_name": cname, "image": reference }))
+        Ok(
+            serde_json::json!({ "container_id": created.id, "container_name": cname, "image": reference }),
+        )
     }
 
     async fn status(&self, inst: &Instance) -> Result<Status, DriverError> {
         let docker = self.connect().await?;
-        match docker.inspect_container(&container_id(inst), None::<InspectContainerOptions>).await {
+        match docker
+            .inspect_container(&container_id(inst), None::<InspectContainerOptions>)
+            .await
+        {
             Ok(c) => {
                 let state = c.state.unwrap_or_default();
                 Ok(if state.running == Some(true) {
                     Status::Running
-                } else if state.started_at.as_deref().is_none_or(|s| s.starts_with("0001-")) {
+                } else if state
+                    .started_at
+                    .as_deref()
+                    .is_none_or(|s| s.starts_with("0001-"))
+                {
                     Status::Created
                 } else {
-                    Status::Exited { code: state.exit_code.map(|c| c as i32) }
+                    Status::Exited {
+                        code: state.exit_code.map(|c| c as i32),
+                    }
                 })
             }
             Err(e) if is_not_found(&e) => Ok(Status::Missing),
@@ -179,9 +250,18 @@ impl Driver for DockerDriver {
         }
     }
 
-    async fn logs(&self, inst: &Instance, follow: bool, out: LogSink<'_>) -> Result<(), DriverError> {
+    async fn logs(
+        &self,
+        inst: &Instance,
+        follow: bool,
+        out: LogSink<'_>,
+    ) -> Result<(), DriverError> {
         let docker = self.connect().await?;
-        let opts = LogsOptionsBuilder::default().follow(follow).stdout(true).stderr(true).build();
+        let opts = LogsOptionsBuilder::default()
+            .follow(follow)
+            .stdout(true)
+            .stderr(true)
+            .build();
         let mut stream = docker.logs(&container_id(inst), Some(opts));
         while let Some(item) = stream.next().await {
             match item {
@@ -190,7 +270,10 @@ impl Driver for DockerDriver {
                     out.flush().await?;
                 }
                 Err(e) if is_not_found(&e) => {
-                    return Err(DriverError::Engine(format!("the container of `{}` no longer exists", inst.name)))
+                    return Err(DriverError::Engine(format!(
+                        "the container of `{}` no longer exists",
+                        inst.name
+                    )))
                 }
                 Err(e) => return Err(engine(e)),
             }
@@ -200,19 +283,29 @@ impl Driver for DockerDriver {
 
     async fn stop(&self, inst: &Instance, grace: Duration) -> Result<(), DriverError> {
         let docker = self.connect().await?;
-        let opts = StopContainerOptionsBuilder::default().t(grace.as_secs() as i32).build();
+        let opts = StopContainerOptionsBuilder::default()
+            .t(grace.as_secs() as i32)
+            .build();
         match docker.stop_container(&container_id(inst), Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
             Err(e) => Err(engine(e)),
         }
     }
 
     async fn remove(&self, inst: &Instance) -> Result<(), DriverError> {
         let docker = self.connect().await?;
-        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
-        match docker.remove_container(&container_id(inst), Some(opts)).await {
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match docker
+            .remove_container(&container_id(inst), Some(opts))
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(engine(e)),
@@ -221,7 +314,10 @@ impl Driver for DockerDriver {
 
     async fn memory_bytes(&self, inst: &Instance) -> Result<Option<u64>, DriverError> {
         let docker = self.connect().await?;
-        let opts = StatsOptionsBuilder::default().stream(false).one_shot(true).build();
+        let opts = StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
         let mut stream = docker.stats(&container_id(inst), Some(opts));
         match stream.next().await {
             Some(Ok(s)) => Ok(s.memory_stats.and_then(|m| m.usage)),

@@ -26,7 +26,11 @@ pub enum DriverError {
     #[error("host port {0} is already in use; choose another with -p")]
     PortInUse(String),
     #[error("{platform} cannot run a {target} image; build it with --target {wanted}")]
-    WrongImage { platform: Platform, target: String, wanted: String },
+    WrongImage {
+        platform: Platform,
+        target: String,
+        wanted: String,
+    },
     #[error("{0}")]
     Engine(String),
     #[error("{0}")]
@@ -58,7 +62,12 @@ pub trait Driver: Send + Sync {
     async fn status(&self, inst: &Instance) -> Result<Status, DriverError>;
 
     /// Writes the instance's output so far; with `follow`, keeps writing until it stops.
-    async fn logs(&self, inst: &Instance, follow: bool, out: LogSink<'_>) -> Result<(), DriverError>;
+    async fn logs(
+        &self,
+        inst: &Instance,
+        follow: bool,
+        out: LogSink<'_>,
+    ) -> Result<(), DriverError>;
 
     /// Asks the app to stop (SIGTERM or the VM's power button), then kills it after `grace`.
     async fn stop(&self, inst: &Instance, grace: Duration) -> Result<(), DriverError>;
@@ -108,13 +117,19 @@ pub fn driver_with(platform: Platform, options: DriverOptions) -> Box<dyn Driver
 pub fn check_ports_free(ports: &[PortMapping]) -> Result<(), DriverError> {
     for p in ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
         if TcpListener::bind((p.host_ip, p.host_port)).is_err() {
-            return Err(DriverError::PortInUse(format!("{}:{}", p.host_ip, p.host_port)));
+            return Err(DriverError::PortInUse(format!(
+                "{}:{}",
+                p.host_ip, p.host_port
+            )));
         }
     }
     let mut seen = std::collections::HashSet::new();
     for p in ports {
         if !seen.insert((p.host_ip, p.host_port, p.protocol)) {
-            return Err(DriverError::PortInUse(format!("{}:{} (published twice)", p.host_ip, p.host_port)));
+            return Err(DriverError::PortInUse(format!(
+                "{}:{} (published twice)",
+                p.host_ip, p.host_port
+            )));
         }
     }
     Ok(())

@@ -7,15 +7,33 @@ use serde_json::{json, Value};
 
 use crate::{Image, PackError};
 
-pub fn render_pod(image: &Image, opts: &RunOptions, name: &str, ports: &[u16]) -> Result<Value, PackError> {
+pub fn render_pod(
+    image: &Image,
+    opts: &RunOptions,
+    name: &str,
+    ports: &[u16],
+) -> Result<Value, PackError> {
     if image.target != Target::Oci {
-        return Err(PackError::Other(format!("a Kubernetes pod runs an OCI image, not a {} image", image.target)));
+        return Err(PackError::Other(format!(
+            "a Kubernetes pod runs an OCI image, not a {} image",
+            image.target
+        )));
     }
-    let reference = image.reference.clone().ok_or_else(|| PackError::Other("the OCI image has no reference".into()))?;
-    let mut container_ports: Vec<Value> = ports.iter().map(|p| json!({ "containerPort": p, "protocol": "TCP" })).collect();
+    let reference = image
+        .reference
+        .clone()
+        .ok_or_else(|| PackError::Other("the OCI image has no reference".into()))?;
+    let mut container_ports: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({ "containerPort": p, "protocol": "TCP" }))
+        .collect();
     for p in &opts.publish {
         if !ports.contains(&p.guest_port) {
-            let proto = if p.protocol == Protocol::Udp { "UDP" } else { "TCP" };
+            let proto = if p.protocol == Protocol::Udp {
+                "UDP"
+            } else {
+                "TCP"
+            };
             container_ports.push(json!({ "containerPort": p.guest_port, "protocol": proto }));
         }
     }
@@ -24,7 +42,10 @@ pub fn render_pod(image: &Image, opts: &RunOptions, name: &str, ports: &[u16]) -
         limits.insert("memory".into(), json!(format!("{}Mi", m.div_ceil(1 << 20))));
     }
     if let Some(c) = opts.cpus {
-        limits.insert("cpu".into(), json!(format!("{}m", (c * 1000.0).round() as u64)));
+        limits.insert(
+            "cpu".into(),
+            json!(format!("{}m", (c * 1000.0).round() as u64)),
+        );
     }
     let mut container = json!({
         "name": name,
@@ -76,9 +97,15 @@ mod tests {
             args: vec!["a".into()],
             ..Default::default()
         };
-        insta::assert_snapshot!(serde_json::to_string_pretty(&render_pod(&image, &opts, "web", &[8080]).unwrap()).unwrap());
+        insta::assert_snapshot!(serde_json::to_string_pretty(
+            &render_pod(&image, &opts, "web", &[8080]).unwrap()
+        )
+        .unwrap());
         let mut vm = image.clone();
         vm.target = Target::MicroVm;
-        assert_eq!(render_pod(&vm, &opts, "web", &[]).unwrap_err().to_string(), "a Kubernetes pod runs an OCI image, not a microvm image");
+        assert_eq!(
+            render_pod(&vm, &opts, "web", &[]).unwrap_err().to_string(),
+            "a Kubernetes pod runs an OCI image, not a microvm image"
+        );
     }
 }

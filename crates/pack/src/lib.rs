@@ -2,8 +2,8 @@
 //! each a [`Packager`]. Images are cached beside the artifact they came from, written under a
 //! scratch name and renamed into place, so a half-written image is never picked up.
 
-pub mod launch;
 pub mod k8s;
+pub mod launch;
 pub mod microvm;
 pub mod oci;
 pub mod rumprun;
@@ -55,8 +55,12 @@ impl Image {
     pub fn load(dir: &Path) -> Result<Image, PackError> {
         let path = dir.join("image.json");
         let text = fs_err::read_to_string(&path)?;
-        let mut image: Image = serde_json::from_str(&text)
-            .map_err(|e| PackError::Other(format!("{} is damaged ({e}); remove it and build again", path.display())))?;
+        let mut image: Image = serde_json::from_str(&text).map_err(|e| {
+            PackError::Other(format!(
+                "{} is damaged ({e}); remove it and build again",
+                path.display()
+            ))
+        })?;
         image.dir = dir.to_path_buf();
         Ok(image)
     }
@@ -101,7 +105,10 @@ pub fn cached_image(
     let image = write(&staging)?;
     let mut stored = image.clone();
     stored.dir = PathBuf::new();
-    fs_err::write(staging.join("image.json"), serde_json::to_vec_pretty(&stored).expect("image serializes"))?;
+    fs_err::write(
+        staging.join("image.json"),
+        serde_json::to_vec_pretty(&stored).expect("image serializes"),
+    )?;
     fs_err::create_dir_all(final_dir.parent().expect("image dir has a parent"))?;
     if let Err(e) = std::fs::rename(&staging, final_dir) {
         if !final_dir.join("image.json").is_file() {
@@ -120,11 +127,14 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
                 serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort(v))).collect())
             }
-            serde_json::Value::Array(items) => serde_json::Value::Array(items.into_iter().map(sort).collect()),
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.into_iter().map(sort).collect())
+            }
             other => other,
         }
     }
-    serde_json::to_vec(&sort(serde_json::to_value(value).expect("serializable"))).expect("serializable")
+    serde_json::to_vec(&sort(serde_json::to_value(value).expect("serializable")))
+        .expect("serializable")
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

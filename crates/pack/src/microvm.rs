@@ -23,10 +23,16 @@ fn guest(e: impl std::fmt::Display) -> PackError {
 pub fn kernel(ctx: &PackContext) -> Result<Kernel, PackError> {
     let dir = ctx.cache.root().to_path_buf();
     match &ctx.kernel {
-        Some(p) if !p.exists() => Err(PackError::Other(format!("the kernel {} does not exist", p.display()))),
+        Some(p) if !p.exists() => Err(PackError::Other(format!(
+            "the kernel {} does not exist",
+            p.display()
+        ))),
         Some(p) => bakeoff_guest::kernel_from_path(p, &dir).map_err(guest),
         None => {
-            (ctx.log)(&format!("fetching the guest kernel (Debian {})", bakeoff_guest::KERNEL_METAPACKAGE));
+            (ctx.log)(&format!(
+                "fetching the guest kernel (Debian {})",
+                bakeoff_guest::KERNEL_METAPACKAGE
+            ));
             bakeoff_guest::ensure_kernel(&dir).map_err(guest)
         }
     }
@@ -41,7 +47,10 @@ pub fn modules(kernel: &Kernel) -> Result<Vec<ModuleFile>, PackError> {
     // Xen's paravirtual NIC, for the same image booted as a Xen PVH guest; optional, since a
     // kernel may lack it (QEMU and Firecracker do not need it).
     let with_xen: Vec<&str> = names.iter().copied().chain(["xen_netfront"]).collect();
-    kernel.modules_in_load_order(&with_xen).or_else(|_| kernel.modules_in_load_order(&names)).map_err(guest)
+    kernel
+        .modules_in_load_order(&with_xen)
+        .or_else(|_| kernel.modules_in_load_order(&names))
+        .map_err(guest)
 }
 
 impl Packager for MicroVmPackager {
@@ -53,7 +62,14 @@ impl Packager for MicroVmPackager {
         let kernel = kernel(ctx)?;
         let init = bakeoff_guest::init_binary().map_err(guest)?;
         let key = sha256_hex(
-            format!("{FORMAT}|{}|{}|{}|{}", artifact.manifest.id, kernel.version, kernel.vmlinux.display(), sha256_hex(&init)).as_bytes(),
+            format!(
+                "{FORMAT}|{}|{}|{}|{}",
+                artifact.manifest.id,
+                kernel.version,
+                kernel.vmlinux.display(),
+                sha256_hex(&init)
+            )
+            .as_bytes(),
         );
         let final_dir = ctx.cache.images().join("microvm").join(&key[..32]);
         cached_image(ctx.cache, &final_dir, |dir| {
@@ -67,7 +83,13 @@ impl Packager for MicroVmPackager {
 fn kernel_load_size(vmlinux: &Path) -> Option<u64> {
     let data = fs_err::read(vmlinux).ok()?;
     let elf = goblin::elf::Elf::parse(&data).ok()?;
-    Some(elf.program_headers.iter().filter(|p| p.p_type == goblin::elf::program_header::PT_LOAD).map(|p| p.p_memsz).sum())
+    Some(
+        elf.program_headers
+            .iter()
+            .filter(|p| p.p_type == goblin::elf::program_header::PT_LOAD)
+            .map(|p| p.p_memsz)
+            .sum(),
+    )
 }
 
 /// The smallest `--memory` (MiB) the microVM boots with: the loaded kernel, the compressed
@@ -75,11 +97,20 @@ fn kernel_load_size(vmlinux: &Path) -> Option<u64> {
 /// own allocations and the app. Calibrated with Debian's cloud kernel (44 MiB loaded) under QEMU
 /// here: the example (1.0 MiB compressed, 2.4 MiB unpacked) panics out of memory at 64 MiB and
 /// serves at 72 (model: 72); deb:redis-server (8 MiB, 22 MiB) serves at 128 (model: 99).
-pub fn min_memory_mib(kernel_bytes: u64, compressed_initramfs: u64, unpacked_initramfs: u64) -> u64 {
+pub fn min_memory_mib(
+    kernel_bytes: u64,
+    compressed_initramfs: u64,
+    unpacked_initramfs: u64,
+) -> u64 {
     (kernel_bytes + compressed_initramfs + unpacked_initramfs).div_ceil(1 << 20) + 24
 }
 
-fn write_image(artifact: &Artifact, kernel: &Kernel, init: &[u8], dir: &Path) -> Result<Image, PackError> {
+fn write_image(
+    artifact: &Artifact,
+    kernel: &Kernel,
+    init: &[u8],
+    dir: &Path,
+) -> Result<Image, PackError> {
     let m = &artifact.manifest;
     let modules = modules(kernel)?;
     let config = GuestConfig {
@@ -91,13 +122,23 @@ fn write_image(artifact: &Artifact, kernel: &Kernel, init: &[u8], dir: &Path) ->
         modules: Vec::new(),
     };
     let initrd = dir.join("initramfs.cpio.gz");
-    let info = bakeoff_guest::write_initramfs(&artifact.rootfs(), &config, &modules, init, &initrd).map_err(guest)?;
+    let info = bakeoff_guest::write_initramfs(&artifact.rootfs(), &config, &modules, init, &initrd)
+        .map_err(guest)?;
     let size = |p: &Path| fs_err::metadata(p).map(|m| m.len()).unwrap_or(0);
     let vmlinux_size = size(&kernel.vmlinux);
     let bz_size = size(&kernel.bzimage);
-    let unpacked = artifact.closure_size()? + init.len() as u64 + modules.iter().map(|m| m.read().map(|d| d.len() as u64).unwrap_or(0)).sum::<u64>();
-    let min_memory = kernel_load_size(&kernel.vmlinux).map(|k| min_memory_mib(k, info.size, unpacked));
-    let digest = format!("sha256:{}", sha256_hex(format!("{}|{}|{}", info.sha256, kernel.version, vmlinux_size).as_bytes()));
+    let unpacked = artifact.closure_size()?
+        + init.len() as u64
+        + modules
+            .iter()
+            .map(|m| m.read().map(|d| d.len() as u64).unwrap_or(0))
+            .sum::<u64>();
+    let min_memory =
+        kernel_load_size(&kernel.vmlinux).map(|k| min_memory_mib(k, info.size, unpacked));
+    let digest = format!(
+        "sha256:{}",
+        sha256_hex(format!("{}|{}|{}", info.sha256, kernel.version, vmlinux_size).as_bytes())
+    );
     let files = [
         ("initrd".to_string(), PathBuf::from("initramfs.cpio.gz")),
         // Kernels stay in the shared kernel cache (absolute paths).
@@ -111,7 +152,14 @@ fn write_image(artifact: &Artifact, kernel: &Kernel, init: &[u8], dir: &Path) ->
         ("kernel_bytes".to_string(), bz_size.to_string()),
         ("vmlinux_bytes".to_string(), vmlinux_size.to_string()),
         ("initrd_bytes".to_string(), info.size.to_string()),
-        ("modules".to_string(), modules.iter().map(|m| m.name.clone()).collect::<Vec<_>>().join(",")),
+        (
+            "modules".to_string(),
+            modules
+                .iter()
+                .map(|m| m.name.clone())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         ("initramfs_unpacked_bytes".to_string(), unpacked.to_string()),
     ]
     .into_iter()

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use bakeoff_build::{Artifact, ArtifactManifest, EntryKind};
 use bakeoff_spec::Target;
 use oci_spec::image::{
-    Arch, ConfigBuilder, Descriptor, ImageConfiguration, ImageConfigurationBuilder, ImageIndexBuilder,
-    ImageManifest, ImageManifestBuilder, MediaType, Os, RootFsBuilder, SCHEMA_VERSION,
+    Arch, ConfigBuilder, Descriptor, ImageConfiguration, ImageConfigurationBuilder,
+    ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, Os, RootFsBuilder,
+    SCHEMA_VERSION,
 };
 
 use crate::{cached_image, canonical_json, sha256_hex, Image, PackContext, PackError, Packager};
@@ -38,7 +39,12 @@ impl Packager for OciPackager {
 /// The image configuration for an artifact: entrypoint, args, env, ports, working dir.
 pub fn image_config(m: &ArtifactManifest, diff_id: &str) -> ImageConfiguration {
     let mut env = vec![DEFAULT_PATH.to_string()];
-    env.extend(m.env.iter().filter(|(k, _)| k != "PATH").map(|(k, v)| format!("{k}={v}")));
+    env.extend(
+        m.env
+            .iter()
+            .filter(|(k, _)| k != "PATH")
+            .map(|(k, v)| format!("{k}={v}")),
+    );
     if let Some((_, v)) = m.env.iter().find(|(k, _)| k == "PATH") {
         env[0] = format!("PATH={v}");
     }
@@ -46,25 +52,48 @@ pub fn image_config(m: &ArtifactManifest, diff_id: &str) -> ImageConfiguration {
         .entrypoint(m.command.clone())
         .env(env)
         .working_dir(m.workdir.clone())
-        .labels([("org.opencontainers.image.title".to_string(), m.name.clone())].into_iter().collect::<std::collections::HashMap<_, _>>());
+        .labels(
+            [("org.opencontainers.image.title".to_string(), m.name.clone())]
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        );
     if !m.args.is_empty() {
         config = config.cmd(m.args.clone());
     }
     if !m.ports.is_empty() {
-        config = config.exposed_ports(m.ports.iter().map(|p| format!("{p}/tcp")).collect::<Vec<_>>());
+        config = config.exposed_ports(
+            m.ports
+                .iter()
+                .map(|p| format!("{p}/tcp"))
+                .collect::<Vec<_>>(),
+        );
     }
     ImageConfigurationBuilder::default()
         .created(CREATED.to_string())
         .architecture(Arch::Amd64)
         .os(Os::Linux)
         .config(config.build().expect("all config fields set"))
-        .rootfs(RootFsBuilder::default().typ("layers").diff_ids(vec![diff_id.to_string()]).build().expect("rootfs"))
+        .rootfs(
+            RootFsBuilder::default()
+                .typ("layers")
+                .diff_ids(vec![diff_id.to_string()])
+                .build()
+                .expect("rootfs"),
+        )
         .build()
         .expect("all image fields set")
 }
 
 pub fn image_manifest(config: (&str, u64), layer: (&str, u64)) -> ImageManifest {
-    let desc = |media, digest: &str, size| Descriptor::new(media, size, digest.parse::<oci_spec::image::Digest>().expect("sha256 digest"));
+    let desc = |media, digest: &str, size| {
+        Descriptor::new(
+            media,
+            size,
+            digest
+                .parse::<oci_spec::image::Digest>()
+                .expect("sha256 digest"),
+        )
+    };
     ImageManifestBuilder::default()
         .schema_version(SCHEMA_VERSION)
         .media_type(MediaType::ImageManifest)
@@ -105,7 +134,9 @@ pub fn layer_tar(artifact: &Artifact) -> Result<Vec<u8>, PackError> {
 }
 
 fn gzip(data: &[u8]) -> Result<Vec<u8>, PackError> {
-    let mut gz = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::default());
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::default());
     gz.write_all(data)?;
     Ok(gz.finish()?)
 }
@@ -123,13 +154,27 @@ fn write_image(artifact: &Artifact, dir: &Path) -> Result<Image, PackError> {
     let layer_digest = format!("sha256:{}", sha256_hex(&layer_gz));
     let config = canonical_json(&image_config(m, &diff_id));
     let config_digest = format!("sha256:{}", sha256_hex(&config));
-    let manifest = canonical_json(&image_manifest((&config_digest, config.len() as u64), (&layer_digest, layer_gz.len() as u64)));
+    let manifest = canonical_json(&image_manifest(
+        (&config_digest, config.len() as u64),
+        (&layer_digest, layer_gz.len() as u64),
+    ));
     let manifest_digest = format!("sha256:{}", sha256_hex(&manifest));
     let reference = reference(m);
 
-    let mut manifest_desc = Descriptor::new(MediaType::ImageManifest, manifest.len() as u64, manifest_digest.parse::<oci_spec::image::Digest>().expect("digest"));
+    let mut manifest_desc = Descriptor::new(
+        MediaType::ImageManifest,
+        manifest.len() as u64,
+        manifest_digest
+            .parse::<oci_spec::image::Digest>()
+            .expect("digest"),
+    );
     manifest_desc.set_annotations(Some(
-        [("org.opencontainers.image.ref.name".to_string(), reference.clone())].into_iter().collect(),
+        [(
+            "org.opencontainers.image.ref.name".to_string(),
+            reference.clone(),
+        )]
+        .into_iter()
+        .collect(),
     ));
     let index = canonical_json(
         &ImageIndexBuilder::default()
@@ -176,13 +221,18 @@ fn write_image(artifact: &Artifact, dir: &Path) -> Result<Image, PackError> {
         artifact_id: m.id.clone(),
         digest: manifest_digest,
         dir: dir.to_path_buf(),
-        files: [("archive".to_string(), PathBuf::from("image.tar")), ("layout".to_string(), PathBuf::from("layout"))]
-            .into_iter()
-            .collect(),
+        files: [
+            ("archive".to_string(), PathBuf::from("image.tar")),
+            ("layout".to_string(), PathBuf::from("layout")),
+        ]
+        .into_iter()
+        .collect(),
         size_bytes: layer.len() as u64,
         compressed_bytes: layer_gz.len() as u64,
         reference: Some(reference),
-        details: [("config_digest".to_string(), config_digest)].into_iter().collect(),
+        details: [("config_digest".to_string(), config_digest)]
+            .into_iter()
+            .collect(),
     })
 }
 
@@ -198,11 +248,16 @@ mod tests {
     }
 
     fn pretty(json: &[u8]) -> String {
-        serde_json::to_string_pretty(&serde_json::from_slice::<serde_json::Value>(json).unwrap()).unwrap()
+        serde_json::to_string_pretty(&serde_json::from_slice::<serde_json::Value>(json).unwrap())
+            .unwrap()
     }
 
     fn pack(cache: &Cache, artifact: &Artifact) -> Image {
-        let ctx = PackContext { cache, kernel: None, log: &|_| {} };
+        let ctx = PackContext {
+            cache,
+            kernel: None,
+            log: &|_| {},
+        };
         OciPackager.pack(artifact, &ctx).unwrap()
     }
 
@@ -214,11 +269,20 @@ mod tests {
         artifact.manifest.id = "0123456789abcdef".repeat(4);
         artifact.manifest.env = vec![("GREETING".into(), "hi".into())];
         artifact.manifest.args = vec!["--flag".into()];
-        let config = image_config(&artifact.manifest, "sha256:1111111111111111111111111111111111111111111111111111111111111111");
+        let config = image_config(
+            &artifact.manifest,
+            "sha256:1111111111111111111111111111111111111111111111111111111111111111",
+        );
         insta::assert_snapshot!("config", pretty(&canonical_json(&config)));
         let manifest = image_manifest(
-            ("sha256:2222222222222222222222222222222222222222222222222222222222222222", 512),
-            ("sha256:3333333333333333333333333333333333333333333333333333333333333333", 400_000),
+            (
+                "sha256:2222222222222222222222222222222222222222222222222222222222222222",
+                512,
+            ),
+            (
+                "sha256:3333333333333333333333333333333333333333333333333333333333333333",
+                400_000,
+            ),
         );
         insta::assert_snapshot!("manifest", pretty(&canonical_json(&manifest)));
     }
@@ -229,7 +293,10 @@ mod tests {
         let (ca, cb) = (Cache::new(a.path()), Cache::new(b.path()));
         let (ia, ib) = (pack(&ca, &example(&ca)), pack(&cb, &example(&cb)));
         assert_eq!(ia.digest, ib.digest);
-        assert_eq!(std::fs::read(ia.file("archive").unwrap()).unwrap(), std::fs::read(ib.file("archive").unwrap()).unwrap());
+        assert_eq!(
+            std::fs::read(ia.file("archive").unwrap()).unwrap(),
+            std::fs::read(ib.file("archive").unwrap()).unwrap()
+        );
         // Packing again reuses the stored image.
         assert_eq!(pack(&ca, &example(&ca)), ia);
     }
@@ -244,19 +311,30 @@ mod tests {
         let index = oci_spec::image::ImageIndex::from_file(layout.join("index.json")).unwrap();
         let desc = &index.manifests()[0];
         assert_eq!(desc.digest().to_string(), image.digest);
-        let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+        let blob = |d: &str| {
+            layout
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:"))
+        };
         let manifest = ImageManifest::from_file(blob(&image.digest)).unwrap();
         for d in std::iter::once(manifest.config()).chain(manifest.layers()) {
-            let data = std::fs::read(blob(&d.digest().to_string())).unwrap();
-            assert_eq!(format!("sha256:{}", sha256_hex(&data)), d.digest().to_string(), "blob digest");
+            let data = std::fs::read(blob(d.digest().as_ref())).unwrap();
+            assert_eq!(
+                format!("sha256:{}", sha256_hex(&data)),
+                d.digest().to_string(),
+                "blob digest"
+            );
             assert_eq!(data.len() as u64, d.size());
         }
-        let gz = std::fs::read(blob(&manifest.layers()[0].digest().to_string())).unwrap();
+        let gz = std::fs::read(blob(manifest.layers()[0].digest().as_ref())).unwrap();
         let mut names = Vec::new();
         let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&gz[..]));
         for e in ar.entries().unwrap() {
             let e = e.unwrap();
-            assert_eq!((e.header().uid().unwrap(), e.header().mtime().unwrap()), (0, 0));
+            assert_eq!(
+                (e.header().uid().unwrap(), e.header().mtime().unwrap()),
+                (0, 0)
+            );
             names.push(e.path().unwrap().display().to_string());
         }
         assert_eq!(names, vec!["app/", "app/hello"]);

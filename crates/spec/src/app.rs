@@ -96,7 +96,9 @@ impl AppSpec {
     pub fn parse(text: &str, path: &Path) -> Result<AppSpec, SpecError> {
         let shown = path.display().to_string();
         let spec: AppSpec = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             let message = e.message().trim_end_matches('\n').replace('\n', " ");
             SpecError::Toml {
                 path: match line {
@@ -106,7 +108,10 @@ impl AppSpec {
                 message,
             }
         })?;
-        spec.validate().map_err(|message| SpecError::Toml { path: shown, message })?;
+        spec.validate().map_err(|message| SpecError::Toml {
+            path: shown,
+            message,
+        })?;
         Ok(spec)
     }
 
@@ -116,7 +121,10 @@ impl AppSpec {
         match std::fs::read_to_string(&path) {
             Ok(text) => AppSpec::parse(&text, &path).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(SpecError::Toml { path: path.display().to_string(), message: e.to_string() }),
+            Err(e) => Err(SpecError::Toml {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }),
         }
     }
 
@@ -129,7 +137,10 @@ impl AppSpec {
                 return Err(format!("`package` `{pkg}` is not a Debian package name (lowercase letters, digits, '+', '-', '.')"));
             }
             if self.build.is_some() {
-                return Err("`package` and `[build]` cannot both be set: a Debian package is not built".into());
+                return Err(
+                    "`package` and `[build]` cannot both be set: a Debian package is not built"
+                        .into(),
+                );
             }
         }
         if let Some(cmd) = &self.command {
@@ -150,7 +161,10 @@ impl AppSpec {
         }
         for f in &self.files {
             if !f.dst.starts_with('/') {
-                return Err(format!("`files` destination `{}` must be an absolute path", f.dst));
+                return Err(format!(
+                    "`files` destination `{}` must be an absolute path",
+                    f.dst
+                ));
             }
         }
         if let Some(k) = self.env.keys().find(|k| k.is_empty() || k.contains('=')) {
@@ -165,7 +179,9 @@ impl AppSpec {
 pub fn is_debian_package_name(name: &str) -> bool {
     name.len() >= 2
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
 }
 
 #[cfg(test)]
@@ -174,11 +190,21 @@ mod tests {
 
     #[test]
     fn package_key_is_checked() {
-        let s = AppSpec::parse("package = \"nginx\"\ncommand = [\"/usr/sbin/nginx\"]\n", Path::new("b.toml")).unwrap();
+        let s = AppSpec::parse(
+            "package = \"nginx\"\ncommand = [\"/usr/sbin/nginx\"]\n",
+            Path::new("b.toml"),
+        )
+        .unwrap();
         assert_eq!(s.package.as_deref(), Some("nginx"));
-        let e = AppSpec::parse("package = \"Nginx\"\n", Path::new("b.toml")).unwrap_err().to_string();
+        let e = AppSpec::parse("package = \"Nginx\"\n", Path::new("b.toml"))
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "b.toml: `package` `Nginx` is not a Debian package name (lowercase letters, digits, '+', '-', '.')");
-        let e = AppSpec::parse("package = \"nginx\"\n[build]\ncommand = \"make\"\n", Path::new("b.toml")).unwrap_err();
+        let e = AppSpec::parse(
+            "package = \"nginx\"\n[build]\ncommand = \"make\"\n",
+            Path::new("b.toml"),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("cannot both be set"), "{e}");
     }
 
@@ -209,16 +235,33 @@ dst = "/etc/hello"
     #[test]
     fn unknown_key_names_key_and_line() {
         let text = "name = \"x\"\n\nportz = [80]\n";
-        let e = AppSpec::parse(text, Path::new("app/bakeoff.toml")).unwrap_err().to_string();
-        assert!(e.starts_with("app/bakeoff.toml line 3: unknown field `portz`"), "{e}");
+        let e = AppSpec::parse(text, Path::new("app/bakeoff.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("app/bakeoff.toml line 3: unknown field `portz`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn nested_unknown_key_and_bad_values() {
-        let e = AppSpec::parse("[health]\nkind = \"http\"\nurl = \"/\"\n", Path::new("b.toml")).unwrap_err();
-        assert!(e.to_string().starts_with("b.toml line 3: unknown field `url`"), "{e}");
-        let e = AppSpec::parse("[resources]\nmemory = \"huge\"\n", Path::new("b.toml")).unwrap_err();
-        assert_eq!(e.to_string(), "b.toml: invalid memory size `huge`: expected a size such as 128M, 512m or 1G");
+        let e = AppSpec::parse(
+            "[health]\nkind = \"http\"\nurl = \"/\"\n",
+            Path::new("b.toml"),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("b.toml line 3: unknown field `url`"),
+            "{e}"
+        );
+        let e =
+            AppSpec::parse("[resources]\nmemory = \"huge\"\n", Path::new("b.toml")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "b.toml: invalid memory size `huge`: expected a size such as 128M, 512m or 1G"
+        );
         let e = AppSpec::parse("name = \"bad name\"\n", Path::new("b.toml")).unwrap_err();
         assert!(e.to_string().contains("invalid name `bad name`"), "{e}");
     }

@@ -7,9 +7,14 @@ mod app;
 mod platform;
 mod run;
 
-pub use app::{is_debian_package_name, AppSpec, BuildSpec, FileSpec, HealthKind, HealthSpec, ResourceSpec, RumprunSpec};
+pub use app::{
+    is_debian_package_name, AppSpec, BuildSpec, FileSpec, HealthKind, HealthSpec, ResourceSpec,
+    RumprunSpec,
+};
 pub use platform::{Platform, Target};
-pub use run::{parse_cpus, parse_env, parse_memory, parse_publish, PortMapping, Protocol, RunOptions};
+pub use run::{
+    parse_cpus, parse_env, parse_memory, parse_publish, PortMapping, Protocol, RunOptions,
+};
 
 /// Errors in user-supplied specifications. Each message is one sentence a user can act on.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -27,17 +32,26 @@ pub enum SpecError {
     #[error("invalid name `{value}`: {reason}")]
     Name { value: String, reason: String },
     #[error("unknown {what} `{value}`; expected one of: {expected}")]
-    Unknown { what: &'static str, value: String, expected: String },
+    Unknown {
+        what: &'static str,
+        value: String,
+        expected: String,
+    },
 }
 
 /// Checks an instance or app name: what Docker accepts for container names,
 /// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 63 characters.
 pub fn validate_name(name: &str) -> Result<(), SpecError> {
-    let err = |reason: &str| SpecError::Name { value: name.to_string(), reason: reason.to_string() };
+    let err = |reason: &str| SpecError::Name {
+        value: name.to_string(),
+        reason: reason.to_string(),
+    };
     let mut chars = name.chars();
     match chars.next() {
         None => return Err(err("a name cannot be empty")),
-        Some(c) if !c.is_ascii_alphanumeric() => return Err(err("a name must start with a letter or digit")),
+        Some(c) if !c.is_ascii_alphanumeric() => {
+            return Err(err("a name must start with a letter or digit"))
+        }
         _ => {}
     }
     if !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {

@@ -17,8 +17,13 @@ pub enum Platform {
 }
 
 impl Platform {
-    pub const ALL: [Platform; 5] =
-        [Platform::Docker, Platform::Qemu, Platform::Rumprun, Platform::Xen, Platform::Firecracker];
+    pub const ALL: [Platform; 5] = [
+        Platform::Docker,
+        Platform::Qemu,
+        Platform::Rumprun,
+        Platform::Xen,
+        Platform::Firecracker,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,11 +54,14 @@ impl fmt::Display for Platform {
 impl FromStr for Platform {
     type Err = SpecError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Platform::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| SpecError::Unknown {
-            what: "platform",
-            value: s.to_string(),
-            expected: Platform::ALL.map(|p| p.as_str()).join(", "),
-        })
+        Platform::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| SpecError::Unknown {
+                what: "platform",
+                value: s.to_string(),
+                expected: Platform::ALL.map(|p| p.as_str()).join(", "),
+            })
     }
 }
 
@@ -87,11 +95,14 @@ impl fmt::Display for Target {
 impl FromStr for Target {
     type Err = SpecError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Target::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| SpecError::Unknown {
-            what: "target",
-            value: s.to_string(),
-            expected: Target::ALL.map(|t| t.as_str()).join(", "),
-        })
+        Target::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| SpecError::Unknown {
+                what: "target",
+                value: s.to_string(),
+                expected: Target::ALL.map(|t| t.as_str()).join(", "),
+            })
     }
 }
 
@@ -105,6 +116,9 @@ mod tests {
             assert_eq!(p.as_str().parse::<Platform>().unwrap(), p);
         }
         let err = "vmware".parse::<Platform>().unwrap_err().to_string();
-        assert_eq!(err, "unknown platform `vmware`; expected one of: docker, qemu, rumprun, xen, firecracker");
+        assert_eq!(
+            err,
+            "unknown platform `vmware`; expected one of: docker, qemu, rumprun, xen, firecracker"
+        );
     }
 }

@@ -28,7 +28,9 @@ pub enum Status {
     Created,
     Running,
     /// The app ended by itself or was stopped; `code` when known.
-    Exited { code: Option<i32> },
+    Exited {
+        code: Option<i32>,
+    },
     /// The engine no longer knows it (container removed by hand, VM process gone unexpectedly).
     Missing,
 }
@@ -71,13 +73,19 @@ pub struct Instance {
 
 impl Instance {
     pub fn age(&self) -> std::time::Duration {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         std::time::Duration::from_secs(now.saturating_sub(self.created))
     }
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 /// The state directory: `$BAKEOFF_STATE_DIR`, else `$XDG_STATE_HOME/bakeoff`, else
@@ -99,7 +107,9 @@ impl StateDir {
         if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
             return StateDir::new(PathBuf::from(d).join("bakeoff"));
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
         StateDir::new(home.join(".local/state/bakeoff"))
     }
 
@@ -118,7 +128,9 @@ impl StateDir {
         let dir = self.instance_dir(name);
         match std::fs::create_dir(&dir) {
             Ok(()) => Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(StateError::NameTaken(name.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(StateError::NameTaken(name.to_string()))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -132,7 +144,10 @@ impl StateDir {
     pub fn save(&self, inst: &Instance) -> Result<(), StateError> {
         let dir = self.instance_dir(&inst.name);
         let tmp = dir.join("instance.json.tmp");
-        fs_err::write(&tmp, serde_json::to_vec_pretty(inst).expect("instance serializes"))?;
+        fs_err::write(
+            &tmp,
+            serde_json::to_vec_pretty(inst).expect("instance serializes"),
+        )?;
         fs_err::rename(&tmp, dir.join("instance.json"))?;
         Ok(())
     }
@@ -141,10 +156,15 @@ impl StateDir {
         let path = self.instance_dir(name).join("instance.json");
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StateError::NotFound(name.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StateError::NotFound(name.to_string()))
+            }
             Err(e) => return Err(e.into()),
         };
-        serde_json::from_str(&text).map_err(|e| StateError::Damaged { path, reason: e.to_string() })
+        serde_json::from_str(&text).map_err(|e| StateError::Damaged {
+            path,
+            reason: e.to_string(),
+        })
     }
 
     /// Every recorded instance, oldest first. Reservations without a record are skipped.
@@ -177,7 +197,10 @@ impl StateDir {
 
     /// A fresh name like `hello-1`, `hello-2` that is not taken.
     pub fn unique_name(&self, base: &str) -> String {
-        (1..).map(|i| format!("{base}-{i}")).find(|n| !self.instance_dir(n).exists()).expect("unbounded")
+        (1..)
+            .map(|i| format!("{base}-{i}"))
+            .find(|n| !self.instance_dir(n).exists())
+            .expect("unbounded")
     }
 }
 
@@ -213,7 +236,10 @@ mod tests {
         assert_eq!(s.list().unwrap().len(), 1);
         assert_eq!(s.unique_name("web"), "web-1");
         s.remove("web").unwrap();
-        assert_eq!(s.load("web").unwrap_err().to_string(), "no instance named `web` (see `bakeoff ps`)");
+        assert_eq!(
+            s.load("web").unwrap_err().to_string(),
+            "no instance named `web` (see `bakeoff ps`)"
+        );
         assert!(s.remove("web").is_err());
     }
 
@@ -222,7 +248,10 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let s = StateDir::new(t.path());
         s.reserve("a").unwrap();
-        assert!(s.list().unwrap().is_empty(), "a bare reservation is not an instance");
+        assert!(
+            s.list().unwrap().is_empty(),
+            "a bare reservation is not an instance"
+        );
         s.release("a");
         s.reserve("a").unwrap();
     }

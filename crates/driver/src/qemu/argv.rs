@@ -55,7 +55,10 @@ pub fn qemu_argv(c: &QemuConfig) -> Vec<String> {
     let mut push = |parts: &[&str]| a.extend(parts.iter().map(|s| s.to_string()));
     match c.machine {
         // No option ROMs, no legacy PIT/PIC, no RTC: less to emulate, faster boot.
-        Machine::Microvm => push(&["-M", "microvm,x-option-roms=off,pit=off,pic=off,rtc=off,isa-serial=on"]),
+        Machine::Microvm => push(&[
+            "-M",
+            "microvm,x-option-roms=off,pit=off,pic=off,rtc=off,isa-serial=on",
+        ]),
         Machine::Q35 => push(&["-M", "q35"]),
     }
     match c.accel {
@@ -81,8 +84,15 @@ pub fn qemu_argv(c: &QemuConfig) -> Vec<String> {
     if c.network {
         let mut netdev = "user,id=n0".to_string();
         for f in &c.forwards {
-            let proto = if f.protocol == Protocol::Udp { "udp" } else { "tcp" };
-            netdev.push_str(&format!(",hostfwd={proto}:{}:{}-:{}", f.host_ip, f.host_port, f.guest_port));
+            let proto = if f.protocol == Protocol::Udp {
+                "udp"
+            } else {
+                "tcp"
+            };
+            netdev.push_str(&format!(
+                ",hostfwd={proto}:{}:{}-:{}",
+                f.host_ip, f.host_port, f.guest_port
+            ));
         }
         push(&["-netdev", &netdev]);
         let nic = match c.machine {

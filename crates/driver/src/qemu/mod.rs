@@ -55,8 +55,12 @@ pub struct QemuHandle {
 }
 
 fn handle(inst: &Instance) -> Result<QemuHandle, DriverError> {
-    serde_json::from_value(inst.handle.clone())
-        .map_err(|e| DriverError::Engine(format!("the record of `{}` has no usable QEMU handle ({e})", inst.name)))
+    serde_json::from_value(inst.handle.clone()).map_err(|e| {
+        DriverError::Engine(format!(
+            "the record of `{}` has no usable QEMU handle ({e})",
+            inst.name
+        ))
+    })
 }
 
 pub fn find_qemu() -> Result<PathBuf, DriverError> {
@@ -72,7 +76,10 @@ pub fn find_qemu() -> Result<PathBuf, DriverError> {
 /// True while the process exists and is not a zombie.
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')).unwrap_or(false),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
         Err(_) => false,
     }
 }
@@ -90,14 +97,23 @@ pub fn exit_status_from_console(console: &str) -> Option<i32> {
     console.lines().rev().find_map(|l| {
         let l = l.trim_end_matches('\r');
         let i = l.find("bakeoff-init: app exited with status ")?;
-        l[i + "bakeoff-init: app exited with status ".len()..].trim().parse().ok()
+        l[i + "bakeoff-init: app exited with status ".len()..]
+            .trim()
+            .parse()
+            .ok()
     })
 }
 
 /// The last `n` lines of a file, for error messages.
 pub fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()).collect();
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
+        .collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
@@ -110,12 +126,17 @@ impl QemuDriver {
         if let Some(a) = self.options.accel {
             return (a, "forced with --accel".into());
         }
-        let cache = self.options.cache_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let cache = self
+            .options
+            .cache_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
         let v = probe::kvm_verdict(qemu, kernel, &cache);
         if v.usable {
             (Accel::Kvm, v.reason)
         } else {
-            static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
             if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 eprintln!("bakeoff: warning: KVM is not usable ({}); using TCG software emulation, which is much slower", v.reason);
             }
@@ -125,9 +146,20 @@ impl QemuDriver {
 }
 
 /// The kernel command line for one run: console, network, hostname and the run's env/args.
-pub fn run_cmdline(machine: Machine, hostname: &str, opts: &bakeoff_spec::RunOptions, tsc_khz: Option<u32>) -> String {
+pub fn run_cmdline(
+    machine: Machine,
+    hostname: &str,
+    opts: &bakeoff_spec::RunOptions,
+    tsc_khz: Option<u32>,
+) -> String {
     let net = bakeoff_guest::GuestNet::qemu_user();
-    bakeoff_guest::kernel_cmdline(Some(&net), hostname, &bakeoff_guest::run_overrides(opts), machine == Machine::Microvm, tsc_khz)
+    bakeoff_guest::kernel_cmdline(
+        Some(&net),
+        hostname,
+        &bakeoff_guest::run_overrides(opts),
+        machine == Machine::Microvm,
+        tsc_khz,
+    )
 }
 
 /// Sends QMP commands (after the capabilities handshake); returns the replies.
@@ -138,7 +170,8 @@ pub fn qmp(socket: &Path, commands: &[serde_json::Value]) -> std::io::Result<Vec
     let mut line = String::new();
     reader.read_line(&mut line)?; // greeting
     let mut replies = Vec::new();
-    for cmd in std::iter::once(&serde_json::json!({"execute": "qmp_capabilities"})).chain(commands) {
+    for cmd in std::iter::once(&serde_json::json!({"execute": "qmp_capabilities"})).chain(commands)
+    {
         writeln!(s, "{cmd}")?;
         loop {
             line.clear();
@@ -167,10 +200,19 @@ impl Driver for QemuDriver {
     async fn start(&self, req: StartRequest<'_>) -> Result<serde_json::Value, DriverError> {
         let image = req.image;
         if image.target != Target::MicroVm {
-            return Err(DriverError::WrongImage { platform: Platform::Qemu, target: image.target.to_string(), wanted: "microvm".into() });
+            return Err(DriverError::WrongImage {
+                platform: Platform::Qemu,
+                target: image.target.to_string(),
+                wanted: "microvm".into(),
+            });
         }
         let qemu = find_qemu()?;
-        let missing = |role: &str| DriverError::Engine(format!("the microVM image in {} has no {role}", image.dir.display()));
+        let missing = |role: &str| {
+            DriverError::Engine(format!(
+                "the microVM image in {} has no {role}",
+                image.dir.display()
+            ))
+        };
         let bzimage = image.file("kernel").ok_or_else(|| missing("kernel"))?;
         let vmlinux = image.file("vmlinux");
         let initrd = image.file("initrd").ok_or_else(|| missing("initramfs"))?;
@@ -189,8 +231,15 @@ impl Driver for QemuDriver {
         let network = true;
         let cmdline = run_cmdline(machine, req.name, req.opts, bakeoff_guest::host_tsc_khz());
         bakeoff_guest::check_cmdline(&cmdline).map_err(|e| DriverError::Engine(e.to_string()))?;
-        let floor = image.details.get("min_memory_mib").and_then(|m| m.parse::<u64>().ok());
-        let memory_mib = req.opts.memory.map(|b| b.div_ceil(1 << 20)).unwrap_or(DEFAULT_MEMORY_MIB.max(floor.unwrap_or(0)));
+        let floor = image
+            .details
+            .get("min_memory_mib")
+            .and_then(|m| m.parse::<u64>().ok());
+        let memory_mib = req
+            .opts
+            .memory
+            .map(|b| b.div_ceil(1 << 20))
+            .unwrap_or(DEFAULT_MEMORY_MIB.max(floor.unwrap_or(0)));
         if let Some(floor) = floor.filter(|f| memory_mib < *f) {
             return Err(DriverError::Engine(format!(
                 "--memory {memory_mib}M is too small to boot this microVM: it needs at least {floor} MiB (its kernel takes most of it; `--kernel` can give a smaller one)"
@@ -236,10 +285,18 @@ impl Driver for QemuDriver {
                 let why = tail(&qemu_log, 3);
                 return Err(DriverError::Engine(format!(
                     "QEMU exited at once ({status}): {}",
-                    if why.is_empty() { tail(&console, 5) } else { why.replace("qemu-system-x86_64: ", "") }
+                    if why.is_empty() {
+                        tail(&console, 5)
+                    } else {
+                        why.replace("qemu-system-x86_64: ", "")
+                    }
                 )));
             }
-            if fs_err::metadata(&console).map(|m| m.len() > 0).unwrap_or(false) || start.elapsed() > Duration::from_secs(5) {
+            if fs_err::metadata(&console)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false)
+                || start.elapsed() > Duration::from_secs(5)
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -248,7 +305,16 @@ impl Driver for QemuDriver {
         std::thread::spawn(move || {
             let _ = child.wait();
         });
-        let h = QemuHandle { pid, machine, accel, memory_mib, console, qmp: qmp_sock, argv, accel_reason };
+        let h = QemuHandle {
+            pid,
+            machine,
+            accel,
+            memory_mib,
+            console,
+            qmp: qmp_sock,
+            argv,
+            accel_reason,
+        };
         Ok(serde_json::to_value(h).expect("handle serializes"))
     }
 
@@ -263,10 +329,17 @@ impl Driver for QemuDriver {
             });
         }
         let console = std::fs::read_to_string(&h.console).unwrap_or_default();
-        Ok(Status::Exited { code: exit_status_from_console(&console) })
+        Ok(Status::Exited {
+            code: exit_status_from_console(&console),
+        })
     }
 
-    async fn logs(&self, inst: &Instance, follow: bool, out: LogSink<'_>) -> Result<(), DriverError> {
+    async fn logs(
+        &self,
+        inst: &Instance,
+        follow: bool,
+        out: LogSink<'_>,
+    ) -> Result<(), DriverError> {
         let h = handle(inst)?;
         let mut file = match std::fs::File::open(&h.console) {
             Ok(f) => f,
@@ -300,7 +373,10 @@ impl Driver for QemuDriver {
         }
         let keys = serde_json::json!({"execute": "send-key", "arguments": {"keys": [
             {"type": "qcode", "data": "ctrl"}, {"type": "qcode", "data": "alt"}, {"type": "qcode", "data": "delete"}]}});
-        let _ = qmp(&h.qmp, &[keys, serde_json::json!({"execute": "system_powerdown"})]);
+        let _ = qmp(
+            &h.qmp,
+            &[keys, serde_json::json!({"execute": "system_powerdown"})],
+        );
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if !is_our_qemu(&h) {
@@ -334,15 +410,23 @@ impl Driver for QemuDriver {
 
     async fn app_started(&self, inst: &Instance) -> bool {
         let Ok(h) = handle(inst) else { return true };
-        std::fs::read_to_string(&h.console).map(|c| c.contains("bakeoff-init: starting ")).unwrap_or(false)
+        std::fs::read_to_string(&h.console)
+            .map(|c| c.contains("bakeoff-init: starting "))
+            .unwrap_or(false)
     }
 
     async fn diagnose(&self, inst: &Instance) -> Option<String> {
         let h = handle(inst).ok()?;
         let console = std::fs::read_to_string(&h.console).unwrap_or_default();
-        let oom = ["Out of memory", "Initramfs unpacking failed", "System is deadlocked on memory", "not enough memory", "Kernel panic - not syncing: VFS"]
-            .iter()
-            .any(|s| console.contains(s));
+        let oom = [
+            "Out of memory",
+            "Initramfs unpacking failed",
+            "System is deadlocked on memory",
+            "not enough memory",
+            "Kernel panic - not syncing: VFS",
+        ]
+        .iter()
+        .any(|s| console.contains(s));
         if oom && exit_status_from_console(&console).is_none() {
             return Some(format!(
                 "the microVM did not boot with {} MiB of memory (the kernel ran out of memory unpacking the initramfs); give it more with --memory",
@@ -374,22 +458,33 @@ mod tests {
 
     #[test]
     fn exit_status_is_read_from_the_console() {
-        let console = "hello: listening\r\nbakeoff-init: app exited with status 3\r\nreboot: Power down\r\n";
+        let console =
+            "hello: listening\r\nbakeoff-init: app exited with status 3\r\nreboot: Power down\r\n";
         assert_eq!(exit_status_from_console(console), Some(3));
         assert_eq!(exit_status_from_console("booting\n"), None);
     }
 
     #[test]
     fn run_cmdline_carries_network_hostname_and_overrides() {
-        let opts = bakeoff_spec::RunOptions { env: vec![("GREETING".into(), "a b".into())], args: vec!["x".into()], ..Default::default() };
+        let opts = bakeoff_spec::RunOptions {
+            env: vec![("GREETING".into(), "a b".into())],
+            args: vec!["x".into()],
+            ..Default::default()
+        };
         let c = run_cmdline(Machine::Microvm, "web", &opts, None);
         assert!(c.contains("tsc=reliable"), "{c}");
         assert!(c.contains(" bakeoff.ip=10.0.2.15/24 bakeoff.gw=10.0.2.2 bakeoff.dns=10.0.2.3 bakeoff.hostname=web bakeoff.run="), "{c}");
         let encoded = c.rsplit_once("bakeoff.run=").unwrap().1;
         let decoded = bakeoff_guest::RunOverrides::decode(encoded).unwrap();
-        assert_eq!(decoded.env, vec![("GREETING".to_string(), "a b".to_string())]);
+        assert_eq!(
+            decoded.env,
+            vec![("GREETING".to_string(), "a b".to_string())]
+        );
         assert_eq!(decoded.args, Some(vec!["x".to_string()]));
         let plain = run_cmdline(Machine::Q35, "web", &Default::default(), None);
-        assert!(!plain.contains("bakeoff.run") && !plain.contains("tsc=reliable"), "{plain}");
+        assert!(
+            !plain.contains("bakeoff.run") && !plain.contains("tsc=reliable"),
+            "{plain}"
+        );
     }
 }

@@ -21,11 +21,16 @@ const DEADLINE: Duration = Duration::from_secs(8);
 /// Probes once per (host kernel, QEMU, guest kernel) and caches the verdict under `cache_dir`.
 pub fn kvm_verdict(qemu: &Path, kernel: &Path, cache_dir: &Path) -> KvmVerdict {
     if let Err(reason) = open_kvm() {
-        return KvmVerdict { usable: false, reason };
+        return KvmVerdict {
+            usable: false,
+            reason,
+        };
     }
     let key = format!(
         "{}|{}|{}",
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
         qemu.display(),
         kernel.display()
     );
@@ -39,12 +44,19 @@ pub fn kvm_verdict(qemu: &Path, kernel: &Path, cache_dir: &Path) -> KvmVerdict {
     }
     let verdict = boot_probe(qemu, kernel);
     let _ = std::fs::create_dir_all(cache_dir);
-    let _ = std::fs::write(&file, serde_json::to_vec(&(key, &verdict)).unwrap_or_default());
+    let _ = std::fs::write(
+        &file,
+        serde_json::to_vec(&(key, &verdict)).unwrap_or_default(),
+    );
     verdict
 }
 
 fn open_kvm() -> Result<(), String> {
-    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("/dev/kvm does not exist".into()),
         Err(e) => Err(format!("/dev/kvm cannot be opened ({e})")),
@@ -54,12 +66,32 @@ fn open_kvm() -> Result<(), String> {
 fn boot_probe(qemu: &Path, kernel: &Path) -> KvmVerdict {
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
-        Err(e) => return KvmVerdict { usable: false, reason: format!("cannot create a probe dir: {e}") },
+        Err(e) => {
+            return KvmVerdict {
+                usable: false,
+                reason: format!("cannot create a probe dir: {e}"),
+            }
+        }
     };
     let log: PathBuf = dir.path().join("console.log");
     let child = Command::new(qemu)
-        .args(["-M", "microvm", "-accel", "kvm", "-cpu", "host,-arch-capabilities", "-m", "64M"])
-        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-serial"])
+        .args([
+            "-M",
+            "microvm",
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host,-arch-capabilities",
+            "-m",
+            "64M",
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            "-no-reboot",
+            "-serial",
+        ])
         .arg(format!("file:{}", log.display()))
         .arg("-kernel")
         .arg(kernel)
@@ -70,7 +102,12 @@ fn boot_probe(qemu: &Path, kernel: &Path) -> KvmVerdict {
         .spawn();
     let mut child = match child {
         Ok(c) => c,
-        Err(e) => return KvmVerdict { usable: false, reason: format!("QEMU could not start ({e})") },
+        Err(e) => {
+            return KvmVerdict {
+                usable: false,
+                reason: format!("QEMU could not start ({e})"),
+            }
+        }
     };
     let start = Instant::now();
     loop {
@@ -88,15 +125,29 @@ fn boot_probe(qemu: &Path, kernel: &Path) -> KvmVerdict {
         }
     }
     let console = std::fs::read_to_string(&log).unwrap_or_default();
-    if console.contains("Kernel panic") || console.contains("Run /init") || console.contains("VFS:") {
-        KvmVerdict { usable: true, reason: format!("a guest kernel booted under KVM in {:.1} s", start.elapsed().as_secs_f64()) }
+    if console.contains("Kernel panic") || console.contains("Run /init") || console.contains("VFS:")
+    {
+        KvmVerdict {
+            usable: true,
+            reason: format!(
+                "a guest kernel booted under KVM in {:.1} s",
+                start.elapsed().as_secs_f64()
+            ),
+        }
     } else {
         let mut err = String::new();
         if let Some(mut e) = child.stderr.take() {
             use std::io::Read;
             let _ = e.read_to_string(&mut err);
         }
-        let why = err.lines().last().unwrap_or("the guest printed nothing").to_string();
-        KvmVerdict { usable: false, reason: format!("a guest kernel under KVM failed: {why}") }
+        let why = err
+            .lines()
+            .last()
+            .unwrap_or("the guest printed nothing")
+            .to_string();
+        KvmVerdict {
+            usable: false,
+            reason: format!("a guest kernel under KVM failed: {why}"),
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Helpers for end-to-end tests: run the real `bakeoff` binary with its own state and cache
 //! dirs, talk HTTP to 127.0.0.1, and clean up every instance a test started.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::new_without_default)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,7 +15,10 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        Env { dir: tempfile::tempdir().unwrap(), started: Default::default() }
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            started: Default::default(),
+        }
     }
 
     /// A `bakeoff` command with this test's state dir and a cache shared by all tests
@@ -46,14 +49,23 @@ impl Env {
     /// Runs and requires success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "bakeoff {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "bakeoff {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
     /// Runs and requires failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(!out.status.success(), "bakeoff {} should have failed", args.join(" "));
+        assert!(
+            !out.status.success(),
+            "bakeoff {} should have failed",
+            args.join(" ")
+        );
         let err = String::from_utf8(out.stderr).unwrap();
         assert!(!err.contains("panicked"), "bakeoff panicked: {err}");
         err
@@ -69,7 +81,10 @@ impl Drop for Env {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 pub fn shared_cache() -> PathBuf {
@@ -77,18 +92,32 @@ pub fn shared_cache() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One HTTP/1.0 GET; returns (status, body).
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = String::new();
     s.read_to_string(&mut buf)?;
-    let status = buf.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad response: {buf:?}")))?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {buf:?}")))?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -111,7 +140,12 @@ pub fn wait_http(port: u16, limit: Duration) -> String {
 /// BAKEOFF_REQUIRE_ENGINES=1 (CI), a missing engine is a failure instead.
 pub fn docker_or_skip(test: &str) -> bool {
     let ok = Command::new("curl")
-        .args(["-fsS", "--unix-socket", "/var/run/docker.sock", "http://localhost/_ping"])
+        .args([
+            "-fsS",
+            "--unix-socket",
+            "/var/run/docker.sock",
+            "http://localhost/_ping",
+        ])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
@@ -127,7 +161,15 @@ pub fn docker_or_skip(test: &str) -> bool {
 /// The engine's own view of a container: HTTP status of GET /containers/NAME/json.
 pub fn engine_container_status(name: &str) -> String {
     let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", "/var/run/docker.sock"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--unix-socket",
+            "/var/run/docker.sock",
+        ])
         .arg(format!("http://localhost/containers/{name}/json"))
         .output()
         .unwrap();
@@ -137,12 +179,18 @@ pub fn engine_container_status(name: &str) -> String {
 /// True when qemu-system-x86_64 is installed; otherwise prints why the test is skipped (or
 /// fails under BAKEOFF_REQUIRE_ENGINES=1).
 pub fn qemu_or_skip(test: &str) -> bool {
-    let ok = Command::new("qemu-system-x86_64").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         if std::env::var("BAKEOFF_REQUIRE_ENGINES").as_deref() == Ok("1") {
             panic!("{test}: qemu-system-x86_64 is missing and BAKEOFF_REQUIRE_ENGINES=1");
         }
-        eprintln!("SKIPPED {test}: qemu-system-x86_64 is not installed (run scripts/install-deps.sh)");
+        eprintln!(
+            "SKIPPED {test}: qemu-system-x86_64 is not installed (run scripts/install-deps.sh)"
+        );
     }
     ok
 }
@@ -151,15 +199,20 @@ pub fn qemu_or_skip(test: &str) -> bool {
 pub fn qemu_pids(needle: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd);
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
-        if cmd.starts_with("qemu-system") || cmd.contains("/qemu-system") {
-            if cmd.contains(needle) && !zombie {
-                pids.push(pid);
-            }
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if (cmd.starts_with("qemu-system") || cmd.contains("/qemu-system"))
+            && cmd.contains(needle)
+            && !zombie
+        {
+            pids.push(pid);
         }
     }
     pids
