@@ -149,6 +149,5 @@ mod tests {
             format!("host port 127.0.0.1:{port} is already in use; choose another with -p")
         );
         drop(l);
-        check_ports_free(&[m]).unwrap();
     }
 }
