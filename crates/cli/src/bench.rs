@@ -153,7 +153,7 @@ async fn bench_platform(
         );
     }
     let driver = driver_with(platform, a.options.clone());
-    if let Err(e) = driver.available().await {
+    if let Err(e) = crate::verbs::platform_available(platform, plan, &*driver).await {
         if explicit {
             eprintln!(
                 "bakeoff: {platform} is unavailable ({e}); continuing with the other platforms"

@@ -207,19 +207,34 @@ pub fn verdicts_for(
     Ok((info, verdicts))
 }
 
+/// Whether `platform` can be used here for this app: the driver's probe, plus, for Rumprun, a
+/// toolchain (from the environment, PATH, or the app's bakeoff.toml).
+pub async fn platform_available(
+    platform: bakeoff_spec::Platform,
+    plan: &BuildPlan,
+    driver: &dyn Driver,
+) -> Result<(), String> {
+    driver.available().await.map_err(|e| e.to_string())?;
+    if platform == bakeoff_spec::Platform::Rumprun {
+        let app_dir = std::path::Path::new(&plan.input);
+        let app_dir = app_dir.is_dir().then_some(app_dir);
+        bakeoff_pack::rumprun::find_toolchain(plan.rumprun_toolchain.as_deref(), app_dir)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 async fn check(app: &str, json: bool) -> Result<i32> {
     let progress = Progress::new();
     let prepared = prepare(app, &[], None, &progress);
     progress.done();
-    let (_plan, artifact, _, _) = prepared?;
+    let (plan, artifact, _, _) = prepared?;
     let (info, verdicts) = verdicts_for(&artifact)?;
     let mut rows = Vec::new();
     for v in &verdicts {
-        let available = driver_for(v.platform)
-            .available()
+        let available = platform_available(v.platform, &plan, &*driver_for(v.platform))
             .await
-            .err()
-            .map(|e| e.to_string());
+            .err();
         rows.push((v, available));
     }
     if json {
