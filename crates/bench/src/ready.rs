@@ -22,6 +22,10 @@ pub const TCP_HOLD: Duration = Duration::from_millis(100);
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// The longest one attempt may take (a slow guest may take long to answer its first request).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A new attempt starts this often while earlier ones are still pending.
+const STAGGER: Duration = Duration::from_millis(50);
+/// At most this many attempts at once (ATTEMPT_TIMEOUT / STAGGER).
+const MAX_IN_FLIGHT: usize = 40;
 
 /// What "ready" means for an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,33 +62,57 @@ pub async fn wait_ready(probe: Probe, deadline: Instant) -> Result<Duration, Ben
             });
         }
     }
+    // Attempts overlap: a port forwarder (QEMU's user networking, docker-proxy) accepts the
+    // host-side connection at once and retries the guest with a back-off, so one attempt may
+    // sit for a second or more while a fresh one would already succeed. A new attempt starts
+    // every STAGGER while others are pending (every POLL_INTERVAL when they fail fast), and the
+    // first success wins — so the figure is not rounded up to the forwarder's retry steps.
     let mut attempts = 0u64;
     let mut last = "no attempt was made before the deadline".to_string();
+    let mut pending = tokio::task::JoinSet::new();
+    let mut next_launch = Instant::now();
     loop {
-        let attempt_start = Instant::now();
-        if attempt_start >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
+            pending.abort_all();
             return Err(BenchError::NotReady {
                 probe: probe.to_string(),
-                waited: attempt_start - begun,
+                waited: now - begun,
                 attempts,
                 last,
             });
         }
-        attempts += 1;
-        let limit = deadline.min(attempt_start + ATTEMPT_TIMEOUT);
-        let outcome = tokio::time::timeout_at(limit.into(), attempt(&probe)).await;
-        match outcome {
-            Ok(Ok(ready_at)) => return Ok(ready_at - begun),
-            Ok(Err(why)) => last = why,
-            Err(_) => {
-                last = format!(
-                    "no answer within {:?}",
-                    limit.saturating_duration_since(attempt_start)
-                )
-            }
+        if now >= next_launch && pending.len() < MAX_IN_FLIGHT {
+            attempts += 1;
+            let p = probe.clone();
+            let limit = deadline.min(now + ATTEMPT_TIMEOUT);
+            pending.spawn(async move {
+                match tokio::time::timeout_at(limit.into(), attempt(&p)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!(
+                        "no answer within {:?}",
+                        limit.saturating_duration_since(now)
+                    )),
+                }
+            });
+            next_launch = now + STAGGER;
         }
-        let next = (attempt_start + POLL_INTERVAL).min(deadline);
-        tokio::time::sleep_until(next.into()).await;
+        let wake = next_launch.min(deadline);
+        tokio::select! {
+            Some(done) = pending.join_next(), if !pending.is_empty() => match done {
+                Ok(Ok(ready_at)) => {
+                    pending.abort_all();
+                    return Ok(ready_at - begun);
+                }
+                Ok(Err(why)) => {
+                    last = why;
+                    // A fast failure (refused, reset) is retried soon, not after STAGGER.
+                    next_launch = next_launch.min(Instant::now() + POLL_INTERVAL);
+                }
+                Err(e) => last = format!("the probe task failed: {e}"),
+            },
+            _ = tokio::time::sleep_until(wake.into()) => {}
+        }
     }
 }
 
