@@ -19,9 +19,7 @@ use bakeoff_state::{Instance, Status};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use crate::qemu::{
-    find_qemu, is_our_qemu, kill, qmp, tail, Accel, Machine, QemuHandle, QemuOptions,
-};
+use crate::qemu::{find_qemu, is_our_qemu, kill, qmp, Accel, Machine, QemuHandle, QemuOptions};
 use crate::{Driver, DriverError, LogSink, StartRequest};
 
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
@@ -377,44 +375,7 @@ impl Driver for RumprunDriver {
             serial_log: console.clone(),
             qmp_socket: Some(qmp_sock.clone()),
         });
-        fs_err::write(&console, b"")?;
-        let qemu_log = dir.join("qemu.log");
-        let log = fs_err::File::create(&qemu_log)?;
-        use std::os::unix::process::CommandExt;
-        let mut child = Command::new(&qemu)
-            .args(&argv)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?.into_parts().0)
-            .stderr(log.into_parts().0)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| DriverError::Engine(format!("cannot start {}: {e}", qemu.display())))?;
-        let pid = child.id();
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                let why = tail(&qemu_log, 3);
-                return Err(DriverError::Engine(format!(
-                    "QEMU exited at once ({status}): {}",
-                    if why.is_empty() {
-                        tail(&console, 5)
-                    } else {
-                        why.replace("qemu-system-x86_64: ", "")
-                    }
-                )));
-            }
-            if fs_err::metadata(&console)
-                .map(|m| m.len() > 0)
-                .unwrap_or(false)
-                || start.elapsed() > Duration::from_secs(5)
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
+        let pid = crate::qemu::spawn_vmm(&qemu, &argv, dir, &console).await?;
         let h = QemuHandle {
             pid,
             machine: Machine::Q35,

@@ -162,6 +162,58 @@ pub fn run_cmdline(
     )
 }
 
+/// Starts QEMU with `argv` in its own process group (a Ctrl-C at the terminal reaches bakeoff,
+/// which stops the VM gracefully, not QEMU directly), its output in `dir/qemu.log` and the
+/// guest's serial console in `console`. QEMU refuses bad kernels, busy ports and bad options at
+/// once, so this waits until QEMU either exits (an error, with its words) or the guest prints
+/// something (at most 5 s). A thread reaps QEMU if it ends while this process lives.
+pub async fn spawn_vmm(
+    qemu: &Path,
+    argv: &[String],
+    dir: &Path,
+    console: &Path,
+) -> Result<u32, DriverError> {
+    fs_err::write(console, b"")?;
+    let qemu_log = dir.join("qemu.log");
+    let log = fs_err::File::create(&qemu_log)?;
+    let mut child = Command::new(qemu)
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?.into_parts().0)
+        .stderr(log.into_parts().0)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| DriverError::Engine(format!("cannot start {}: {e}", qemu.display())))?;
+    let pid = child.id();
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let said = tail(&qemu_log, 3).replace("qemu-system-x86_64: ", "");
+            let printed = tail(console, 5);
+            let why = match (said.is_empty(), printed.is_empty()) {
+                (false, _) => said,
+                (true, false) => printed,
+                (true, true) => "the guest reset before printing anything (too little memory, or a kernel QEMU cannot boot this way)".into(),
+            };
+            return Err(DriverError::Engine(format!(
+                "QEMU exited at once ({status}): {why}"
+            )));
+        }
+        if fs_err::metadata(console)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+            || start.elapsed() > Duration::from_secs(5)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(pid)
+}
+
 /// Sends QMP commands (after the capabilities handshake); returns the replies.
 pub fn qmp(socket: &Path, commands: &[serde_json::Value]) -> std::io::Result<Vec<String>> {
     let mut s = UnixStream::connect(socket)?;
@@ -263,48 +315,7 @@ impl Driver for QemuDriver {
             pidfile: None,
         };
         let argv = qemu_argv(&config);
-        fs_err::write(&console, b"")?;
-        let qemu_log = dir.join("qemu.log");
-        let log = fs_err::File::create(&qemu_log)?;
-        let mut child = Command::new(&qemu)
-            .args(&argv)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?.into_parts().0)
-            .stderr(log.into_parts().0)
-            // Its own process group: a Ctrl-C at the terminal reaches bakeoff, which stops the VM
-            // gracefully, not QEMU directly.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| DriverError::Engine(format!("cannot start {}: {e}", qemu.display())))?;
-        let pid = child.id();
-        // QEMU refuses bad kernels, busy ports and bad options at once; wait until it either
-        // exits or the guest prints something.
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                let why = tail(&qemu_log, 3);
-                return Err(DriverError::Engine(format!(
-                    "QEMU exited at once ({status}): {}",
-                    if why.is_empty() {
-                        tail(&console, 5)
-                    } else {
-                        why.replace("qemu-system-x86_64: ", "")
-                    }
-                )));
-            }
-            if fs_err::metadata(&console)
-                .map(|m| m.len() > 0)
-                .unwrap_or(false)
-                || start.elapsed() > Duration::from_secs(5)
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // Reap QEMU when it ends while this process lives (bench, foreground run).
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
+        let pid = spawn_vmm(&qemu, &argv, dir, &console).await?;
         let h = QemuHandle {
             pid,
             machine,
