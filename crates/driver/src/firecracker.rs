@@ -380,12 +380,7 @@ impl Driver for FirecrackerDriver {
         if !is_ours(&h) {
             return Ok(None);
         }
-        let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid)).unwrap_or_default();
-        Ok(status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024))
+        Ok(crate::vmm_rss(h.pid))
     }
 }
 

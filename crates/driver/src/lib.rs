@@ -112,6 +112,20 @@ pub fn driver_with(platform: Platform, options: DriverOptions) -> Box<dyn Driver
     }
 }
 
+/// Resident memory of a VMM process (VmRSS), in bytes.
+pub fn vmm_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
+}
+
 /// Fails with a clear sentence when a host port to publish is already taken. Engines would
 /// fail too, but later and in their own words.
 pub fn check_ports_free(ports: &[PortMapping]) -> Result<(), DriverError> {

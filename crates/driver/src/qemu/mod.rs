@@ -410,13 +410,7 @@ impl Driver for QemuDriver {
         if !is_our_qemu(&h) {
             return Ok(None);
         }
-        // VmRSS of the VMM process.
-        let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid)).unwrap_or_default();
-        Ok(status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024))
+        Ok(crate::vmm_rss(h.pid))
     }
 
     async fn app_started(&self, inst: &Instance) -> bool {
