@@ -126,6 +126,9 @@ pub struct RunArgs {
     /// Guest kernel for VM platforms (bzImage or vmlinux).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
+    /// The image to boot, where a platform takes more than one (xen: microvm or rumprun).
+    #[arg(long, value_enum)]
+    pub target: Option<TargetArg>,
     /// QEMU accelerator; default: KVM when a probe boot shows it works, else TCG.
     #[arg(long, value_enum)]
     pub accel: Option<AccelArg>,

@@ -324,7 +324,14 @@ fn build(a: BuildArgs) -> Result<i32> {
         TargetArg::Oci => vec![Target::Oci],
         TargetArg::Microvm => vec![Target::MicroVm],
         TargetArg::Rumprun => vec![Target::Rumprun],
-        TargetArg::All => vec![Target::Oci, Target::MicroVm],
+        TargetArg::All => {
+            // Rumprun too, where a toolchain is installed.
+            let mut all = vec![Target::Oci, Target::MicroVm];
+            if bakeoff_pack::rumprun::find_toolchain(None, None).is_ok() {
+                all.push(Target::Rumprun);
+            }
+            all
+        }
     };
     let progress = Progress::new();
     let started = std::time::Instant::now();
@@ -442,7 +449,21 @@ async fn run_on(a: RunArgs, driver: Box<dyn Driver>) -> Result<i32> {
             v.reasons.join("; ")
         );
     }
-    let packed = pack_for(&artifact, a.platform.target(), a.kernel.clone(), &progress);
+    let target = match (a.platform, a.target) {
+        (_, None) => a.platform.target(),
+        (bakeoff_spec::Platform::Xen, Some(TargetArg::Rumprun)) => Target::Rumprun,
+        (bakeoff_spec::Platform::Xen, Some(TargetArg::Microvm)) => Target::MicroVm,
+        (p, Some(t)) if format!("{t:?}").to_lowercase() == p.target().as_str() => p.target(),
+        (p, Some(t)) => {
+            progress.done();
+            bail!(
+                "{p} cannot boot a {} image; it runs {} images",
+                format!("{t:?}").to_lowercase(),
+                p.target()
+            );
+        }
+    };
+    let packed = pack_for(&artifact, target, a.kernel.clone(), &progress);
     progress.done();
     let image = &packed?;
 
