@@ -193,6 +193,7 @@ async fn measure(
     let http = plan.health.kind == HealthKind::Http;
     let mut ready_s = Vec::new();
     let mut mem = Vec::new();
+    let mut guest_mem = Vec::new();
     let mut loads = Vec::new();
     let mut conditions = None;
     let mut notes = Vec::new();
@@ -265,7 +266,7 @@ async fn measure(
         let _ = driver.remove(&inst).await;
         let _ = current.state.remove(&name);
         current.inst = None;
-        let (ready, memory, load) = outcome?;
+        let (ready, memory, load, guest) = outcome?;
         if conditions.is_none() {
             conditions = Some(conditions_for(platform, image, &handle, &opts));
         }
@@ -273,6 +274,9 @@ async fn measure(
             ready_s.push(ready.as_secs_f64());
             if let Some(m) = memory {
                 mem.push(m as f64);
+            }
+            if let Some(g) = guest {
+                guest_mem.push(g as f64);
             }
             if let Some(l) = load {
                 loads.push(l);
@@ -283,9 +287,14 @@ async fn measure(
     pr.launch_to_ready = Some(Stat::from_samples(&ready_s)?);
     pr.image_size = Some(image_size(image));
     if !mem.is_empty() {
+        let guest_bytes = if guest_mem.is_empty() {
+            None
+        } else {
+            Some(Stat::from_samples(&guest_mem)?)
+        };
         pr.memory = Some(MemoryStats {
             host_bytes: Stat::from_samples(&mem)?,
-            guest_bytes: None,
+            guest_bytes,
         });
     }
     if !loads.is_empty() {
@@ -312,7 +321,12 @@ async fn one_run(
     http: bool,
     t0: Instant,
     warmup: bool,
-) -> Result<(Duration, Option<u64>, Option<bakeoff_bench::LoadResult>)> {
+) -> Result<(
+    Duration,
+    Option<u64>,
+    Option<bakeoff_bench::LoadResult>,
+    Option<u64>,
+)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let probe = if http {
         Probe::Http {
@@ -355,7 +369,13 @@ async fn one_run(
         (true, Some(after)) => Some(after.max(memory.unwrap_or(0))),
         _ => memory,
     };
-    Ok((ready, memory, load))
+    // The guest's own count, after the load, where the platform reports one.
+    let guest = if warmup {
+        None
+    } else {
+        driver.guest_memory_bytes(inst).await
+    };
+    Ok((ready, memory, load, guest))
 }
 
 fn conditions_for(

@@ -76,6 +76,11 @@ fn bench_of_the_example_on_docker_and_qemu() {
         Some(true)
     );
     assert_eq!(platform("docker")["conditions"]["accelerator"], "native");
+    // The microVM's kernel reports its own memory use (virtio balloon statistics), beside the VMM's RSS.
+    let guest = platform("qemu")["memory"]["guest_bytes"]["median"]
+        .as_f64()
+        .expect("guest memory of the microVM");
+    assert!(guest > 4e6 && guest < 128.0 * 1048576.0, "{guest}");
     // A platform this host lacks appears with its reason, never as zeros.
     let fc = platform("firecracker");
     assert_eq!(fc["status"]["state"], "unavailable", "{fc}");

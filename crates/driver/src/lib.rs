@@ -78,6 +78,11 @@ pub trait Driver: Send + Sync {
     /// Memory used on the host by the instance (cgroup usage, VMM RSS), when known.
     async fn memory_bytes(&self, inst: &Instance) -> Result<Option<u64>, DriverError>;
 
+    /// Memory in use as the guest itself counts it (a VM's kernel), when the platform can say.
+    async fn guest_memory_bytes(&self, _inst: &Instance) -> Option<u64> {
+        None
+    }
+
     /// True once the app itself has been started (a VM has booted to it). Until then a
     /// running instance is still booting.
     async fn app_started(&self, _inst: &Instance) -> bool {

@@ -13,7 +13,7 @@ use crate::{cached_image, sha256_hex, Image, PackContext, PackError, Packager};
 pub struct MicroVmPackager;
 
 /// Bump when what is written (or recorded in image.json) changes, so cached images are redone.
-const FORMAT: &str = "microvm/4";
+const FORMAT: &str = "microvm/6";
 
 fn guest(e: impl std::fmt::Display) -> PackError {
     PackError::Other(e.to_string())
@@ -44,13 +44,17 @@ pub fn modules(kernel: &Kernel) -> Result<Vec<ModuleFile>, PackError> {
         return Ok(Vec::new()); // a user kernel: assume built in
     }
     let names: Vec<&str> = NET_MODULES.iter().chain(POWER_MODULES).copied().collect();
-    // Xen's paravirtual NIC, for the same image booted as a Xen PVH guest; optional, since a
-    // kernel may lack it (QEMU and Firecracker do not need it).
-    let with_xen: Vec<&str> = names.iter().copied().chain(["xen_netfront"]).collect();
-    kernel
-        .modules_in_load_order(&with_xen)
-        .or_else(|_| kernel.modules_in_load_order(&names))
-        .map_err(guest)
+    // Optional extras, skipped when the kernel lacks them: the balloon, through which the guest
+    // reports its own memory use, and Xen's NIC, for the same image as a Xen PVH guest.
+    let mut chosen = names;
+    for extra in ["virtio_balloon", "xen_netfront"] {
+        let mut with = chosen.clone();
+        with.push(extra);
+        if kernel.modules_in_load_order(&with).is_ok() {
+            chosen = with;
+        }
+    }
+    kernel.modules_in_load_order(&chosen).map_err(guest)
 }
 
 impl Packager for MicroVmPackager {

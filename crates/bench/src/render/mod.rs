@@ -71,10 +71,17 @@ fn cells(p: &PlatformReport) -> Cells {
             short_seconds(s.max),
         )
     });
-    let memory = p.memory.as_ref().map_or(NONE.to_string(), |m| {
-        let s = &m.host_bytes;
-        format::bytes(s.median)
-    });
+    let memory = p
+        .memory
+        .as_ref()
+        .map_or(NONE.to_string(), |m| match &m.guest_bytes {
+            Some(g) => format!(
+                "{} (guest {})",
+                format::bytes(m.host_bytes.median),
+                format::bytes(g.median)
+            ),
+            None => format::bytes(m.host_bytes.median),
+        });
     let (rps, latency) = match &p.load {
         None => (NONE.to_string(), NONE.to_string()),
         Some(l) => (

@@ -99,6 +99,11 @@ pub fn qemu_argv(c: &QemuConfig) -> Vec<String> {
         };
         push(&["-device", nic]);
     }
+    // The guest reports its own memory use through the balloon's statistics (read over QMP).
+    match c.machine {
+        Machine::Microvm => push(&["-device", "virtio-balloon-device,id=balloon0"]),
+        Machine::Q35 => push(&["-device", "virtio-balloon-pci,id=balloon0"]),
+    }
     if let Some(q) = &c.qmp_socket {
         push(&["-qmp", &format!("unix:{},server=on,wait=off", q.display())]);
     }

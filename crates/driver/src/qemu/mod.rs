@@ -214,6 +214,40 @@ pub async fn spawn_vmm(
     Ok(pid)
 }
 
+/// The guest's memory in use (total − available), from the virtio balloon's statistics. Turns
+/// statistics polling on, then waits (≤ 3 s) for the guest's first report.
+pub fn guest_memory(qmp_socket: &Path) -> Option<u64> {
+    let path = "/machine/peripheral/balloon0";
+    let enable = serde_json::json!({"execute": "qom-set",
+        "arguments": {"path": path, "property": "guest-stats-polling-interval", "value": 1}});
+    let get = serde_json::json!({"execute": "qom-get", "arguments": {"path": path, "property": "guest-stats"}});
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut first = true;
+    loop {
+        let cmds = if first {
+            vec![enable.clone(), get.clone()]
+        } else {
+            vec![get.clone()]
+        };
+        first = false;
+        let replies = qmp(qmp_socket, &cmds).ok()?;
+        let reply: serde_json::Value = serde_json::from_str(replies.last()?).ok()?;
+        let r = &reply["return"];
+        if r["last-update"].as_u64().unwrap_or(0) > 0 {
+            let stats = &r["stats"];
+            let total = stats["stat-total-memory"].as_u64()?;
+            let avail = stats["stat-available-memory"]
+                .as_u64()
+                .or_else(|| stats["stat-free-memory"].as_u64())?;
+            return Some(total.saturating_sub(avail));
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Sends QMP commands (after the capabilities handshake); returns the replies.
 pub fn qmp(socket: &Path, commands: &[serde_json::Value]) -> std::io::Result<Vec<String>> {
     let mut s = UnixStream::connect(socket)?;
@@ -411,6 +445,18 @@ impl Driver for QemuDriver {
             return Ok(None);
         }
         Ok(crate::vmm_rss(h.pid))
+    }
+
+    async fn guest_memory_bytes(&self, inst: &Instance) -> Option<u64> {
+        let h = handle(inst).ok()?;
+        if !is_our_qemu(&h) {
+            return None;
+        }
+        let qmp_sock = h.qmp.clone();
+        tokio::task::spawn_blocking(move || guest_memory(&qmp_sock))
+            .await
+            .ok()
+            .flatten()
     }
 
     async fn app_started(&self, inst: &Instance) -> bool {
