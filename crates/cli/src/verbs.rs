@@ -702,11 +702,24 @@ async fn ps(json: bool) -> Result<i32> {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join(",");
+        // VM images live in the cache: show their kind and digest, like a tag.
+        let image = if i.image.starts_with('/') {
+            format!(
+                "{}@{}",
+                i.platform.target(),
+                i.image_digest
+                    .trim_start_matches("sha256:")
+                    .get(..12)
+                    .unwrap_or("?")
+            )
+        } else {
+            i.image.clone()
+        };
         println!(
             "{:<20} {:<12} {:<32} {:<12} {:<28} {}",
             i.name,
             i.platform,
-            i.image,
+            image,
             i.status.to_string(),
             ports,
             human_age(i.age())
