@@ -386,7 +386,7 @@ fn pick_output(
 }
 
 /// Executable ELF files under `dir` (recursively), sorted.
-fn executables(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
+pub fn executables(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

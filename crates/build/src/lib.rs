@@ -11,7 +11,7 @@ mod hash;
 
 pub use artifact::{Artifact, ArtifactManifest, Entry, EntryKind};
 pub use cache::Cache;
-pub use compile::{build, BuildOutcome};
+pub use compile::{build, executables, BuildOutcome};
 
 use std::path::PathBuf;
 

@@ -8,7 +8,7 @@
 //! them when the VM ends. `stop` sends Ctrl-Alt-Del (our init turns it into SIGTERM for the app),
 //! then kills Firecracker after the grace period.
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,7 +22,6 @@ use bakeoff_pack::launch::NetPlan;
 use bakeoff_spec::{Platform, Target};
 use bakeoff_state::{Instance, Status};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use crate::xen::{apply_plan, claim_slot, release_slot, undo_plan, which};
 use crate::{Driver, DriverError, LogSink, StartRequest};
@@ -329,32 +328,7 @@ impl Driver for FirecrackerDriver {
         out: LogSink<'_>,
     ) -> Result<(), DriverError> {
         let h = handle(inst)?;
-        let Ok(mut file) = std::fs::File::open(&h.console) else {
-            return Ok(());
-        };
-        let mut pos = 0u64;
-        let mut buf = Vec::new();
-        loop {
-            let alive = is_ours(&h);
-            file.seek(SeekFrom::Start(pos))?;
-            buf.clear();
-            file.read_to_end(&mut buf)?;
-            pos += buf.len() as u64;
-            if !buf.is_empty() {
-                out.write_all(
-                    &buf.iter()
-                        .copied()
-                        .filter(|b| *b != b'\r')
-                        .collect::<Vec<u8>>(),
-                )
-                .await?;
-                out.flush().await?;
-            }
-            if !follow || !alive {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::follow_console(&h.console, follow, out, || is_ours(&h)).await
     }
 
     async fn stop(&self, inst: &Instance, grace: Duration) -> Result<(), DriverError> {

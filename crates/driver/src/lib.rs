@@ -117,6 +117,40 @@ pub fn driver_with(platform: Platform, options: DriverOptions) -> Box<dyn Driver
     }
 }
 
+/// Writes a VM's serial console log to `out` (without the serial line's `\r`); with `follow`,
+/// keeps writing what arrives until `running()` says the VM has ended, then writes the rest.
+pub async fn follow_console(
+    console: &Path,
+    follow: bool,
+    out: LogSink<'_>,
+    mut running: impl FnMut() -> bool,
+) -> Result<(), DriverError> {
+    use std::io::{Read, Seek, SeekFrom};
+    use tokio::io::AsyncWriteExt;
+    let Ok(mut file) = std::fs::File::open(console) else {
+        return Ok(());
+    };
+    let mut pos = 0u64;
+    let mut buf = Vec::new();
+    loop {
+        // Asked before reading, so that what a VM printed as it ended is still written.
+        let alive = running();
+        file.seek(SeekFrom::Start(pos))?;
+        buf.clear();
+        file.read_to_end(&mut buf)?;
+        pos += buf.len() as u64;
+        if !buf.is_empty() {
+            let text: Vec<u8> = buf.iter().copied().filter(|b| *b != b'\r').collect();
+            out.write_all(&text).await?;
+            out.flush().await?;
+        }
+        if !follow || !alive {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Resident memory of a VMM process (VmRSS), in bytes.
 pub fn vmm_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

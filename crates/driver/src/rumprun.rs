@@ -7,7 +7,6 @@
 //! ===`, unmounts and halts the CPU, and QEMU keeps running. The driver watches the console for
 //! that, ends QEMU and reports N. It has no power button either, so `stop` ends QEMU (QMP `quit`).
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,7 +16,6 @@ use bakeoff_pack::rumprun::{RumprunConfig, RumprunNet};
 use bakeoff_spec::{Platform, PortMapping, Protocol, Target};
 use bakeoff_state::{Instance, Status};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use crate::qemu::{find_qemu, is_our_qemu, kill, qmp, Accel, Machine, QemuHandle, QemuOptions};
 use crate::{Driver, DriverError, LogSink, StartRequest};
@@ -408,42 +406,10 @@ impl Driver for RumprunDriver {
         out: LogSink<'_>,
     ) -> Result<(), DriverError> {
         let h = handle(inst)?;
-        let Ok(mut file) = std::fs::File::open(&h.console) else {
-            return Ok(());
-        };
-        let mut pos = 0u64;
-        let mut buf = Vec::new();
-        loop {
-            let alive = is_our_qemu(&h);
-            file.seek(SeekFrom::Start(pos))?;
-            buf.clear();
-            file.read_to_end(&mut buf)?;
-            pos += buf.len() as u64;
-            if !buf.is_empty() {
-                let text: Vec<u8> = buf.iter().copied().filter(|b| *b != b'\r').collect();
-                out.write_all(&text).await?;
-                out.flush().await?;
-            }
-            if !follow || !alive {
-                return Ok(());
-            }
-            if reap_if_ended(&h).is_some() {
-                // Whatever Rumprun printed while halting.
-                let mut rest = Vec::new();
-                file.seek(SeekFrom::Start(pos))?;
-                file.read_to_end(&mut rest)?;
-                out.write_all(
-                    &rest
-                        .into_iter()
-                        .filter(|b| *b != b'\r')
-                        .collect::<Vec<u8>>(),
-                )
-                .await?;
-                out.flush().await?;
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::follow_console(&h.console, follow, out, || {
+            is_our_qemu(&h) && reap_if_ended(&h).is_none()
+        })
+        .await
     }
 
     async fn stop(&self, inst: &Instance, grace: Duration) -> Result<(), DriverError> {

@@ -7,7 +7,7 @@
 //! Also here: host helpers the Firecracker driver shares (running commands with a deadline,
 //! network plans with rollback, per-platform address slots).
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,7 +18,6 @@ use bakeoff_pack::launch::{publish_plan, NetPlan};
 use bakeoff_spec::{Platform, Target};
 use bakeoff_state::{Instance, Status};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use crate::{Driver, DriverError, LogSink, StartRequest};
 
@@ -408,32 +407,10 @@ impl Driver for XenDriver {
         out: LogSink<'_>,
     ) -> Result<(), DriverError> {
         let h = handle(inst)?;
-        let Ok(mut file) = std::fs::File::open(&h.console) else {
-            return Ok(());
-        };
-        let mut pos = 0u64;
-        let mut buf = Vec::new();
-        loop {
-            let alive = domain_exists(&h.domain) && ended(&h).is_none();
-            file.seek(SeekFrom::Start(pos))?;
-            buf.clear();
-            file.read_to_end(&mut buf)?;
-            pos += buf.len() as u64;
-            if !buf.is_empty() {
-                out.write_all(
-                    &buf.iter()
-                        .copied()
-                        .filter(|b| *b != b'\r')
-                        .collect::<Vec<u8>>(),
-                )
-                .await?;
-                out.flush().await?;
-            }
-            if !follow || !alive {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        crate::follow_console(&h.console, follow, out, || {
+            domain_exists(&h.domain) && ended(&h).is_none()
+        })
+        .await
     }
 
     async fn stop(&self, inst: &Instance, grace: Duration) -> Result<(), DriverError> {

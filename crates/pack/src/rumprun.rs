@@ -10,12 +10,11 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bakeoff_build::Artifact;
-use bakeoff_detect::{is_elf, Source};
+use bakeoff_detect::Source;
 use bakeoff_spec::{AppSpec, Platform, RunOptions, Target};
 
 use crate::{cached_image, sha256_hex, Image, PackContext, PackError, Packager};
@@ -508,26 +507,8 @@ fn last_lines(out: &std::process::Output, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Executable ELF files under `dir`, recursively, sorted.
 fn executables(dir: &Path) -> Result<Vec<PathBuf>, PackError> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs_err::read_dir(&d)? {
-            let e = e?;
-            let ft = e.file_type()?;
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file()
-                && e.metadata()?.permissions().mode() & 0o111 != 0
-                && is_elf(&e.path())
-            {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(bakeoff_build::executables(dir)?)
 }
 
 fn copy_tree(src: &Path, dst: &Path) -> Result<(), PackError> {

@@ -6,7 +6,7 @@
 pub mod argv;
 pub mod probe;
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,6 @@ use async_trait::async_trait;
 use bakeoff_spec::{Platform, Target};
 use bakeoff_state::{Instance, Status};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 pub use argv::{qemu_argv, Accel, Machine, QemuConfig};
 
@@ -386,29 +385,7 @@ impl Driver for QemuDriver {
         out: LogSink<'_>,
     ) -> Result<(), DriverError> {
         let h = handle(inst)?;
-        let mut file = match std::fs::File::open(&h.console) {
-            Ok(f) => f,
-            Err(_) => return Ok(()),
-        };
-        let mut pos = 0u64;
-        let mut buf = Vec::new();
-        loop {
-            let alive = is_our_qemu(&h);
-            file.seek(SeekFrom::Start(pos))?;
-            buf.clear();
-            file.read_to_end(&mut buf)?;
-            pos += buf.len() as u64;
-            if !buf.is_empty() {
-                // The serial console ends lines with \r\n.
-                let text: Vec<u8> = buf.iter().copied().filter(|b| *b != b'\r').collect();
-                out.write_all(&text).await?;
-                out.flush().await?;
-            }
-            if !follow || !alive {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::follow_console(&h.console, follow, out, || is_our_qemu(&h)).await
     }
 
     async fn stop(&self, inst: &Instance, grace: Duration) -> Result<(), DriverError> {
