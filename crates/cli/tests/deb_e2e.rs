@@ -235,3 +235,42 @@ fn deb_bad_inputs_are_refused_in_one_sentence() {
         "bakeoff: deb: inputs need Debian's apt (apt-get, dpkg-deb), which is not installed on this host"
     );
 }
+
+#[test]
+fn check_of_nginx_names_its_platforms_and_what_its_image_holds() {
+    let env = Env::new();
+    if !deb_or_skip(
+        &env,
+        "check_of_nginx_names_its_platforms_and_what_its_image_holds",
+        "deb:nginx",
+    ) {
+        return;
+    }
+    let out: serde_json::Value =
+        serde_json::from_str(&env.ok(&["check", "deb:nginx", "--json"])).unwrap();
+    let platform = |name: &str| {
+        out["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["platform"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(out["binary"]["path"], "/usr/sbin/nginx");
+    // nginx forks its workers: fine on Linux, not on a single-process unikernel.
+    assert_eq!(platform("docker")["runnable"], true);
+    assert_eq!(platform("qemu")["runnable"], true);
+    let rumprun = platform("rumprun");
+    assert_eq!(rumprun["runnable"], false);
+    let reasons = rumprun["reasons"].to_string();
+    assert!(
+        reasons.contains("prebuilt binary") && reasons.contains("fork"),
+        "{reasons}"
+    );
+    let notes = platform("docker")["reasons"].to_string();
+    assert!(
+        !notes.contains("holds only this program"),
+        "a package's image holds more than the program: {notes}"
+    );
+}
