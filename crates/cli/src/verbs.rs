@@ -203,24 +203,7 @@ pub fn verdicts_for(
     let m = &artifact.manifest;
     let binary = artifact.rootfs().join(m.binary.trim_start_matches('/'));
     let info = bakeoff_elf::inspect(&binary)?;
-    let mut verdicts = bakeoff_elf::check(&info, m.source.from_source());
-    if matches!(m.source, bakeoff_detect::Source::Deb { .. }) {
-        // A package's image holds its own files and its dependencies' libraries, not just the
-        // program's closure: say what is really missing.
-        for v in &mut verdicts {
-            for r in &mut v.reasons {
-                *r = r
-                    .replace(
-                        "they and their libraries must be added to the image, which holds only this program and the files it loads",
-                        "the image holds the package's own files and its dependencies' libraries; other programs must be added with bakeoff.toml [[files]]",
-                    )
-                    .replace(
-                        "/bin/sh and the programs the commands use must be added to the image",
-                        "/bin/sh and the programs the commands use are in the image only if a dependency brings them (else add them with bakeoff.toml [[files]])",
-                    );
-            }
-        }
-    }
+    let verdicts = bakeoff_elf::check(&info, m.source.origin());
     Ok((info, verdicts))
 }
 

@@ -31,9 +31,18 @@ pub enum Source {
 }
 
 impl Source {
+    /// Where the executable comes from.
+    pub fn origin(&self) -> bakeoff_spec::Origin {
+        match self {
+            Source::Elf { .. } => bakeoff_spec::Origin::Binary,
+            Source::Deb { .. } => bakeoff_spec::Origin::Package,
+            _ => bakeoff_spec::Origin::Source,
+        }
+    }
+
     /// True when the app is built here from source (Rumprun needs that).
     pub fn from_source(&self) -> bool {
-        !matches!(self, Source::Elf { .. } | Source::Deb { .. })
+        self.origin() == bakeoff_spec::Origin::Source
     }
 }
 

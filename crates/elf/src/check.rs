@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use bakeoff_spec::Platform;
+use bakeoff_spec::{Origin, Platform};
 use serde::{Deserialize, Serialize};
 
 use crate::inspect::{Calls, ElfClass, ElfInfo, ElfKind, Linkage};
@@ -38,22 +38,22 @@ pub struct Verdict {
 /// One verdict per platform, in [`Platform::ALL`] order. `from_source` says whether bakeoff
 /// builds the program from source (so it can rebuild it with another toolchain) or only has
 /// this binary.
-pub fn check(info: &ElfInfo, from_source: bool) -> Vec<Verdict> {
+pub fn check(info: &ElfInfo, origin: Origin) -> Vec<Verdict> {
     let calls = Calls::of(info);
     Platform::ALL
         .into_iter()
         .map(|platform| match platform {
             Platform::Docker | Platform::Qemu | Platform::Xen | Platform::Firecracker => {
-                linux(platform, info, &calls)
+                linux(platform, info, &calls, origin)
             }
-            Platform::Rumprun => rumprun(info, &calls, from_source),
+            Platform::Rumprun => rumprun(info, &calls, origin == Origin::Source),
         })
         .collect()
 }
 
 /// Docker and the Linux microVMs run the unmodified binary on a Linux kernel: fork, exec and
 /// threads all work; the image holds only the program's file closure.
-fn linux(platform: Platform, info: &ElfInfo, calls: &Calls) -> Verdict {
+fn linux(platform: Platform, info: &ElfInfo, calls: &Calls, origin: Origin) -> Verdict {
     let mut blockers = not_a_program(info);
     if info.machine != HOST_MACHINE || info.class != ElfClass::Elf64 {
         blockers.push(format!(
@@ -62,15 +62,26 @@ fn linux(platform: Platform, info: &ElfInfo, calls: &Calls) -> Verdict {
         ));
     }
     let mut notes = Vec::new();
+    // What the image holds besides the program decides what an exec'd program may find there.
+    let (programs, shell) = match origin {
+        Origin::Package => (
+            "the image holds the package's own files and its dependencies' libraries; other programs must be added with bakeoff.toml [[files]]",
+            "/bin/sh and the programs the commands use are in the image only if a dependency brings them (else add them with bakeoff.toml [[files]])",
+        ),
+        Origin::Source | Origin::Binary => (
+            "they and their libraries must be added to the image, which holds only this program and the files it loads",
+            "/bin/sh and the programs the commands use must be added to the image",
+        ),
+    };
     if !calls.exec.is_empty() {
         notes.push(format!(
-            "it starts other programs ({}): they and their libraries must be added to the image, which holds only this program and the files it loads",
+            "it starts other programs ({}): {programs}",
             call_list(&calls.exec)
         ));
     }
     if !calls.shell.is_empty() {
         notes.push(format!(
-            "it runs shell commands ({}): /bin/sh and the programs the commands use must be added to the image",
+            "it runs shell commands ({}): {shell}",
             call_list(&calls.shell)
         ));
     }
@@ -223,7 +234,7 @@ mod tests {
 
     #[test]
     fn every_platform_gets_one_verdict_in_order() {
-        let v = check(&program(&[], &["libc.so.6"]), true);
+        let v = check(&program(&[], &["libc.so.6"]), Origin::Source);
         assert_eq!(
             v.iter().map(|v| v.platform).collect::<Vec<_>>(),
             Platform::ALL.to_vec()
@@ -233,7 +244,10 @@ mod tests {
 
     #[test]
     fn forking_blocks_rumprun_only() {
-        let v = check(&program(&["fork", "waitpid"], &["libc.so.6"]), true);
+        let v = check(
+            &program(&["fork", "waitpid"], &["libc.so.6"]),
+            Origin::Source,
+        );
         let r = by(&v, Platform::Rumprun);
         assert!(!r.runnable);
         assert_eq!(
@@ -246,7 +260,7 @@ mod tests {
 
     #[test]
     fn prebuilt_binaries_cannot_run_on_rumprun() {
-        let v = check(&program(&[], &["libc.so.6"]), false);
+        let v = check(&program(&[], &["libc.so.6"]), Origin::Binary);
         assert_eq!(
             by(&v, Platform::Rumprun).reasons,
             vec!["a prebuilt binary cannot run on Rumprun: it must be rebuilt from source with the Rumprun toolchain"]
@@ -270,6 +284,6 @@ mod tests {
     fn shared_libraries_run_nowhere() {
         let mut info = program(&[], &["libc.so.6"]);
         info.kind = ElfKind::SharedObject;
-        assert!(check(&info, true).iter().all(|v| !v.runnable));
+        assert!(check(&info, Origin::Source).iter().all(|v| !v.runnable));
     }
 }

@@ -5,6 +5,7 @@ mod common;
 use std::path::Path;
 
 use bakeoff_elf::{check, inspect, ElfInfo};
+use bakeoff_spec::Origin;
 use common::{fixture, gcc, have_gcc};
 
 fn compiled(name: &str, out: &Path, args: &[&str]) -> ElfInfo {
@@ -18,7 +19,7 @@ fn static_http_server() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let info = compiled("http_server.c", &tmp.path().join("srv"), &["-static"]);
-    insta::assert_yaml_snapshot!(check(&info, true));
+    insta::assert_yaml_snapshot!(check(&info, Origin::Source));
 }
 
 #[test]
@@ -28,7 +29,7 @@ fn forking_server() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let info = compiled("fork_server.c", &tmp.path().join("srv"), &["-static"]);
-    insta::assert_yaml_snapshot!(check(&info, true));
+    insta::assert_yaml_snapshot!(check(&info, Origin::Source));
 }
 
 #[test]
@@ -38,7 +39,7 @@ fn threaded_server() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let info = compiled("thread_server.c", &tmp.path().join("srv"), &["-pthread"]);
-    insta::assert_yaml_snapshot!(check(&info, true));
+    insta::assert_yaml_snapshot!(check(&info, Origin::Source));
 }
 
 #[test]
@@ -48,7 +49,7 @@ fn shell_and_exec_program() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let info = compiled("cgi_server.c", &tmp.path().join("cgi"), &[]);
-    insta::assert_yaml_snapshot!(check(&info, true));
+    insta::assert_yaml_snapshot!(check(&info, Origin::Source));
 }
 
 #[test]
@@ -58,7 +59,7 @@ fn stripped_static_binary_without_source() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let info = compiled("http_server.c", &tmp.path().join("srv"), &["-static", "-s"]);
-    insta::assert_yaml_snapshot!(check(&info, false));
+    insta::assert_yaml_snapshot!(check(&info, Origin::Binary));
 }
 
 #[test]
@@ -69,7 +70,7 @@ fn prebuilt_curl() {
         return;
     }
     let info = inspect(curl).unwrap();
-    insta::assert_yaml_snapshot!(check(&info, false));
+    insta::assert_yaml_snapshot!(check(&info, Origin::Binary));
 }
 
 #[test]
@@ -79,7 +80,7 @@ fn aarch64_binary() {
     std::fs::write(&path, common::elf_header(183)).unwrap(); // EM_AARCH64
     let info = inspect(&path).unwrap();
     assert_eq!(info.machine, "aarch64");
-    insta::assert_yaml_snapshot!(check(&info, false));
+    insta::assert_yaml_snapshot!(check(&info, Origin::Binary));
 }
 
 #[test]
@@ -97,5 +98,5 @@ fn prebuilt_debian_nginx() {
         "{:?}",
         info.features
     );
-    insta::assert_yaml_snapshot!(check(&info, false));
+    insta::assert_yaml_snapshot!(check(&info, Origin::Package));
 }

@@ -451,7 +451,7 @@ fn refuse_by_check(artifact: &Artifact) -> Result<(), RumprunError> {
     let Ok(info) = bakeoff_elf::inspect(&binary) else {
         return Ok(());
     };
-    let verdicts = bakeoff_elf::check(&info, m.source.from_source());
+    let verdicts = bakeoff_elf::check(&info, m.source.origin());
     match verdicts
         .into_iter()
         .find(|v| v.platform == Platform::Rumprun)

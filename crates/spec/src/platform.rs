@@ -65,6 +65,19 @@ impl FromStr for Platform {
     }
 }
 
+/// Where an app's executable comes from: it decides what a platform can rebuild (Rumprun needs
+/// sources) and what an image holds besides the program (a package brings its own files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Built here from source.
+    Source,
+    /// A prebuilt executable, used as it is.
+    Binary,
+    /// A Debian package: the program, its package's files and its dependencies' libraries.
+    Package,
+}
+
 /// What `build` produces from one Artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
