@@ -17,6 +17,7 @@ use bakeoff_spec::{Platform, PortMapping, Protocol, Target};
 use bakeoff_state::{Instance, Status};
 use serde::{Deserialize, Serialize};
 
+use crate::qemu::probe::KvmVerdict;
 use crate::qemu::{find_qemu, is_our_qemu, kill, qmp, Accel, Machine, QemuHandle, QemuOptions};
 use crate::{Driver, DriverError, LogSink, StartRequest};
 
@@ -167,21 +168,18 @@ impl RumprunDriver {
     }
 
     fn choose_accel(&self, qemu: &Path, kernel: &Path) -> (Accel, String) {
-        if let Some(a) = self.options.accel {
-            return (a, "forced with --accel".into());
-        }
         let cache = self
             .options
             .cache_dir
             .clone()
             .unwrap_or_else(std::env::temp_dir);
-        let (usable, reason) = kvm_verdict(qemu, kernel, &cache);
-        if usable {
-            (Accel::Kvm, reason)
-        } else {
-            eprintln!("bakeoff: warning: KVM is not usable for Rumprun ({reason}); using TCG software emulation, which is much slower");
-            (Accel::Tcg, reason)
-        }
+        let key = format!("rumprun|{}", qemu.display());
+        crate::qemu::probe::choose_accel(self.options.accel, || {
+            crate::qemu::probe::cached_verdict(&cache, "kvm-probe-rumprun.json", &key, || {
+                let (usable, reason) = kvm_boot_probe(qemu, kernel);
+                KvmVerdict { usable, reason }
+            })
+        })
     }
 }
 
@@ -210,41 +208,8 @@ fn reap_if_ended(h: &QemuHandle) -> Option<Option<i32>> {
 }
 
 /// Is KVM usable for Rumprun here? Boots this unikernel under KVM without a NIC and waits for
-/// its program to be called; cached per host kernel and QEMU. (Here, nested KVM stops Rumprun
-/// with "KVM internal error ... emulation failure" at its first SSE instruction.)
-fn kvm_verdict(qemu: &Path, kernel: &Path, cache_dir: &Path) -> (bool, String) {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        return (false, format!("/dev/kvm cannot be opened ({e})"));
-    }
-    let key = format!(
-        "rumprun|{}|{}",
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim(),
-        qemu.display()
-    );
-    let file = cache_dir.join("kvm-probe-rumprun.json");
-    if let Ok((k, usable, reason)) = std::fs::read(&file)
-        .map_err(|_| ())
-        .and_then(|b| serde_json::from_slice::<(String, bool, String)>(&b).map_err(|_| ()))
-    {
-        if k == key {
-            return (usable, reason);
-        }
-    }
-    let (usable, reason) = kvm_boot_probe(qemu, kernel);
-    let _ = std::fs::create_dir_all(cache_dir);
-    let _ = std::fs::write(
-        &file,
-        serde_json::to_vec(&(key, usable, &reason)).unwrap_or_default(),
-    );
-    (usable, reason)
-}
-
+/// its program to be called (the verdict is cached by `probe::cached_verdict`). Here, nested KVM
+/// stops Rumprun with "KVM internal error ... emulation failure" at its first SSE instruction.
 fn kvm_boot_probe(qemu: &Path, kernel: &Path) -> (bool, String) {
     let Ok(dir) = tempfile::tempdir() else {
         return (false, "cannot create a probe directory".into());

@@ -122,25 +122,14 @@ impl QemuDriver {
     }
 
     fn choose_accel(&self, qemu: &Path, kernel: &Path) -> (Accel, String) {
-        if let Some(a) = self.options.accel {
-            return (a, "forced with --accel".into());
-        }
         let cache = self
             .options
             .cache_dir
             .clone()
             .unwrap_or_else(std::env::temp_dir);
-        let v = probe::kvm_verdict(qemu, kernel, &cache);
-        if v.usable {
-            (Accel::Kvm, v.reason)
-        } else {
-            static WARNED: std::sync::atomic::AtomicBool =
-                std::sync::atomic::AtomicBool::new(false);
-            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                eprintln!("bakeoff: warning: KVM is not usable ({}); using TCG software emulation, which is much slower", v.reason);
-            }
-            (Accel::Tcg, v.reason)
-        }
+        probe::choose_accel(self.options.accel, || {
+            probe::kvm_verdict(qemu, kernel, &cache)
+        })
     }
 }
 

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::Accel;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvmVerdict {
     pub usable: bool,
@@ -20,6 +22,20 @@ const DEADLINE: Duration = Duration::from_secs(8);
 
 /// Probes once per (host kernel, QEMU, guest kernel) and caches the verdict under `cache_dir`.
 pub fn kvm_verdict(qemu: &Path, kernel: &Path, cache_dir: &Path) -> KvmVerdict {
+    let key = format!("{}|{}", qemu.display(), kernel.display());
+    cached_verdict(cache_dir, "kvm-probe.json", &key, || {
+        boot_probe(qemu, kernel)
+    })
+}
+
+/// The shared part of every KVM probe: `/dev/kvm` must open; then the verdict cached in
+/// `cache_dir/file` for this host kernel and `key`, else `boot()`'s, which is then cached.
+pub fn cached_verdict(
+    cache_dir: &Path,
+    file: &str,
+    key: &str,
+    boot: impl FnOnce() -> KvmVerdict,
+) -> KvmVerdict {
     if let Err(reason) = open_kvm() {
         return KvmVerdict {
             usable: false,
@@ -27,14 +43,12 @@ pub fn kvm_verdict(qemu: &Path, kernel: &Path, cache_dir: &Path) -> KvmVerdict {
         };
     }
     let key = format!(
-        "{}|{}|{}",
+        "{}|{key}",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
-            .trim(),
-        qemu.display(),
-        kernel.display()
+            .trim()
     );
-    let file = cache_dir.join("kvm-probe.json");
+    let file = cache_dir.join(file);
     if let Ok(text) = std::fs::read_to_string(&file) {
         if let Ok((k, v)) = serde_json::from_str::<(String, KvmVerdict)>(&text) {
             if k == key {
@@ -42,13 +56,33 @@ pub fn kvm_verdict(qemu: &Path, kernel: &Path, cache_dir: &Path) -> KvmVerdict {
             }
         }
     }
-    let verdict = boot_probe(qemu, kernel);
+    let verdict = boot();
     let _ = std::fs::create_dir_all(cache_dir);
     let _ = std::fs::write(
         &file,
         serde_json::to_vec(&(key, &verdict)).unwrap_or_default(),
     );
     verdict
+}
+
+/// The accelerator for a VM: `forced` (`--accel`), else KVM when `verdict()` says it works,
+/// else TCG with a one-line warning (once per process). Returns it with the reason.
+pub fn choose_accel(
+    forced: Option<Accel>,
+    verdict: impl FnOnce() -> KvmVerdict,
+) -> (Accel, String) {
+    if let Some(a) = forced {
+        return (a, "forced with --accel".into());
+    }
+    let v = verdict();
+    if v.usable {
+        return (Accel::Kvm, v.reason);
+    }
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("bakeoff: warning: KVM is not usable ({}); using TCG software emulation, which is much slower", v.reason);
+    }
+    (Accel::Tcg, v.reason)
 }
 
 fn open_kvm() -> Result<(), String> {
