@@ -201,9 +201,9 @@ pub struct ExportArgs {
     pub app: String,
     #[arg(long, value_enum)]
     pub format: ExportFormat,
-    /// For xl: the image to boot (microvm = PVH Linux guest, rumprun = PV unikernel).
-    #[arg(long, value_enum, default_value = "microvm")]
-    pub target: TargetArg,
+    /// For xl: the image to boot (microvm = PVH Linux guest, the default; rumprun = PV unikernel).
+    #[arg(long, value_enum)]
+    pub target: Option<TargetArg>,
     #[arg(short = 'p', long = "publish", value_parser = |s: &str| parse_publish(s).map_err(|e| e.to_string()))]
     pub publish: Vec<PortMapping>,
     #[arg(short = 'e', long = "env", value_parser = |s: &str| parse_env(s).map_err(|e| e.to_string()))]

@@ -171,6 +171,32 @@ pub fn pack_for(
     Ok(packager_for(target)?.pack(artifact, &ctx)?)
 }
 
+/// The single target a `--target` value names (`all` names none).
+fn target_of(t: TargetArg) -> Option<Target> {
+    match t {
+        TargetArg::Oci => Some(Target::Oci),
+        TargetArg::Microvm => Some(Target::MicroVm),
+        TargetArg::Rumprun => Some(Target::Rumprun),
+        TargetArg::All => None,
+    }
+}
+
+/// The image kind to boot on `platform`: its default, or the one `--target` names if the
+/// platform boots it.
+fn pick_target(platform: bakeoff_spec::Platform, asked: Option<TargetArg>) -> Result<Target> {
+    match asked.map(target_of) {
+        None | Some(None) => Ok(platform.target()),
+        Some(Some(t)) if platform.targets().contains(&t) => Ok(t),
+        Some(Some(t)) => {
+            let names: Vec<&str> = platform.targets().iter().map(|t| t.as_str()).collect();
+            bail!(
+                "{platform} boots {} images, not {t} images",
+                names.join(" or ")
+            )
+        }
+    }
+}
+
 /// Detect + build once + pack for `targets`.
 pub fn prepare(
     app: &str,
@@ -271,13 +297,12 @@ async fn check(app: &str, json: bool) -> Result<i32> {
 }
 
 fn export(e: ExportArgs) -> Result<i32> {
-    let target = match (e.format, e.target) {
-        (ExportFormat::K8s, _) => Target::Oci,
-        (ExportFormat::Firecracker, _) => Target::MicroVm,
-        (ExportFormat::Xl, TargetArg::Rumprun) => Target::Rumprun,
-        (ExportFormat::Xl, TargetArg::Microvm | TargetArg::All) => Target::MicroVm,
-        (ExportFormat::Xl, TargetArg::Oci) => bail!("Xen boots a microvm or rumprun image, not an OCI image; use --target microvm or rumprun"),
+    let platform = match e.format {
+        ExportFormat::Xl => bakeoff_spec::Platform::Xen,
+        ExportFormat::Firecracker => bakeoff_spec::Platform::Firecracker,
+        ExportFormat::K8s => bakeoff_spec::Platform::Docker,
     };
+    let target = pick_target(platform, e.target)?;
     let progress = Progress::new();
     let prepared = prepare(&e.app, &[target], e.kernel.clone(), &progress);
     progress.done();
@@ -320,11 +345,9 @@ fn human_bytes(n: u64) -> String {
 }
 
 fn build(a: BuildArgs) -> Result<i32> {
-    let targets: Vec<Target> = match a.target {
-        TargetArg::Oci => vec![Target::Oci],
-        TargetArg::Microvm => vec![Target::MicroVm],
-        TargetArg::Rumprun => vec![Target::Rumprun],
-        TargetArg::All => {
+    let targets: Vec<Target> = match target_of(a.target) {
+        Some(t) => vec![t],
+        None => {
             // Rumprun too, where a toolchain is installed.
             let mut all = vec![Target::Oci, Target::MicroVm];
             if bakeoff_pack::rumprun::find_toolchain(None, None).is_ok() {
@@ -449,18 +472,11 @@ async fn run_on(a: RunArgs, driver: Box<dyn Driver>) -> Result<i32> {
             v.reasons.join("; ")
         );
     }
-    let target = match (a.platform, a.target) {
-        (_, None) => a.platform.target(),
-        (bakeoff_spec::Platform::Xen, Some(TargetArg::Rumprun)) => Target::Rumprun,
-        (bakeoff_spec::Platform::Xen, Some(TargetArg::Microvm)) => Target::MicroVm,
-        (p, Some(t)) if format!("{t:?}").to_lowercase() == p.target().as_str() => p.target(),
-        (p, Some(t)) => {
+    let target = match pick_target(a.platform, a.target) {
+        Ok(t) => t,
+        Err(e) => {
             progress.done();
-            bail!(
-                "{p} cannot boot a {} image; it runs {} images",
-                format!("{t:?}").to_lowercase(),
-                p.target()
-            );
+            return Err(e);
         }
     };
     let packed = pack_for(&artifact, target, a.kernel.clone(), &progress);

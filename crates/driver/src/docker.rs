@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bakeoff_spec::{Platform, Protocol, Target};
+use bakeoff_spec::{Platform, Protocol};
 use bakeoff_state::{Instance, Status};
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
@@ -145,13 +145,7 @@ impl Driver for DockerDriver {
     }
 
     async fn start(&self, req: StartRequest<'_>) -> Result<serde_json::Value, DriverError> {
-        if req.image.target != Target::Oci {
-            return Err(DriverError::WrongImage {
-                platform: Platform::Docker,
-                target: req.image.target.to_string(),
-                wanted: "oci".into(),
-            });
-        }
+        crate::check_image(Platform::Docker, req.image)?;
         let docker = self.connect().await?;
         let reference = ensure_image(&docker, req.image).await?;
         let opts = req.opts;

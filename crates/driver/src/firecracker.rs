@@ -19,7 +19,7 @@ use bakeoff_pack::launch::firecracker::{
     api_requests, network_plan, render_firecracker, stop_request, tap_net, ApiRequest, MAX_SLOTS,
 };
 use bakeoff_pack::launch::NetPlan;
-use bakeoff_spec::{Platform, Target};
+use bakeoff_spec::Platform;
 use bakeoff_state::{Instance, Status};
 use serde::{Deserialize, Serialize};
 
@@ -221,13 +221,7 @@ impl Driver for FirecrackerDriver {
 
     async fn start(&self, req: StartRequest<'_>) -> Result<serde_json::Value, DriverError> {
         let image = req.image;
-        if image.target != Target::MicroVm {
-            return Err(DriverError::WrongImage {
-                platform: Platform::Firecracker,
-                target: image.target.to_string(),
-                wanted: "microvm".into(),
-            });
-        }
+        crate::check_image(Platform::Firecracker, image)?;
         self.available().await?;
         let dir = req.instance_dir;
         let slot = claim_slot(dir, Platform::Firecracker, req.name, MAX_SLOTS)?;

@@ -25,7 +25,7 @@ pub enum DriverError {
     Unavailable(String),
     #[error("host port {0} is already in use; choose another with -p")]
     PortInUse(String),
-    #[error("{platform} cannot run a {target} image; build it with --target {wanted}")]
+    #[error("{platform} cannot run a {target} image; it boots {wanted} images")]
     WrongImage {
         platform: Platform,
         target: String,
@@ -151,6 +151,23 @@ pub async fn follow_console(
     }
 }
 
+/// Refuses an image of a kind the platform does not boot (see `Platform::targets`).
+pub fn check_image(platform: Platform, image: &Image) -> Result<(), DriverError> {
+    if platform.targets().contains(&image.target) {
+        return Ok(());
+    }
+    Err(DriverError::WrongImage {
+        platform,
+        target: image.target.to_string(),
+        wanted: platform
+            .targets()
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(" or "),
+    })
+}
+
 /// Resident memory of a VMM process (VmRSS), in bytes.
 pub fn vmm_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -191,6 +208,36 @@ pub fn check_ports_free(ports: &[PortMapping]) -> Result<(), DriverError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_of_another_kind_is_refused() {
+        let image = |target| Image {
+            target,
+            name: "hello".into(),
+            artifact_id: "a".into(),
+            digest: "sha256:0".into(),
+            dir: "/tmp".into(),
+            files: Default::default(),
+            size_bytes: 0,
+            compressed_bytes: 0,
+            reference: None,
+            details: Default::default(),
+        };
+        use bakeoff_spec::Target;
+        assert_eq!(
+            check_image(Platform::Qemu, &image(Target::Oci))
+                .unwrap_err()
+                .to_string(),
+            "qemu cannot run a oci image; it boots microvm images"
+        );
+        assert_eq!(
+            check_image(Platform::Xen, &image(Target::Oci))
+                .unwrap_err()
+                .to_string(),
+            "xen cannot run a oci image; it boots microvm or rumprun images"
+        );
+        check_image(Platform::Xen, &image(Target::Rumprun)).unwrap();
+    }
 
     #[test]
     fn a_taken_port_is_named() {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bakeoff_pack::rumprun::{RumprunConfig, RumprunNet};
-use bakeoff_spec::{Platform, PortMapping, Protocol, Target};
+use bakeoff_spec::{Platform, PortMapping, Protocol};
 use bakeoff_state::{Instance, Status};
 use serde::{Deserialize, Serialize};
 
@@ -305,13 +305,7 @@ impl Driver for RumprunDriver {
 
     async fn start(&self, req: StartRequest<'_>) -> Result<serde_json::Value, DriverError> {
         let image = req.image;
-        if image.target != Target::Rumprun {
-            return Err(DriverError::WrongImage {
-                platform: Platform::Rumprun,
-                target: image.target.to_string(),
-                wanted: "rumprun".into(),
-            });
-        }
+        crate::check_image(Platform::Rumprun, image)?;
         let qemu = find_qemu()?;
         let kernel = image
             .file("kernel")

@@ -310,13 +310,7 @@ impl Driver for XenDriver {
     async fn start(&self, req: StartRequest<'_>) -> Result<serde_json::Value, DriverError> {
         self.available().await?;
         let image = req.image;
-        if image.target == Target::Oci {
-            return Err(DriverError::WrongImage {
-                platform: Platform::Xen,
-                target: image.target.to_string(),
-                wanted: "microvm".into(),
-            });
-        }
+        crate::check_image(Platform::Xen, image)?;
         if image.target == Target::Rumprun && which("xenstore-write").is_none() {
             return Err(DriverError::Unavailable("Rumprun on Xen needs `xenstore-write` (Debian's xenstore-utils) to pass its configuration".into()));
         }

@@ -35,13 +35,19 @@ impl Platform {
         }
     }
 
-    /// The image kind this platform boots.
-    pub fn target(self) -> Target {
+    /// The image kinds this platform boots, its default first.
+    pub fn targets(self) -> &'static [Target] {
         match self {
-            Platform::Docker => Target::Oci,
-            Platform::Qemu | Platform::Xen | Platform::Firecracker => Target::MicroVm,
-            Platform::Rumprun => Target::Rumprun,
+            Platform::Docker => &[Target::Oci],
+            Platform::Qemu | Platform::Firecracker => &[Target::MicroVm],
+            Platform::Xen => &[Target::MicroVm, Target::Rumprun],
+            Platform::Rumprun => &[Target::Rumprun],
         }
+    }
+
+    /// The image kind this platform boots by default.
+    pub fn target(self) -> Target {
+        self.targets()[0]
     }
 }
 
@@ -122,6 +128,16 @@ impl FromStr for Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_platform_boots_its_image_kinds() {
+        assert_eq!(Platform::Docker.targets(), [Target::Oci]);
+        assert_eq!(Platform::Xen.targets(), [Target::MicroVm, Target::Rumprun]);
+        assert_eq!(Platform::Xen.target(), Target::MicroVm);
+        assert!(Platform::ALL
+            .iter()
+            .all(|p| p.targets().contains(&p.target())));
+    }
 
     #[test]
     fn platforms_round_trip_and_unknown_is_named() {

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bakeoff_spec::{Platform, Target};
+use bakeoff_spec::Platform;
 use bakeoff_state::{Instance, Status};
 use serde::{Deserialize, Serialize};
 
@@ -273,13 +273,7 @@ impl Driver for QemuDriver {
 
     async fn start(&self, req: StartRequest<'_>) -> Result<serde_json::Value, DriverError> {
         let image = req.image;
-        if image.target != Target::MicroVm {
-            return Err(DriverError::WrongImage {
-                platform: Platform::Qemu,
-                target: image.target.to_string(),
-                wanted: "microvm".into(),
-            });
-        }
+        crate::check_image(Platform::Qemu, image)?;
         let qemu = find_qemu()?;
         let missing = |role: &str| {
             DriverError::Engine(format!(
