@@ -208,17 +208,10 @@ pub fn prepare(
     let cache = Cache::from_env();
     progress.say(&format!("building {}", plan.name));
     let outcome = bakeoff_build::build(&plan, &cache, &|m| progress.say(m))?;
-    let log = |m: &str| progress.say(m);
-    let ctx = PackContext {
-        cache: &cache,
-        kernel,
-        log: &log,
-    };
-    let mut images = Vec::new();
-    for t in targets {
-        progress.say(&format!("packing the {t} image"));
-        images.push(packager_for(*t)?.pack(&outcome.artifact, &ctx)?);
-    }
+    let images = targets
+        .iter()
+        .map(|t| pack_for(&outcome.artifact, *t, kernel.clone(), progress))
+        .collect::<Result<Vec<_>>>()?;
     Ok((plan, outcome.artifact, outcome.cached, images))
 }
 
@@ -414,71 +407,33 @@ async fn run(a: RunArgs) -> Result<i32> {
             cache_dir: Some(Cache::from_env().root().to_path_buf()),
         },
     };
+    let target = pick_target(a.platform, a.target)?;
     let driver = driver_with(a.platform, options);
-    let available = driver.available().await;
-    if a.platform == bakeoff_spec::Platform::Docker {
-        available?; // nothing to learn from compiling when the engine is down
-        return run_on(a, driver).await;
-    }
-    if let Err(e) = &available {
-        // The check's reason, when there is one, matters more than the missing engine.
-        if let Ok(plan) = bakeoff_detect::detect(&a.app) {
-            let progress = Progress::new();
-            let built = bakeoff_build::build(&plan, &Cache::from_env(), &|m| progress.say(m));
-            progress.done();
-            if let Ok(out) = built {
-                let (_, verdicts) = verdicts_for(&out.artifact)?;
-                if let Some(v) = verdicts
-                    .iter()
-                    .find(|v| v.platform == a.platform && !v.runnable)
-                {
-                    bail!(
-                        "{} cannot run on {}: {}",
-                        plan.name,
-                        a.platform,
-                        v.reasons.join("; ")
-                    );
-                }
-            }
+    let progress = Progress::new();
+    let checked = (|| -> Result<(BuildPlan, Artifact)> {
+        let (plan, artifact, _, _) = prepare(&a.app, &[], None, &progress)?;
+        // The check runs on the built binary, before the platform's image is made; its reason
+        // matters more than a missing engine.
+        let (_, verdicts) = verdicts_for(&artifact)?;
+        if let Some(v) = verdicts
+            .iter()
+            .find(|v| v.platform == a.platform && !v.runnable)
+        {
+            bail!(
+                "{} cannot run on {}: {}",
+                plan.name,
+                a.platform,
+                v.reasons.join("; ")
+            );
         }
-        bail!("{e}");
-    }
-    run_on(a, driver).await
-}
-
-async fn run_on(a: RunArgs, driver: Box<dyn Driver>) -> Result<i32> {
+        Ok((plan, artifact))
+    })();
+    progress.done();
+    let (plan, artifact) = checked?;
+    driver.available().await?;
     check_ports_free(&a.publish)?;
 
     let progress = Progress::new();
-    let prepared = prepare(&a.app, &[], None, &progress);
-    let (plan, artifact, _cached, _) = match prepared {
-        Ok(p) => p,
-        Err(e) => {
-            progress.done();
-            return Err(e);
-        }
-    };
-    // The check runs on the built binary, before the platform's image is made.
-    let (_, verdicts) = verdicts_for(&artifact)?;
-    if let Some(v) = verdicts
-        .iter()
-        .find(|v| v.platform == a.platform && !v.runnable)
-    {
-        progress.done();
-        bail!(
-            "{} cannot run on {}: {}",
-            plan.name,
-            a.platform,
-            v.reasons.join("; ")
-        );
-    }
-    let target = match pick_target(a.platform, a.target) {
-        Ok(t) => t,
-        Err(e) => {
-            progress.done();
-            return Err(e);
-        }
-    };
     let packed = pack_for(&artifact, target, a.kernel.clone(), &progress);
     progress.done();
     let image = &packed?;
