@@ -55,13 +55,7 @@ fn example_serves_http_from_a_container() {
     assert!(body.contains("args=first second"), "{body}");
     assert!(body.contains(&format!("host={name}")), "{body}");
 
-    let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
-    let row = ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name.as_str())
-        .expect("ps lists the instance");
+    let row = env.ps_row(&name).expect("ps lists the instance");
     assert_eq!(row["platform"], "docker");
     assert_eq!(row["status"], "running");
     assert_eq!(row["image_digest"], digest.as_str());
@@ -89,13 +83,7 @@ fn example_serves_http_from_a_container() {
         http_get(port, "/").is_err(),
         "the app still answers after stop"
     );
-    let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
-    let row = ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name.as_str())
-        .unwrap();
+    let row = env.ps_row(&name).unwrap();
     assert!(
         row["status"].as_str().unwrap().starts_with("exited"),
         "{row}"
@@ -108,12 +96,7 @@ fn example_serves_http_from_a_container() {
         "404",
         "the engine still has the container"
     );
-    let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
-    assert!(ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|r| r["name"] != name.as_str()));
+    assert!(env.ps_row(&name).is_none());
 }
 
 #[test]

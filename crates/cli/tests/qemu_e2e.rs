@@ -59,13 +59,7 @@ fn example_serves_http_from_a_microvm_and_leaves_no_qemu_behind() {
     assert!(body.contains("args=vm-arg-1 vm-arg-2"), "{body}");
     assert!(body.contains(&format!("host={name}")), "{body}");
 
-    let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
-    let row = ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name.as_str())
-        .expect("ps lists the VM");
+    let row = env.ps_row(&name).expect("ps lists the VM");
     assert_eq!(
         (row["platform"].as_str(), row["status"].as_str()),
         (Some("qemu"), Some("running"))
@@ -81,13 +75,7 @@ fn example_serves_http_from_a_microvm_and_leaves_no_qemu_behind() {
     assert_eq!(qemu_pids(&state).len(), 1, "one QEMU runs the instance");
     env.ok(&["stop", &name]);
     assert!(qemu_pids(&state).is_empty(), "QEMU still runs after stop");
-    let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
-    let row = ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name.as_str())
-        .unwrap();
+    let row = env.ps_row(&name).unwrap();
     // The graceful stop reached the app: it exited by itself (status 0), not killed.
     assert_eq!(row["status"], "exited (0)", "{row}");
     env.ok(&["rm", &name]);
@@ -133,13 +121,7 @@ fn exit_status_and_crash_at_start_are_reported() {
         stdout.contains("bakeoff-init: app exited with status 3"),
         "{stdout}"
     );
-    let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
-    let row = ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "e2e-exit3")
-        .unwrap();
+    let row = env.ps_row("e2e-exit3").unwrap();
     assert_eq!(row["status"], "exited (3)");
     // Detached: a crash at start is an error with the exit status and the console's last lines.
     let err = env.fails(&["run", &src, "--on", "qemu", "--name", "e2e-exit3-d", "-d"]);
@@ -267,13 +249,7 @@ fn a_crashed_cli_leaves_a_vm_that_ps_shows_and_rm_ends() {
         1,
         "the VM keeps running without the CLI"
     );
-    let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
-    let row = ps
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name.as_str())
-        .expect("ps shows the orphaned VM");
+    let row = env.ps_row(&name).expect("ps shows the orphaned VM");
     assert_eq!(row["status"], "running");
     env.ok(&["rm", "-f", &name]);
     assert!(

@@ -27,15 +27,6 @@ fn toolchain_or_skip(test: &str) -> bool {
     true
 }
 
-fn row(env: &Env, name: &str) -> Option<serde_json::Value> {
-    let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
-    ps.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .cloned()
-}
-
 #[test]
 fn unikernel_serves_http_with_env_and_args_then_stops() {
     if !toolchain_or_skip("unikernel_serves_http_with_env_and_args_then_stops")
@@ -88,7 +79,7 @@ fn unikernel_serves_http_with_env_and_args_then_stops() {
     assert!(body.contains("args=first two words"), "{body}");
     assert!(body.contains(&format!("host={name}")), "{body}");
 
-    let r = row(&env, &name).expect("ps lists the instance");
+    let r = env.ps_row(&name).expect("ps lists the instance");
     assert_eq!(
         (r["platform"].as_str(), r["status"].as_str()),
         (Some("rumprun"), Some("running"))
@@ -109,14 +100,14 @@ fn unikernel_serves_http_with_env_and_args_then_stops() {
         http_get(port, "/").is_err(),
         "the unikernel still answers after stop"
     );
-    assert!(row(&env, &name).unwrap()["status"]
+    assert!(env.ps_row(&name).unwrap()["status"]
         .as_str()
         .unwrap()
         .starts_with("exited"));
     let state = env.dir.path().join("state").display().to_string();
     assert!(qemu_pids(&state).is_empty(), "QEMU still runs after stop");
     env.ok(&["rm", &name]);
-    assert!(row(&env, &name).is_none());
+    assert!(env.ps_row(&name).is_none());
 }
 
 #[test]
@@ -143,7 +134,7 @@ fn a_program_that_ends_stops_its_vm_and_reports_the_status() {
         stdout.contains("=== ERROR: _exit(7) called ==="),
         "{stdout}"
     );
-    assert_eq!(row(&env, &name).unwrap()["status"], "exited (7)");
+    assert_eq!(env.ps_row(&name).unwrap()["status"], "exited (7)");
     assert!(
         qemu_pids(&env.dir.path().join("state").display().to_string()).is_empty(),
         "QEMU outlived the program"

@@ -58,6 +58,16 @@ impl Env {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// The `bakeoff ps --json` row of instance `name`, if it is listed.
+    pub fn ps_row(&self, name: &str) -> Option<serde_json::Value> {
+        let ps: serde_json::Value = serde_json::from_str(&self.ok(&["ps", "--json"])).unwrap();
+        ps.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .cloned()
+    }
+
     /// Runs and requires failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
