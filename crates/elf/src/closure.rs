@@ -595,12 +595,23 @@ impl Walk {
 
 /// Replaces ld.so's dynamic string tokens in `text`.
 fn substitute(text: &str, origin: &str, lib: &str, platform: &str) -> String {
+    expand_vars(text, |token| match token {
+        "ORIGIN" => Some(origin.to_string()),
+        "LIB" => Some(lib.to_string()),
+        "PLATFORM" => Some(platform.to_string()),
+        _ => None,
+    })
+}
+
+/// Replaces `$NAME` and `${NAME}` with `lookup(NAME)`; names it does not know are left as
+/// they are. (ld.so's dynamic string tokens, shell variables in maintainer scripts.)
+pub fn expand_vars(text: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
         let after = &rest[at + 1..];
-        let (token, len) = if let Some(inner) = after.strip_prefix('{') {
+        let (name, len) = if let Some(inner) = after.strip_prefix('{') {
             match inner.find('}') {
                 Some(end) => (&inner[..end], end + 2),
                 None => ("", 0),
@@ -611,18 +622,12 @@ fn substitute(text: &str, origin: &str, lib: &str, platform: &str) -> String {
                 .unwrap_or(after.len());
             (&after[..end], end)
         };
-        let value = match token {
-            "ORIGIN" => Some(origin),
-            "LIB" => Some(lib),
-            "PLATFORM" => Some(platform),
-            _ => None,
-        };
-        match value {
-            Some(v) if len > 0 => {
-                out.push_str(v);
+        match lookup(name).filter(|_| len > 0 && !name.is_empty()) {
+            Some(v) => {
+                out.push_str(&v);
                 rest = &after[len..];
             }
-            _ => {
+            None => {
                 out.push('$');
                 rest = after;
             }

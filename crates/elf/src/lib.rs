@@ -16,7 +16,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use check::{check, Verdict};
-pub use closure::{closure, copy_into, Closure, ClosureEntry, EntryKind, LoadedObject};
+pub use closure::{
+    closure, copy_into, expand_vars, Closure, ClosureEntry, EntryKind, LoadedObject,
+};
 pub use inspect::{inspect, ElfClass, ElfInfo, ElfKind, Linkage, ProcessFeatures};
 
 /// Everything that can go wrong while reading ELF files or computing a closure.

@@ -164,33 +164,7 @@ fn user(cmd: &str, args: &[String]) -> Option<Action> {
 
 /// Replaces `$VAR` and `${VAR}` with known values; unknown ones are left as they are.
 fn substitute(word: &str, vars: &BTreeMap<String, String>) -> String {
-    let mut out = String::new();
-    let mut rest = word;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 1..];
-        let (name, len) = if let Some(inner) = after.strip_prefix('{') {
-            match inner.find('}') {
-                Some(end) => (&inner[..end], end + 2),
-                None => ("", 0),
-            }
-        } else {
-            let end = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            (&after[..end], end)
-        };
-        match vars.get(name) {
-            Some(v) if !name.is_empty() => out.push_str(v),
-            _ => {
-                out.push('$');
-                out.push_str(&after[..len]);
-            }
-        }
-        rest = &after[len..];
-    }
-    out.push_str(rest);
-    out
+    bakeoff_elf::expand_vars(word, |name| vars.get(name).cloned())
 }
 
 /// Splits a script into simple commands (lists of words), dropping comments, redirections and
