@@ -30,7 +30,7 @@ pub fn kernel(ctx: &PackContext) -> Result<Kernel, PackError> {
         Some(p) => bakeoff_guest::kernel_from_path(p, &dir).map_err(guest),
         None => {
             (ctx.log)(&format!(
-                "fetching the guest kernel (Debian {})",
+                "guest kernel: Debian {} (downloaded once, then from the cache)",
                 bakeoff_guest::KERNEL_METAPACKAGE
             ));
             bakeoff_guest::ensure_kernel(&dir).map_err(guest)
