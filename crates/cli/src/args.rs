@@ -219,3 +219,74 @@ pub struct ExportArgs {
     #[arg(last = true)]
     pub args: Vec<String>,
 }
+
+// Conversions from the clap values to the library's: the only place they meet.
+
+impl TargetArg {
+    /// The single target this value names (`all` names none).
+    pub fn target(self) -> Option<bakeoff_spec::Target> {
+        use bakeoff_spec::Target;
+        match self {
+            TargetArg::Oci => Some(Target::Oci),
+            TargetArg::Microvm => Some(Target::MicroVm),
+            TargetArg::Rumprun => Some(Target::Rumprun),
+            TargetArg::All => None,
+        }
+    }
+}
+
+/// The driver options `--accel` and `--machine` choose.
+pub fn driver_options(
+    accel: Option<AccelArg>,
+    machine: Option<MachineArg>,
+) -> bakeoff_driver::DriverOptions {
+    use bakeoff_driver::qemu::{Accel, Machine};
+    let mut o = bakeoff_driver::DriverOptions::default();
+    o.qemu.accel = accel.map(|x| match x {
+        AccelArg::Kvm => Accel::Kvm,
+        AccelArg::Tcg => Accel::Tcg,
+    });
+    o.qemu.machine = machine.map(|x| match x {
+        MachineArg::Microvm => Machine::Microvm,
+        MachineArg::Q35 => Machine::Q35,
+    });
+    o
+}
+
+impl RunArgs {
+    pub fn flags(&self) -> bakeoff_runtime::RunFlags {
+        bakeoff_runtime::RunFlags {
+            publish: self.publish.clone(),
+            env: self.env.clone(),
+            name: self.name.clone(),
+            detach: self.detach,
+            memory: self.memory,
+            cpus: self.cpus,
+            args: self.args.clone(),
+        }
+    }
+}
+
+impl ExportArgs {
+    pub fn flags(&self) -> bakeoff_runtime::RunFlags {
+        bakeoff_runtime::RunFlags {
+            publish: self.publish.clone(),
+            env: self.env.clone(),
+            name: self.name.clone(),
+            detach: true,
+            memory: self.memory,
+            cpus: self.cpus,
+            args: self.args.clone(),
+        }
+    }
+}
+
+impl ExportFormat {
+    pub fn format(self) -> bakeoff_runtime::ExportFormat {
+        match self {
+            ExportFormat::Xl => bakeoff_runtime::ExportFormat::Xl,
+            ExportFormat::Firecracker => bakeoff_runtime::ExportFormat::Firecracker,
+            ExportFormat::K8s => bakeoff_runtime::ExportFormat::K8s,
+        }
+    }
+}

@@ -1,5 +1,5 @@
 mod args;
-mod bench;
+mod print;
 mod verbs;
 
 use clap::Parser;

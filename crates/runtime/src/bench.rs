@@ -1,0 +1,396 @@
+//! The bench flow: for each platform, N launch-to-ready runs after a warm-up, memory, and a
+//! load phase with the built-in generator; one [`Report`] with a recommendation. Every instance
+//! it starts is removed, also when it is interrupted.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bakeoff_bench::{
+    Accelerator, AppInfo, Conditions, ImageSize, LoadResult, LoadShape, LoadStats, LoadTarget,
+    MemoryStats, PlatformReport, Policy, Report, Stat,
+};
+use bakeoff_driver::Driver;
+use bakeoff_pack::Image;
+use bakeoff_spec::{HealthKind, Platform, PortMapping, Protocol, RunOptions};
+use bakeoff_state::Instance;
+
+use crate::prepare::available_with;
+use crate::ready::{last_output, wait_ready_with};
+use crate::{Prepared, Readiness, Runtime, RuntimeError};
+
+/// What to measure and how.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// None: every platform (those unavailable here are reported with their reason).
+    pub platforms: Option<Vec<Platform>>,
+    pub runs: u32,
+    pub shape: LoadShape,
+    pub policy: Policy,
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub ready_timeout: Duration,
+}
+
+/// How a bench ended.
+pub enum BenchOutcome {
+    Done(Box<Report>),
+    /// Interrupted; every instance it had started has been removed.
+    Interrupted,
+}
+
+/// One run's figures: launch-to-ready, host memory, load, guest memory.
+type RunFigures = (Duration, Option<u64>, Option<LoadResult>, Option<u64>);
+
+impl Runtime {
+    /// Benchmarks `prepared` on every platform of `config` and recommends one.
+    pub async fn bench(
+        &self,
+        prepared: &Prepared,
+        config: &BenchConfig,
+        interrupt: impl Future<Output = ()>,
+    ) -> Result<BenchOutcome, RuntimeError> {
+        config.shape.validate()?;
+        if config.runs == 0 || config.runs > 100 {
+            return Err(RuntimeError::Invalid(format!(
+                "--runs must be between 1 and 100, got {}",
+                config.runs
+            )));
+        }
+        let plan = &prepared.plan;
+        let m = &prepared.artifact.manifest;
+        let mut report = Report::new(
+            env!("CARGO_PKG_VERSION"),
+            AppInfo {
+                name: m.name.clone(),
+                input: plan.input.clone(),
+                build_seconds: Some(m.build_seconds),
+                binary_size: Some(m.binary_size),
+            },
+            config.shape.clone(),
+            config.runs,
+            config.policy,
+        );
+        let explicit = config.platforms.is_some();
+        let platforms = config
+            .platforms
+            .clone()
+            .unwrap_or_else(|| Platform::ALL.to_vec());
+        // The instance being measured, so an interruption can remove it.
+        let current: Mutex<Option<Instance>> = Mutex::new(None);
+        let run_all = async {
+            let mut out = Vec::new();
+            for &platform in &platforms {
+                out.push(
+                    self.bench_platform(prepared, config, platform, explicit, &current)
+                        .await,
+                );
+            }
+            out
+        };
+        let measured = tokio::select! {
+            r = run_all => Some(r),
+            _ = interrupt => None,
+        };
+        let Some(measured) = measured else {
+            let inst = current.lock().expect("not poisoned").take();
+            if let Some(inst) = inst {
+                self.say(&format!("interrupted; removing {}", inst.name));
+                let _ = self.driver(inst.platform).remove(&inst).await;
+                let _ = self.state.remove(&inst.name);
+            }
+            return Ok(BenchOutcome::Interrupted);
+        };
+        report.platforms = measured;
+        if !report.platforms.iter().any(|p| p.is_measured()) {
+            let reasons: Vec<String> = report
+                .platforms
+                .iter()
+                .map(|p| format!("{}: {}", p.platform, p.status.reason().unwrap_or("?")))
+                .collect();
+            return Err(RuntimeError::Invalid(format!(
+                "no platform could run {}: {}",
+                plan.name,
+                reasons.join("; ")
+            )));
+        }
+        let verdicts: Vec<bakeoff_bench::Verdict> = prepared
+            .verdicts
+            .iter()
+            .map(|v| (v.platform, v.runnable, v.reasons.clone()))
+            .collect();
+        report.recommendation = Some(bakeoff_bench::recommend(&report, &verdicts, config.policy));
+        Ok(BenchOutcome::Done(Box::new(report)))
+    }
+
+    async fn bench_platform(
+        &self,
+        prepared: &Prepared,
+        config: &BenchConfig,
+        platform: Platform,
+        explicit: bool,
+        current: &Mutex<Option<Instance>>,
+    ) -> PlatformReport {
+        let plan = &prepared.plan;
+        if let Err(e) = prepared.check(platform) {
+            let RuntimeError::CannotRun { reasons, .. } = e else {
+                return PlatformReport::failed(platform, e.to_string());
+            };
+            return PlatformReport::unavailable(
+                platform,
+                format!("{} cannot run here: {}", plan.name, reasons.join("; ")),
+            );
+        }
+        let driver = self.driver(platform);
+        if let Err(e) = available_with(&*driver, platform, plan).await {
+            if explicit {
+                self.say(&format!(
+                    "{platform} is unavailable ({e}); continuing with the other platforms"
+                ));
+            }
+            return PlatformReport::unavailable(platform, e);
+        }
+        let image = match self.pack(&prepared.artifact, platform.target(), None) {
+            Ok(i) => i,
+            Err(e) => {
+                return PlatformReport::failed(platform, error_chain(&e));
+            }
+        };
+        match self
+            .measure(prepared, config, &image, &*driver, platform, current)
+            .await
+        {
+            Ok(pr) => pr,
+            Err(e) => PlatformReport::failed(platform, error_chain(&e)),
+        }
+    }
+
+    /// Samples of one platform: N launch-to-ready (after one warm-up), memory, and load.
+    async fn measure(
+        &self,
+        prepared: &Prepared,
+        config: &BenchConfig,
+        image: &Image,
+        driver: &dyn Driver,
+        platform: Platform,
+        current: &Mutex<Option<Instance>>,
+    ) -> Result<PlatformReport, RuntimeError> {
+        let plan = &prepared.plan;
+        let guest_port = plan
+            .health
+            .port
+            .or(plan.ports.first().copied())
+            .ok_or_else(|| {
+                RuntimeError::Invalid(
+                    "the app declares no port to probe; set `ports` in bakeoff.toml".into(),
+                )
+            })?;
+        let http = plan.health.kind == HealthKind::Http;
+        let (mut ready_s, mut mem, mut guest_mem, mut loads) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut conditions = None;
+        let mut notes = Vec::new();
+        if !http {
+            notes.push("the app is probed over TCP; load testing needs HTTP, so only start-up and memory were measured".to_string());
+        }
+        for run in 0..=config.runs {
+            let warmup = run == 0;
+            let label = if warmup {
+                "warm-up".to_string()
+            } else {
+                format!("run {run}/{}", config.runs)
+            };
+            self.say(&format!("{platform}: {label}"));
+            let port = free_port()?;
+            let opts = RunOptions {
+                publish: vec![PortMapping {
+                    host_ip: Ipv4Addr::LOCALHOST,
+                    host_port: port,
+                    guest_port,
+                    protocol: Protocol::Tcp,
+                }],
+                name: Some(format!(
+                    "bench-{}-{}-{}-{}",
+                    plan.name,
+                    platform,
+                    std::process::id(),
+                    run
+                )),
+                detach: true,
+                memory: config.memory.or(plan.memory),
+                cpus: config.cpus.or(plan.cpus),
+                ..Default::default()
+            };
+            let t0 = Instant::now();
+            let inst = self.start(plan, image, platform, opts.clone()).await?;
+            *current.lock().expect("not poisoned") = Some(inst.clone());
+            let outcome = self
+                .one_run(config, prepared, driver, &inst, port, http, t0, warmup)
+                .await;
+            let _ = driver.remove(&inst).await;
+            let _ = self.state.remove(&inst.name);
+            *current.lock().expect("not poisoned") = None;
+            let (ready, memory, load, guest) = outcome?;
+            if conditions.is_none() {
+                conditions = Some(conditions_for(platform, image, &inst, &opts));
+            }
+            if !warmup {
+                ready_s.push(ready.as_secs_f64());
+                mem.extend(memory.map(|m| m as f64));
+                guest_mem.extend(guest.map(|g| g as f64));
+                loads.extend(load);
+            }
+        }
+        let mut pr = PlatformReport::measured(platform, conditions.expect("at least one run"));
+        pr.launch_to_ready = Some(Stat::from_samples(&ready_s)?);
+        pr.image_size = Some(image_size(image));
+        if !mem.is_empty() {
+            let guest_bytes = if guest_mem.is_empty() {
+                None
+            } else {
+                Some(Stat::from_samples(&guest_mem)?)
+            };
+            pr.memory = Some(MemoryStats {
+                host_bytes: Stat::from_samples(&mem)?,
+                guest_bytes,
+            });
+        }
+        if !loads.is_empty() {
+            pr.load = Some(LoadStats::from_runs(&loads)?);
+        }
+        if platform == Platform::Qemu {
+            notes.push(
+                "memory is the QEMU process's resident set (the VMM and the guest's touched RAM)"
+                    .into(),
+            );
+            notes.push("the image size includes the guest kernel, shared by every microVM".into());
+        }
+        pr.notes = notes;
+        Ok(pr)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn one_run(
+        &self,
+        config: &BenchConfig,
+        prepared: &Prepared,
+        driver: &dyn Driver,
+        inst: &Instance,
+        port: u16,
+        http: bool,
+        t0: Instant,
+        warmup: bool,
+    ) -> Result<RunFigures, RuntimeError> {
+        let plan = &prepared.plan;
+        let limit = config.ready_timeout.saturating_sub(t0.elapsed());
+        match wait_ready_with(driver, inst, plan, limit).await {
+            Ok(Readiness::Ready(_)) => {}
+            Ok(Readiness::NotReady(why)) => {
+                return Err(RuntimeError::NeverReady {
+                    why,
+                    diagnosis: driver
+                        .diagnose(inst)
+                        .await
+                        .map(|d| format!("{d}; "))
+                        .unwrap_or_default(),
+                    tail: last_output(driver, inst, 8, " | ").await,
+                })
+            }
+            Err(e) => return Err(e),
+        }
+        // Launch-to-ready counts from the start request.
+        let ready = t0.elapsed();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let memory = driver.memory_bytes(inst).await.ok().flatten();
+        let load = if http && !warmup {
+            let mut target = LoadTarget::new(addr);
+            target.path = plan.health.path.clone();
+            Some(bakeoff_bench::load(target, config.shape.clone()).await?)
+        } else {
+            None
+        };
+        // Memory after load is what the app really holds when busy.
+        let memory = match (
+            load.is_some(),
+            driver.memory_bytes(inst).await.ok().flatten(),
+        ) {
+            (true, Some(after)) => Some(after.max(memory.unwrap_or(0))),
+            _ => memory,
+        };
+        // The guest's own count, after the load, where the platform reports one.
+        let guest = if warmup {
+            None
+        } else {
+            driver.guest_memory_bytes(inst).await
+        };
+        Ok((ready, memory, load, guest))
+    }
+}
+
+/// An error and its causes on one line, each once.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !msg.contains(&c_text) {
+            msg.push_str(": ");
+            msg.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    msg
+}
+
+fn free_port() -> Result<u16, RuntimeError> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn conditions_for(
+    platform: Platform,
+    image: &Image,
+    inst: &Instance,
+    opts: &RunOptions,
+) -> Conditions {
+    let handle = &inst.handle;
+    let mut c = match platform {
+        Platform::Docker => Conditions::native(image.reference.as_deref().unwrap_or(&image.digest)),
+        _ => {
+            let accel = match handle["accel"].as_str() {
+                Some("kvm") => Accelerator::Kvm,
+                _ => Accelerator::Tcg,
+            };
+            let mut c = Conditions::vm(accel, &image.digest);
+            c.vmm_flags = handle["argv"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            c.kernel = image.details.get("kernel_version").cloned();
+            c
+        }
+    };
+    c.cpus = opts.cpus;
+    c.memory_bytes = opts
+        .memory
+        .or(handle["memory_mib"].as_u64().map(|m| m << 20));
+    c
+}
+
+fn image_size(image: &Image) -> ImageSize {
+    let kernel = image
+        .details
+        .get("kernel_bytes")
+        .and_then(|k| k.parse::<u64>().ok())
+        .unwrap_or(0);
+    ImageSize {
+        bytes: image.size_bytes + kernel,
+        compressed_bytes: Some(image.compressed_bytes + kernel),
+    }
+}

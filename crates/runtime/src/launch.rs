@@ -1,0 +1,177 @@
+//! From a prepared app to a running instance: one sequence, everything released on failure.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bakeoff_detect::BuildPlan;
+use bakeoff_driver::{check_ports_free, StartRequest};
+use bakeoff_pack::Image;
+use bakeoff_spec::{Platform, PortMapping, RunOptions, Target};
+use bakeoff_state::{now_secs, Instance, Status};
+
+use crate::prepare::available_with;
+use crate::{Prepared, Runtime, RuntimeError};
+
+/// What the user said about one run (`run`, `serve`, `export` flags); unset fields fall back
+/// to the app's own defaults in [`run_options`].
+#[derive(Debug, Clone, Default)]
+pub struct RunFlags {
+    pub publish: Vec<PortMapping>,
+    pub env: Vec<(String, String)>,
+    pub name: Option<String>,
+    pub detach: bool,
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub args: Vec<String>,
+}
+
+/// The one place run options are made: the flags over the plan's defaults.
+pub fn run_options(plan: &BuildPlan, flags: RunFlags) -> RunOptions {
+    RunOptions {
+        publish: flags.publish,
+        env: flags.env,
+        name: flags.name,
+        detach: flags.detach,
+        memory: flags.memory.or(plan.memory),
+        cpus: flags.cpus.or(plan.cpus),
+        args: flags.args,
+    }
+}
+
+/// The image kind to boot on `platform`: its default, or `asked` if the platform boots it.
+pub fn pick_target(platform: Platform, asked: Option<Target>) -> Result<Target, RuntimeError> {
+    match asked {
+        None => Ok(platform.target()),
+        Some(t) if platform.targets().contains(&t) => Ok(t),
+        Some(t) => Err(RuntimeError::WrongTarget {
+            platform,
+            asked: t,
+            wanted: platform
+                .targets()
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(" or "),
+        }),
+    }
+}
+
+/// Whether [`Runtime::launch`] returns at once or once the app is ready.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Wait {
+    /// Return as soon as the engine has started it (a foreground run follows its output).
+    Started,
+    /// Return once the app answers its health probe (or, without a published port, once it
+    /// has kept running a moment). A probe that never passes within the limit is a warning
+    /// in the returned [`Readiness`](crate::Readiness), not an error; the app ending is an error.
+    Ready(Duration),
+}
+
+/// One launch: where, with what, and how long to wait.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub platform: Platform,
+    /// The image kind (`--target`), where the platform boots several.
+    pub target: Option<Target>,
+    /// `opts.name` None → a fresh `<app>-N`.
+    pub opts: RunOptions,
+    /// `--kernel` for VM images.
+    pub kernel: Option<PathBuf>,
+    pub wait: Wait,
+}
+
+/// A launched instance and how its readiness went.
+#[derive(Debug, Clone)]
+pub struct Launched {
+    pub instance: Instance,
+    pub image: Image,
+    pub readiness: Option<crate::Readiness>,
+}
+
+impl Runtime {
+    /// Check → availability → ports → pack → reserve the name → start → persist → wait.
+    /// On any failure before the app runs, nothing is left: no name, no record, no instance.
+    pub async fn launch(
+        &self,
+        prepared: &Prepared,
+        launch: Launch,
+    ) -> Result<Launched, RuntimeError> {
+        if let Some(n) = &launch.opts.name {
+            bakeoff_spec::validate_name(n)?;
+        }
+        let target = pick_target(launch.platform, launch.target)?;
+        // The check's reason matters more than a missing engine.
+        prepared.check(launch.platform)?;
+        let driver = self.driver(launch.platform);
+        available_with(&*driver, launch.platform, &prepared.plan)
+            .await
+            .map_err(RuntimeError::Unavailable)?;
+        check_ports_free(&launch.opts.publish)?;
+        let image = self.pack(&prepared.artifact, target, launch.kernel.clone())?;
+        let instance = self
+            .start(&prepared.plan, &image, launch.platform, launch.opts)
+            .await?;
+        let readiness = match launch.wait {
+            Wait::Started => None,
+            Wait::Ready(limit) => Some(self.wait_ready(&instance, &prepared.plan, limit).await?),
+        };
+        Ok(Launched {
+            instance,
+            image,
+            readiness,
+        })
+    }
+
+    /// Reserve the name → start → persist. The low step under [`Runtime::launch`], for callers
+    /// that checked and packed once already (bench starts many instances of one image).
+    pub async fn start(
+        &self,
+        plan: &BuildPlan,
+        image: &Image,
+        platform: Platform,
+        mut opts: RunOptions,
+    ) -> Result<Instance, RuntimeError> {
+        let name = match &opts.name {
+            Some(n) => n.clone(),
+            None => self.state.unique_name(&plan.name),
+        };
+        opts.name = Some(name.clone());
+        let dir = self.state.reserve(&name)?;
+        let driver = self.driver(platform);
+        let handle = match driver
+            .start(StartRequest {
+                name: &name,
+                image,
+                opts: &opts,
+                instance_dir: &dir,
+            })
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                self.state.release(&name);
+                return Err(e.into());
+            }
+        };
+        let inst = Instance {
+            name: name.clone(),
+            platform,
+            app: plan.input.clone(),
+            image: image
+                .reference
+                .clone()
+                .unwrap_or_else(|| image.dir.display().to_string()),
+            image_digest: image.digest.clone(),
+            created: now_secs(),
+            ports: opts.publish.clone(),
+            status: Status::Running,
+            handle,
+        };
+        if let Err(e) = self.state.save(&inst) {
+            let _ = driver.remove(&inst).await;
+            self.state.release(&name);
+            return Err(e.into());
+        }
+        Ok(inst)
+    }
+}

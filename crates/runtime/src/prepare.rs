@@ -1,0 +1,128 @@
+//! Detect + build once + check: what every verb needs before it can pack or launch.
+
+use std::path::{Path, PathBuf};
+
+use bakeoff_build::Artifact;
+use bakeoff_detect::BuildPlan;
+use bakeoff_driver::Driver;
+use bakeoff_elf::{ElfInfo, Verdict};
+use bakeoff_pack::{packager_for, Image, PackContext};
+use bakeoff_spec::{Platform, Target};
+
+use crate::{Runtime, RuntimeError};
+
+/// An app built once: its plan, its artifact, and which platforms can run it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub plan: BuildPlan,
+    pub artifact: Artifact,
+    /// True when the artifact came from the cache.
+    pub cached: bool,
+    /// Wall time of the build step, seconds.
+    pub build_seconds: f64,
+    /// The main executable, as inspected.
+    pub elf: ElfInfo,
+    /// One verdict per platform, in [`Platform::ALL`] order.
+    pub verdicts: Vec<Verdict>,
+}
+
+impl Prepared {
+    /// Fails with the check's reasons when `platform` cannot run this app.
+    pub fn check(&self, platform: Platform) -> Result<(), RuntimeError> {
+        match self
+            .verdicts
+            .iter()
+            .find(|v| v.platform == platform && !v.runnable)
+        {
+            Some(v) => Err(RuntimeError::CannotRun {
+                app: self.plan.name.clone(),
+                platform,
+                reasons: v.reasons.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The platforms the check allows, in [`Platform::ALL`] order.
+    pub fn runnable(&self) -> Vec<Platform> {
+        Platform::ALL
+            .iter()
+            .copied()
+            .filter(|p| self.check(*p).is_ok())
+            .collect()
+    }
+}
+
+impl Runtime {
+    /// Detects the app, builds it once (or takes it from the cache) and checks it against
+    /// every platform.
+    pub fn prepare(&self, app: &str) -> Result<Prepared, RuntimeError> {
+        let plan = bakeoff_detect::detect(app)?;
+        self.say(&format!("building {}", plan.name));
+        let outcome = bakeoff_build::build(&plan, &self.cache, &|m| self.say(m))?;
+        let artifact = outcome.artifact;
+        let m = &artifact.manifest;
+        let binary = artifact.rootfs().join(m.binary.trim_start_matches('/'));
+        let elf = bakeoff_elf::inspect(&binary).map_err(RuntimeError::Inspect)?;
+        let verdicts = bakeoff_elf::check(&elf, m.source.origin());
+        Ok(Prepared {
+            plan,
+            artifact,
+            cached: outcome.cached,
+            build_seconds: outcome.seconds,
+            elf,
+            verdicts,
+        })
+    }
+
+    /// Packs the artifact for `target` (cached beside the artifact).
+    pub fn pack(
+        &self,
+        artifact: &Artifact,
+        target: Target,
+        kernel: Option<PathBuf>,
+    ) -> Result<Image, RuntimeError> {
+        let log = |m: &str| self.say(m);
+        let ctx = PackContext {
+            cache: &self.cache,
+            kernel,
+            log: &log,
+        };
+        self.say(&format!("packing the {target} image"));
+        packager_for(target)
+            .and_then(|p| p.pack(artifact, &ctx))
+            .map_err(|source| RuntimeError::Pack { target, source })
+    }
+
+    /// The targets `build --target all` makes: the container and the microVM, and the
+    /// unikernel where a Rumprun toolchain is installed.
+    pub fn default_targets(&self) -> Vec<Target> {
+        let mut all = vec![Target::Oci, Target::MicroVm];
+        if bakeoff_pack::rumprun::find_toolchain(None, None).is_ok() {
+            all.push(Target::Rumprun);
+        }
+        all
+    }
+
+    /// Whether `platform` can be used here for this app: the driver's probe, plus, for Rumprun,
+    /// a toolchain (from the environment, PATH, or the app's bakeoff.toml). `Err` says why not.
+    pub async fn available(&self, platform: Platform, plan: &BuildPlan) -> Result<(), String> {
+        let driver = self.driver(platform);
+        available_with(&*driver, platform, plan).await
+    }
+}
+
+pub(crate) async fn available_with(
+    driver: &dyn Driver,
+    platform: Platform,
+    plan: &BuildPlan,
+) -> Result<(), String> {
+    driver.available().await.map_err(|e| e.to_string())?;
+    if platform == Platform::Rumprun {
+        let app_dir = Path::new(&plan.input);
+        let app_dir = app_dir.is_dir().then_some(app_dir);
+        bakeoff_pack::rumprun::find_toolchain(plan.rumprun_toolchain.as_deref(), app_dir)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}

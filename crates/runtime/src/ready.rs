@@ -1,0 +1,152 @@
+//! Readiness: when is a started instance really serving? One probe for run, bench and serve.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bakeoff_bench::Probe;
+use bakeoff_detect::BuildPlan;
+use bakeoff_driver::Driver;
+use bakeoff_spec::HealthKind;
+use bakeoff_state::{Instance, Status};
+
+use crate::{Runtime, RuntimeError};
+
+/// How a wait for readiness ended, when the app did not end first.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Readiness {
+    /// The health probe passed this long after the wait began.
+    Ready(Duration),
+    /// Still running, but the probe did not pass before the limit; the text says what it saw.
+    NotReady(String),
+}
+
+/// The probe for an instance: its health check on the published port that maps the health
+/// port (or the first published port). None without a published TCP port.
+pub fn probe_for(inst: &Instance, plan: &BuildPlan) -> Option<Probe> {
+    let published = inst
+        .ports
+        .iter()
+        .find(|p| Some(p.guest_port) == plan.health.port)
+        .or(inst.ports.first())?;
+    let ip = if published.host_ip.is_unspecified() {
+        Ipv4Addr::LOCALHOST
+    } else {
+        published.host_ip
+    };
+    let addr = SocketAddr::from((ip, published.host_port));
+    Some(match plan.health.kind {
+        HealthKind::Http => Probe::Http {
+            addr,
+            path: plan.health.path.clone(),
+        },
+        HealthKind::Tcp => Probe::Tcp { addr },
+    })
+}
+
+impl Runtime {
+    /// Waits until `inst` answers its health probe (or, without a published port, has been
+    /// started and kept running for a moment), at most `limit`. Fails with the exit status, a
+    /// diagnosis and the last lines of output when the app ends first.
+    pub async fn wait_ready(
+        &self,
+        inst: &Instance,
+        plan: &BuildPlan,
+        limit: Duration,
+    ) -> Result<Readiness, RuntimeError> {
+        let driver = self.driver(inst.platform);
+        wait_ready_with(&*driver, inst, plan, limit).await
+    }
+}
+
+pub(crate) async fn wait_ready_with(
+    driver: &dyn Driver,
+    inst: &Instance,
+    plan: &BuildPlan,
+    limit: Duration,
+) -> Result<Readiness, RuntimeError> {
+    let begun = Instant::now();
+    let deadline = begun + limit;
+    let probe = probe_for(inst, plan);
+    let ready = async {
+        match probe {
+            Some(p) => bakeoff_bench::wait_ready(p, deadline)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => {
+                // Without a port to probe: the app has started and kept running for a moment.
+                while !driver.app_started(inst).await {
+                    if Instant::now() > deadline {
+                        return Err("the app was not started before the deadline".to_string());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Ok(())
+            }
+        }
+    };
+    let ended = async {
+        loop {
+            if let Ok(s @ Status::Exited { .. } | s @ Status::Missing) = driver.status(inst).await {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let outcome = tokio::select! {
+        r = ready => Ok(r),
+        s = ended => Err(s),
+    };
+    match outcome {
+        Ok(Ok(())) => Ok(Readiness::Ready(begun.elapsed())),
+        Ok(Err(why)) => Ok(Readiness::NotReady(why)),
+        Err(status) => Err(RuntimeError::EndedDuringStart {
+            name: inst.name.clone(),
+            status,
+            diagnosis: driver
+                .diagnose(inst)
+                .await
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default(),
+            tail: last_output(driver, inst, 12, "\n").await,
+        }),
+    }
+}
+
+/// The last `lines` non-empty lines of an instance's output, each indented, joined by `sep`.
+pub(crate) async fn last_output(
+    driver: &dyn Driver,
+    inst: &Instance,
+    lines: usize,
+    sep: &str,
+) -> String {
+    let mut buf: Vec<u8> = Vec::new();
+    let _ = driver.logs(inst, false, &mut buf).await;
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = &all[all.len().saturating_sub(lines)..];
+    if sep == "\n" {
+        tail.iter()
+            .map(|l| format!("  | {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else {
+        tail.join(sep)
+    }
+}
+
+/// The status once the instance is no longer running (bounded wait).
+pub(crate) async fn wait_settled(
+    driver: &dyn Driver,
+    inst: &Instance,
+) -> Result<Status, RuntimeError> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = driver.status(inst).await?;
+        if !s.is_running() || Instant::now() > deadline {
+            return Ok(s);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
