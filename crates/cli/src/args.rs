@@ -40,7 +40,15 @@ pub enum Command {
     Bench(BenchCli),
     /// Print the launch configuration another tool needs: xl.cfg (Xen), Firecracker's VM JSON, a Kubernetes Pod.
     Export(ExportArgs),
-    /// List instances.
+    /// Serve APP behind a stable address, on one platform at a time, switchable live.
+    Serve(ServeArgs),
+    /// Move a service to another platform without dropping requests.
+    Switch {
+        name: String,
+        #[arg(long = "to", value_parser = parse_platform)]
+        to: Platform,
+    },
+    /// List services and instances.
     Ps {
         #[arg(long)]
         json: bool,
@@ -180,6 +188,62 @@ pub struct BenchCli {
     /// Seconds to wait for each start to answer.
     #[arg(long, default_value_t = 120)]
     pub ready_timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[arg(default_value = ".")]
+    pub app: String,
+    /// The stable address: [IP:]PORT (IP defaults to 127.0.0.1).
+    #[arg(long, value_parser = parse_listen)]
+    pub port: std::net::SocketAddr,
+    #[arg(long = "on", value_parser = parse_platform, default_value = "docker")]
+    pub platform: Platform,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Run the front in the background (its log: `bakeoff logs NAME`).
+    #[arg(short, long)]
+    pub detach: bool,
+    #[arg(short = 'e', long = "env", value_parser = |s: &str| parse_env(s).map_err(|e| e.to_string()))]
+    pub env: Vec<(String, String)>,
+    #[arg(short = 'm', long, value_parser = |s: &str| parse_memory(s).map_err(|e| e.to_string()))]
+    pub memory: Option<u64>,
+    #[arg(long, value_parser = |s: &str| parse_cpus(s).map_err(|e| e.to_string()))]
+    pub cpus: Option<f64>,
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub accel: Option<AccelArg>,
+    /// Seconds a switch waits for the old backend's open requests or connections.
+    #[arg(long, default_value_t = 30)]
+    pub drain: u64,
+    /// Seconds a new backend may take to pass its health check.
+    #[arg(long, default_value_t = 120)]
+    pub ready_timeout: u64,
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+/// `[IP:]PORT`, IP defaulting to 127.0.0.1 (never all interfaces unless asked).
+fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse::<std::net::SocketAddr>()
+        .map_err(|_| format!("`{s}` is not [IP:]PORT, for example 8080 or 127.0.0.1:8080"))
+}
+
+impl ServeArgs {
+    pub fn flags(&self) -> bakeoff_runtime::RunFlags {
+        bakeoff_runtime::RunFlags {
+            env: self.env.clone(),
+            memory: self.memory,
+            cpus: self.cpus,
+            args: self.args.clone(),
+            detach: true,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

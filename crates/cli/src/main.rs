@@ -1,5 +1,6 @@
 mod args;
 mod print;
+mod serve;
 mod verbs;
 
 use clap::Parser;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use bakeoff_detect::BuildPlan;
-use bakeoff_runtime::{Entry, Prepared};
+use bakeoff_runtime::{Entry, Prepared, ServiceView};
 
 pub fn plan(plan: &BuildPlan) {
     println!("name:     {}", plan.name);
@@ -153,9 +153,20 @@ fn human_age(d: Duration) -> String {
     }
 }
 
-pub fn ps(rows: &[Entry], json: bool) -> Result<()> {
+pub fn ps(services: &[ServiceView], rows: &[Entry], json: bool) -> Result<()> {
     if json {
-        let out: Vec<_> = rows
+        let mut out: Vec<_> = services
+            .iter()
+            .map(|v| {
+                let r = &v.record;
+                serde_json::json!({
+                    "name": r.name, "kind": "service", "address": r.listen.to_string(), "mode": r.mode,
+                    "platform": r.platform, "backend": r.backend, "backends": r.backends,
+                    "status": v.status.to_string(), "pid": r.pid, "app": r.app, "created": r.created,
+                })
+            })
+            .collect();
+        out.extend(rows
             .iter()
             .map(|e| match e {
                 Entry::Instance(i) => serde_json::json!({
@@ -166,10 +177,32 @@ pub fn ps(rows: &[Entry], json: bool) -> Result<()> {
                 Entry::Damaged { name, reason } => serde_json::json!({
                     "name": name, "status": "unreadable", "reason": reason,
                 }),
-            })
-            .collect();
+            }));
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
+    }
+    if !services.is_empty() {
+        println!(
+            "{:<20} {:<22} {:<12} {:<28} {:<10}",
+            "SERVICE", "ADDRESS", "PLATFORM", "BACKEND", "STATUS"
+        );
+        for v in services {
+            let r = &v.record;
+            let mut backend = r.backend.clone().unwrap_or_else(|| "-".into());
+            let others = r.backends.iter().filter(|b| Some(*b) != r.backend.as_ref()).count();
+            if others > 0 {
+                backend.push_str(&format!(" (+{others})"));
+            }
+            println!(
+                "{:<20} {:<22} {:<12} {:<28} {:<10}",
+                r.name,
+                format!("{} ({})", r.listen, r.mode),
+                r.platform,
+                backend,
+                v.status
+            );
+        }
+        println!();
     }
     println!(
         "{:<20} {:<12} {:<32} {:<12} {:<28} AGE",

@@ -18,6 +18,8 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
         Command::Run(a) => run(a).await,
         Command::Bench(b) => bench(b).await,
         Command::Export(e) => export(e),
+        Command::Serve(a) => crate::serve::serve(a).await,
+        Command::Switch { name, to } => crate::serve::switch(&name, to).await,
         Command::Ps { json } => ps(json).await,
         Command::Logs { name, follow } => logs(&name, follow).await,
         Command::Stop { name, time } => stop(&name, time).await,
@@ -229,14 +231,29 @@ fn export(e: ExportArgs) -> Result<i32> {
 }
 
 async fn ps(json: bool) -> Result<i32> {
-    let rows = Runtime::from_env().list().await?;
-    print::ps(&rows, json)?;
+    let rt = Runtime::from_env();
+    let services = rt.services()?;
+    let rows = rt.list().await?;
+    print::ps(&services, &rows, json)?;
     Ok(0)
 }
 
 async fn logs(name: &str, follow: bool) -> Result<i32> {
     let rt = Runtime::from_env();
     let mut out = tokio::io::stdout();
+    if rt.is_service(name) {
+        let path = rt.service_log(name);
+        let alive = || {
+            rt.services()
+                .map(|s| s.iter().any(|v| v.record.name == name && v.status == bakeoff_runtime::ServiceStatus::Serving))
+                .unwrap_or(false)
+        };
+        tokio::select! {
+            r = bakeoff_driver::follow_console(&path, follow, &mut out, alive) => r?,
+            _ = ctrl_c() => {}
+        }
+        return Ok(0);
+    }
     tokio::select! {
         r = rt.logs(name, follow, &mut out) => r?,
         _ = ctrl_c() => {}
@@ -245,15 +262,23 @@ async fn logs(name: &str, follow: bool) -> Result<i32> {
 }
 
 async fn stop(name: &str, time: u64) -> Result<i32> {
-    Runtime::from_env()
-        .stop(name, Duration::from_secs(time))
-        .await?;
+    let rt = Runtime::from_env();
+    if rt.is_service(name) {
+        rt.stop_service(name).await?;
+    } else {
+        rt.stop(name, Duration::from_secs(time)).await?;
+    }
     println!("{name}");
     Ok(0)
 }
 
 async fn rm(name: &str, force: bool) -> Result<i32> {
-    Runtime::from_env().remove(name, force).await?;
+    let rt = Runtime::from_env();
+    if rt.is_service(name) {
+        rt.remove_service(name, force).await?;
+    } else {
+        rt.remove(name, force).await?;
+    }
     println!("{name}");
     Ok(0)
 }

@@ -18,6 +18,7 @@ mod launch;
 mod manage;
 mod prepare;
 mod ready;
+mod service;
 
 use std::sync::Arc;
 
@@ -34,6 +35,9 @@ pub use launch::{pick_target, run_options, Launch, RunFlags, Wait};
 pub use manage::{Ended, Entry};
 pub use prepare::Prepared;
 pub use ready::{probe_for, Readiness};
+pub use service::{
+    Request, Response, ServeSpec, ServiceRecord, ServiceStatus, ServiceView, SwitchReport,
+};
 
 /// Makes the driver for a platform; tests swap in a fake one.
 pub type DriverFactory = Arc<dyn Fn(Platform, &DriverOptions) -> Box<dyn Driver> + Send + Sync>;

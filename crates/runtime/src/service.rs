@@ -1,0 +1,846 @@
+//! Services: one stable address (a [`Front`]) in front of a backend instance that can be
+//! replaced live. `serve` runs the front and its supervisor in one process; `switch`, `stop`
+//! and `ps` talk to it over a Unix socket in the service's directory (mode 0600 in a 0700
+//! directory). Its record, `service.json`, lists every backend it owns before the backend
+//! starts, so a front killed at any moment leaves nothing that `rm -f` cannot find.
+//!
+//! Layout: `<state>/services/<name>/{service.json, control.sock, service.log}`.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bakeoff_front::{Backend, Front, Mode};
+use bakeoff_spec::{HealthKind, Platform, PortMapping, Protocol};
+use bakeoff_state::{now_secs, Instance};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, Notify};
+
+use crate::{run_options, Launch, Prepared, Readiness, RunFlags, Runtime, RuntimeError, Wait};
+
+/// How often the supervisor looks at the backend.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// Backend failures on one platform within [`FAILURE_WINDOW`] before the service moves on to
+/// the next platform the check allows.
+const FAILURES_BEFORE_MOVING: usize = 3;
+const FAILURE_WINDOW: Duration = Duration::from_secs(120);
+
+/// What `serve` was asked for.
+#[derive(Debug, Clone)]
+pub struct ServeSpec {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub platform: Platform,
+    /// Env, memory, CPUs, args for every backend (publish and name are the service's).
+    pub flags: RunFlags,
+    pub kernel: Option<PathBuf>,
+    /// How long a switch waits for the old backend's open requests/connections.
+    pub drain: Duration,
+    /// How long a new backend may take to pass its health check.
+    pub ready_timeout: Duration,
+    /// Also print events on stderr (a front in the foreground).
+    pub echo: bool,
+}
+
+/// Where a service is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceStatus {
+    /// The front is starting its first backend.
+    Starting,
+    Serving,
+    /// Stopped by `bakeoff stop`; backends removed.
+    Stopped,
+    /// The front process is gone without stopping (killed); its backends may still run.
+    Down,
+}
+
+impl std::fmt::Display for ServiceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ServiceStatus::Starting => "starting",
+            ServiceStatus::Serving => "serving",
+            ServiceStatus::Stopped => "stopped",
+            ServiceStatus::Down => "down",
+        })
+    }
+}
+
+/// `service.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub name: String,
+    /// APP as given to `serve`.
+    pub app: String,
+    pub listen: SocketAddr,
+    pub mode: Mode,
+    /// The platform new traffic goes to.
+    pub platform: Platform,
+    /// The backend instance new traffic goes to.
+    pub backend: Option<String>,
+    /// Every instance the service owns (the current one, one being started or drained).
+    pub backends: Vec<String>,
+    /// The process running the front.
+    pub pid: u32,
+    pub status: ServiceStatus,
+    pub created: u64,
+    /// Next backend number.
+    pub generation: u64,
+}
+
+/// What a switch did, with timings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwitchReport {
+    pub from: Platform,
+    pub to: Platform,
+    pub old_backend: String,
+    pub new_backend: String,
+    /// From the switch request until the new backend passed its health check.
+    pub ready_after: Duration,
+    /// How long the old backend took to drain, and what was in flight / cut.
+    pub drained_after: Duration,
+    pub in_flight: u64,
+    pub cut: u64,
+    /// From the request until the old backend was removed.
+    pub total: Duration,
+    /// Said for TCP apps: their in-memory state did not move.
+    pub note: Option<String>,
+}
+
+/// Control requests (one JSON line each).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    Switch { to: Platform },
+    Stop,
+    Stats,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Switched(SwitchReport),
+    Stopped,
+    Stats(Box<bakeoff_front::Stats>),
+    Refused(String),
+}
+
+/// A service as `ps` shows it.
+#[derive(Debug, Clone)]
+pub struct ServiceView {
+    pub record: ServiceRecord,
+    /// `record.status`, corrected to `Down` when the front process is gone.
+    pub status: ServiceStatus,
+}
+
+fn owner_only_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// Whether `pid` is a live bakeoff process (not a recycled pid of something else).
+fn front_alive(pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // A zombie has exited.
+    let zombie = stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    !zombie && String::from_utf8_lossy(&cmdline).contains("bakeoff")
+}
+
+impl Runtime {
+    fn services_root(&self) -> PathBuf {
+        self.state.root().join("services")
+    }
+
+    pub fn service_dir(&self, name: &str) -> PathBuf {
+        self.services_root().join(name)
+    }
+
+    /// The service's event log.
+    pub fn service_log(&self, name: &str) -> PathBuf {
+        self.service_dir(name).join("service.log")
+    }
+
+    fn control_socket(&self, name: &str) -> PathBuf {
+        self.service_dir(name).join("control.sock")
+    }
+
+    pub fn is_service(&self, name: &str) -> bool {
+        !name.contains('/') && self.service_dir(name).join("service.json").is_file()
+    }
+
+    /// Reserves a service name (its directory, created atomically, owner-only).
+    pub fn reserve_service(&self, name: &str) -> Result<PathBuf, RuntimeError> {
+        bakeoff_spec::validate_name(name)?;
+        owner_only_dir(&self.services_root())?;
+        let dir = self.service_dir(name);
+        if self.state.instance_dir(name).exists() {
+            return Err(RuntimeError::Invalid(format!(
+                "an instance named `{name}` already exists; choose another --name"
+            )));
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(RuntimeError::Invalid(format!(
+                    "a service named `{name}` already exists; choose another --name or remove it with `bakeoff rm -f {name}`"
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Frees a reservation whose service never started.
+    pub fn release_service(&self, name: &str) {
+        let _ = std::fs::remove_dir_all(self.service_dir(name));
+    }
+
+    pub fn load_service(&self, name: &str) -> Result<ServiceRecord, RuntimeError> {
+        let path = self.service_dir(name).join("service.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                RuntimeError::Invalid(format!("no service named `{name}` (see `bakeoff ps`)"))
+            } else {
+                e.into()
+            }
+        })?;
+        serde_json::from_str(&text).map_err(|e| {
+            RuntimeError::Invalid(format!("the record {} is damaged: {e}", path.display()))
+        })
+    }
+
+    fn save_service(&self, rec: &ServiceRecord) -> Result<(), RuntimeError> {
+        let dir = self.service_dir(&rec.name);
+        let tmp = dir.join("service.json.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(rec).expect("record serializes"))?;
+        drop(f);
+        std::fs::rename(&tmp, dir.join("service.json"))?;
+        Ok(())
+    }
+
+    /// Every service, with its front's liveness.
+    pub fn services(&self) -> Result<Vec<ServiceView>, RuntimeError> {
+        let root = self.services_root();
+        if !root.exists() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&root)? {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            let Ok(record) = self.load_service(&name) else {
+                continue;
+            };
+            let status = match record.status {
+                ServiceStatus::Serving | ServiceStatus::Starting if !front_alive(record.pid) => {
+                    ServiceStatus::Down
+                }
+                s => s,
+            };
+            out.push(ServiceView { record, status });
+        }
+        out.sort_by(|a, b| (a.record.created, &a.record.name).cmp(&(b.record.created, &b.record.name)));
+        Ok(out)
+    }
+
+    /// Sends a request to a running service's front.
+    pub async fn control(
+        &self,
+        name: &str,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, RuntimeError> {
+        let rec = self.load_service(name)?;
+        if !front_alive(rec.pid) {
+            return Err(RuntimeError::Invalid(format!(
+                "service `{name}` is down (its front process is gone); remove it with `bakeoff rm -f {name}`"
+            )));
+        }
+        bakeoff_front::control::call(&self.control_socket(name), request, timeout)
+            .await
+            .map_err(|e| RuntimeError::Invalid(crate::bench::error_chain(&e)))
+    }
+
+    /// `switch NAME --to PLATFORM`.
+    pub async fn switch(&self, name: &str, to: Platform) -> Result<SwitchReport, RuntimeError> {
+        match self
+            .control(name, &Request::Switch { to }, Duration::from_secs(900))
+            .await?
+        {
+            Response::Switched(r) => Ok(r),
+            Response::Refused(why) => Err(RuntimeError::Invalid(why)),
+            other => Err(RuntimeError::Invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Stops a service: its front (if alive) and every backend; the record stays, stopped.
+    pub async fn stop_service(&self, name: &str) -> Result<(), RuntimeError> {
+        let rec = self.load_service(name)?;
+        if front_alive(rec.pid) {
+            match self
+                .control(name, &Request::Stop, Duration::from_secs(120))
+                .await
+            {
+                Ok(_) => {
+                    // The front exits right after answering.
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while front_alive(rec.pid) && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    return Ok(());
+                }
+                Err(e) => tracing::warn!("the front of {name} did not stop cleanly: {e}"),
+            }
+        }
+        self.remove_backends(&rec).await?;
+        let mut rec = self.load_service(name)?;
+        rec.status = ServiceStatus::Stopped;
+        rec.backends.clear();
+        rec.backend = None;
+        self.save_service(&rec)
+    }
+
+    /// Removes a service and everything it started; a serving one only with `force`.
+    pub async fn remove_service(&self, name: &str, force: bool) -> Result<(), RuntimeError> {
+        let rec = self.load_service(name)?;
+        let serving = front_alive(rec.pid) && rec.status != ServiceStatus::Stopped;
+        if !force {
+            let mut running = Vec::new();
+            for b in &rec.backends {
+                if let Ok(inst) = self.state.load(b) {
+                    if self.status(&inst).await.is_ok_and(|s| s.is_running()) {
+                        running.push(b.clone());
+                    }
+                }
+            }
+            if serving || !running.is_empty() {
+                let what = if serving {
+                    "is serving".to_string()
+                } else {
+                    format!("is down but its backend {} still runs", running.join(", "))
+                };
+                return Err(RuntimeError::Invalid(format!(
+                    "service `{name}` {what}; stop it first with `bakeoff stop {name}` or use `bakeoff rm -f {name}`"
+                )));
+            }
+        }
+        if serving {
+            self.stop_service(name).await?;
+            if front_alive(rec.pid) {
+                // It did not stop: end it (a process bakeoff started, by its pid).
+                // SAFETY: kill(2) on a pid we recorded; no memory is touched.
+                unsafe { libc::kill(rec.pid as i32, libc::SIGKILL) };
+            }
+        }
+        let rec = self.load_service(name)?;
+        self.remove_backends(&rec).await?;
+        std::fs::remove_dir_all(self.service_dir(name))?;
+        Ok(())
+    }
+
+    async fn remove_backends(&self, rec: &ServiceRecord) -> Result<(), RuntimeError> {
+        for b in &rec.backends {
+            match self.remove(b, true).await {
+                Ok(()) => {}
+                Err(RuntimeError::State(bakeoff_state::StateError::NotFound(_))) => {
+                    // Never recorded (killed between reserving and starting): free the name.
+                    self.state.release(b);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a service until it is stopped (`bakeoff stop`) or `shutdown` fires: binds the
+    /// stable address, starts the first backend, serves the control socket and watches the
+    /// backend. The name must have been reserved with [`Runtime::reserve_service`].
+    pub async fn serve(
+        &self,
+        prepared: Prepared,
+        spec: ServeSpec,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), RuntimeError> {
+        let started = self.serve_start(prepared, spec).await;
+        let sup = match started {
+            Ok(s) => s,
+            Err((e, name)) => {
+                self.release_service(&name);
+                return Err(e);
+            }
+        };
+        let control = {
+            let sup = sup.clone();
+            let listener =
+                bakeoff_front::control::ControlListener::bind(self.control_socket(&sup.spec.name))
+                    .await
+                    .map_err(|e| RuntimeError::Invalid(crate::bench::error_chain(&e)))?;
+            tokio::spawn(listener.serve(move |req: Request| {
+                let sup = sup.clone();
+                async move { sup.handle(req).await }
+            }))
+        };
+        let watch = {
+            let sup = sup.clone();
+            tokio::spawn(async move { sup.watch().await })
+        };
+        tokio::select! {
+            _ = sup.stopped.notified() => {}
+            _ = shutdown => {
+                sup.event("interrupted; stopping");
+                sup.stop().await;
+            }
+        }
+        watch.abort();
+        control.abort();
+        let _ = std::fs::remove_file(self.control_socket(&sup.spec.name));
+        Ok(())
+    }
+
+    async fn serve_start(
+        &self,
+        prepared: Prepared,
+        spec: ServeSpec,
+    ) -> Result<Arc<Supervisor>, (RuntimeError, String)> {
+        let name = spec.name.clone();
+        let fail = |e: RuntimeError| (e, name.clone());
+        prepared.check(spec.platform).map_err(fail)?;
+        let mode = match prepared.plan.health.kind {
+            HealthKind::Http => Mode::Http,
+            HealthKind::Tcp => Mode::Tcp,
+        };
+        let guest_port = prepared
+            .plan
+            .health
+            .port
+            .or(prepared.plan.ports.first().copied())
+            .ok_or_else(|| {
+                fail(RuntimeError::Invalid(
+                    "the app declares no port to serve; set `ports` in bakeoff.toml".into(),
+                ))
+            })?;
+        let front = Front::bind(spec.listen, mode)
+            .await
+            .map_err(|e| fail(RuntimeError::Invalid(e.to_string())))?;
+        let record = ServiceRecord {
+            name: spec.name.clone(),
+            app: prepared.plan.input.clone(),
+            listen: front.local_addr(),
+            mode,
+            platform: spec.platform,
+            backend: None,
+            backends: Vec::new(),
+            pid: std::process::id(),
+            status: ServiceStatus::Starting,
+            created: now_secs(),
+            generation: 1,
+        };
+        self.save_service(&record).map_err(fail)?;
+        let sup = Arc::new(Supervisor {
+            rt: self.clone(),
+            prepared,
+            spec,
+            guest_port,
+            front,
+            state: Mutex::new(Current {
+                record,
+                backend: None,
+                failures: Vec::new(),
+            }),
+            stopped: Notify::new(),
+        });
+        sup.event(&format!(
+            "serving {} on {} ({} front)",
+            sup.prepared.plan.name,
+            sup.front.local_addr(),
+            mode
+        ));
+        let first = {
+            let mut cur = sup.state.lock().await;
+            sup.start_backend(&mut cur, sup.spec.platform).await
+        };
+        match first {
+            Ok((inst, ready)) => {
+                let mut cur = sup.state.lock().await;
+                sup.front.set_backend(Some(backend_of(&inst)));
+                sup.event(&format!(
+                    "backend {} ({}) ready after {:.2} s",
+                    inst.name,
+                    inst.platform,
+                    ready.as_secs_f64()
+                ));
+                cur.record.backend = Some(inst.name.clone());
+                cur.record.status = ServiceStatus::Serving;
+                cur.backend = Some(inst);
+                let rec = cur.record.clone();
+                drop(cur);
+                self.save_service(&rec).map_err(fail)?;
+                Ok(sup)
+            }
+            Err(e) => {
+                sup.front.shutdown().await;
+                let rec = sup.state.lock().await.record.clone();
+                let _ = self.remove_backends(&rec).await;
+                Err(fail(e))
+            }
+        }
+    }
+}
+
+fn backend_of(inst: &Instance) -> Backend {
+    let p = inst.ports[0];
+    let ip = if p.host_ip.is_unspecified() {
+        Ipv4Addr::LOCALHOST
+    } else {
+        p.host_ip
+    };
+    Backend::new(inst.name.clone(), SocketAddr::from((ip, p.host_port)))
+}
+
+struct Current {
+    record: ServiceRecord,
+    backend: Option<Instance>,
+    /// When backends failed on the current platform (recent ones only).
+    failures: Vec<Instant>,
+}
+
+/// The serving process's view of its service.
+struct Supervisor {
+    rt: Runtime,
+    prepared: Prepared,
+    spec: ServeSpec,
+    guest_port: u16,
+    front: Front,
+    state: Mutex<Current>,
+    stopped: Notify,
+}
+
+impl Supervisor {
+    /// One line in the service log (and on stderr when the front runs in the foreground).
+    fn event(&self, msg: &str) {
+        let line = format!("{} {msg}\n", timestamp());
+        if self.spec.echo {
+            eprint!("{line}");
+        }
+        let path = self.rt.service_log(&self.spec.name);
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+
+    fn save(&self, cur: &Current) {
+        if let Err(e) = self.rt.save_service(&cur.record) {
+            self.event(&format!("cannot write the service record: {e}"));
+        }
+    }
+
+    /// Launches a backend on `platform` (recorded in the service before it starts) and waits
+    /// until it passes its health check. On failure nothing of it is left.
+    async fn start_backend(
+        &self,
+        cur: &mut Current,
+        platform: Platform,
+    ) -> Result<(Instance, Duration), RuntimeError> {
+        let t0 = Instant::now();
+        let name = format!(
+            "{}.{}.{}",
+            self.spec.name, platform, cur.record.generation
+        );
+        cur.record.generation += 1;
+        cur.record.backends.push(name.clone());
+        self.save(cur);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())?
+            .port();
+        let mut flags = self.spec.flags.clone();
+        flags.name = Some(name.clone());
+        flags.detach = true;
+        flags.publish = vec![PortMapping {
+            host_ip: Ipv4Addr::LOCALHOST,
+            host_port: port,
+            guest_port: self.guest_port,
+            protocol: Protocol::Tcp,
+        }];
+        let launch = Launch {
+            platform,
+            target: None,
+            opts: run_options(&self.prepared.plan, flags),
+            kernel: self.spec.kernel.clone(),
+            wait: Wait::Ready(self.spec.ready_timeout),
+        };
+        let outcome = match self.rt.launch(&self.prepared, launch).await {
+            Ok(l) => match l.readiness {
+                Some(Readiness::Ready(_)) => Ok(l.instance),
+                Some(Readiness::NotReady(why)) => {
+                    let _ = self.rt.remove(&name, true).await;
+                    Err(RuntimeError::Invalid(format!(
+                        "{name} did not pass its health check within {} s ({why})",
+                        self.spec.ready_timeout.as_secs()
+                    )))
+                }
+                None => Ok(l.instance),
+            },
+            Err(e) => {
+                let _ = self.rt.remove(&name, true).await;
+                Err(e)
+            }
+        };
+        match outcome {
+            Ok(inst) => Ok((inst, t0.elapsed())),
+            Err(e) => {
+                self.rt.state.release(&name);
+                cur.record.backends.retain(|b| b != &name);
+                self.save(cur);
+                Err(e)
+            }
+        }
+    }
+
+    async fn handle(self: &Arc<Self>, req: Request) -> Response {
+        match req {
+            Request::Stats => Response::Stats(Box::new(self.front.stats())),
+            Request::Stop => {
+                self.stop().await;
+                Response::Stopped
+            }
+            Request::Switch { to } => match self.switch(to).await {
+                Ok(r) => Response::Switched(r),
+                Err(e) => {
+                    let why = crate::bench::error_chain(&e);
+                    self.event(&format!("switch to {to} refused: {why}"));
+                    Response::Refused(why)
+                }
+            },
+        }
+    }
+
+    /// New backend → ready → flip → drain old → remove old.
+    async fn switch(&self, to: Platform) -> Result<SwitchReport, RuntimeError> {
+        let t0 = Instant::now();
+        let mut cur = self.state.lock().await;
+        if cur.record.status != ServiceStatus::Serving {
+            return Err(RuntimeError::Invalid(format!(
+                "service `{}` is {}",
+                self.spec.name, cur.record.status
+            )));
+        }
+        let from = cur.record.platform;
+        if to == from && cur.backend.is_some() {
+            return Err(RuntimeError::Invalid(format!(
+                "service `{}` already runs on {to}",
+                self.spec.name
+            )));
+        }
+        self.prepared.check(to)?;
+        self.rt
+            .available(to, &self.prepared.plan)
+            .await
+            .map_err(|why| RuntimeError::Invalid(format!("{to} is unavailable here: {why}")))?;
+        self.event(&format!("switch {from} → {to}: starting a new backend"));
+        let (new, _) = self.start_backend(&mut cur, to).await.map_err(|e| {
+            RuntimeError::Invalid(format!(
+                "the new backend on {to} did not start, so the service stays on {from}: {}",
+                crate::bench::error_chain(&e)
+            ))
+        })?;
+        let ready_after = t0.elapsed();
+        self.front.set_backend(Some(backend_of(&new)));
+        self.event(&format!(
+            "new backend {} ready after {:.2} s; switched",
+            new.name,
+            ready_after.as_secs_f64()
+        ));
+        let old = cur.backend.replace(new.clone());
+        cur.record.platform = to;
+        cur.record.backend = Some(new.name.clone());
+        cur.failures.clear();
+        self.save(&cur);
+        let old_name = old.as_ref().map(|o| o.name.clone()).unwrap_or_default();
+        let (drained_after, in_flight, cut) = match &old {
+            Some(o) => {
+                let d = self.front.drain(&o.name, self.spec.drain).await.map_err(|e| {
+                    RuntimeError::Invalid(format!("draining {}: {e}", o.name))
+                })?;
+                (d.took, d.in_flight_at_start, d.cut)
+            }
+            None => (Duration::ZERO, 0, 0),
+        };
+        if let Some(o) = &old {
+            self.event(&format!(
+                "old backend {} drained after {:.2} s ({in_flight} in flight, {cut} cut)",
+                o.name,
+                drained_after.as_secs_f64()
+            ));
+            if let Err(e) = self.rt.remove(&o.name, true).await {
+                self.event(&format!("removing {}: {e}", o.name));
+            }
+            cur.record.backends.retain(|b| b != &o.name);
+            self.save(&cur);
+            self.event(&format!("removed {}", o.name));
+        }
+        let note = (self.front.mode() == Mode::Tcp).then(|| {
+            "the new backend started empty: in-memory state (a cache's contents, sessions) did not move".to_string()
+        });
+        Ok(SwitchReport {
+            from,
+            to,
+            old_backend: old_name,
+            new_backend: new.name,
+            ready_after,
+            drained_after,
+            in_flight,
+            cut,
+            total: t0.elapsed(),
+            note,
+        })
+    }
+
+    /// Stops the front and removes every backend; the record stays, stopped.
+    async fn stop(&self) {
+        let mut cur = self.state.lock().await;
+        self.front.set_backend(None);
+        self.front.shutdown().await;
+        let names = cur.record.backends.clone();
+        for b in &names {
+            if let Err(e) = self.rt.remove(b, true).await {
+                self.event(&format!("removing {b}: {e}"));
+                self.rt.state.release(b);
+            }
+        }
+        cur.record.backends.clear();
+        cur.record.backend = None;
+        cur.backend = None;
+        cur.record.status = ServiceStatus::Stopped;
+        self.save(&cur);
+        self.event("stopped");
+        self.stopped.notify_one();
+    }
+
+    /// Failover: notices a dead backend within [`WATCH_EVERY`], takes it out of the front (so
+    /// clients get 503 at once, not a hang), and starts another — on the same platform first,
+    /// on the next platform the check allows after repeated failures.
+    async fn watch(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(WATCH_EVERY).await;
+            let mut cur = self.state.lock().await;
+            if cur.record.status != ServiceStatus::Serving {
+                continue;
+            }
+            let Some(inst) = cur.backend.clone() else {
+                self.restart(&mut cur).await;
+                continue;
+            };
+            let status = self.rt.status(&inst).await;
+            if matches!(status, Ok(s) if s.is_running()) {
+                continue;
+            }
+            let what = match status {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("unreachable: {e}"),
+            };
+            self.front.set_backend(None);
+            self.event(&format!(
+                "backend {} ({}) ended: {what}; answering 503 until another is ready",
+                inst.name, inst.platform
+            ));
+            let _ = self.rt.remove(&inst.name, true).await;
+            cur.record.backends.retain(|b| b != &inst.name);
+            cur.record.backend = None;
+            cur.backend = None;
+            cur.failures.push(Instant::now());
+            self.save(&cur);
+            self.restart(&mut cur).await;
+        }
+    }
+
+    async fn restart(&self, cur: &mut Current) {
+        cur.failures.retain(|t| t.elapsed() < FAILURE_WINDOW);
+        let mut platform = cur.record.platform;
+        if cur.failures.len() >= FAILURES_BEFORE_MOVING {
+            if let Some(next) = self.next_platform(platform).await {
+                self.event(&format!(
+                    "{} failures on {platform} within {} s; moving to {next}",
+                    cur.failures.len(),
+                    FAILURE_WINDOW.as_secs()
+                ));
+                platform = next;
+                cur.failures.clear();
+            }
+        }
+        self.event(&format!("restarting on {platform}"));
+        match self.start_backend(cur, platform).await {
+            Ok((inst, took)) => {
+                self.front.set_backend(Some(backend_of(&inst)));
+                self.event(&format!(
+                    "backend {} ({platform}) ready after {:.2} s; serving again",
+                    inst.name,
+                    took.as_secs_f64()
+                ));
+                cur.record.platform = platform;
+                cur.record.backend = Some(inst.name.clone());
+                cur.backend = Some(inst);
+                self.save(cur);
+            }
+            Err(e) => {
+                cur.failures.push(Instant::now());
+                cur.record.platform = platform;
+                self.save(cur);
+                self.event(&format!(
+                    "restart on {platform} failed: {}",
+                    crate::bench::error_chain(&e)
+                ));
+            }
+        }
+    }
+
+    /// The next platform after `from` (in [`Platform::ALL`] order, wrapping) that the check
+    /// allows and this host has.
+    async fn next_platform(&self, from: Platform) -> Option<Platform> {
+        let all = Platform::ALL;
+        let at = all.iter().position(|p| *p == from).unwrap_or(0);
+        for i in 1..all.len() {
+            let p = all[(at + i) % all.len()];
+            if self.prepared.check(p).is_ok()
+                && self.rt.available(p, &self.prepared.plan).await.is_ok()
+            {
+                return Some(p);
+            }
+        }
+        None
+    }
+}
+
+/// Wall-clock time as `HH:MM:SS.mmm` UTC, for log lines.
+fn timestamp() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let s = now.as_secs();
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        now.subsec_millis()
+    )
+}
