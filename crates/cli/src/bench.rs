@@ -14,7 +14,7 @@ use bakeoff_bench::{
 use bakeoff_build::Cache;
 use bakeoff_detect::BuildPlan;
 use bakeoff_driver::{driver_with, Driver, DriverOptions, StartRequest};
-use bakeoff_pack::Image;
+use bakeoff_launch::Image;
 use bakeoff_spec::{HealthKind, Platform, PortMapping, Protocol, RunOptions};
 use bakeoff_state::{now_secs, Instance, StateDir, Status};
 
@@ -381,42 +381,31 @@ async fn one_run(
 fn conditions_for(
     platform: Platform,
     image: &Image,
-    handle: &serde_json::Value,
+    handle: &bakeoff_state::Handle,
     opts: &RunOptions,
 ) -> Conditions {
     let mut c = match platform {
         Platform::Docker => Conditions::native(image.reference.as_deref().unwrap_or(&image.digest)),
         _ => {
-            let accel = match handle["accel"].as_str() {
-                Some("kvm") => Accelerator::Kvm,
+            let accel = match handle.accel() {
+                Some(bakeoff_driver::qemu::Accel::Kvm) => Accelerator::Kvm,
                 _ => Accelerator::Tcg,
             };
             let mut c = Conditions::vm(accel, &image.digest);
-            c.vmm_flags = handle["argv"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            c.kernel = image.details.get("kernel_version").cloned();
+            c.vmm_flags = handle.vmm_argv().map(<[String]>::to_vec).unwrap_or_default();
+            c.kernel = image.details.kernel_version.clone();
             c
         }
     };
     c.cpus = opts.cpus;
     c.memory_bytes = opts
         .memory
-        .or(handle["memory_mib"].as_u64().map(|m| m << 20));
+        .or(handle.memory_mib().map(|m| m << 20));
     c
 }
 
 fn image_size(image: &Image) -> ImageSize {
-    let kernel = image
-        .details
-        .get("kernel_bytes")
-        .and_then(|k| k.parse::<u64>().ok())
-        .unwrap_or(0);
+    let kernel = image.details.kernel_bytes.unwrap_or(0);
     ImageSize {
         bytes: image.size_bytes + kernel,
         compressed_bytes: Some(image.compressed_bytes + kernel),

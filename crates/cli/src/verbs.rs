@@ -10,7 +10,8 @@ use bakeoff_driver::qemu::{Accel, Machine, QemuOptions};
 use bakeoff_driver::{
     check_ports_free, driver_for, driver_with, Driver, DriverOptions, StartRequest,
 };
-use bakeoff_pack::{packager_for, Image, PackContext};
+use bakeoff_launch::Image;
+use bakeoff_pack::{packager_for, PackContext};
 use bakeoff_spec::{RunOptions, Target};
 use bakeoff_state::{now_secs, Instance, StateDir, Status};
 
@@ -313,11 +314,11 @@ fn export(e: ExportArgs) -> Result<i32> {
     };
     let image = &images[0];
     let text = match e.format {
-        ExportFormat::Xl => bakeoff_pack::launch::xl::render_xl(image, &opts, &name)?,
+        ExportFormat::Xl => bakeoff_launch::xl::render_xl(image, &opts, &name)?,
         ExportFormat::Firecracker => serde_json::to_string_pretty(
-            &bakeoff_pack::launch::firecracker::export_firecracker(image, &opts, &name)?,
+            &bakeoff_launch::firecracker::export_firecracker(image, &opts, &name)?,
         )?,
-        ExportFormat::K8s => serde_json::to_string_pretty(&bakeoff_pack::k8s::render_pod(
+        ExportFormat::K8s => serde_json::to_string_pretty(&bakeoff_launch::k8s::render_pod(
             image,
             &opts,
             &name,
@@ -636,7 +637,14 @@ fn human_age(d: Duration) -> String {
 async fn ps(json: bool) -> Result<i32> {
     let state = StateDir::from_env();
     let mut rows = Vec::new();
-    for mut inst in state.list()? {
+    for entry in state.entries()? {
+        let mut inst = match entry {
+            bakeoff_state::Entry::Instance(i) => i,
+            bakeoff_state::Entry::Damaged { name, reason, .. } => {
+                eprintln!("bakeoff: the record of `{name}` cannot be read ({reason}); remove it with `bakeoff rm -f {name}`");
+                continue;
+            }
+        };
         match driver_for(inst.platform).status(&inst).await {
             Ok(s) => {
                 if s != inst.status {
@@ -729,7 +737,15 @@ async fn stop(name: &str, time: u64) -> Result<i32> {
 
 async fn rm(name: &str, force: bool) -> Result<i32> {
     let state = StateDir::from_env();
-    let inst = state.load(name)?;
+    let inst = match state.load(name) {
+        Err(bakeoff_state::StateError::Damaged { .. }) if force => {
+            // A record this version cannot read: nothing to ask an engine about.
+            state.remove(name)?;
+            println!("{name}");
+            return Ok(0);
+        }
+        r => r?,
+    };
     let driver = driver_for(inst.platform);
     let status = driver.status(&inst).await.unwrap_or(inst.status);
     if status.is_running() && !force {

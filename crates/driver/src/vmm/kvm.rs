@@ -1,3 +1,5 @@
+//! (Shared by the QEMU and Rumprun drivers.)
+//!
 //! Is KVM usable? `/dev/kvm` existing proves nothing here (a nested guest hangs right after
 //! real-mode setup), so boot the guest kernel under KVM with a deadline and see whether it gets
 //! far enough to panic for want of a root file system. The verdict is cached per host kernel,
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::Accel;
+use bakeoff_launch::qemu::Accel;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvmVerdict {
