@@ -392,15 +392,16 @@ fn conditions_for(
                 _ => Accelerator::Tcg,
             };
             let mut c = Conditions::vm(accel, &image.digest);
-            c.vmm_flags = handle.vmm_argv().map(<[String]>::to_vec).unwrap_or_default();
+            c.vmm_flags = handle
+                .vmm_argv()
+                .map(<[String]>::to_vec)
+                .unwrap_or_default();
             c.kernel = image.details.kernel_version.clone();
             c
         }
     };
     c.cpus = opts.cpus;
-    c.memory_bytes = opts
-        .memory
-        .or(handle.memory_mib().map(|m| m << 20));
+    c.memory_bytes = opts.memory.or(handle.memory_mib().map(|m| m << 20));
     c
 }
 

@@ -263,9 +263,7 @@ impl Driver for FirecrackerDriver {
             });
         }
         clean_up(h, &inst.name);
-        Ok(Status::Exited {
-            code: exit_code(h),
-        })
+        Ok(Status::Exited { code: exit_code(h) })
     }
 
     async fn logs(

@@ -21,7 +21,6 @@ use crate::{Driver, DriverError, LogSink, StartRequest};
 /// Memory a microVM gets without `--memory` (unless its image needs more).
 pub const DEFAULT_MEMORY_MIB: u64 = bakeoff_launch::DEFAULT_MEMORY_MIB;
 
-
 pub struct QemuDriver {
     pub options: QemuOptions,
 }
@@ -52,7 +51,9 @@ impl QemuDriver {
             .cache_dir
             .clone()
             .unwrap_or_else(std::env::temp_dir);
-        kvm::choose_accel(self.options.accel, || kvm::kvm_verdict(qemu, kernel, &cache))
+        kvm::choose_accel(self.options.accel, || {
+            kvm::kvm_verdict(qemu, kernel, &cache)
+        })
     }
 }
 

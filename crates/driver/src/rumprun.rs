@@ -23,7 +23,6 @@ use crate::vmm::{
 };
 use crate::{Driver, DriverError, LogSink, StartRequest};
 
-
 /// How long a KVM probe boot may take to reach the program.
 const KVM_PROBE_DEADLINE: Duration = Duration::from_secs(8);
 

@@ -14,7 +14,9 @@ use bakeoff_launch::xl::{self, address, render_domain, RUMPRUN_CFG_KEY};
 use bakeoff_spec::{Platform, Target};
 use bakeoff_state::{Handle, Instance, Status, XenHandle};
 
-use crate::vmm::{self, apply_plan, claim_slot, release_slot, run_cmd, undo_plan, which, CommandError};
+use crate::vmm::{
+    self, apply_plan, claim_slot, release_slot, run_cmd, undo_plan, which, CommandError,
+};
 use crate::{Driver, DriverError, LogSink, StartRequest};
 
 /// The bridge guests attach to, unless `BAKEOFF_XEN_BRIDGE` names another.
@@ -167,8 +169,8 @@ impl Driver for XenDriver {
             release_slot(req.instance_dir, Platform::Xen, req.name, slot);
             e
         };
-        let domain = render_domain(image, req.opts, req.name, &addr, &bridge)
-            .map_err(|e| fail(e.into()))?;
+        let domain =
+            render_domain(image, req.opts, req.name, &addr, &bridge).map_err(|e| fail(e.into()))?;
         let config = req.instance_dir.join("domain.cfg");
         fs_err::write(&config, &domain.config)?;
         let net = publish_plan(&bridge, xl::GATEWAY, addr.ip, &req.opts.publish, req.name);

@@ -6,11 +6,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use bakeoff_driver::vmm::host_tsc_khz;
 use bakeoff_guest::{
     ensure_kernel, init_binary, write_initramfs, GuestConfig, RunOverrides, NET_MODULES,
     POWER_MODULES,
 };
-use bakeoff_driver::vmm::host_tsc_khz;
 use bakeoff_launch::GuestNet;
 
 /// The 5-argument form these boots use, over the one renderer in `bakeoff_launch`.

@@ -13,11 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bakeoff_driver::vmm::host_tsc_khz;
 use bakeoff_guest::{
     ensure_kernel, init_binary, write_initramfs, GuestConfig, Kernel, RunOverrides, NET_MODULES,
     POWER_MODULES,
 };
-use bakeoff_driver::vmm::host_tsc_khz;
 use bakeoff_launch::GuestNet;
 
 /// The 5-argument form these boots use, over the one renderer in `bakeoff_launch`.

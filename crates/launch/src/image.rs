@@ -126,7 +126,10 @@ impl ImageDetails {
     /// not kept.
     pub fn set_bake(&mut self, config: &str, bake: RumprunBake) {
         let (bytes, unstripped) = match config {
-            "hw_virtio" => (&mut self.hw_virtio_bytes, &mut self.hw_virtio_unstripped_bytes),
+            "hw_virtio" => (
+                &mut self.hw_virtio_bytes,
+                &mut self.hw_virtio_unstripped_bytes,
+            ),
             "xen_pv" => (&mut self.xen_pv_bytes, &mut self.xen_pv_unstripped_bytes),
             _ => return,
         };
@@ -174,7 +177,9 @@ mod json_str {
 
     pub fn serialize<T: Serialize, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
         match v {
-            Some(v) => s.serialize_str(&serde_json::to_string(v).map_err(serde::ser::Error::custom)?),
+            Some(v) => {
+                s.serialize_str(&serde_json::to_string(v).map_err(serde::ser::Error::custom)?)
+            }
             None => s.serialize_none(),
         }
     }
@@ -185,7 +190,9 @@ mod json_str {
         match Option::<String>::deserialize(d)? {
             None => Ok(None),
             Some(t) if t.is_empty() => Ok(None),
-            Some(t) => serde_json::from_str(&t).map(Some).map_err(serde::de::Error::custom),
+            Some(t) => serde_json::from_str(&t)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -224,7 +231,10 @@ mod tests {
         fs_err::create_dir_all(&t).unwrap();
         fs_err::write(t.join("image.json"), r#"{"details":{"initrd_bytes":"x"}}"#).unwrap();
         let e = Image::load(&t).unwrap_err().to_string();
-        assert!(e.contains("image.json is damaged (") && e.ends_with("; remove it and build again"), "{e}");
+        assert!(
+            e.contains("image.json is damaged (") && e.ends_with("; remove it and build again"),
+            "{e}"
+        );
         let _ = fs_err::remove_dir_all(&t);
     }
 }

@@ -19,10 +19,7 @@ pub fn render_pod(
             image.target
         )));
     }
-    let reference = image
-        .reference
-        .clone()
-        .ok_or(LaunchError::NoReference)?;
+    let reference = image.reference.clone().ok_or(LaunchError::NoReference)?;
     let mut container_ports: Vec<Value> = ports
         .iter()
         .map(|p| json!({ "containerPort": p, "protocol": "TCP" }))

@@ -291,8 +291,7 @@ mod tests {
             env: vec![("GREETING".into(), "x".into())],
             ..Default::default()
         };
-        let c =
-            RumprunConfig::for_run(&image(), &opts, "web", Some(RumprunNet::qemu_user()));
+        let c = RumprunConfig::for_run(&image(), &opts, "web", Some(RumprunNet::qemu_user()));
         insta::assert_snapshot!(c.render().unwrap());
     }
 
@@ -374,5 +373,4 @@ mod tests {
         );
         assert!(!argv.iter().any(|a| a.contains("netdev")), "{argv:?}");
     }
-
 }

@@ -47,7 +47,9 @@ pub fn modules(kernel: &Kernel) -> Result<Vec<ModuleFile>, PackError> {
             chosen = with;
         }
     }
-    kernel.modules_in_load_order(&chosen).map_err(PackError::from)
+    kernel
+        .modules_in_load_order(&chosen)
+        .map_err(PackError::from)
 }
 
 impl Packager for MicroVmPackager {

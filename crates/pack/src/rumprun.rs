@@ -711,9 +711,13 @@ fn write_image(
                 .into(),
         );
     }
-    let kernel = dir.join(files.get("kernel").ok_or_else(|| RumprunError::NoHwPlatform {
-        bin: tc.bin.clone(),
-    })?);
+    let kernel = dir.join(
+        files
+            .get("kernel")
+            .ok_or_else(|| RumprunError::NoHwPlatform {
+                bin: tc.bin.clone(),
+            })?,
+    );
     let argv0 = m
         .command
         .first()

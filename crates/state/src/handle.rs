@@ -136,7 +136,10 @@ impl Handle {
     }
 
     /// Reads the JSON object the driver of `platform` stored.
-    pub fn from_json(platform: Platform, v: serde_json::Value) -> Result<Handle, serde_json::Error> {
+    pub fn from_json(
+        platform: Platform,
+        v: serde_json::Value,
+    ) -> Result<Handle, serde_json::Error> {
         Ok(match platform {
             Platform::Docker => Handle::Docker(serde_json::from_value(v)?),
             Platform::Qemu => Handle::Qemu(serde_json::from_value(v)?),

@@ -11,9 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bakeoff_spec::{Platform, PortMapping};
 use serde::{Deserialize, Serialize};
 
-pub use handle::{
-    DockerHandle, FirecrackerHandle, Handle, QemuHandle, RumprunHandle, XenHandle,
-};
+pub use handle::{DockerHandle, FirecrackerHandle, Handle, QemuHandle, RumprunHandle, XenHandle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -269,7 +267,11 @@ impl StateDir {
             (Entry::Damaged { name: x, .. }, Entry::Damaged { name: y, .. }) => x.cmp(y),
             _ => std::cmp::Ordering::Equal,
         });
-        Ok(good.into_iter().map(Entry::Instance).chain(damaged).collect())
+        Ok(good
+            .into_iter()
+            .map(Entry::Instance)
+            .chain(damaged)
+            .collect())
     }
 
     /// Every record that reads, oldest first; damaged records are left out (see [`entries`]).
@@ -398,7 +400,10 @@ mod tests {
         }
         let web = s.load("web").unwrap();
         let h = web.handle.docker().unwrap();
-        assert_eq!((h.container_id.as_str(), h.container_name.as_str()), ("4d5e6f", "bakeoff-web"));
+        assert_eq!(
+            (h.container_id.as_str(), h.container_name.as_str()),
+            ("4d5e6f", "bakeoff-web")
+        );
         assert_eq!(web.handle.accel(), None);
         let vm = s.load("vm").unwrap();
         assert_eq!(vm.status, Status::Exited { code: Some(0) });
@@ -409,8 +414,10 @@ mod tests {
         // Saved again, the record has the same shape.
         for (inst, text) in [(web, docker), (vm, qemu)] {
             s.save(&inst).unwrap();
-            let again: serde_json::Value =
-                serde_json::from_str(&fs_err::read_to_string(s.instance_dir(&inst.name).join("instance.json")).unwrap()).unwrap();
+            let again: serde_json::Value = serde_json::from_str(
+                &fs_err::read_to_string(s.instance_dir(&inst.name).join("instance.json")).unwrap(),
+            )
+            .unwrap();
             let before: serde_json::Value = serde_json::from_str(text).unwrap();
             assert_eq!(again, before);
         }
@@ -432,13 +439,19 @@ mod tests {
         match &entries[1] {
             Entry::Damaged { name, reason, .. } => {
                 assert_eq!(name, "old");
-                assert!(reason.contains("its qemu handle cannot be read"), "{reason}");
+                assert!(
+                    reason.contains("its qemu handle cannot be read"),
+                    "{reason}"
+                );
             }
             e => panic!("{e:?}"),
         }
         assert_eq!(s.list().unwrap().len(), 1);
         let e = s.load("old").unwrap_err().to_string();
-        assert!(e.starts_with("the record ") && e.contains("is damaged: "), "{e}");
+        assert!(
+            e.starts_with("the record ") && e.contains("is damaged: "),
+            "{e}"
+        );
         s.remove("old").unwrap();
         assert!(!dir.exists());
         assert_eq!(s.entries().unwrap().len(), 1);

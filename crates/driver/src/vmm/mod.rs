@@ -534,7 +534,11 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.to_string(), "`sh -c echo first >&2; echo the reason >&2; exit 3` failed (exit status: 3): the reason");
         let e = run_cmd(&["/nonexistent/xl".into()], Duration::from_secs(5)).unwrap_err();
-        assert!(e.to_string().starts_with("`/nonexistent/xl` could not start"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("`/nonexistent/xl` could not start"),
+            "{e}"
+        );
         let e = run_cmd(&["sleep".into(), "5".into()], Duration::from_millis(200)).unwrap_err();
         assert_eq!(e.to_string(), "`sleep 5` did not finish within 0.2 s");
     }
