@@ -134,6 +134,7 @@ impl From<Instance> for RawInstance {
 /// One entry of the state directory: a record that reads, or one that does not (written by an
 /// incompatible version, or damaged), which `remove` still removes.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // most entries are instances; boxing them buys nothing
 pub enum Entry {
     Instance(Instance),
     Damaged {
