@@ -1,9 +1,8 @@
-//! (Shared by the QEMU and Rumprun drivers.)
-//!
 //! Is KVM usable? `/dev/kvm` existing proves nothing here (a nested guest hangs right after
 //! real-mode setup), so boot the guest kernel under KVM with a deadline and see whether it gets
 //! far enough to panic for want of a root file system. The verdict is cached per host kernel,
 //! QEMU and guest kernel.
+//! Shared by the QEMU and Rumprun drivers.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
