@@ -104,7 +104,7 @@ pub fn human_bytes(n: u64) -> String {
 
 pub fn build(
     prepared: &Prepared,
-    images: &[bakeoff_pack::Image],
+    images: &[bakeoff_launch::Image],
     seconds: f64,
     json: bool,
 ) -> Result<()> {
@@ -174,7 +174,7 @@ pub fn ps(services: &[ServiceView], rows: &[Entry], json: bool) -> Result<()> {
                     "status": i.status.to_string(), "ports": i.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
                     "created": i.created, "age_seconds": i.age().as_secs(), "app": i.app,
                 }),
-                Entry::Damaged { name, reason } => serde_json::json!({
+                Entry::Damaged { name, reason, .. } => serde_json::json!({
                     "name": name, "status": "unreadable", "reason": reason,
                 }),
             }));
@@ -189,7 +189,11 @@ pub fn ps(services: &[ServiceView], rows: &[Entry], json: bool) -> Result<()> {
         for v in services {
             let r = &v.record;
             let mut backend = r.backend.clone().unwrap_or_else(|| "-".into());
-            let others = r.backends.iter().filter(|b| Some(*b) != r.backend.as_ref()).count();
+            let others = r
+                .backends
+                .iter()
+                .filter(|b| Some(*b) != r.backend.as_ref())
+                .count();
             if others > 0 {
                 backend.push_str(&format!(" (+{others})"));
             }
@@ -211,7 +215,7 @@ pub fn ps(services: &[ServiceView], rows: &[Entry], json: bool) -> Result<()> {
     for e in rows {
         let i = match e {
             Entry::Instance(i) => i,
-            Entry::Damaged { name, reason } => {
+            Entry::Damaged { name, reason, .. } => {
                 println!("{name:<20} {:<12} {:<32} unreadable   ({reason}; `bakeoff rm -f {name}` removes it)", "?", "?");
                 continue;
             }

@@ -245,7 +245,11 @@ async fn logs(name: &str, follow: bool) -> Result<i32> {
         let path = rt.service_log(name);
         let alive = || {
             rt.services()
-                .map(|s| s.iter().any(|v| v.record.name == name && v.status == bakeoff_runtime::ServiceStatus::Serving))
+                .map(|s| {
+                    s.iter().any(|v| {
+                        v.record.name == name && v.status == bakeoff_runtime::ServiceStatus::Serving
+                    })
+                })
                 .unwrap_or(false)
         };
         tokio::select! {

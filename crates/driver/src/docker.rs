@@ -1,13 +1,13 @@
 //! Docker, through the Engine API (bollard). Images are loaded from our own archive; nothing is
-//! ever pulled. Containers are named `bakeoff-<name>` and labelled `bakeoff.instance=<name>`.
+//! ever pulled. The container-create body is rendered by `bakeoff_launch::docker`.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bakeoff_spec::{Platform, Protocol};
-use bakeoff_state::{Instance, Status};
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bakeoff_launch::docker::{container_name, create_body};
+use bakeoff_launch::{Image, LaunchError};
+use bakeoff_spec::Platform;
+use bakeoff_state::{DockerHandle, Handle, Instance, Status};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ImportImageOptionsBuilder, InspectContainerOptions,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::{Driver, DriverError, LogSink, StartRequest};
 
-pub const LABEL: &str = "bakeoff.instance";
+pub use bakeoff_launch::docker::LABEL;
 
 pub struct DockerDriver;
 
@@ -31,7 +31,7 @@ impl DockerDriver {
     /// Connects to the engine (honouring DOCKER_HOST) and agrees on an API version.
     pub async fn connect(&self) -> Result<Docker, DriverError> {
         let not_running = |detail: String| {
-            let installed = which("dockerd");
+            let installed = crate::vmm::which("dockerd").is_some();
             DriverError::Unavailable(if installed {
                 format!("the Docker engine is not running ({detail}); start it with `dockerd &` as root or `systemctl start docker`")
             } else {
@@ -54,13 +54,7 @@ impl Default for DockerDriver {
     }
 }
 
-fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
-}
-
-/// bollard's errors, cut down to what the engine said.
+/// bollard's errors, cut down to what the engine said (for the availability sentence).
 fn short(e: &bollard::errors::Error) -> String {
     match e {
         bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
@@ -75,7 +69,7 @@ fn short(e: &bollard::errors::Error) -> String {
 }
 
 fn engine(e: bollard::errors::Error) -> DriverError {
-    DriverError::Engine(format!("the Docker engine refused: {}", short(&e)))
+    DriverError::Docker(e)
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
@@ -88,35 +82,24 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
     )
 }
 
-fn container_id(inst: &Instance) -> String {
-    inst.handle["container_id"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("bakeoff-{}", inst.name))
+fn container_id(inst: &Instance) -> Result<&str, DriverError> {
+    inst.handle
+        .docker()
+        .map(|h| h.container_id.as_str())
+        .ok_or_else(|| DriverError::wrong_handle(inst, Platform::Docker))
 }
 
 /// Loads the image archive unless the engine already has this exact image.
-async fn ensure_image(docker: &Docker, image: &bakeoff_pack::Image) -> Result<String, DriverError> {
-    let reference = image
-        .reference
-        .clone()
-        .ok_or_else(|| DriverError::Engine("the OCI image has no reference".into()))?;
-    let config_digest = image
-        .details
-        .get("config_digest")
-        .cloned()
-        .unwrap_or_default();
+async fn ensure_image(docker: &Docker, image: &Image) -> Result<String, DriverError> {
+    let reference = image.reference.clone().ok_or(LaunchError::NoReference)?;
+    let config_digest = image.details.config_digest.clone().unwrap_or_default();
     if let Ok(found) = docker.inspect_image(&reference).await {
         if found.id.as_deref() == Some(config_digest.as_str()) {
             return Ok(reference);
         }
     }
-    let archive = image
-        .file("archive")
-        .ok_or_else(|| DriverError::Engine("the OCI image has no archive".into()))?;
-    let bytes = tokio::fs::read(&archive)
-        .await
-        .map_err(|e| DriverError::Engine(format!("cannot read {}: {e}", archive.display())))?;
+    let archive = image.require("archive", "archive")?;
+    let bytes = fs_err::tokio::read(&archive).await?;
     let mut stream = docker.import_image(
         ImportImageOptionsBuilder::default().quiet(true).build(),
         bollard::body_full(bytes.into()),
@@ -125,10 +108,10 @@ async fn ensure_image(docker: &Docker, image: &bakeoff_pack::Image) -> Result<St
     while let Some(item) = stream.next().await {
         let info = item.map_err(engine)?;
         if let Some(err) = info.error_detail.and_then(|d| d.message) {
-            return Err(DriverError::Engine(format!(
-                "docker could not load {}: {err}",
-                archive.display()
-            )));
+            return Err(DriverError::DockerLoad {
+                archive,
+                message: err,
+            });
         }
     }
     Ok(reference)
@@ -144,54 +127,12 @@ impl Driver for DockerDriver {
         self.connect().await.map(|_| ())
     }
 
-    async fn start(&self, req: StartRequest<'_>) -> Result<serde_json::Value, DriverError> {
+    async fn start(&self, req: StartRequest<'_>) -> Result<Handle, DriverError> {
         crate::check_image(Platform::Docker, req.image)?;
         let docker = self.connect().await?;
         let reference = ensure_image(&docker, req.image).await?;
-        let opts = req.opts;
-        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-        let mut exposed = Vec::new();
-        for p in &opts.publish {
-            let key = format!(
-                "{}/{}",
-                p.guest_port,
-                if p.protocol == Protocol::Udp {
-                    "udp"
-                } else {
-                    "tcp"
-                }
-            );
-            exposed.push(key.clone());
-            bindings
-                .entry(key)
-                .or_insert_with(|| Some(Vec::new()))
-                .as_mut()
-                .unwrap()
-                .push(PortBinding {
-                    host_ip: Some(p.host_ip.to_string()),
-                    host_port: Some(p.host_port.to_string()),
-                });
-        }
-        let body = ContainerCreateBody {
-            image: Some(reference.clone()),
-            env: Some(opts.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            cmd: (!opts.args.is_empty()).then(|| opts.args.clone()),
-            hostname: Some(req.name.chars().take(63).collect()),
-            exposed_ports: Some(exposed),
-            labels: Some(
-                [(LABEL.to_string(), req.name.to_string())]
-                    .into_iter()
-                    .collect(),
-            ),
-            host_config: Some(HostConfig {
-                port_bindings: Some(bindings),
-                memory: opts.memory.map(|m| m as i64),
-                nano_cpus: opts.cpus.map(|c| (c * 1e9) as i64),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let cname = format!("bakeoff-{}", req.name);
+        let body = create_body(&reference, req.name, req.opts);
+        let cname = container_name(req.name);
         let created = docker
             .create_container(
                 Some(
@@ -212,15 +153,17 @@ impl Driver for DockerDriver {
                 .await;
             return Err(engine(e));
         }
-        Ok(
-            serde_json::json!({ "container_id": created.id, "container_name": cname, "image": reference }),
-        )
+        Ok(Handle::Docker(DockerHandle {
+            container_id: created.id,
+            container_name: cname,
+            image: reference,
+        }))
     }
 
     async fn status(&self, inst: &Instance) -> Result<Status, DriverError> {
         let docker = self.connect().await?;
         match docker
-            .inspect_container(&container_id(inst), None::<InspectContainerOptions>)
+            .inspect_container(container_id(inst)?, None::<InspectContainerOptions>)
             .await
         {
             Ok(c) => {
@@ -256,7 +199,7 @@ impl Driver for DockerDriver {
             .stdout(true)
             .stderr(true)
             .build();
-        let mut stream = docker.logs(&container_id(inst), Some(opts));
+        let mut stream = docker.logs(container_id(inst)?, Some(opts));
         while let Some(item) = stream.next().await {
             match item {
                 Ok(chunk) => {
@@ -264,10 +207,7 @@ impl Driver for DockerDriver {
                     out.flush().await?;
                 }
                 Err(e) if is_not_found(&e) => {
-                    return Err(DriverError::Engine(format!(
-                        "the container of `{}` no longer exists",
-                        inst.name
-                    )))
+                    return Err(DriverError::ContainerGone(inst.name.clone()))
                 }
                 Err(e) => return Err(engine(e)),
             }
@@ -280,7 +220,7 @@ impl Driver for DockerDriver {
         let opts = StopContainerOptionsBuilder::default()
             .t(grace.as_secs() as i32)
             .build();
-        match docker.stop_container(&container_id(inst), Some(opts)).await {
+        match docker.stop_container(container_id(inst)?, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -297,7 +237,7 @@ impl Driver for DockerDriver {
             .v(true)
             .build();
         match docker
-            .remove_container(&container_id(inst), Some(opts))
+            .remove_container(container_id(inst)?, Some(opts))
             .await
         {
             Ok(()) => Ok(()),
@@ -312,7 +252,7 @@ impl Driver for DockerDriver {
             .stream(false)
             .one_shot(true)
             .build();
-        let mut stream = docker.stats(&container_id(inst), Some(opts));
+        let mut stream = docker.stats(container_id(inst)?, Some(opts));
         match stream.next().await {
             Some(Ok(s)) => Ok(s.memory_stats.and_then(|m| m.usage)),
             Some(Err(e)) => Err(engine(e)),

@@ -10,59 +10,31 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bakeoff_pack::launch::firecracker::{
-    api_requests, network_plan, render_firecracker, stop_request, tap_net, ApiRequest, MAX_SLOTS,
+use bakeoff_launch::firecracker::{
+    api_requests, check_response, http_request, network_plan, render_firecracker, stop_request,
+    tap_net, ApiRequest, MAX_SLOTS,
 };
-use bakeoff_pack::launch::NetPlan;
 use bakeoff_spec::Platform;
-use bakeoff_state::{Instance, Status};
-use serde::{Deserialize, Serialize};
+use bakeoff_state::{FirecrackerHandle, Handle, Instance, Status};
 
-use crate::xen::{apply_plan, claim_slot, release_slot, undo_plan, which};
+use crate::vmm::{self, apply_plan, claim_slot, release_slot, undo_plan, which};
 use crate::{Driver, DriverError, LogSink, StartRequest};
 
 pub const FIRECRACKER: &str = "firecracker";
 
-/// The HTTP/1.1 request for one API call.
-pub fn http_request(req: &ApiRequest) -> String {
-    let body = req.body.to_string();
-    format!(
-        "{} {} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        req.method,
-        req.path,
-        body.len()
-    )
-}
-
-/// `Ok` for a 2xx answer; otherwise Firecracker's `fault_message` (or the status line).
-pub fn check_response(status_line: &str, body: &str) -> Result<(), String> {
-    let code: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    if (200..300).contains(&code) {
-        return Ok(());
-    }
-    let fault = serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("fault_message")
-                .and_then(|m| m.as_str())
-                .map(String::from)
-        });
-    Err(fault.unwrap_or_else(|| status_line.trim().to_string()))
-}
-
 /// One API call on the socket.
-fn call(socket: &Path, req: &ApiRequest) -> Result<(), String> {
+fn call(socket: &Path, req: &ApiRequest) -> Result<(), DriverError> {
     let what = format!("{} {}", req.method, req.path);
-    let io = |e: std::io::Error| format!("{what} on {}: {e}", socket.display());
+    let io = |source: std::io::Error| DriverError::Api {
+        call: what.clone(),
+        socket: socket.to_path_buf(),
+        source,
+    };
     let mut s = UnixStream::connect(socket).map_err(io)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(io)?;
@@ -84,8 +56,12 @@ fn call(socket: &Path, req: &ApiRequest) -> Result<(), String> {
     }
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body).map_err(io)?;
-    check_response(&status, &String::from_utf8_lossy(&body))
-        .map_err(|e| format!("Firecracker refused {what}: {e}"))
+    check_response(&status, &String::from_utf8_lossy(&body)).map_err(|fault| {
+        DriverError::ApiRefused {
+            call: what.clone(),
+            fault,
+        }
+    })
 }
 
 /// What the probe saw on this host.
@@ -130,6 +106,7 @@ fn kvm_usable() -> Result<(), String> {
         .open("/dev/kvm")
         .map_err(|e| format!("/dev/kvm cannot be opened ({e})"))?;
     const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
+    // SAFETY: KVM_GET_API_VERSION takes no argument and only reads the open descriptor.
     let v = unsafe { libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION as _, 0) };
     if v != 12 {
         return Err(format!("/dev/kvm answers API version {v}, not 12"));
@@ -147,49 +124,19 @@ fn facts() -> FirecrackerFacts {
     }
 }
 
-/// What we record for a VM.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FirecrackerHandle {
-    pub pid: u32,
-    pub socket: PathBuf,
-    pub console: PathBuf,
-    pub slot: u16,
-    pub tap: String,
-    pub net: NetPlan,
-    pub config: PathBuf,
-    pub memory_mib: u64,
-    pub instance_dir: PathBuf,
-}
-
-fn handle(inst: &Instance) -> Result<FirecrackerHandle, DriverError> {
-    serde_json::from_value(inst.handle.clone()).map_err(|e| {
-        DriverError::Engine(format!(
-            "the record of `{}` has no usable Firecracker handle ({e})",
-            inst.name
-        ))
-    })
+fn handle(inst: &Instance) -> Result<&FirecrackerHandle, DriverError> {
+    inst.handle
+        .firecracker()
+        .ok_or_else(|| DriverError::wrong_handle(inst, Platform::Firecracker))
 }
 
 /// The PID is still our Firecracker: its command line names our API socket.
 fn is_ours(h: &FirecrackerHandle) -> bool {
-    crate::qemu::pid_alive(h.pid)
-        && std::fs::read(format!("/proc/{}/cmdline", h.pid))
-            .map(|c| String::from_utf8_lossy(&c).contains(&h.socket.display().to_string()))
-            .unwrap_or(false)
+    vmm::is_ours(h.pid, &h.socket)
 }
 
 fn kill(h: &FirecrackerHandle) {
-    if !is_ours(h) {
-        return;
-    }
-    unsafe { libc::kill(h.pid as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline && is_ours(h) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if is_ours(h) {
-        unsafe { libc::kill(h.pid as i32, libc::SIGKILL) };
-    }
+    vmm::kill_vmm(h.pid, &h.socket)
 }
 
 /// Undoes the network and gives the slot back once (safe to repeat).
@@ -204,7 +151,7 @@ fn clean_up(h: &FirecrackerHandle, name: &str) {
 }
 
 fn exit_code(h: &FirecrackerHandle) -> Option<i32> {
-    crate::qemu::exit_status_from_console(&std::fs::read_to_string(&h.console).unwrap_or_default())
+    vmm::exit_status_from_console(&vmm::read_console(&h.console))
 }
 
 pub struct FirecrackerDriver;
@@ -219,20 +166,20 @@ impl Driver for FirecrackerDriver {
         firecracker_verdict(&facts()).map_err(DriverError::Unavailable)
     }
 
-    async fn start(&self, req: StartRequest<'_>) -> Result<serde_json::Value, DriverError> {
+    async fn start(&self, req: StartRequest<'_>) -> Result<Handle, DriverError> {
         let image = req.image;
         crate::check_image(Platform::Firecracker, image)?;
         self.available().await?;
         let dir = req.instance_dir;
         let slot = claim_slot(dir, Platform::Firecracker, req.name, MAX_SLOTS)?;
         let net = tap_net(slot);
-        let fail = |e: String| {
+        let fail = |e: DriverError| {
             release_slot(dir, Platform::Firecracker, req.name, slot);
-            DriverError::Engine(e)
+            e
         };
         let log_path = dir.join("firecracker.log");
         let config = render_firecracker(image, req.opts, req.name, &net, &log_path)
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(e.into()))?;
         let config_path = dir.join("vm_config.json");
         fs_err::write(
             &config_path,
@@ -240,7 +187,7 @@ impl Driver for FirecrackerDriver {
         )?;
         fs_err::write(&log_path, b"")?;
         let plan = network_plan(&net, &req.opts.publish, req.name);
-        apply_plan(&plan).map_err(fail)?;
+        apply_plan(&plan).map_err(|e| fail(e.into()))?;
         let socket = dir.join("firecracker.sock");
         let console = dir.join("console.log");
         let out = fs_err::File::create(&console)?;
@@ -257,9 +204,12 @@ impl Driver for FirecrackerDriver {
             .spawn();
         let mut child = match child {
             Ok(c) => c,
-            Err(e) => {
+            Err(source) => {
                 undo_plan(&plan);
-                return Err(fail(format!("cannot start {FIRECRACKER}: {e}")));
+                return Err(fail(DriverError::Spawn {
+                    program: FIRECRACKER.into(),
+                    source,
+                }));
             }
         };
         let memory_mib = config["machine-config"]["mem_size_mib"]
@@ -285,34 +235,35 @@ impl Driver for FirecrackerDriver {
         }
         for r in api_requests(&config) {
             if let Err(e) = call(&socket, &r) {
-                let why = crate::qemu::tail(&h.console, 3);
+                let why = vmm::tail(&h.console, 3);
                 clean_up(&h, req.name);
                 let _ = child.wait();
-                return Err(DriverError::Engine(if why.is_empty() {
+                return Err(if why.is_empty() {
                     e
                 } else {
-                    format!("{e} ({why})")
-                }));
+                    DriverError::WithConsole {
+                        source: Box::new(e),
+                        console: why,
+                    }
+                });
             }
         }
         std::thread::spawn(move || {
             let _ = child.wait();
         });
-        Ok(serde_json::to_value(h).expect("handle serializes"))
+        Ok(Handle::Firecracker(h))
     }
 
     async fn status(&self, inst: &Instance) -> Result<Status, DriverError> {
         let h = handle(inst)?;
-        if is_ours(&h) {
-            return Ok(match exit_code(&h) {
+        if is_ours(h) {
+            return Ok(match exit_code(h) {
                 Some(code) => Status::Exited { code: Some(code) },
                 None => Status::Running,
             });
         }
-        clean_up(&h, &inst.name);
-        Ok(Status::Exited {
-            code: exit_code(&h),
-        })
+        clean_up(h, &inst.name);
+        Ok(Status::Exited { code: exit_code(h) })
     }
 
     async fn logs(
@@ -322,33 +273,33 @@ impl Driver for FirecrackerDriver {
         out: LogSink<'_>,
     ) -> Result<(), DriverError> {
         let h = handle(inst)?;
-        crate::follow_console(&h.console, follow, out, || is_ours(&h)).await
+        vmm::follow_console(&h.console, follow, out, || is_ours(h)).await
     }
 
     async fn stop(&self, inst: &Instance, grace: Duration) -> Result<(), DriverError> {
         let h = handle(inst)?;
-        if is_ours(&h) {
+        if is_ours(h) {
             let _ = call(&h.socket, &stop_request());
             let deadline = Instant::now() + grace;
-            while Instant::now() < deadline && is_ours(&h) {
+            while Instant::now() < deadline && is_ours(h) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        clean_up(&h, &inst.name);
+        clean_up(h, &inst.name);
         Ok(())
     }
 
     async fn remove(&self, inst: &Instance) -> Result<(), DriverError> {
-        clean_up(&handle(inst)?, &inst.name);
+        clean_up(handle(inst)?, &inst.name);
         Ok(())
     }
 
     async fn memory_bytes(&self, inst: &Instance) -> Result<Option<u64>, DriverError> {
         let h = handle(inst)?;
-        if !is_ours(&h) {
+        if !is_ours(h) {
             return Ok(None);
         }
-        Ok(crate::vmm_rss(h.pid))
+        Ok(vmm::vmm_rss(h.pid))
     }
 }
 
@@ -420,28 +371,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn api_calls_are_http_on_the_socket() {
-        let req = ApiRequest {
-            method: "PUT",
-            path: "/machine-config".into(),
-            body: serde_json::json!({"vcpu_count": 1, "mem_size_mib": 128}),
-        };
-        insta::assert_snapshot!(http_request(&req).replace("\r\n", "\n"));
-        assert_eq!(check_response("HTTP/1.1 204 No Content\r\n", ""), Ok(()));
-        assert_eq!(
-            check_response(
-                "HTTP/1.1 400 Bad Request\r\n",
-                r#"{"fault_message":"The kernel file cannot be opened: No such file or directory (os error 2)"}"#
-            ),
-            Err("The kernel file cannot be opened: No such file or directory (os error 2)".into())
-        );
-        assert_eq!(
-            check_response("HTTP/1.1 500 Internal Server Error\r\n", "oops"),
-            Err("HTTP/1.1 500 Internal Server Error".into())
-        );
-    }
-
     /// A fake Firecracker: a Unix socket that records requests and answers like the real API.
     #[test]
     fn calls_reach_the_socket_and_faults_come_back() {
@@ -469,7 +398,7 @@ mod tests {
             seen
         });
         call(&sock, &stop_request()).unwrap();
-        let e = call(&sock, &stop_request()).unwrap_err();
+        let e = call(&sock, &stop_request()).unwrap_err().to_string();
         assert_eq!(
             e,
             "Firecracker refused PUT /actions: Invalid request method"

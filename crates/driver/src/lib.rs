@@ -1,22 +1,29 @@
 //! Drivers: one per platform, all behind the same [`Driver`] trait, so `run`, `ps`, `logs`,
 //! `stop` and `rm` behave the same everywhere. Each driver has an availability probe that says
 //! why the platform cannot be used on this host.
+//!
+//! The driver modules are parallel: none imports another. What they share is in [`vmm`]; what
+//! they launch (argv, configs, bodies) is rendered by `bakeoff-launch`.
 
 pub mod docker;
 pub mod firecracker;
 pub mod qemu;
 pub mod rumprun;
+pub mod vmm;
 pub mod xen;
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bakeoff_pack::Image;
+use bakeoff_launch::{Image, LaunchError};
 use bakeoff_spec::{Platform, PortMapping, Protocol, RunOptions};
-use bakeoff_state::{Instance, Status};
+use bakeoff_state::{Handle, Instance, Status};
 use tokio::io::AsyncWrite;
+
+pub use vmm::{follow_console, vmm_rss, CommandError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -31,10 +38,67 @@ pub enum DriverError {
         target: String,
         wanted: String,
     },
+    /// The run cannot be done as asked (a fixed sentence saying why and what to do instead).
     #[error("{0}")]
-    Engine(String),
-    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("the Docker engine refused")]
+    Docker(#[source] bollard::errors::Error),
+    #[error("docker could not load {}: {message}", archive.display())]
+    DockerLoad { archive: PathBuf, message: String },
+    #[error("the container of `{0}` no longer exists")]
+    ContainerGone(String),
+    #[error("cannot start {}", program.display())]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("QEMU exited at once ({status}): {why}")]
+    VmmExited { status: ExitStatus, why: String },
+    #[error("Firecracker refused {call}: {fault}")]
+    ApiRefused { call: String, fault: String },
+    #[error("{call} on {}", socket.display())]
+    Api {
+        call: String,
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the record of `{name}` holds a {found} handle, not a {platform} one")]
+    WrongHandle {
+        name: String,
+        platform: Platform,
+        found: Platform,
+    },
+    #[error("all {max} {platform} address slots are taken; remove instances with `bakeoff rm`")]
+    SlotsTaken { max: u16, platform: Platform },
+    #[error("{} is not an instance directory in a state dir", .0.display())]
+    NotInStateDir(PathBuf),
+    /// An error with what the VM's console said last.
+    #[error("{source} ({console})")]
+    WithConsole {
+        #[source]
+        source: Box<DriverError>,
+        console: String,
+    },
+    /// File errors come from `fs-err`, so they name their path.
+    #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl DriverError {
+    /// The error for an instance whose handle another driver wrote.
+    pub fn wrong_handle(inst: &Instance, platform: Platform) -> DriverError {
+        DriverError::WrongHandle {
+            name: inst.name.clone(),
+            platform,
+            found: inst.handle.platform(),
+        }
+    }
 }
 
 /// Everything a driver needs to start one instance.
@@ -57,7 +121,7 @@ pub trait Driver: Send + Sync {
     async fn available(&self) -> Result<(), DriverError>;
 
     /// Starts the instance and returns the driver's handle to record.
-    async fn start(&self, req: StartRequest<'_>) -> Result<serde_json::Value, DriverError>;
+    async fn start(&self, req: StartRequest<'_>) -> Result<Handle, DriverError>;
 
     async fn status(&self, inst: &Instance) -> Result<Status, DriverError>;
 
@@ -117,40 +181,6 @@ pub fn driver_with(platform: Platform, options: DriverOptions) -> Box<dyn Driver
     }
 }
 
-/// Writes a VM's serial console log to `out` (without the serial line's `\r`); with `follow`,
-/// keeps writing what arrives until `running()` says the VM has ended, then writes the rest.
-pub async fn follow_console(
-    console: &Path,
-    follow: bool,
-    out: LogSink<'_>,
-    mut running: impl FnMut() -> bool,
-) -> Result<(), DriverError> {
-    use std::io::{Read, Seek, SeekFrom};
-    use tokio::io::AsyncWriteExt;
-    let Ok(mut file) = std::fs::File::open(console) else {
-        return Ok(());
-    };
-    let mut pos = 0u64;
-    let mut buf = Vec::new();
-    loop {
-        // Asked before reading, so that what a VM printed as it ended is still written.
-        let alive = running();
-        file.seek(SeekFrom::Start(pos))?;
-        buf.clear();
-        file.read_to_end(&mut buf)?;
-        pos += buf.len() as u64;
-        if !buf.is_empty() {
-            let text: Vec<u8> = buf.iter().copied().filter(|b| *b != b'\r').collect();
-            out.write_all(&text).await?;
-            out.flush().await?;
-        }
-        if !follow || !alive {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Refuses an image of a kind the platform does not boot (see `Platform::targets`).
 pub fn check_image(platform: Platform, image: &Image) -> Result<(), DriverError> {
     if platform.targets().contains(&image.target) {
@@ -166,20 +196,6 @@ pub fn check_image(platform: Platform, image: &Image) -> Result<(), DriverError>
             .collect::<Vec<_>>()
             .join(" or "),
     })
-}
-
-/// Resident memory of a VMM process (VmRSS), in bytes.
-pub fn vmm_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse::<u64>()
-        .ok()?;
-    Some(kb * 1024)
 }
 
 /// Fails with a clear sentence when a host port to publish is already taken. Engines would

@@ -7,119 +7,24 @@
 //! ===`, unmounts and halts the CPU, and QEMU keeps running. The driver watches the console for
 //! that, ends QEMU and reports N. It has no power button either, so `stop` ends QEMU (QMP `quit`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bakeoff_pack::rumprun::{RumprunConfig, RumprunNet};
-use bakeoff_spec::{Platform, PortMapping, Protocol};
-use bakeoff_state::{Instance, Status};
-use serde::{Deserialize, Serialize};
+use bakeoff_launch::qemu::Accel;
+use bakeoff_launch::rumprun::{rumprun_qemu_argv, RumprunConfig, RumprunNet, RumprunQemuConfig};
+use bakeoff_spec::Platform;
+use bakeoff_state::{Handle, Instance, RumprunHandle, Status};
 
-use crate::qemu::probe::KvmVerdict;
-use crate::qemu::{find_qemu, is_our_qemu, kill, qmp, Accel, Machine, QemuHandle, QemuOptions};
+use crate::vmm::kvm::{self, KvmVerdict};
+use crate::vmm::{
+    self, find_qemu, qmp, rumprun_ended_from_console as ended_from_console, QemuOptions,
+};
 use crate::{Driver, DriverError, LogSink, StartRequest};
 
-pub const DEFAULT_MEMORY_MIB: u64 = 128;
 /// How long a KVM probe boot may take to reach the program.
 const KVM_PROBE_DEADLINE: Duration = Duration::from_secs(8);
-
-/// Everything that decides the QEMU command line of a Rumprun guest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RumprunQemuConfig {
-    pub accel: Accel,
-    pub memory_mib: u64,
-    pub kernel: PathBuf,
-    /// Rumprun's JSON configuration, passed as the kernel command line.
-    pub config: String,
-    /// Each `-p` becomes a user-networking hostfwd; `None` means no NIC at all.
-    pub forwards: Option<Vec<PortMapping>>,
-    pub serial_log: PathBuf,
-    pub qmp_socket: Option<PathBuf>,
-}
-
-/// The argv (without the program name, `qemu-system-x86_64`).
-pub fn rumprun_qemu_argv(c: &RumprunQemuConfig) -> Vec<String> {
-    let mut a: Vec<String> = Vec::new();
-    let mut push = |parts: &[&str]| a.extend(parts.iter().map(|s| s.to_string()));
-    // A multiboot kernel on a standard PC; Rumprun finds the virtio NIC on PCI. SeaBIOS keeps
-    // off the serial console (its banner and escape codes would land in `logs`, and printing to
-    // an emulated UART costs ~0.1 s under TCG).
-    push(&["-M", "q35", "-fw_cfg", "name=etc/sercon-port,string=0"]);
-    match c.accel {
-        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
-        // As for the microVM: cap the translation cache so the VMM RSS reflects the guest.
-        Accel::Tcg => push(&["-accel", "tcg,tb-size=64"]),
-    }
-    let mem = format!("{}M", c.memory_mib);
-    // Rumprun runs on one CPU.
-    push(&["-m", &mem, "-smp", "1"]);
-    push(&[
-        "-nodefaults",
-        "-no-user-config",
-        "-nographic",
-        "-vga",
-        "none",
-        "-no-reboot",
-    ]);
-    push(&["-serial", &format!("file:{}", c.serial_log.display())]);
-    push(&["-kernel", &c.kernel.display().to_string()]);
-    push(&["-append", &c.config]);
-    if let Some(forwards) = &c.forwards {
-        let mut netdev = "user,id=n0".to_string();
-        for f in forwards {
-            let proto = if f.protocol == Protocol::Udp {
-                "udp"
-            } else {
-                "tcp"
-            };
-            netdev.push_str(&format!(
-                ",hostfwd={proto}:{}:{}-:{}",
-                f.host_ip, f.host_port, f.guest_port
-            ));
-        }
-        push(&[
-            "-netdev",
-            &netdev,
-            "-device",
-            "virtio-net-pci,netdev=n0,romfile=",
-        ]);
-    }
-    if let Some(q) = &c.qmp_socket {
-        push(&["-qmp", &format!("unix:{},server=on,wait=off", q.display())]);
-    }
-    a
-}
-
-/// How the program ended, read from the console: `Some(Some(n))` after `_exit(n)`,
-/// `Some(None)` when Rumprun halted without an exit status (a panic or a failed bootstrap),
-/// `None` while it runs.
-pub fn ended_from_console(console: &str) -> Option<Option<i32>> {
-    let mut halted = false;
-    for l in console.lines().map(|l| l.trim_end_matches('\r').trim()) {
-        // "=== _exit(0) called ===", "=== ERROR: _exit(3) called ==="
-        if let Some(rest) = l
-            .strip_prefix("=== ")
-            .map(|r| r.trim_start_matches("ERROR: "))
-        {
-            if let Some(n) = rest
-                .strip_prefix("_exit(")
-                .and_then(|r| r.split_once(") called"))
-                .and_then(|(n, _)| n.parse().ok())
-            {
-                return Some(Some(n));
-            }
-            if rest.starts_with("bootstrap failed") {
-                halted = true;
-            }
-        }
-        if l == "halted" || l.starts_with("PANIC: ") || l.starts_with("FATAL TRAP") {
-            halted = true;
-        }
-    }
-    halted.then_some(None)
-}
 
 /// Why Rumprun stopped without an exit status, when the console says.
 fn failure_from_console(console: &str, memory_mib: u64) -> Option<String> {
@@ -174,8 +79,8 @@ impl RumprunDriver {
             .clone()
             .unwrap_or_else(std::env::temp_dir);
         let key = format!("rumprun|{}", qemu.display());
-        crate::qemu::probe::choose_accel(self.options.accel, || {
-            crate::qemu::probe::cached_verdict(&cache, "kvm-probe-rumprun.json", &key, || {
+        kvm::choose_accel(self.options.accel, || {
+            kvm::cached_verdict(&cache, "kvm-probe-rumprun.json", &key, || {
                 let (usable, reason) = kvm_boot_probe(qemu, kernel);
                 KvmVerdict { usable, reason }
             })
@@ -183,23 +88,27 @@ impl RumprunDriver {
     }
 }
 
-fn handle(inst: &Instance) -> Result<QemuHandle, DriverError> {
-    serde_json::from_value(inst.handle.clone()).map_err(|e| {
-        DriverError::Engine(format!(
-            "the record of `{}` has no usable QEMU handle ({e})",
-            inst.name
-        ))
-    })
+fn handle(inst: &Instance) -> Result<&RumprunHandle, DriverError> {
+    inst.handle
+        .rumprun()
+        .ok_or_else(|| DriverError::wrong_handle(inst, Platform::Rumprun))
 }
 
-fn read_console(h: &QemuHandle) -> String {
-    std::fs::read(&h.console)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+fn read_console(h: &RumprunHandle) -> String {
+    vmm::read_console(&h.console)
+}
+
+/// The PID is still our QEMU: its command line names our console log.
+fn is_our_qemu(h: &RumprunHandle) -> bool {
+    vmm::is_ours(h.pid, &h.console)
+}
+
+fn kill(h: &RumprunHandle) {
+    vmm::kill_vmm(h.pid, &h.console)
 }
 
 /// Ends QEMU once the program has ended (QEMU would idle on a halted CPU forever).
-fn reap_if_ended(h: &QemuHandle) -> Option<Option<i32>> {
+fn reap_if_ended(h: &RumprunHandle) -> Option<Option<i32>> {
     let ended = ended_from_console(&read_console(h));
     if ended.is_some() && is_our_qemu(h) {
         kill(h);
@@ -303,23 +212,19 @@ impl Driver for RumprunDriver {
         find_qemu().map(|_| ())
     }
 
-    async fn start(&self, req: StartRequest<'_>) -> Result<serde_json::Value, DriverError> {
+    async fn start(&self, req: StartRequest<'_>) -> Result<Handle, DriverError> {
         let image = req.image;
         crate::check_image(Platform::Rumprun, image)?;
         let qemu = find_qemu()?;
-        let kernel = image
-            .file("kernel")
-            .ok_or_else(|| DriverError::Engine(format!("the Rumprun image in {} has no hw_virtio kernel; build it again with --target rumprun", image.dir.display())))?;
+        let kernel = image.require(
+            "kernel",
+            "hw_virtio kernel; build it again with --target rumprun",
+        )?;
         let config =
             RumprunConfig::for_run(image, req.opts, req.name, Some(RumprunNet::qemu_user()))
-                .and_then(|c| c.render().map_err(Into::into))
-                .map_err(|e| DriverError::Engine(e.to_string()))?;
+                .render()?;
         let (accel, accel_reason) = self.choose_accel(&qemu, &kernel);
-        let memory_mib = req
-            .opts
-            .memory
-            .map(|b| b.div_ceil(1 << 20))
-            .unwrap_or(DEFAULT_MEMORY_MIB);
+        let memory_mib = bakeoff_launch::memory_mib(req.opts);
         let dir = req.instance_dir;
         let console = dir.join("console.log");
         let qmp_sock = dir.join("qmp.sock");
@@ -332,10 +237,9 @@ impl Driver for RumprunDriver {
             serial_log: console.clone(),
             qmp_socket: Some(qmp_sock.clone()),
         });
-        let pid = crate::qemu::spawn_vmm(&qemu, &argv, dir, &console).await?;
-        let h = QemuHandle {
+        let pid = vmm::spawn_vmm(&qemu, &argv, dir, &console).await?;
+        let h = RumprunHandle {
             pid,
-            machine: Machine::Q35,
             accel,
             memory_mib,
             console,
@@ -343,15 +247,15 @@ impl Driver for RumprunDriver {
             argv,
             accel_reason,
         };
-        Ok(serde_json::to_value(h).expect("handle serializes"))
+        Ok(Handle::Rumprun(h))
     }
 
     async fn status(&self, inst: &Instance) -> Result<Status, DriverError> {
         let h = handle(inst)?;
-        if let Some(code) = reap_if_ended(&h) {
+        if let Some(code) = reap_if_ended(h) {
             return Ok(Status::Exited { code });
         }
-        Ok(if is_our_qemu(&h) {
+        Ok(if is_our_qemu(h) {
             Status::Running
         } else {
             Status::Exited { code: None }
@@ -365,88 +269,57 @@ impl Driver for RumprunDriver {
         out: LogSink<'_>,
     ) -> Result<(), DriverError> {
         let h = handle(inst)?;
-        crate::follow_console(&h.console, follow, out, || {
-            is_our_qemu(&h) && reap_if_ended(&h).is_none()
+        vmm::follow_console(&h.console, follow, out, || {
+            is_our_qemu(h) && reap_if_ended(h).is_none()
         })
         .await
     }
 
     async fn stop(&self, inst: &Instance, grace: Duration) -> Result<(), DriverError> {
         let h = handle(inst)?;
-        if !is_our_qemu(&h) {
+        if !is_our_qemu(h) {
             return Ok(());
         }
         // No power button in a unikernel: ask QEMU itself to quit.
         let _ = qmp(&h.qmp, &[serde_json::json!({"execute": "quit"})]);
         let deadline = Instant::now() + grace.min(Duration::from_secs(5));
         while Instant::now() < deadline {
-            if !is_our_qemu(&h) {
+            if !is_our_qemu(h) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        kill(&h);
+        kill(h);
         Ok(())
     }
 
     async fn remove(&self, inst: &Instance) -> Result<(), DriverError> {
-        kill(&handle(inst)?);
+        kill(handle(inst)?);
         Ok(())
     }
 
     async fn memory_bytes(&self, inst: &Instance) -> Result<Option<u64>, DriverError> {
         let h = handle(inst)?;
-        if !is_our_qemu(&h) {
+        if !is_our_qemu(h) {
             return Ok(None);
         }
-        Ok(crate::vmm_rss(h.pid))
+        Ok(vmm::vmm_rss(h.pid))
     }
 
     async fn app_started(&self, inst: &Instance) -> bool {
         let Ok(h) = handle(inst) else { return true };
-        read_console(&h).contains("=== calling")
+        read_console(h).contains("=== calling")
     }
 
     async fn diagnose(&self, inst: &Instance) -> Option<String> {
         let h = handle(inst).ok()?;
-        failure_from_console(&read_console(&h), h.memory_mib)
+        failure_from_console(&read_console(h), h.memory_mib)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config() -> RumprunQemuConfig {
-        RumprunQemuConfig {
-            accel: Accel::Tcg,
-            memory_mib: 64,
-            kernel: "/cache/images/rumprun/abc/hello-hw_virtio.bin".into(),
-            config: r#"{"net":{"if":"vioif0","type":"inet","method":"static","addr":"10.0.2.15","mask":"24","gw":"10.0.2.2"},"env":"GREETING=x","hostname":"web","cmdline":"hello"}"#.into(),
-            forwards: Some(vec![bakeoff_spec::parse_publish("18080:8080").unwrap(), bakeoff_spec::parse_publish("127.0.0.2:5353:53/udp").unwrap()]),
-            serial_log: "/state/instances/web/console.log".into(),
-            qmp_socket: Some("/state/instances/web/qmp.sock".into()),
-        }
-    }
-
-    #[test]
-    fn tcg_argv() {
-        insta::assert_snapshot!(rumprun_qemu_argv(&config()).join("\n"));
-    }
-
-    #[test]
-    fn kvm_argv_and_no_nic() {
-        let mut c = config();
-        c.accel = Accel::Kvm;
-        c.forwards = None;
-        let argv = rumprun_qemu_argv(&c);
-        assert!(
-            argv.windows(2)
-                .any(|w| w == ["-cpu", "host,-arch-capabilities"]),
-            "{argv:?}"
-        );
-        assert!(!argv.iter().any(|a| a.contains("netdev")), "{argv:?}");
-    }
 
     #[test]
     fn exit_status_is_read_from_the_console() {

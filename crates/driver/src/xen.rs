@@ -3,22 +3,20 @@
 //! the bridge (`xenbr0`, or `BAKEOFF_XEN_BRIDGE`), which must carry 10.0.3.1/24; each `-p` is a
 //! DNAT rule the driver adds and removes. Rumprun's configuration goes to xenstore between
 //! `xl create -p` and `xl unpause`. The console is `xl console` copied into `console.log`.
-//!
-//! Also here: host helpers the Firecracker driver shares (running commands with a deadline,
-//! network plans with rollback, per-platform address slots).
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bakeoff_pack::launch::xl::{self, address, render_domain, RUMPRUN_CFG_KEY};
-use bakeoff_pack::launch::{publish_plan, NetPlan};
+use bakeoff_launch::publish_plan;
+use bakeoff_launch::xl::{self, address, render_domain, RUMPRUN_CFG_KEY};
 use bakeoff_spec::{Platform, Target};
-use bakeoff_state::{Instance, Status};
-use serde::{Deserialize, Serialize};
+use bakeoff_state::{Handle, Instance, Status, XenHandle};
 
+use crate::vmm::{
+    self, apply_plan, claim_slot, release_slot, run_cmd, undo_plan, which, CommandError,
+};
 use crate::{Driver, DriverError, LogSink, StartRequest};
 
 /// The bridge guests attach to, unless `BAKEOFF_XEN_BRIDGE` names another.
@@ -29,144 +27,6 @@ pub fn bridge() -> String {
         .unwrap_or_else(|| xl::DEFAULT_BRIDGE.to_string())
 }
 
-/// A program's path on PATH.
-pub fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(program))
-            .find(|p| p.is_file())
-    })
-}
-
-/// Runs a command with a deadline; `Err` holds one line saying what went wrong.
-pub fn run_cmd(argv: &[String], deadline: Duration) -> Result<String, String> {
-    let shown = argv.join(" ");
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("`{shown}` could not start ({e})"))?;
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                let mut out = String::new();
-                let mut err = String::new();
-                if let Some(mut o) = child.stdout.take() {
-                    let _ = o.read_to_string(&mut out);
-                }
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                if status.success() {
-                    return Ok(out);
-                }
-                // The last line of the error output (or of the output), which says what failed.
-                let last = |t: &str| {
-                    t.lines()
-                        .rfind(|l| !l.trim().is_empty())
-                        .map(|l| l.trim().to_string())
-                };
-                let why = last(&err)
-                    .or_else(|| last(&out))
-                    .unwrap_or_else(|| "no output".into());
-                return Err(format!("`{shown}` failed ({status}): {why}"));
-            }
-            Ok(None) if start.elapsed() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "`{shown}` did not finish within {:.1} s",
-                    deadline.as_secs_f64()
-                ));
-            }
-        }
-    }
-}
-
-/// Runs a network plan's setup; on a failure runs the teardown and returns the failure.
-pub fn apply_plan(plan: &NetPlan) -> Result<(), String> {
-    for cmd in &plan.setup {
-        if let Err(e) = run_cmd(cmd, Duration::from_secs(10)) {
-            undo_plan(plan);
-            return Err(e);
-        }
-    }
-    Ok(())
-}
-
-/// Runs a plan's teardown, ignoring steps that fail (they never happened or are already undone).
-pub fn undo_plan(plan: &NetPlan) {
-    for cmd in &plan.teardown {
-        let _ = run_cmd(cmd, Duration::from_secs(10));
-    }
-}
-
-/// Claims the lowest free address slot of `platform` for `owner`: a file
-/// `<state>/slots/<platform>/<n>` created atomically, holding the owner's name. A slot whose
-/// owner's instance directory is gone is taken back.
-pub fn claim_slot(
-    instance_dir: &Path,
-    platform: Platform,
-    owner: &str,
-    max: u16,
-) -> Result<u16, DriverError> {
-    let instances = instance_dir
-        .parent()
-        .ok_or_else(|| DriverError::Engine(format!("{} has no parent", instance_dir.display())))?;
-    let slots = instances
-        .parent()
-        .unwrap_or(instances)
-        .join("slots")
-        .join(platform.as_str());
-    fs_err::create_dir_all(&slots)?;
-    for n in 0..max {
-        let file = slots.join(n.to_string());
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&file)
-        {
-            Ok(mut f) => {
-                use std::io::Write;
-                f.write_all(owner.as_bytes())?;
-                return Ok(n);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let holder = std::fs::read_to_string(&file).unwrap_or_default();
-                if holder == owner || (!holder.is_empty() && !instances.join(&holder).exists()) {
-                    fs_err::write(&file, owner)?;
-                    return Ok(n);
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(DriverError::Engine(format!(
-        "all {max} {platform} address slots are taken; remove instances with `bakeoff rm`"
-    )))
-}
-
-/// Gives a slot back (only when `owner` holds it).
-pub fn release_slot(instance_dir: &Path, platform: Platform, owner: &str, slot: u16) {
-    let Some(root) = instance_dir.parent().and_then(Path::parent) else {
-        return;
-    };
-    let file = root
-        .join("slots")
-        .join(platform.as_str())
-        .join(slot.to_string());
-    if std::fs::read_to_string(&file)
-        .map(|h| h == owner)
-        .unwrap_or(false)
-    {
-        let _ = std::fs::remove_file(file);
-    }
-}
-
 /// What the probe saw on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XenFacts {
@@ -174,7 +34,7 @@ pub struct XenFacts {
     pub proc_xen: bool,
     /// `/proc/xen/capabilities` says `control_d` (this is dom0).
     pub dom0: bool,
-    /// `xl info`'s failure, if it failed.
+    /// `xl info`'s failure, if it failed (one line).
     pub xl_info: Result<(), String>,
     pub bridge: String,
     pub bridge_exists: bool,
@@ -214,7 +74,9 @@ fn facts() -> XenFacts {
         .map(|c| c.contains("control_d"))
         .unwrap_or(false);
     let xl_info = if xl && proc_xen && dom0 {
-        run_cmd(&["xl".into(), "info".into()], Duration::from_secs(10)).map(|_| ())
+        run_cmd(&["xl".into(), "info".into()], Duration::from_secs(10))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     } else {
         Ok(())
     };
@@ -230,30 +92,13 @@ fn facts() -> XenFacts {
     }
 }
 
-/// What we record for a domain.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct XenHandle {
-    pub domain: String,
-    pub target: Target,
-    pub slot: u16,
-    pub config: PathBuf,
-    pub console: PathBuf,
-    /// The `xl console` copying the console into `console`.
-    pub console_pid: Option<u32>,
-    pub net: NetPlan,
-    pub instance_dir: PathBuf,
+fn handle(inst: &Instance) -> Result<&XenHandle, DriverError> {
+    inst.handle
+        .xen()
+        .ok_or_else(|| DriverError::wrong_handle(inst, Platform::Xen))
 }
 
-fn handle(inst: &Instance) -> Result<XenHandle, DriverError> {
-    serde_json::from_value(inst.handle.clone()).map_err(|e| {
-        DriverError::Engine(format!(
-            "the record of `{}` has no usable Xen handle ({e})",
-            inst.name
-        ))
-    })
-}
-
-fn xl(args: &[&str]) -> Result<String, String> {
+fn xl(args: &[&str]) -> Result<String, CommandError> {
     let argv: Vec<String> = std::iter::once("xl")
         .chain(args.iter().copied())
         .map(String::from)
@@ -267,12 +112,10 @@ fn domain_exists(domain: &str) -> bool {
 
 /// The exit status the guest printed: our init's line (microVM) or Rumprun's `_exit(N)`.
 fn ended(h: &XenHandle) -> Option<Option<i32>> {
-    let console = std::fs::read(&h.console)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let console = vmm::read_console(&h.console);
     match h.target {
-        Target::Rumprun => crate::rumprun::ended_from_console(&console),
-        _ => crate::qemu::exit_status_from_console(&console).map(Some),
+        Target::Rumprun => vmm::rumprun_ended_from_console(&console),
+        _ => vmm::exit_status_from_console(&console).map(Some),
     }
 }
 
@@ -283,8 +126,8 @@ fn clean_up(h: &XenHandle, name: &str) {
         let _ = xl(&["destroy", &h.domain]);
     }
     if let Some(pid) = h.console_pid {
-        if crate::qemu::pid_alive(pid) {
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        if vmm::pid_alive(pid) {
+            vmm::signal(pid, libc::SIGTERM);
         }
     }
     let done = h.instance_dir.join("net-removed");
@@ -307,7 +150,7 @@ impl Driver for XenDriver {
         xen_verdict(&facts()).map_err(DriverError::Unavailable)
     }
 
-    async fn start(&self, req: StartRequest<'_>) -> Result<serde_json::Value, DriverError> {
+    async fn start(&self, req: StartRequest<'_>) -> Result<Handle, DriverError> {
         self.available().await?;
         let image = req.image;
         crate::check_image(Platform::Xen, image)?;
@@ -322,16 +165,16 @@ impl Driver for XenDriver {
             u16::from(xl::MAX_SLOTS),
         )?;
         let addr = address(slot as u8);
-        let fail = |e: String| {
+        let fail = |e: DriverError| {
             release_slot(req.instance_dir, Platform::Xen, req.name, slot);
-            DriverError::Engine(e)
+            e
         };
-        let domain = render_domain(image, req.opts, req.name, &addr, &bridge)
-            .map_err(|e| fail(e.to_string()))?;
+        let domain =
+            render_domain(image, req.opts, req.name, &addr, &bridge).map_err(|e| fail(e.into()))?;
         let config = req.instance_dir.join("domain.cfg");
         fs_err::write(&config, &domain.config)?;
         let net = publish_plan(&bridge, xl::GATEWAY, addr.ip, &req.opts.publish, req.name);
-        apply_plan(&net).map_err(fail)?;
+        apply_plan(&net).map_err(|e| fail(e.into()))?;
         let cfg = config.display().to_string();
         let created = match &domain.rumprun_cfg {
             None => xl(&["create", &cfg]).map(|_| ()),
@@ -348,7 +191,7 @@ impl Driver for XenDriver {
         if let Err(e) = created {
             let _ = xl(&["destroy", &domain.name]);
             undo_plan(&net);
-            return Err(fail(e));
+            return Err(fail(e.into()));
         }
         let console = req.instance_dir.join("console.log");
         let out = fs_err::File::create(&console)?;
@@ -378,19 +221,19 @@ impl Driver for XenDriver {
             net,
             instance_dir: req.instance_dir.to_path_buf(),
         };
-        Ok(serde_json::to_value(h).expect("handle serializes"))
+        Ok(Handle::Xen(h))
     }
 
     async fn status(&self, inst: &Instance) -> Result<Status, DriverError> {
         let h = handle(inst)?;
-        if let Some(code) = ended(&h) {
-            clean_up(&h, &inst.name);
+        if let Some(code) = ended(h) {
+            clean_up(h, &inst.name);
             return Ok(Status::Exited { code });
         }
         if domain_exists(&h.domain) {
             return Ok(Status::Running);
         }
-        clean_up(&h, &inst.name);
+        clean_up(h, &inst.name);
         Ok(Status::Exited { code: None })
     }
 
@@ -401,8 +244,8 @@ impl Driver for XenDriver {
         out: LogSink<'_>,
     ) -> Result<(), DriverError> {
         let h = handle(inst)?;
-        crate::follow_console(&h.console, follow, out, || {
-            domain_exists(&h.domain) && ended(&h).is_none()
+        vmm::follow_console(&h.console, follow, out, || {
+            domain_exists(&h.domain) && ended(h).is_none()
         })
         .await
     }
@@ -417,12 +260,12 @@ impl Driver for XenDriver {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        clean_up(&h, &inst.name);
+        clean_up(h, &inst.name);
         Ok(())
     }
 
     async fn remove(&self, inst: &Instance) -> Result<(), DriverError> {
-        clean_up(&handle(inst)?, &inst.name);
+        clean_up(handle(inst)?, &inst.name);
         Ok(())
     }
 
@@ -479,50 +322,5 @@ mod tests {
             Ok(()) => eprintln!("Xen is available here"),
             Err(e) => assert!(e.starts_with("Xen ") && !e.contains('\n'), "{e}"),
         }
-    }
-
-    #[test]
-    fn slots_are_claimed_reused_and_reclaimed() {
-        let t = tempfile::tempdir().unwrap();
-        let dir = |n: &str| {
-            let d = t.path().join("instances").join(n);
-            std::fs::create_dir_all(&d).unwrap();
-            d
-        };
-        let (a, b) = (dir("a"), dir("b"));
-        assert_eq!(claim_slot(&a, Platform::Xen, "a", 4).unwrap(), 0);
-        assert_eq!(claim_slot(&b, Platform::Xen, "b", 4).unwrap(), 1);
-        // Other platforms count separately.
-        assert_eq!(claim_slot(&b, Platform::Firecracker, "b", 4).unwrap(), 0);
-        release_slot(&a, Platform::Xen, "a", 0);
-        assert_eq!(claim_slot(&dir("c"), Platform::Xen, "c", 4).unwrap(), 0);
-        // b's instance was removed without releasing: its slot is taken back.
-        std::fs::remove_dir_all(&b).unwrap();
-        assert_eq!(claim_slot(&dir("d"), Platform::Xen, "d", 4).unwrap(), 1);
-        let e = claim_slot(&dir("e"), Platform::Xen, "e", 2)
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            e,
-            "all 2 xen address slots are taken; remove instances with `bakeoff rm`"
-        );
-    }
-
-    #[test]
-    fn commands_fail_with_one_line() {
-        let e = run_cmd(
-            &[
-                "sh".into(),
-                "-c".into(),
-                "echo first >&2; echo the reason >&2; exit 3".into(),
-            ],
-            Duration::from_secs(5),
-        )
-        .unwrap_err();
-        assert_eq!(e, "`sh -c echo first >&2; echo the reason >&2; exit 3` failed (exit status: 3): the reason");
-        let e = run_cmd(&["/nonexistent/xl".into()], Duration::from_secs(5)).unwrap_err();
-        assert!(e.starts_with("`/nonexistent/xl` could not start"), "{e}");
-        let e = run_cmd(&["sleep".into(), "5".into()], Duration::from_millis(200)).unwrap_err();
-        assert_eq!(e, "`sleep 5` did not finish within 0.2 s");
     }
 }

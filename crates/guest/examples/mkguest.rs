@@ -6,10 +6,30 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use bakeoff_driver::vmm::host_tsc_khz;
 use bakeoff_guest::{
-    ensure_kernel, host_tsc_khz, init_binary, kernel_cmdline, write_initramfs, GuestConfig,
-    GuestNet, RunOverrides, NET_MODULES, POWER_MODULES,
+    ensure_kernel, init_binary, write_initramfs, GuestConfig, RunOverrides, NET_MODULES,
+    POWER_MODULES,
 };
+use bakeoff_launch::GuestNet;
+
+/// The 5-argument form these boots use, over the one renderer in `bakeoff_launch`.
+fn kernel_cmdline(
+    net: Option<&GuestNet>,
+    hostname: &str,
+    overrides: &RunOverrides,
+    microvm: bool,
+    tsc_khz: Option<u32>,
+) -> String {
+    bakeoff_launch::kernel_cmdline(&bakeoff_launch::KernelCmdline {
+        net: net.cloned(),
+        hostname: hostname.to_string(),
+        overrides: overrides.clone(),
+        microvm,
+        tsc_khz,
+        ..Default::default()
+    })
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

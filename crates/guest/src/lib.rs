@@ -7,12 +7,13 @@
 //! - [`Kernel::modules_in_load_order`] with [`NET_MODULES`]: the modules for `eth0`.
 //! - [`write_initramfs`]: a deterministic gzip'd newc cpio with our PID 1 ([`init_binary`]),
 //!   `/bakeoff/config.json` ([`GuestConfig`]), the modules and the app's rootfs.
-//! - [`kernel_cmdline`]: boot flags plus the run-time `bakeoff.*` values.
+//!
+//! The kernel command line that carries the run-time `bakeoff.*` values is rendered by
+//! `bakeoff_launch::kernel_cmdline`, with every other launch value.
 //!
 //! PID 1 itself is the `bakeoff-init` crate; `build.rs` compiles it into a static binary that is
 //! embedded here.
 
-mod cmdline;
 mod elf;
 mod initramfs;
 mod kernel;
@@ -23,9 +24,6 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 pub use bakeoff_init::{GuestConfig, RunOverrides};
-pub use cmdline::{
-    check_cmdline, host_tsc_khz, kernel_cmdline, run_overrides, GuestNet, CMDLINE_MAX,
-};
 pub use initramfs::{write_initramfs, InitramfsInfo};
 pub use kernel::{
     ensure_kernel, extract_vmlinux, kernel_from_path, parse_bzimage, BzImageHeader, Kernel,
@@ -57,8 +55,6 @@ pub enum GuestError {
     Rootfs { path: PathBuf, reason: String },
     #[error("invalid guest config: {0}")]
     Config(String),
-    #[error("the kernel command line is {len} bytes; Linux keeps at most {CMDLINE_MAX} (too many or too long -e values or arguments?)")]
-    CmdlineTooLong { len: usize },
     #[error("the bakeoff-init binary was not built when bakeoff-guest was compiled: {0}")]
     InitUnavailable(String),
 }

@@ -1,69 +1,41 @@
 //! Packing: an [`Artifact`] becomes an [`Image`] for one [`Target`]. One module per target,
 //! each a [`Packager`]. Images are cached beside the artifact they came from, written under a
-//! scratch name and renamed into place, so a half-written image is never picked up.
+//! scratch name and renamed into place, so a half-written image is never picked up. The
+//! [`Image`] value itself, and how it is launched, live in `bakeoff-launch`.
 
-pub mod k8s;
-pub mod launch;
 pub mod microvm;
 pub mod oci;
 pub mod rumprun;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bakeoff_build::{Artifact, Cache};
 use bakeoff_spec::Target;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+pub use bakeoff_launch::{Image, ImageDetails};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
-    #[error("{0}")]
+    /// File errors come from `fs-err`, so they name their path.
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Build(#[from] bakeoff_build::BuildError),
-    #[error("{0}")]
-    Other(String),
-}
-
-/// A packed image, described by `image.json` in its directory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Image {
-    pub target: Target,
-    pub name: String,
-    pub artifact_id: String,
-    /// `sha256:…` of the OCI manifest, or of the microVM's boot files.
-    pub digest: String,
-    /// Directory holding the image's files.
-    pub dir: PathBuf,
-    /// Files by role ("archive", "layout", "kernel", "initrd", ...), relative to `dir`.
-    pub files: BTreeMap<String, PathBuf>,
-    /// Bytes of content (uncompressed) and bytes on disk/over the wire (compressed).
-    pub size_bytes: u64,
-    pub compressed_bytes: u64,
-    /// Name under which engines know the image (Docker tag), if any.
-    pub reference: Option<String>,
-    /// Free-form facts worth showing (kernel version, cmdline, ...).
-    #[serde(default)]
-    pub details: BTreeMap<String, String>,
-}
-
-impl Image {
-    pub fn file(&self, role: &str) -> Option<PathBuf> {
-        self.files.get(role).map(|p| self.dir.join(p))
-    }
-
-    pub fn load(dir: &Path) -> Result<Image, PackError> {
-        let path = dir.join("image.json");
-        let text = fs_err::read_to_string(&path)?;
-        let mut image: Image = serde_json::from_str(&text).map_err(|e| {
-            PackError::Other(format!(
-                "{} is damaged ({e}); remove it and build again",
-                path.display()
-            ))
-        })?;
-        image.dir = dir.to_path_buf();
-        Ok(image)
-    }
+    #[error(transparent)]
+    Launch(#[from] bakeoff_launch::LaunchError),
+    #[error(transparent)]
+    Rumprun(#[from] rumprun::RumprunError),
+    #[error(transparent)]
+    Guest(#[from] bakeoff_guest::GuestError),
+    #[error("the kernel {} does not exist", .0.display())]
+    NoKernel(PathBuf),
+    #[error("{} failed on {}: {output}", tool.display(), file.display())]
+    Tool {
+        tool: PathBuf,
+        file: PathBuf,
+        output: String,
+    },
 }
 
 /// What packagers may need besides the artifact.
@@ -97,7 +69,7 @@ pub fn cached_image(
     write: impl FnOnce(&Path) -> Result<Image, PackError>,
 ) -> Result<Image, PackError> {
     if final_dir.join("image.json").is_file() {
-        return Image::load(final_dir);
+        return Ok(Image::load(final_dir)?);
     }
     let work = cache.tmp()?;
     let staging = work.path().join("image");
@@ -115,7 +87,7 @@ pub fn cached_image(
             return Err(e.into());
         }
     }
-    Image::load(final_dir)
+    Ok(Image::load(final_dir)?)
 }
 
 /// JSON with object keys sorted at every level, so digests do not depend on hash-map order.

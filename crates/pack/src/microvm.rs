@@ -8,32 +8,25 @@ use bakeoff_build::Artifact;
 use bakeoff_guest::{GuestConfig, Kernel, ModuleFile, NET_MODULES, POWER_MODULES};
 use bakeoff_spec::Target;
 
-use crate::{cached_image, sha256_hex, Image, PackContext, PackError, Packager};
+use crate::{cached_image, sha256_hex, Image, ImageDetails, PackContext, PackError, Packager};
 
 pub struct MicroVmPackager;
 
 /// Bump when what is written (or recorded in image.json) changes, so cached images are redone.
 const FORMAT: &str = "microvm/6";
 
-fn guest(e: impl std::fmt::Display) -> PackError {
-    PackError::Other(e.to_string())
-}
-
 /// The kernel to use: `--kernel PATH`, else Debian's package (fetched once into the cache).
 pub fn kernel(ctx: &PackContext) -> Result<Kernel, PackError> {
     let dir = ctx.cache.root().to_path_buf();
     match &ctx.kernel {
-        Some(p) if !p.exists() => Err(PackError::Other(format!(
-            "the kernel {} does not exist",
-            p.display()
-        ))),
-        Some(p) => bakeoff_guest::kernel_from_path(p, &dir).map_err(guest),
+        Some(p) if !p.exists() => Err(PackError::NoKernel(p.clone())),
+        Some(p) => bakeoff_guest::kernel_from_path(p, &dir).map_err(PackError::from),
         None => {
             (ctx.log)(&format!(
                 "guest kernel: Debian {} (downloaded once, then from the cache)",
                 bakeoff_guest::KERNEL_METAPACKAGE
             ));
-            bakeoff_guest::ensure_kernel(&dir).map_err(guest)
+            bakeoff_guest::ensure_kernel(&dir).map_err(PackError::from)
         }
     }
 }
@@ -54,7 +47,9 @@ pub fn modules(kernel: &Kernel) -> Result<Vec<ModuleFile>, PackError> {
             chosen = with;
         }
     }
-    kernel.modules_in_load_order(&chosen).map_err(guest)
+    kernel
+        .modules_in_load_order(&chosen)
+        .map_err(PackError::from)
 }
 
 impl Packager for MicroVmPackager {
@@ -64,7 +59,7 @@ impl Packager for MicroVmPackager {
 
     fn pack(&self, artifact: &Artifact, ctx: &PackContext) -> Result<Image, PackError> {
         let kernel = kernel(ctx)?;
-        let init = bakeoff_guest::init_binary().map_err(guest)?;
+        let init = bakeoff_guest::init_binary().map_err(PackError::from)?;
         let key = sha256_hex(
             format!(
                 "{FORMAT}|{}|{}|{}|{}",
@@ -127,7 +122,7 @@ fn write_image(
     };
     let initrd = dir.join("initramfs.cpio.gz");
     let info = bakeoff_guest::write_initramfs(&artifact.rootfs(), &config, &modules, init, &initrd)
-        .map_err(guest)?;
+        .map_err(PackError::from)?;
     let size = |p: &Path| fs_err::metadata(p).map(|m| m.len()).unwrap_or(0);
     let vmlinux_size = size(&kernel.vmlinux);
     let bz_size = size(&kernel.bzimage);
@@ -151,24 +146,22 @@ fn write_image(
     ]
     .into_iter()
     .collect();
-    let details = [
-        ("kernel_version".to_string(), kernel.version.clone()),
-        ("kernel_bytes".to_string(), bz_size.to_string()),
-        ("vmlinux_bytes".to_string(), vmlinux_size.to_string()),
-        ("initrd_bytes".to_string(), info.size.to_string()),
-        (
-            "modules".to_string(),
+    let details = ImageDetails {
+        kernel_version: Some(kernel.version.clone()),
+        kernel_bytes: Some(bz_size),
+        vmlinux_bytes: Some(vmlinux_size),
+        initrd_bytes: Some(info.size),
+        modules: Some(
             modules
                 .iter()
                 .map(|m| m.name.clone())
                 .collect::<Vec<_>>()
                 .join(","),
         ),
-        ("initramfs_unpacked_bytes".to_string(), unpacked.to_string()),
-    ]
-    .into_iter()
-    .chain(min_memory.map(|m| ("min_memory_mib".to_string(), m.to_string())))
-    .collect();
+        initramfs_unpacked_bytes: Some(unpacked),
+        min_memory_mib: min_memory,
+        ..ImageDetails::default()
+    };
     Ok(Image {
         target: Target::MicroVm,
         name: m.name.clone(),

@@ -230,9 +230,10 @@ fn write_image(artifact: &Artifact, dir: &Path) -> Result<Image, PackError> {
         size_bytes: layer.len() as u64,
         compressed_bytes: layer_gz.len() as u64,
         reference: Some(reference),
-        details: [("config_digest".to_string(), config_digest)]
-            .into_iter()
-            .collect(),
+        details: crate::ImageDetails {
+            config_digest: Some(config_digest),
+            ..Default::default()
+        },
     })
 }
 

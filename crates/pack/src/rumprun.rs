@@ -5,19 +5,20 @@
 //!
 //! How a run is configured is not in the image: Rumprun reads JSON at boot (network, env,
 //! hostname, argv; see Rumprun's doc/config.md), from the kernel command line on QEMU and from
-//! xenstore on Xen. [`RumprunConfig`] renders it.
+//! xenstore on Xen. `bakeoff_launch::rumprun::RumprunConfig` renders it.
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bakeoff_build::Artifact;
 use bakeoff_detect::Source;
-use bakeoff_spec::{AppSpec, Platform, RunOptions, Target};
+use bakeoff_spec::{AppSpec, Platform, Target};
 
-use crate::{cached_image, sha256_hex, Image, PackContext, PackError, Packager};
+use bakeoff_launch::RumprunBake;
+
+use crate::{cached_image, sha256_hex, Image, ImageDetails, PackContext, PackError, Packager};
 
 /// The GNU tuple of the x86-64 Rumprun toolchain.
 pub const TUPLE: &str = "x86_64-rumprun-netbsd";
@@ -25,9 +26,6 @@ pub const CC: &str = "x86_64-rumprun-netbsd-gcc";
 pub const BAKE: &str = "rumprun-bake";
 /// The environment variable naming a toolchain directory (its `bin/`, or the directory holding it).
 pub const TOOLCHAIN_ENV: &str = "BAKEOFF_RUMPRUN_TOOLCHAIN";
-/// Rumprun copies its configuration into a 4096-byte buffer (BMK_MULTIBOOT_CMDLINE_SIZE on hw;
-/// a xenstore value is at most 4096 bytes too).
-pub const CONFIG_MAX: usize = 4095;
 /// Bump when the layout of Rumprun images changes.
 const PACKER_VERSION: &str = "bakeoff-rumprun/2";
 
@@ -60,6 +58,8 @@ pub enum RumprunError {
     NoOutput { what: String },
     #[error("{what} produced several executables ({found}); name the app's in bakeoff.toml under [build] output")]
     SeveralOutputs { what: String, found: String },
+    #[error("the Rumprun toolchain in {} has no hw platform libraries, so it cannot bake hw_virtio; build it with `./build-rr.sh hw`", bin.display())]
+    NoHwPlatform { bin: PathBuf },
     #[error("`rumprun-bake {config}` failed for {name} (exit status {status}); the linker said:\n{output}")]
     BakeFailed {
         name: String,
@@ -67,22 +67,6 @@ pub enum RumprunError {
         status: String,
         output: String,
     },
-    #[error("cannot pass {what} to Rumprun: {reason}")]
-    BadValue { what: String, reason: String },
-    #[error("the Rumprun configuration is {len} bytes; Rumprun reads at most {CONFIG_MAX} (fewer or shorter -e and arguments)")]
-    ConfigTooLong { len: usize },
-    #[error("the {target} image in {dir} has no {role}")]
-    MissingRole {
-        target: Target,
-        dir: PathBuf,
-        role: String,
-    },
-}
-
-impl From<RumprunError> for PackError {
-    fn from(e: RumprunError) -> PackError {
-        PackError::Other(e.to_string())
-    }
 }
 
 /// One `rumprun-bake` board configuration bakeoff uses.
@@ -666,12 +650,11 @@ fn strip(tc: &Toolchain, file: &Path) -> Result<u64, PackError> {
     if strip.is_file() {
         let out = Command::new(&strip).arg(file).output()?;
         if !out.status.success() {
-            return Err(PackError::Other(format!(
-                "{} failed on {}: {}",
-                strip.display(),
-                file.display(),
-                last_lines(&out, 5)
-            )));
+            return Err(PackError::Tool {
+                tool: strip,
+                file: file.to_path_buf(),
+                output: last_lines(&out, 5),
+            });
         }
     }
     Ok(before)
@@ -696,7 +679,7 @@ fn write_image(
     let work = ctx.cache.tmp()?;
     let program = compile(artifact, tc, work.path(), ctx.log)?;
     let mut files = std::collections::BTreeMap::new();
-    let mut details = std::collections::BTreeMap::new();
+    let mut details = ImageDetails::default();
     let mut digest_input = String::new();
     for config in &tc.configs {
         (ctx.log)(&format!(
@@ -708,13 +691,12 @@ fn write_image(
         let out = dir.join(&file);
         bake(tc, *config, &m.name, &program, &out)?;
         let unstripped = strip(tc, &out)?;
-        details.insert(
-            format!("{}_unstripped_bytes", config.name()),
-            unstripped.to_string(),
-        );
-        details.insert(
-            format!("{}_bytes", config.name()),
-            fs_err::metadata(&out)?.len().to_string(),
+        details.set_bake(
+            config.name(),
+            RumprunBake {
+                bytes: fs_err::metadata(&out)?.len(),
+                unstripped_bytes: unstripped,
+            },
         );
         digest_input.push_str(&format!(
             "{} {}\n",
@@ -724,41 +706,36 @@ fn write_image(
         files.insert(config.role().to_string(), PathBuf::from(file));
     }
     if !tc.configs.contains(&BakeConfig::XenPv) {
-        details.insert(
-            "xen_pv".into(),
+        details.xen_pv = Some(
             "not baked: the toolchain has no Xen platform (build it with `./build-rr.sh xen`)"
                 .into(),
         );
     }
-    let kernel = dir.join(files.get("kernel").ok_or_else(|| PackError::Other(format!(
-        "the Rumprun toolchain in {} has no hw platform libraries, so it cannot bake hw_virtio; build it with `./build-rr.sh hw`",
-        tc.bin.display()
-    )))?);
+    let kernel = dir.join(
+        files
+            .get("kernel")
+            .ok_or_else(|| RumprunError::NoHwPlatform {
+                bin: tc.bin.clone(),
+            })?,
+    );
     let argv0 = m
         .command
         .first()
         .map(|c| c.rsplit('/').next().unwrap_or(c).to_string())
         .unwrap_or_else(|| m.name.clone());
-    details.insert("toolchain".into(), tc.bin.display().to_string());
-    details.insert("toolchain_origin".into(), tc.origin.clone());
-    details.insert("argv0".into(), argv0);
-    details.insert(
-        "args".into(),
-        serde_json::to_string(&m.args).expect("strings serialize"),
+    details.toolchain = Some(tc.bin.display().to_string());
+    details.toolchain_origin = Some(tc.origin.clone());
+    details.argv0 = Some(argv0);
+    details.args = Some(m.args.clone());
+    // LD_LIBRARY_PATH points into the Linux closure, which a unikernel does not have.
+    details.env = Some(
+        m.env
+            .iter()
+            .filter(|(k, _)| k != "LD_LIBRARY_PATH")
+            .cloned()
+            .collect(),
     );
-    details.insert(
-        "env".into(),
-        // LD_LIBRARY_PATH points into the Linux closure, which a unikernel does not have.
-        serde_json::to_string(
-            &m.env
-                .iter()
-                .filter(|(k, _)| k != "LD_LIBRARY_PATH")
-                .collect::<Vec<_>>(),
-        )
-        .expect("strings serialize"),
-    );
-    details.insert(
-        "ports".into(),
+    details.ports = Some(
         m.ports
             .iter()
             .map(|p| p.to_string())
@@ -779,281 +756,9 @@ fn write_image(
     })
 }
 
-/// A network interface as Rumprun configures it at boot (static IPv4).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RumprunNet {
-    /// `vioif0` (virtio on QEMU), `xenif0` (Xen netfront).
-    pub interface: String,
-    /// Xen's netfront interfaces must be created at boot ("cloner").
-    pub cloner: bool,
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-    pub gateway: Option<Ipv4Addr>,
-}
-
-impl RumprunNet {
-    /// QEMU user networking: 10.0.2.15/24 behind the gateway 10.0.2.2 on virtio's `vioif0`.
-    pub fn qemu_user() -> RumprunNet {
-        RumprunNet {
-            interface: "vioif0".into(),
-            cloner: false,
-            addr: Ipv4Addr::new(10, 0, 2, 15),
-            prefix: 24,
-            gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
-        }
-    }
-}
-
-/// What Rumprun reads at boot (doc/config.md): network, env, hostname and the program's argv.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RumprunConfig {
-    pub net: Option<RumprunNet>,
-    pub env: Vec<(String, String)>,
-    pub hostname: Option<String>,
-    /// argv[0] first.
-    pub argv: Vec<String>,
-}
-
-impl RumprunConfig {
-    /// The configuration of one run: the image's env with `-e` applied over it, `-- ARGS`
-    /// replacing the default args, the instance name as hostname.
-    pub fn for_run(
-        image: &Image,
-        opts: &RunOptions,
-        hostname: &str,
-        net: Option<RumprunNet>,
-    ) -> Result<RumprunConfig, PackError> {
-        let detail = |k: &str| image.details.get(k).cloned().unwrap_or_default();
-        let parse = |k: &str| -> Result<serde_json::Value, PackError> {
-            let text = detail(k);
-            if text.is_empty() {
-                return Ok(serde_json::Value::Null);
-            }
-            serde_json::from_str(&text).map_err(|e| {
-                PackError::Other(format!(
-                    "{} is damaged ({k}: {e}); remove it and build again",
-                    image.dir.join("image.json").display()
-                ))
-            })
-        };
-        let mut env: Vec<(String, String)> =
-            serde_json::from_value(parse("env")?).unwrap_or_default();
-        for (k, v) in &opts.env {
-            env.retain(|(ek, _)| ek != k);
-            env.push((k.clone(), v.clone()));
-        }
-        let default_args: Vec<String> = serde_json::from_value(parse("args")?).unwrap_or_default();
-        let argv0 = Some(detail("argv0"))
-            .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| image.name.clone());
-        let mut argv = vec![argv0];
-        argv.extend(if opts.args.is_empty() {
-            default_args
-        } else {
-            opts.args.clone()
-        });
-        Ok(RumprunConfig {
-            net,
-            env,
-            hostname: Some(hostname.to_string()).filter(|h| !h.is_empty()),
-            argv,
-        })
-    }
-
-    /// The JSON text, as Rumprun's own `rumprun` script writes it: one `"env"` key per variable
-    /// (its parser walks keys in order and allows repeats). Rumprun's JSON reader does not
-    /// unescape strings and its argv splitter honours only `'…'` and backslashes, so values
-    /// that cannot survive both are refused rather than passed altered.
-    pub fn render(&self) -> Result<String, RumprunError> {
-        let mut parts: Vec<String> = Vec::new();
-        if let Some(n) = &self.net {
-            let mut net = vec![format!(
-                "\"if\":\"{}\"",
-                plain(&n.interface, "the interface name")?
-            )];
-            if n.cloner {
-                net.push("\"cloner\":\"true\"".into());
-            }
-            net.push("\"type\":\"inet\"".into());
-            net.push("\"method\":\"static\"".into());
-            net.push(format!("\"addr\":\"{}\"", n.addr));
-            net.push(format!("\"mask\":\"{}\"", n.prefix));
-            if let Some(gw) = n.gateway {
-                net.push(format!("\"gw\":\"{gw}\""));
-            }
-            parts.push(format!("\"net\":{{{}}}", net.join(",")));
-        }
-        for (k, v) in &self.env {
-            let what = format!("the environment variable {k}");
-            parts.push(format!(
-                "\"env\":\"{}={}\"",
-                plain(k, &what)?,
-                plain(v, &what)?
-            ));
-        }
-        if let Some(h) = &self.hostname {
-            parts.push(format!("\"hostname\":\"{}\"", plain(h, "the hostname")?));
-        }
-        let argv: Vec<String> = self
-            .argv
-            .iter()
-            .map(|a| quote_arg(a))
-            .collect::<Result<_, _>>()?;
-        parts.push(format!("\"cmdline\":\"{}\"", argv.join(" ")));
-        let text = format!("{{{}}}", parts.join(","));
-        if text.len() > CONFIG_MAX {
-            return Err(RumprunError::ConfigTooLong { len: text.len() });
-        }
-        Ok(text)
-    }
-}
-
-/// A string Rumprun takes verbatim inside JSON quotes: no quote, backslash or control character.
-fn plain<'a>(s: &'a str, what: &str) -> Result<&'a str, RumprunError> {
-    match s
-        .chars()
-        .find(|c| matches!(c, '"' | '\\') || c.is_control())
-    {
-        Some(c) => Err(RumprunError::BadValue {
-            what: what.to_string(),
-            reason: format!(
-                "it contains {}, which Rumprun's configuration reader would pass on altered",
-                describe(c)
-            ),
-        }),
-        None => Ok(s),
-    }
-}
-
-fn describe(c: char) -> String {
-    match c {
-        '"' => "a double quote".into(),
-        '\\' => "a backslash".into(),
-        '\'' => "a single quote".into(),
-        c => format!("the control character U+{:04X}", c as u32),
-    }
-}
-
-/// One argv element for Rumprun's splitter (rumprun_parseargs): plain words as they are,
-/// others in single quotes; `"` and `\` go as JSON escapes, which the splitter reads back as the
-/// characters themselves. A single quote cannot be expressed.
-fn quote_arg(arg: &str) -> Result<String, RumprunError> {
-    if let Some(c) = arg.chars().find(|c| *c == '\'' || c.is_control()) {
-        return Err(RumprunError::BadValue {
-            what: format!("the argument `{arg}`"),
-            reason: format!(
-                "it contains {}, which Rumprun's argument splitter cannot receive",
-                describe(c)
-            ),
-        });
-    }
-    let escaped: String = arg
-        .chars()
-        .flat_map(|c| match c {
-            '"' => vec!['\\', '"'],
-            '\\' => vec!['\\', '\\'],
-            c => vec![c],
-        })
-        .collect();
-    if !arg.is_empty()
-        && !arg
-            .chars()
-            .any(|c| c.is_whitespace() || matches!(c, '"' | '\\'))
-    {
-        Ok(escaped)
-    } else {
-        Ok(format!("'{escaped}'"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn image() -> Image {
-        Image {
-            target: Target::Rumprun,
-            name: "hello".into(),
-            artifact_id: "0".repeat(64),
-            digest: "sha256:0".into(),
-            dir: PathBuf::from("/cache/images/rumprun/abc"),
-            files: [("kernel".to_string(), PathBuf::from("hello-hw_virtio.bin"))]
-                .into_iter()
-                .collect(),
-            size_bytes: 1,
-            compressed_bytes: 1,
-            reference: None,
-            details: [
-                ("argv0".to_string(), "hello".to_string()),
-                ("args".to_string(), "[\"--default\"]".to_string()),
-                (
-                    "env".to_string(),
-                    "[[\"PORT\",\"8080\"],[\"GREETING\",\"hi\"]]".to_string(),
-                ),
-            ]
-            .into_iter()
-            .collect(),
-        }
-    }
-
-    #[test]
-    fn config_for_qemu_user_networking() {
-        let opts = RunOptions {
-            env: vec![("GREETING".into(), "x".into())],
-            ..Default::default()
-        };
-        let c =
-            RumprunConfig::for_run(&image(), &opts, "web", Some(RumprunNet::qemu_user())).unwrap();
-        insta::assert_snapshot!(c.render().unwrap());
-    }
-
-    #[test]
-    fn args_replace_defaults_and_are_quoted_for_rumprun() {
-        let opts = RunOptions {
-            args: vec![
-                "a b".into(),
-                "say \"hi\"".into(),
-                "c:\\x".into(),
-                "".into(),
-                "plain".into(),
-            ],
-            ..Default::default()
-        };
-        let c = RumprunConfig::for_run(&image(), &opts, "web", None).unwrap();
-        assert_eq!(c.argv[0], "hello");
-        let json = c.render().unwrap();
-        assert!(
-            json.ends_with(r#""cmdline":"hello 'a b' 'say \"hi\"' 'c:\\x' '' plain"}"#),
-            "{json}"
-        );
-        // The text is JSON a strict parser accepts too (apart from the repeated "env" keys).
-        serde_json::from_str::<serde_json::Value>(&json).unwrap();
-    }
-
-    #[test]
-    fn values_rumprun_cannot_receive_are_refused() {
-        let mut c = RumprunConfig::for_run(&image(), &RunOptions::default(), "web", None).unwrap();
-        c.argv.push("it's".into());
-        assert_eq!(
-            c.render().unwrap_err().to_string(),
-            "cannot pass the argument `it's` to Rumprun: it contains a single quote, which Rumprun's argument splitter cannot receive"
-        );
-        c.argv.pop();
-        c.env.push(("Q".into(), "a\"b".into()));
-        assert_eq!(
-            c.render().unwrap_err().to_string(),
-            "cannot pass the environment variable Q to Rumprun: it contains a double quote, which Rumprun's configuration reader would pass on altered"
-        );
-        c.env.pop();
-        c.argv.push("x".repeat(5000));
-        assert!(
-            c.render()
-                .unwrap_err()
-                .to_string()
-                .starts_with("the Rumprun configuration is 5"),
-            "too long"
-        );
-    }
 
     #[test]
     fn build_plans_for_each_source_kind() {

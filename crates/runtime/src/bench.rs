@@ -12,7 +12,7 @@ use bakeoff_bench::{
     MemoryStats, PlatformReport, Policy, Report, Stat,
 };
 use bakeoff_driver::Driver;
-use bakeoff_pack::Image;
+use bakeoff_launch::Image;
 use bakeoff_spec::{HealthKind, Platform, PortMapping, Protocol, RunOptions};
 use bakeoff_state::Instance;
 
@@ -233,7 +233,7 @@ impl Runtime {
             *current.lock().expect("not poisoned") = None;
             let (ready, memory, load, guest) = outcome?;
             if conditions.is_none() {
-                conditions = Some(conditions_for(platform, image, &inst, &opts));
+                conditions = Some(conditions_for(image, &inst, &opts));
             }
             if !warmup {
                 ready_s.push(ready.as_secs_f64());
@@ -349,46 +349,28 @@ fn free_port() -> Result<u16, RuntimeError> {
         .port())
 }
 
-fn conditions_for(
-    platform: Platform,
-    image: &Image,
-    inst: &Instance,
-    opts: &RunOptions,
-) -> Conditions {
+fn conditions_for(image: &Image, inst: &Instance, opts: &RunOptions) -> Conditions {
     let handle = &inst.handle;
-    let mut c = match platform {
-        Platform::Docker => Conditions::native(image.reference.as_deref().unwrap_or(&image.digest)),
-        _ => {
-            let accel = match handle["accel"].as_str() {
-                Some("kvm") => Accelerator::Kvm,
-                _ => Accelerator::Tcg,
+    let mut c = match handle.accel() {
+        None => Conditions::native(image.reference.as_deref().unwrap_or(&image.digest)),
+        Some(accel) => {
+            let accel = match accel {
+                bakeoff_launch::qemu::Accel::Kvm => Accelerator::Kvm,
+                bakeoff_launch::qemu::Accel::Tcg => Accelerator::Tcg,
             };
             let mut c = Conditions::vm(accel, &image.digest);
-            c.vmm_flags = handle["argv"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            c.kernel = image.details.get("kernel_version").cloned();
+            c.vmm_flags = handle.vmm_argv().map(<[_]>::to_vec).unwrap_or_default();
+            c.kernel = image.details.kernel_version.clone();
             c
         }
     };
     c.cpus = opts.cpus;
-    c.memory_bytes = opts
-        .memory
-        .or(handle["memory_mib"].as_u64().map(|m| m << 20));
+    c.memory_bytes = opts.memory.or(handle.memory_mib().map(|m| m << 20));
     c
 }
 
 fn image_size(image: &Image) -> ImageSize {
-    let kernel = image
-        .details
-        .get("kernel_bytes")
-        .and_then(|k| k.parse::<u64>().ok())
-        .unwrap_or(0);
+    let kernel = image.details.kernel_bytes.unwrap_or(0);
     ImageSize {
         bytes: image.size_bytes + kernel,
         compressed_bytes: Some(image.compressed_bytes + kernel),

@@ -20,6 +20,8 @@ pub enum RuntimeError {
         source: bakeoff_pack::PackError,
     },
     #[error(transparent)]
+    Render(bakeoff_launch::LaunchError),
+    #[error(transparent)]
     Driver(#[from] bakeoff_driver::DriverError),
     #[error(transparent)]
     State(#[from] bakeoff_state::StateError),

@@ -54,16 +54,15 @@ impl Runtime {
         let json =
             |v: serde_json::Value| serde_json::to_string_pretty(&v).expect("JSON values serialize");
         let text = match format {
-            ExportFormat::Xl => bakeoff_pack::launch::xl::render_xl(&image, &opts, &name),
+            ExportFormat::Xl => bakeoff_launch::xl::render_xl(&image, &opts, &name),
             ExportFormat::Firecracker => {
-                bakeoff_pack::launch::firecracker::export_firecracker(&image, &opts, &name)
-                    .map(json)
+                bakeoff_launch::firecracker::export_firecracker(&image, &opts, &name).map(json)
             }
             ExportFormat::K8s => {
-                bakeoff_pack::k8s::render_pod(&image, &opts, &name, &plan.ports).map(json)
+                bakeoff_launch::k8s::render_pod(&image, &opts, &name, &plan.ports).map(json)
             }
         }
-        .map_err(|source| RuntimeError::Pack { target, source })?;
+        .map_err(RuntimeError::Render)?;
         Ok(text.trim_end().to_string())
     }
 }

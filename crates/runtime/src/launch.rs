@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bakeoff_detect::BuildPlan;
 use bakeoff_driver::{check_ports_free, StartRequest};
-use bakeoff_pack::Image;
+use bakeoff_launch::Image;
 use bakeoff_spec::{Platform, PortMapping, RunOptions, Target};
 use bakeoff_state::{now_secs, Instance, Status};
 

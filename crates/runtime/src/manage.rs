@@ -9,12 +9,7 @@ use bakeoff_state::{Instance, Status};
 use crate::ready::wait_settled;
 use crate::{Runtime, RuntimeError};
 
-/// One row of `ps`: a readable record, or one that cannot be read (and can still be removed).
-#[derive(Debug, Clone)]
-pub enum Entry {
-    Instance(Instance),
-    Damaged { name: String, reason: String },
-}
+pub use bakeoff_state::Entry;
 
 /// How a followed instance ended.
 #[derive(Debug, Clone)]
@@ -31,7 +26,14 @@ impl Runtime {
     /// (saved back when it changed).
     pub async fn list(&self) -> Result<Vec<Entry>, RuntimeError> {
         let mut rows = Vec::new();
-        for mut inst in self.state.list()? {
+        for entry in self.state.entries()? {
+            let mut inst = match entry {
+                Entry::Instance(i) => i,
+                damaged => {
+                    rows.push(damaged);
+                    continue;
+                }
+            };
             match self.driver(inst.platform).status(&inst).await {
                 Ok(s) if s != inst.status => {
                     inst.status = s;
@@ -94,7 +96,14 @@ impl Runtime {
 
     /// Removes the instance and its record; a running one only with `force`.
     pub async fn remove(&self, name: &str, force: bool) -> Result<(), RuntimeError> {
-        let inst = self.state.load(name)?;
+        let inst = match self.state.load(name) {
+            Err(bakeoff_state::StateError::Damaged { .. }) if force => {
+                // A record this version cannot read: nothing to ask an engine about.
+                self.state.remove(name)?;
+                return Ok(());
+            }
+            r => r?,
+        };
         let driver = self.driver(inst.platform);
         let status = driver.status(&inst).await.unwrap_or(inst.status);
         if status.is_running() && !force {

@@ -6,7 +6,8 @@ use bakeoff_build::Artifact;
 use bakeoff_detect::BuildPlan;
 use bakeoff_driver::Driver;
 use bakeoff_elf::{ElfInfo, Verdict};
-use bakeoff_pack::{packager_for, Image, PackContext};
+use bakeoff_launch::Image;
+use bakeoff_pack::{packager_for, PackContext};
 use bakeoff_spec::{Platform, Target};
 
 use crate::{Runtime, RuntimeError};

@@ -254,7 +254,9 @@ impl Runtime {
             };
             out.push(ServiceView { record, status });
         }
-        out.sort_by(|a, b| (a.record.created, &a.record.name).cmp(&(b.record.created, &b.record.name)));
+        out.sort_by(|a, b| {
+            (a.record.created, &a.record.name).cmp(&(b.record.created, &b.record.name))
+        });
         Ok(out)
     }
 
@@ -284,7 +286,9 @@ impl Runtime {
         {
             Response::Switched(r) => Ok(r),
             Response::Refused(why) => Err(RuntimeError::Invalid(why)),
-            other => Err(RuntimeError::Invalid(format!("unexpected answer {other:?}"))),
+            other => Err(RuntimeError::Invalid(format!(
+                "unexpected answer {other:?}"
+            ))),
         }
     }
 
@@ -562,10 +566,7 @@ impl Supervisor {
         platform: Platform,
     ) -> Result<(Instance, Duration), RuntimeError> {
         let t0 = Instant::now();
-        let name = format!(
-            "{}.{}.{}",
-            self.spec.name, platform, cur.record.generation
-        );
+        let name = format!("{}.{}.{}", self.spec.name, platform, cur.record.generation);
         cur.record.generation += 1;
         cur.record.backends.push(name.clone());
         self.save(cur);
@@ -678,9 +679,11 @@ impl Supervisor {
         let old_name = old.as_ref().map(|o| o.name.clone()).unwrap_or_default();
         let (drained_after, in_flight, cut) = match &old {
             Some(o) => {
-                let d = self.front.drain(&o.name, self.spec.drain).await.map_err(|e| {
-                    RuntimeError::Invalid(format!("draining {}: {e}", o.name))
-                })?;
+                let d = self
+                    .front
+                    .drain(&o.name, self.spec.drain)
+                    .await
+                    .map_err(|e| RuntimeError::Invalid(format!("draining {}: {e}", o.name)))?;
                 (d.took, d.in_flight_at_start, d.cut)
             }
             None => (Duration::ZERO, 0, 0),

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bakeoff_driver::{Driver, DriverError, LogSink, StartRequest};
 use bakeoff_runtime::{Launch, Readiness, Runtime, RuntimeError, Wait};
 use bakeoff_spec::{Platform, RunOptions, Target};
-use bakeoff_state::{Instance, StateDir, Status};
+use bakeoff_state::{DockerHandle, Handle, Instance, StateDir, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What the fake does.
@@ -45,7 +45,7 @@ impl Driver for Fake {
             None => Ok(()),
         }
     }
-    async fn start(&self, req: StartRequest<'_>) -> Result<serde_json::Value, DriverError> {
+    async fn start(&self, req: StartRequest<'_>) -> Result<Handle, DriverError> {
         let script = self.0.lock().unwrap().script.clone();
         if script.fail_start {
             return Err(DriverError::Unavailable("the fake engine refused".into()));
@@ -86,7 +86,11 @@ impl Driver for Fake {
             .unwrap()
             .running
             .insert(req.name.to_string(), (status, task));
-        Ok(serde_json::json!({ "container_id": format!("fake-{}", req.name) }))
+        Ok(Handle::Docker(DockerHandle {
+            container_id: format!("fake-{}", req.name),
+            container_name: req.name.to_string(),
+            image: "fake".into(),
+        }))
     }
     async fn status(&self, inst: &Instance) -> Result<Status, DriverError> {
         Ok(self

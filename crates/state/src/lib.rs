@@ -2,6 +2,8 @@
 //! keeps for it (console log, QMP socket, ...) in the same directory. A name is reserved by
 //! creating its directory, which is atomic, so two `run --name x` can never both win.
 
+mod handle;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,16 +11,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bakeoff_spec::{Platform, PortMapping};
 use serde::{Deserialize, Serialize};
 
+pub use handle::{DockerHandle, FirecrackerHandle, Handle, QemuHandle, RumprunHandle, XenHandle};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("an instance named `{0}` already exists; choose another --name or remove it with `bakeoff rm -f {0}`")]
     NameTaken(String),
     #[error("no instance named `{0}` (see `bakeoff ps`)")]
     NotFound(String),
-    #[error("{0}")]
+    /// File errors come from `fs-err`, so they name their path.
+    #[error(transparent)]
     Io(#[from] std::io::Error),
-    #[error("the record {path} is damaged: {reason}")]
-    Damaged { path: PathBuf, reason: String },
+    #[error("the record {} is damaged: {source}", path.display())]
+    Damaged {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Where an instance is in its life.
@@ -55,6 +64,7 @@ impl fmt::Display for Status {
 
 /// One running (or ran) app on one platform.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawInstance", into = "RawInstance")]
 pub struct Instance {
     pub name: String,
     pub platform: Platform,
@@ -67,8 +77,71 @@ pub struct Instance {
     pub created: u64,
     pub ports: Vec<PortMapping>,
     pub status: Status,
-    /// Driver-specific handle (container id, VMM pid, sockets, ...).
-    pub handle: serde_json::Value,
+    /// The driver's handle (container id, VMM pid, sockets, ...).
+    pub handle: Handle,
+}
+
+/// `instance.json` as stored: the handle is the driver's plain JSON object, read according to
+/// `platform`.
+#[derive(Serialize, Deserialize)]
+struct RawInstance {
+    name: String,
+    platform: Platform,
+    app: String,
+    image: String,
+    image_digest: String,
+    created: u64,
+    ports: Vec<PortMapping>,
+    status: Status,
+    handle: serde_json::Value,
+}
+
+impl TryFrom<RawInstance> for Instance {
+    type Error = String;
+    fn try_from(r: RawInstance) -> Result<Instance, String> {
+        let handle = Handle::from_json(r.platform, r.handle)
+            .map_err(|e| format!("its {} handle cannot be read ({e})", r.platform))?;
+        Ok(Instance {
+            name: r.name,
+            platform: r.platform,
+            app: r.app,
+            image: r.image,
+            image_digest: r.image_digest,
+            created: r.created,
+            ports: r.ports,
+            status: r.status,
+            handle,
+        })
+    }
+}
+
+impl From<Instance> for RawInstance {
+    fn from(i: Instance) -> RawInstance {
+        RawInstance {
+            handle: i.handle.to_json(),
+            name: i.name,
+            platform: i.platform,
+            app: i.app,
+            image: i.image,
+            image_digest: i.image_digest,
+            created: i.created,
+            ports: i.ports,
+            status: i.status,
+        }
+    }
+}
+
+/// One entry of the state directory: a record that reads, or one that does not (written by an
+/// incompatible version, or damaged), which `remove` still removes.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // most entries are instances; boxing them buys nothing
+pub enum Entry {
+    Instance(Instance),
+    Damaged {
+        name: String,
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 impl Instance {
@@ -154,38 +227,69 @@ impl StateDir {
 
     pub fn load(&self, name: &str) -> Result<Instance, StateError> {
         let path = self.instance_dir(name).join("instance.json");
-        let text = match std::fs::read_to_string(&path) {
+        let text = match fs_err::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StateError::NotFound(name.to_string()))
             }
             Err(e) => return Err(e.into()),
         };
-        serde_json::from_str(&text).map_err(|e| StateError::Damaged {
-            path,
-            reason: e.to_string(),
-        })
+        serde_json::from_str(&text).map_err(|source| StateError::Damaged { path, source })
     }
 
-    /// Every recorded instance, oldest first. Reservations without a record are skipped.
-    pub fn list(&self) -> Result<Vec<Instance>, StateError> {
+    /// Every record, good ones oldest first, then the damaged ones by name. Reservations
+    /// without a record are skipped.
+    pub fn entries(&self) -> Result<Vec<Entry>, StateError> {
         let dir = self.root.join("instances");
         if !dir.exists() {
             return Ok(Vec::new());
         }
-        let mut out = Vec::new();
+        let mut good = Vec::new();
+        let mut damaged = Vec::new();
         for e in fs_err::read_dir(&dir)? {
             let name = e?.file_name().to_string_lossy().into_owned();
             match self.load(&name) {
-                Ok(i) => out.push(i),
+                Ok(i) => good.push(i),
                 Err(StateError::NotFound(_)) => {}
-                Err(e) => return Err(e),
+                Err(StateError::Damaged { path, source }) => damaged.push(Entry::Damaged {
+                    name,
+                    path,
+                    reason: source.to_string(),
+                }),
+                Err(e) => damaged.push(Entry::Damaged {
+                    path: self.instance_dir(&name).join("instance.json"),
+                    name,
+                    reason: e.to_string(),
+                }),
             }
         }
-        out.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
-        Ok(out)
+        good.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
+        damaged.sort_by(|a, b| match (a, b) {
+            (Entry::Damaged { name: x, .. }, Entry::Damaged { name: y, .. }) => x.cmp(y),
+            _ => std::cmp::Ordering::Equal,
+        });
+        Ok(good
+            .into_iter()
+            .map(Entry::Instance)
+            .chain(damaged)
+            .collect())
     }
 
+    /// Every record that reads, oldest first; damaged records are left out (see [`entries`]).
+    ///
+    /// [`entries`]: StateDir::entries
+    pub fn list(&self) -> Result<Vec<Instance>, StateError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter_map(|e| match e {
+                Entry::Instance(i) => Some(i),
+                Entry::Damaged { .. } => None,
+            })
+            .collect())
+    }
+
+    /// Removes a record and its directory, whether the record reads or is damaged.
     pub fn remove(&self, name: &str) -> Result<(), StateError> {
         let dir = self.instance_dir(name);
         if !dir.join("instance.json").exists() {
@@ -218,7 +322,11 @@ mod tests {
             created: now_secs(),
             ports: vec![bakeoff_spec::parse_publish("8080:80").unwrap()],
             status: Status::Running,
-            handle: serde_json::json!({"container_id": "x"}),
+            handle: Handle::Docker(DockerHandle {
+                container_id: "x".into(),
+                container_name: format!("bakeoff-{name}"),
+                image: "bakeoff/hello:abc".into(),
+            }),
         }
     }
 
@@ -254,5 +362,99 @@ mod tests {
         );
         s.release("a");
         s.reserve("a").unwrap();
+    }
+
+    /// `instance.json` exactly as the version before typed handles wrote it (handle = the
+    /// driver's untagged JSON object), for Docker and QEMU; written back unchanged.
+    #[test]
+    fn records_of_the_previous_version_are_read() {
+        let docker = r#"{
+  "name": "web",
+  "platform": "docker",
+  "app": "examples/hello",
+  "image": "bakeoff/hello:3f2a",
+  "image_digest": "sha256:9c1e",
+  "created": 1767000000,
+  "ports": [{"host_ip": "127.0.0.1", "host_port": 8080, "guest_port": 8080, "protocol": "tcp"}],
+  "status": {"state": "running"},
+  "handle": {"container_id": "4d5e6f", "container_name": "bakeoff-web", "image": "bakeoff/hello:3f2a"}
+}"#;
+        let qemu = r#"{
+  "name": "vm",
+  "platform": "qemu",
+  "app": "examples/hello",
+  "image": "/cache/images/microvm/abc",
+  "image_digest": "sha256:77",
+  "created": 1767000001,
+  "ports": [],
+  "status": {"state": "exited", "code": 0},
+  "handle": {"pid": 4242, "machine": "microvm", "accel": "tcg", "memory_mib": 128,
+    "console": "/state/instances/vm/console.log", "qmp": "/state/instances/vm/qmp.sock",
+    "argv": ["-M", "microvm,pit=off,pic=off", "-accel", "tcg,tb-size=64"],
+    "accel_reason": "KVM hangs here"}
+}"#;
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::new(t.path());
+        for (name, text) in [("web", docker), ("vm", qemu)] {
+            let dir = s.reserve(name).unwrap();
+            fs_err::write(dir.join("instance.json"), text).unwrap();
+        }
+        let web = s.load("web").unwrap();
+        let h = web.handle.docker().unwrap();
+        assert_eq!(
+            (h.container_id.as_str(), h.container_name.as_str()),
+            ("4d5e6f", "bakeoff-web")
+        );
+        assert_eq!(web.handle.accel(), None);
+        let vm = s.load("vm").unwrap();
+        assert_eq!(vm.status, Status::Exited { code: Some(0) });
+        assert_eq!(vm.handle.accel(), Some(bakeoff_launch::qemu::Accel::Tcg));
+        assert_eq!(vm.handle.memory_mib(), Some(128));
+        assert_eq!(vm.handle.vmm_argv().unwrap()[0], "-M");
+        assert_eq!(vm.handle.qemu().unwrap().pid, 4242);
+        // Saved again, the record has the same shape.
+        for (inst, text) in [(web, docker), (vm, qemu)] {
+            s.save(&inst).unwrap();
+            let again: serde_json::Value = serde_json::from_str(
+                &fs_err::read_to_string(s.instance_dir(&inst.name).join("instance.json")).unwrap(),
+            )
+            .unwrap();
+            let before: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(again, before);
+        }
+    }
+
+    #[test]
+    fn a_damaged_record_is_listed_apart_and_can_be_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::new(t.path());
+        s.reserve("good").unwrap();
+        s.save(&inst("good")).unwrap();
+        let dir = s.reserve("old").unwrap();
+        // A QEMU record whose handle lacks what the driver needs.
+        let mut bad = serde_json::to_value(inst("old")).unwrap();
+        bad["platform"] = "qemu".into();
+        fs_err::write(dir.join("instance.json"), bad.to_string()).unwrap();
+        let entries = s.entries().unwrap();
+        assert!(matches!(&entries[0], Entry::Instance(i) if i.name == "good"));
+        match &entries[1] {
+            Entry::Damaged { name, reason, .. } => {
+                assert_eq!(name, "old");
+                assert!(
+                    reason.contains("its qemu handle cannot be read"),
+                    "{reason}"
+                );
+            }
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(s.list().unwrap().len(), 1);
+        let e = s.load("old").unwrap_err().to_string();
+        assert!(
+            e.starts_with("the record ") && e.contains("is damaged: "),
+            "{e}"
+        );
+        s.remove("old").unwrap();
+        assert!(!dir.exists());
+        assert_eq!(s.entries().unwrap().len(), 1);
     }
 }

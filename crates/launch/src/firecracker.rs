@@ -11,8 +11,9 @@ use std::path::Path;
 use bakeoff_spec::{PortMapping, RunOptions, Target};
 use serde_json::{json, Value};
 
-use super::{linux_cmdline, mac_for, memory_mib, publish_plan, vcpus, GuestAddress, NetPlan};
-use crate::{Image, PackError};
+use crate::cmdline::{kernel_cmdline, KernelCmdline};
+use crate::net::{mac_for, publish_plan, GuestAddress, NetPlan};
+use crate::{memory_mib, vcpus, Image, LaunchError};
 
 /// Each VM gets 172.30.0.0/16 carved in /30s: the tap's (host) address is .1 of its /30, the
 /// guest .2.
@@ -51,14 +52,11 @@ pub fn tap_net(slot: u16) -> TapNet {
 /// (Firecracker's devices are virtio-mmio) and `reboot=k` so a guest reboot ends Firecracker
 /// (it has no reset) and SendCtrlAltDel reaches init.
 pub fn boot_args(net: &TapNet, instance: &str, opts: &RunOptions) -> String {
-    let mut line = linux_cmdline("ttyS0", &net.guest, instance, opts, true);
-    for flag in ["pci=off", "reboot=k"] {
-        if !line.split(' ').any(|w| w == flag) {
-            line.push(' ');
-            line.push_str(flag);
-        }
-    }
-    line
+    kernel_cmdline(&KernelCmdline {
+        microvm: true,
+        extra: vec!["pci=off".into(), "reboot=k".into()],
+        ..KernelCmdline::for_run(Some((&net.guest).into()), instance, opts)
+    })
 }
 
 /// The VM configuration: boot-source (vmlinux, initrd, boot_args), machine-config,
@@ -69,26 +67,25 @@ pub fn render_firecracker(
     instance: &str,
     net: &TapNet,
     log_path: &Path,
-) -> Result<Value, PackError> {
+) -> Result<Value, LaunchError> {
     match image.target {
         Target::MicroVm => {}
         Target::Rumprun => {
-            return Err(PackError::Other(
+            return Err(LaunchError::WrongImage(
                 "Firecracker boots only Linux kernels, not a Rumprun unikernel; run it --on rumprun (QEMU) or --on xen".into(),
             ))
         }
-        Target::Oci => return Err(PackError::Other("Firecracker cannot boot an OCI image; build the microvm target".into())),
+        Target::Oci => {
+            return Err(LaunchError::WrongImage(
+                "Firecracker cannot boot an OCI image; build the microvm target".into(),
+            ))
+        }
     }
-    let missing = |role: &str| {
-        PackError::Other(format!(
-            "the microvm image in {} has no {role}",
-            image.dir.display()
-        ))
-    };
-    let kernel = image
-        .file("vmlinux")
-        .ok_or_else(|| missing("vmlinux (Firecracker needs the uncompressed kernel)"))?;
-    let initrd = image.file("initrd").ok_or_else(|| missing("initrd"))?;
+    let kernel = image.require(
+        "vmlinux",
+        "vmlinux (Firecracker needs the uncompressed kernel)",
+    )?;
+    let initrd = image.require("initrd", "initrd")?;
     Ok(json!({
         "boot-source": {
             "kernel_image_path": kernel,
@@ -121,7 +118,7 @@ pub fn export_firecracker(
     image: &Image,
     opts: &RunOptions,
     instance: &str,
-) -> Result<Value, PackError> {
+) -> Result<Value, LaunchError> {
     render_firecracker(
         image,
         opts,
@@ -185,6 +182,37 @@ pub fn stop_request() -> ApiRequest {
     }
 }
 
+/// The HTTP/1.1 request for one API call.
+pub fn http_request(req: &ApiRequest) -> String {
+    let body = req.body.to_string();
+    format!(
+        "{} {} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        req.method,
+        req.path,
+        body.len()
+    )
+}
+
+/// `Ok` for a 2xx answer; otherwise Firecracker's `fault_message` (or the status line).
+pub fn check_response(status_line: &str, body: &str) -> Result<(), String> {
+    let code: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    if (200..300).contains(&code) {
+        return Ok(());
+    }
+    let fault = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("fault_message")
+                .and_then(|m| m.as_str())
+                .map(String::from)
+        });
+    Err(fault.unwrap_or_else(|| status_line.trim().to_string()))
+}
+
 /// The host side: create the tap, give it the /30's host address, bring it up, then publish
 /// `ports` with DNAT; teardown undoes the rules and deletes the tap.
 pub fn network_plan(net: &TapNet, ports: &[PortMapping], owner: &str) -> NetPlan {
@@ -205,7 +233,7 @@ pub fn network_plan(net: &TapNet, ports: &[PortMapping], owner: &str) -> NetPlan
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::launch::xl::tests::{microvm_image, rumprun_image};
+    use crate::xl::tests::{microvm_image, rumprun_image};
 
     fn opts() -> RunOptions {
         RunOptions {
@@ -308,5 +336,27 @@ mod tests {
     fn rumprun_images_are_refused() {
         let e = export_firecracker(&rumprun_image(false), &opts(), "web").unwrap_err();
         assert_eq!(e.to_string(), "Firecracker boots only Linux kernels, not a Rumprun unikernel; run it --on rumprun (QEMU) or --on xen");
+    }
+
+    #[test]
+    fn api_calls_are_http_on_the_socket() {
+        let req = ApiRequest {
+            method: "PUT",
+            path: "/machine-config".into(),
+            body: serde_json::json!({"vcpu_count": 1, "mem_size_mib": 128}),
+        };
+        insta::assert_snapshot!(http_request(&req).replace("\r\n", "\n"));
+        assert_eq!(check_response("HTTP/1.1 204 No Content\r\n", ""), Ok(()));
+        assert_eq!(
+            check_response(
+                "HTTP/1.1 400 Bad Request\r\n",
+                r#"{"fault_message":"The kernel file cannot be opened: No such file or directory (os error 2)"}"#
+            ),
+            Err("The kernel file cannot be opened: No such file or directory (os error 2)".into())
+        );
+        assert_eq!(
+            check_response("HTTP/1.1 500 Internal Server Error\r\n", "oops"),
+            Err("HTTP/1.1 500 Internal Server Error".into())
+        );
     }
 }

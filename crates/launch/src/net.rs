@@ -1,28 +1,9 @@
-//! Launch configurations for hypervisors bakeoff does not start through QEMU: `xl` configs for
-//! Xen and the VM configuration JSON for Firecracker. Pure renderers (an [`Image`](crate::Image)
-//! and [`RunOptions`](bakeoff_spec::RunOptions) in, text or JSON out), shared by the drivers
-//! and by `bakeoff export`; and the host network plan (tap, DNAT) that gives those VMs the same
-//! `-p` contract as QEMU's user networking.
-
-pub mod firecracker;
-pub mod xl;
+//! The host network of guests on a tap or bridge (Xen, Firecracker): the DNAT plan that gives
+//! them the same `-p` contract as QEMU's user networking, and their static addresses.
 
 use std::net::Ipv4Addr;
 
-use bakeoff_spec::{PortMapping, Protocol, RunOptions};
-
-/// Memory a VM gets without `--memory` (the same as the QEMU driver's).
-pub const DEFAULT_MEMORY_MIB: u64 = 128;
-
-pub(crate) fn memory_mib(opts: &RunOptions) -> u64 {
-    opts.memory
-        .map(|b| b.div_ceil(1 << 20))
-        .unwrap_or(DEFAULT_MEMORY_MIB)
-}
-
-pub(crate) fn vcpus(opts: &RunOptions) -> u32 {
-    opts.cpus.map(|c| c.ceil() as u32).unwrap_or(1).max(1)
-}
+use bakeoff_spec::{PortMapping, Protocol};
 
 /// Host commands, each an argv (program first), to run in order.
 pub type Commands = Vec<Vec<String>>;
@@ -205,34 +186,6 @@ pub fn mac_for(ip: Ipv4Addr) -> String {
     format!("06:00:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
 }
 
-/// The guest kernel command line of a Linux microVM with a static address: the same
-/// `bakeoff.*` values as on QEMU (see the QEMU driver's `run_cmdline`), on `console`.
-pub fn linux_cmdline(
-    console: &str,
-    addr: &GuestAddress,
-    hostname: &str,
-    opts: &RunOptions,
-    microvm: bool,
-) -> String {
-    let net = bakeoff_guest::GuestNet {
-        ip: addr.ip,
-        prefix: addr.prefix,
-        gateway: Some(addr.gateway),
-        dns: Vec::new(),
-    };
-    let line = bakeoff_guest::kernel_cmdline(
-        Some(&net),
-        hostname,
-        &bakeoff_guest::run_overrides(opts),
-        microvm,
-        None,
-    );
-    match line.strip_prefix("console=ttyS0") {
-        Some(rest) => format!("console={console}{rest}"),
-        None => line,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,23 +255,5 @@ mod tests {
                 teardown: vec![]
             }
         );
-    }
-
-    #[test]
-    fn cmdline_has_the_static_address_and_console() {
-        let addr = GuestAddress {
-            ip: Ipv4Addr::new(172, 30, 0, 2),
-            prefix: 30,
-            gateway: Ipv4Addr::new(172, 30, 0, 1),
-            mac: mac_for(Ipv4Addr::new(172, 30, 0, 2)),
-        };
-        let c = linux_cmdline("hvc0", &addr, "web", &RunOptions::default(), false);
-        assert!(c.starts_with("console=hvc0 "), "{c}");
-        assert!(
-            c.contains(" bakeoff.ip=172.30.0.2/30 bakeoff.gw=172.30.0.1 bakeoff.hostname=web"),
-            "{c}"
-        );
-        assert!(!c.contains("bakeoff.dns"), "{c}");
-        assert_eq!(addr.mac, "06:00:ac:1e:00:02");
     }
 }

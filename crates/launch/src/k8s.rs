@@ -5,24 +5,21 @@
 use bakeoff_spec::{Protocol, RunOptions, Target};
 use serde_json::{json, Value};
 
-use crate::{Image, PackError};
+use crate::{Image, LaunchError};
 
 pub fn render_pod(
     image: &Image,
     opts: &RunOptions,
     name: &str,
     ports: &[u16],
-) -> Result<Value, PackError> {
+) -> Result<Value, LaunchError> {
     if image.target != Target::Oci {
-        return Err(PackError::Other(format!(
+        return Err(LaunchError::WrongImage(format!(
             "a Kubernetes pod runs an OCI image, not a {} image",
             image.target
         )));
     }
-    let reference = image
-        .reference
-        .clone()
-        .ok_or_else(|| PackError::Other("the OCI image has no reference".into()))?;
+    let reference = image.reference.clone().ok_or(LaunchError::NoReference)?;
     let mut container_ports: Vec<Value> = ports
         .iter()
         .map(|p| json!({ "containerPort": p, "protocol": "TCP" }))

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use bakeoff_spec::{PortMapping, Protocol};
+use bakeoff_spec::PortMapping;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,11 +82,7 @@ pub fn qemu_argv(c: &QemuConfig) -> Vec<String> {
     if c.network {
         let mut netdev = "user,id=n0".to_string();
         for f in &c.forwards {
-            let proto = if f.protocol == Protocol::Udp {
-                "udp"
-            } else {
-                "tcp"
-            };
+            let proto = crate::proto(f.protocol);
             netdev.push_str(&format!(
                 ",hostfwd={proto}:{}:{}-:{}",
                 f.host_ip, f.host_port, f.guest_port

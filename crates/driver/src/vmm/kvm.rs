@@ -2,6 +2,7 @@
 //! real-mode setup), so boot the guest kernel under KVM with a deadline and see whether it gets
 //! far enough to panic for want of a root file system. The verdict is cached per host kernel,
 //! QEMU and guest kernel.
+//! Shared by the QEMU and Rumprun drivers.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::Accel;
+use bakeoff_launch::qemu::Accel;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvmVerdict {

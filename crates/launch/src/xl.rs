@@ -12,9 +12,10 @@ use std::net::Ipv4Addr;
 
 use bakeoff_spec::{RunOptions, Target};
 
-use super::{linux_cmdline, mac_for, memory_mib, vcpus, GuestAddress};
-use crate::rumprun::{RumprunConfig, RumprunError, RumprunNet};
-use crate::{Image, PackError};
+use crate::cmdline::{kernel_cmdline, Console, KernelCmdline};
+use crate::net::{mac_for, GuestAddress};
+use crate::rumprun::{RumprunConfig, RumprunNet};
+use crate::{memory_mib, vcpus, Image, LaunchError};
 
 pub const DEFAULT_BRIDGE: &str = "xenbr0";
 /// The guests' subnet on the bridge, and the bridge's own address (their gateway).
@@ -76,15 +77,6 @@ fn common(lines: &mut Vec<String>, memory: u64, vcpus: u32, addr: &GuestAddress,
     lines.push("on_crash = \"destroy\"".into());
 }
 
-fn missing(image: &Image, role: &str) -> PackError {
-    RumprunError::MissingRole {
-        target: image.target,
-        dir: image.dir.clone(),
-        role: role.to_string(),
-    }
-    .into()
-}
-
 /// The microVM image as a PVH domain.
 pub fn render_pvh(
     image: &Image,
@@ -92,19 +84,15 @@ pub fn render_pvh(
     instance: &str,
     addr: &GuestAddress,
     bridge: &str,
-) -> Result<XlDomain, PackError> {
+) -> Result<XlDomain, LaunchError> {
     if image.target != Target::MicroVm {
-        return Err(PackError::Other(format!(
+        return Err(LaunchError::WrongImage(format!(
             "a Xen PVH domain boots the microvm image, not a {} image",
             image.target
         )));
     }
-    let kernel = image
-        .file("vmlinux")
-        .ok_or_else(|| missing(image, "vmlinux (a PVH kernel)"))?;
-    let initrd = image
-        .file("initrd")
-        .ok_or_else(|| missing(image, "initrd"))?;
+    let kernel = image.require("vmlinux", "vmlinux (a PVH kernel)")?;
+    let initrd = image.require("initrd", "initrd")?;
     let name = domain_name(instance);
     let mut lines = vec![
         format!(
@@ -117,7 +105,10 @@ pub fn render_pvh(
         format!("ramdisk = {}", q(&initrd.display().to_string())),
         format!(
             "cmdline = {}",
-            q(&linux_cmdline("hvc0", addr, instance, opts, false))
+            q(&kernel_cmdline(&KernelCmdline {
+                console: Console::Hvc0,
+                ..KernelCmdline::for_run(Some(addr.into()), instance, opts)
+            }))
         ),
     ];
     common(&mut lines, memory_mib(opts), vcpus(opts), addr, bridge);
@@ -135,14 +126,17 @@ pub fn render_rumprun_pv(
     instance: &str,
     addr: &GuestAddress,
     bridge: &str,
-) -> Result<XlDomain, PackError> {
+) -> Result<XlDomain, LaunchError> {
     if image.target != Target::Rumprun {
-        return Err(PackError::Other(format!(
+        return Err(LaunchError::WrongImage(format!(
             "a Rumprun Xen PV domain boots the rumprun image, not a {} image",
             image.target
         )));
     }
-    let kernel = image.file("xen_kernel").ok_or_else(|| missing(image, "xen_kernel: its Rumprun toolchain has no Xen platform (build one with `./build-rr.sh xen`)"))?;
+    let kernel = image.require(
+        "xen_kernel",
+        "xen_kernel: its Rumprun toolchain has no Xen platform (build one with `./build-rr.sh xen`)",
+    )?;
     let name = domain_name(instance);
     let net = RumprunNet {
         interface: "xenif0".into(),
@@ -151,7 +145,7 @@ pub fn render_rumprun_pv(
         prefix: addr.prefix,
         gateway: Some(addr.gateway),
     };
-    let cfg = RumprunConfig::for_run(image, opts, instance, Some(net))?.render()?;
+    let cfg = RumprunConfig::for_run(image, opts, instance, Some(net)).render()?;
     let mut lines = vec![
         format!(
             "# {name}: the {} Rumprun unikernel as a Xen PV guest, written by bakeoff",
@@ -177,11 +171,11 @@ pub fn render_domain(
     instance: &str,
     addr: &GuestAddress,
     bridge: &str,
-) -> Result<XlDomain, PackError> {
+) -> Result<XlDomain, LaunchError> {
     match image.target {
         Target::MicroVm => render_pvh(image, opts, instance, addr, bridge),
         Target::Rumprun => render_rumprun_pv(image, opts, instance, addr, bridge),
-        Target::Oci => Err(PackError::Other(
+        Target::Oci => Err(LaunchError::WrongImage(
             "Xen cannot boot an OCI image; build the microvm or rumprun target".into(),
         )),
     }
@@ -189,7 +183,7 @@ pub fn render_domain(
 
 /// What `bakeoff export --format xl` prints: the xl.cfg of the first guest slot on
 /// `xenbr0`, and for Rumprun the commands that hand it its configuration.
-pub fn render_xl(image: &Image, opts: &RunOptions, instance: &str) -> Result<String, PackError> {
+pub fn render_xl(image: &Image, opts: &RunOptions, instance: &str) -> Result<String, LaunchError> {
     let d = render_domain(image, opts, instance, &address(0), DEFAULT_BRIDGE)?;
     let mut text = d.config;
     if let Some(cfg) = &d.rumprun_cfg {
@@ -259,13 +253,12 @@ pub(crate) mod tests {
             size_bytes: 1,
             compressed_bytes: 1,
             reference: None,
-            details: [
-                ("argv0".to_string(), "hello".to_string()),
-                ("args".to_string(), "[]".to_string()),
-                ("env".to_string(), "[]".to_string()),
-            ]
-            .into_iter()
-            .collect(),
+            details: crate::ImageDetails {
+                argv0: Some("hello".into()),
+                args: Some(vec![]),
+                env: Some(vec![]),
+                ..Default::default()
+            },
         }
     }
 

@@ -1,0 +1,302 @@
+//! QEMU: boots the microVM image (kernel + initramfs with our PID 1) with user-mode networking,
+//! each `-p` a hostfwd on the host side. The VMM runs in its own process group, recorded by PID;
+//! its serial console goes to `console.log` in the instance dir (for `logs`), and a QMP socket
+//! takes the graceful stop (Ctrl-Alt-Del, which our init turns into SIGTERM for the app).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bakeoff_launch::cmdline::{check_cmdline, kernel_cmdline, GuestNet, KernelCmdline};
+use bakeoff_launch::qemu::{qemu_argv, QemuConfig};
+use bakeoff_spec::Platform;
+use bakeoff_state::{Handle, Instance, QemuHandle, Status};
+
+pub use crate::vmm::QemuOptions;
+pub use bakeoff_launch::qemu::{Accel, Machine};
+
+use crate::vmm::{self, exit_status_from_console, find_qemu, kvm, qmp};
+use crate::{Driver, DriverError, LogSink, StartRequest};
+
+/// Memory a microVM gets without `--memory` (unless its image needs more).
+pub const DEFAULT_MEMORY_MIB: u64 = bakeoff_launch::DEFAULT_MEMORY_MIB;
+
+pub struct QemuDriver {
+    pub options: QemuOptions,
+}
+
+fn handle(inst: &Instance) -> Result<&QemuHandle, DriverError> {
+    inst.handle
+        .qemu()
+        .ok_or_else(|| DriverError::wrong_handle(inst, Platform::Qemu))
+}
+
+/// The PID is still our QEMU (not a reused PID): its command line names our console log.
+fn is_our_qemu(h: &QemuHandle) -> bool {
+    vmm::is_ours(h.pid, &h.console)
+}
+
+fn kill(h: &QemuHandle) {
+    vmm::kill_vmm(h.pid, &h.console)
+}
+
+impl QemuDriver {
+    pub fn new(options: QemuOptions) -> QemuDriver {
+        QemuDriver { options }
+    }
+
+    fn choose_accel(&self, qemu: &Path, kernel: &Path) -> (Accel, String) {
+        let cache = self
+            .options
+            .cache_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        kvm::choose_accel(self.options.accel, || {
+            kvm::kvm_verdict(qemu, kernel, &cache)
+        })
+    }
+}
+
+/// The guest's memory in use (total − available), from the virtio balloon's statistics. Turns
+/// statistics polling on, then waits (≤ 3 s) for the guest's first report.
+pub fn guest_memory(qmp_socket: &Path) -> Option<u64> {
+    let path = "/machine/peripheral/balloon0";
+    let enable = serde_json::json!({"execute": "qom-set",
+        "arguments": {"path": path, "property": "guest-stats-polling-interval", "value": 1}});
+    let get = serde_json::json!({"execute": "qom-get", "arguments": {"path": path, "property": "guest-stats"}});
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut first = true;
+    loop {
+        let cmds = if first {
+            vec![enable.clone(), get.clone()]
+        } else {
+            vec![get.clone()]
+        };
+        first = false;
+        let replies = qmp(qmp_socket, &cmds).ok()?;
+        let reply: serde_json::Value = serde_json::from_str(replies.last()?).ok()?;
+        let r = &reply["return"];
+        if r["last-update"].as_u64().unwrap_or(0) > 0 {
+            let stats = &r["stats"];
+            let total = stats["stat-total-memory"].as_u64()?;
+            let avail = stats["stat-available-memory"]
+                .as_u64()
+                .or_else(|| stats["stat-free-memory"].as_u64())?;
+            return Some(total.saturating_sub(avail));
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[async_trait]
+impl Driver for QemuDriver {
+    fn platform(&self) -> Platform {
+        Platform::Qemu
+    }
+
+    async fn available(&self) -> Result<(), DriverError> {
+        find_qemu().map(|_| ())
+    }
+
+    async fn start(&self, req: StartRequest<'_>) -> Result<Handle, DriverError> {
+        let image = req.image;
+        crate::check_image(Platform::Qemu, image)?;
+        let qemu = find_qemu()?;
+        let bzimage = image.require("kernel", "kernel")?;
+        let vmlinux = image.file("vmlinux");
+        let initrd = image.require("initrd", "initramfs")?;
+        let machine = match (self.options.machine, &vmlinux) {
+            (Some(m), _) => m,
+            (None, Some(_)) => Machine::Microvm,
+            (None, None) => Machine::Q35,
+        };
+        let kernel = match machine {
+            Machine::Microvm => vmlinux.clone().ok_or_else(|| {
+                DriverError::Refused("the `microvm` machine needs a PVH vmlinux and this kernel has none; use --machine q35".into())
+            })?,
+            Machine::Q35 => bzimage,
+        };
+        let (accel, accel_reason) = self.choose_accel(&qemu, &kernel);
+        let network = true;
+        let cmdline = kernel_cmdline(&KernelCmdline {
+            microvm: machine == Machine::Microvm,
+            tsc_khz: vmm::host_tsc_khz(),
+            ..KernelCmdline::for_run(Some(GuestNet::qemu_user()), req.name, req.opts)
+        });
+        check_cmdline(&cmdline)?;
+        let floor = image.details.min_memory_mib;
+        let memory_mib = req
+            .opts
+            .memory
+            .map(|b| b.div_ceil(1 << 20))
+            .unwrap_or(DEFAULT_MEMORY_MIB.max(floor.unwrap_or(0)));
+        if let Some(floor) = floor.filter(|f| memory_mib < *f) {
+            return Err(DriverError::Refused(format!(
+                "--memory {memory_mib}M is too small to boot this microVM: it needs at least {floor} MiB (its kernel takes most of it; `--kernel` can give a smaller one)"
+            )));
+        }
+        let dir = req.instance_dir;
+        let console = dir.join("console.log");
+        let qmp_sock = dir.join("qmp.sock");
+        let config = QemuConfig {
+            machine,
+            accel,
+            memory_mib,
+            cpus: req.opts.cpus.map(|c| c.ceil() as u32).unwrap_or(1),
+            kernel,
+            initrd: Some(initrd),
+            cmdline,
+            forwards: req.opts.publish.clone(),
+            network,
+            serial_log: console.clone(),
+            qmp_socket: Some(qmp_sock.clone()),
+            pidfile: None,
+        };
+        let argv = qemu_argv(&config);
+        let pid = vmm::spawn_vmm(&qemu, &argv, dir, &console).await?;
+        let h = QemuHandle {
+            pid,
+            machine,
+            accel,
+            memory_mib,
+            console,
+            qmp: qmp_sock,
+            argv,
+            accel_reason,
+        };
+        Ok(Handle::Qemu(h))
+    }
+
+    async fn status(&self, inst: &Instance) -> Result<Status, DriverError> {
+        let h = handle(inst)?;
+        if is_our_qemu(h) {
+            // The app may have exited while QEMU powers off.
+            let console = std::fs::read_to_string(&h.console).unwrap_or_default();
+            return Ok(match exit_status_from_console(&console) {
+                Some(code) => Status::Exited { code: Some(code) },
+                None => Status::Running,
+            });
+        }
+        let console = std::fs::read_to_string(&h.console).unwrap_or_default();
+        Ok(Status::Exited {
+            code: exit_status_from_console(&console),
+        })
+    }
+
+    async fn logs(
+        &self,
+        inst: &Instance,
+        follow: bool,
+        out: LogSink<'_>,
+    ) -> Result<(), DriverError> {
+        let h = handle(inst)?;
+        vmm::follow_console(&h.console, follow, out, || is_our_qemu(h)).await
+    }
+
+    async fn stop(&self, inst: &Instance, grace: Duration) -> Result<(), DriverError> {
+        let h = handle(inst)?;
+        if !is_our_qemu(h) {
+            return Ok(());
+        }
+        let keys = serde_json::json!({"execute": "send-key", "arguments": {"keys": [
+            {"type": "qcode", "data": "ctrl"}, {"type": "qcode", "data": "alt"}, {"type": "qcode", "data": "delete"}]}});
+        let _ = qmp(
+            &h.qmp,
+            &[keys, serde_json::json!({"execute": "system_powerdown"})],
+        );
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !is_our_qemu(h) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        kill(h);
+        Ok(())
+    }
+
+    async fn remove(&self, inst: &Instance) -> Result<(), DriverError> {
+        let h = handle(inst)?;
+        kill(h);
+        Ok(())
+    }
+
+    async fn memory_bytes(&self, inst: &Instance) -> Result<Option<u64>, DriverError> {
+        let h = handle(inst)?;
+        if !is_our_qemu(h) {
+            return Ok(None);
+        }
+        Ok(vmm::vmm_rss(h.pid))
+    }
+
+    async fn guest_memory_bytes(&self, inst: &Instance) -> Option<u64> {
+        let h = handle(inst).ok()?;
+        if !is_our_qemu(h) {
+            return None;
+        }
+        let qmp_sock = h.qmp.clone();
+        tokio::task::spawn_blocking(move || guest_memory(&qmp_sock))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn app_started(&self, inst: &Instance) -> bool {
+        let Ok(h) = handle(inst) else { return true };
+        std::fs::read_to_string(&h.console)
+            .map(|c| c.contains("bakeoff-init: starting "))
+            .unwrap_or(false)
+    }
+
+    async fn diagnose(&self, inst: &Instance) -> Option<String> {
+        let h = handle(inst).ok()?;
+        let console = std::fs::read_to_string(&h.console).unwrap_or_default();
+        let oom = [
+            "Out of memory",
+            "Initramfs unpacking failed",
+            "System is deadlocked on memory",
+            "not enough memory",
+            "Kernel panic - not syncing: VFS",
+        ]
+        .iter()
+        .any(|s| console.contains(s));
+        if oom && exit_status_from_console(&console).is_none() {
+            return Some(format!(
+                "the microVM did not boot with {} MiB of memory (the kernel ran out of memory unpacking the initramfs); give it more with --memory",
+                h.memory_mib
+            ));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_drivers_record_is_refused() {
+        let inst = Instance {
+            name: "web".into(),
+            platform: Platform::Docker,
+            app: "a".into(),
+            image: "i".into(),
+            image_digest: "d".into(),
+            created: 0,
+            ports: vec![],
+            status: Status::Running,
+            handle: Handle::Docker(bakeoff_state::DockerHandle {
+                container_id: "c".into(),
+                container_name: "bakeoff-web".into(),
+                image: "i".into(),
+            }),
+        };
+        assert_eq!(
+            handle(&inst).unwrap_err().to_string(),
+            "the record of `web` holds a docker handle, not a qemu one"
+        );
+    }
+}

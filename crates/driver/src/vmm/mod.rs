@@ -1,0 +1,545 @@
+//! What the drivers share, so that no driver imports another: finding programs, running host
+//! commands with a deadline, spawning a VMM in its own process group, recognising and ending
+//! our own VMM processes, reading and following a serial console, QMP, the host's address
+//! slots and network plans, and host probes (KVM, the TSC frequency, a process's RSS).
+
+pub mod kvm;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use bakeoff_launch::NetPlan;
+use bakeoff_spec::Platform;
+
+use crate::{DriverError, LogSink};
+
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// Choices the user can force for QEMU-run VMs (`--accel`, `--machine`; the Rumprun driver
+/// takes the accelerator only); `None` decides automatically.
+#[derive(Debug, Clone, Default)]
+pub struct QemuOptions {
+    pub accel: Option<bakeoff_launch::qemu::Accel>,
+    pub machine: Option<bakeoff_launch::qemu::Machine>,
+    /// Where the KVM probe verdict is cached.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A program's path on PATH.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// QEMU on PATH, or why it is unavailable.
+pub fn find_qemu() -> Result<PathBuf, DriverError> {
+    which(QEMU).ok_or_else(|| {
+        DriverError::Unavailable(format!(
+            "QEMU is not installed ({QEMU} is not on PATH); install Debian's qemu-system-x86 with `apt-get install -y qemu-system-x86`"
+        ))
+    })
+}
+
+/// A host command that did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("`{shown}` could not start ({source})")]
+    Spawn {
+        shown: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{shown}` failed ({status}): {why}")]
+    Failed {
+        shown: String,
+        status: ExitStatus,
+        /// The last line of its error output (or of its output).
+        why: String,
+    },
+    #[error("`{shown}` did not finish within {:.1} s", deadline.as_secs_f64())]
+    Timeout { shown: String, deadline: Duration },
+}
+
+/// Runs a command with a deadline; returns its output.
+pub fn run_cmd(argv: &[String], deadline: Duration) -> Result<String, CommandError> {
+    let shown = argv.join(" ");
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| CommandError::Spawn {
+            shown: shown.clone(),
+            source,
+        })?;
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let mut out = String::new();
+                let mut err = String::new();
+                if let Some(mut o) = child.stdout.take() {
+                    let _ = o.read_to_string(&mut out);
+                }
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                if status.success() {
+                    return Ok(out);
+                }
+                let last = |t: &str| {
+                    t.lines()
+                        .rfind(|l| !l.trim().is_empty())
+                        .map(|l| l.trim().to_string())
+                };
+                let why = last(&err)
+                    .or_else(|| last(&out))
+                    .unwrap_or_else(|| "no output".into());
+                return Err(CommandError::Failed { shown, status, why });
+            }
+            Ok(None) if start.elapsed() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(CommandError::Timeout { shown, deadline });
+            }
+        }
+    }
+}
+
+/// Runs a network plan's setup; on a failure runs the teardown and returns the failure.
+pub fn apply_plan(plan: &NetPlan) -> Result<(), CommandError> {
+    for cmd in &plan.setup {
+        if let Err(e) = run_cmd(cmd, Duration::from_secs(10)) {
+            undo_plan(plan);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Runs a network plan's teardown, ignoring failures (a step may never have happened).
+pub fn undo_plan(plan: &NetPlan) {
+    for cmd in &plan.teardown {
+        let _ = run_cmd(cmd, Duration::from_secs(10));
+    }
+}
+
+/// Claims the lowest free address slot of `platform` for `owner`: a file
+/// `<state>/slots/<platform>/<n>` created atomically, holding the owner's name. A slot whose
+/// owner's instance directory is gone is taken back.
+pub fn claim_slot(
+    instance_dir: &Path,
+    platform: Platform,
+    owner: &str,
+    max: u16,
+) -> Result<u16, DriverError> {
+    let instances = instance_dir
+        .parent()
+        .ok_or_else(|| DriverError::NotInStateDir(instance_dir.to_path_buf()))?;
+    let slots = instances
+        .parent()
+        .unwrap_or(instances)
+        .join("slots")
+        .join(platform.as_str());
+    fs_err::create_dir_all(&slots)?;
+    for n in 0..max {
+        let file = slots.join(n.to_string());
+        match fs_err::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file)
+        {
+            Ok(mut f) => {
+                f.write_all(owner.as_bytes())?;
+                return Ok(n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = std::fs::read_to_string(&file).unwrap_or_default();
+                if holder == owner || (!holder.is_empty() && !instances.join(&holder).exists()) {
+                    fs_err::write(&file, owner)?;
+                    return Ok(n);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(DriverError::SlotsTaken { max, platform })
+}
+
+/// Gives a slot back (only when `owner` holds it).
+pub fn release_slot(instance_dir: &Path, platform: Platform, owner: &str, slot: u16) {
+    let Some(root) = instance_dir.parent().and_then(Path::parent) else {
+        return;
+    };
+    let file = root
+        .join("slots")
+        .join(platform.as_str())
+        .join(slot.to_string());
+    if std::fs::read_to_string(&file)
+        .map(|h| h == owner)
+        .unwrap_or(false)
+    {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+/// True while the process exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// The PID is still our VMM (not a reused PID): its command line names `marker` (the
+/// instance's console log or API socket).
+pub fn is_ours(pid: u32, marker: &Path) -> bool {
+    pid_alive(pid)
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(&marker.display().to_string()))
+            .unwrap_or(false)
+}
+
+/// Sends `signal` to a process.
+pub fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions; a stale PID is checked by callers.
+    unsafe { libc::kill(pid as i32, signal) };
+}
+
+/// Ends our VMM by PID: SIGTERM, then SIGKILL if it lingers (3 s).
+pub fn kill_vmm(pid: u32, marker: &Path) {
+    if !is_ours(pid, marker) {
+        return;
+    }
+    signal(pid, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && is_ours(pid, marker) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if is_ours(pid, marker) {
+        signal(pid, libc::SIGKILL);
+    }
+}
+
+/// Starts a VMM with `argv` in its own process group (a Ctrl-C at the terminal reaches bakeoff,
+/// which stops the VM gracefully, not the VMM directly), its output in `dir/qemu.log` and the
+/// guest's serial console in `console`. The VMM refuses bad kernels, busy ports and bad options
+/// at once, so this waits until it either exits (an error, with its words) or the guest prints
+/// something (at most 5 s). A thread reaps the VMM if it ends while this process lives.
+pub async fn spawn_vmm(
+    program: &Path,
+    argv: &[String],
+    dir: &Path,
+    console: &Path,
+) -> Result<u32, DriverError> {
+    fs_err::write(console, b"")?;
+    let vmm_log = dir.join("qemu.log");
+    let log = fs_err::File::create(&vmm_log)?;
+    let mut child = Command::new(program)
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?.into_parts().0)
+        .stderr(log.into_parts().0)
+        .process_group(0)
+        .spawn()
+        .map_err(|source| DriverError::Spawn {
+            program: program.to_path_buf(),
+            source,
+        })?;
+    let pid = child.id();
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let said = tail(&vmm_log, 3).replace(&format!("{QEMU}: "), "");
+            let printed = tail(console, 5);
+            let why = match (said.is_empty(), printed.is_empty()) {
+                (false, _) => said,
+                (true, false) => printed,
+                (true, true) => "the guest reset before printing anything (too little memory, or a kernel QEMU cannot boot this way)".into(),
+            };
+            return Err(DriverError::VmmExited { status, why });
+        }
+        if fs_err::metadata(console)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+            || start.elapsed() > Duration::from_secs(5)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(pid)
+}
+
+/// A console log as text (empty when it cannot be read).
+pub fn read_console(console: &Path) -> String {
+    std::fs::read(console)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// The last `n` non-empty lines of a file, for error messages.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = read_console(path);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The app's exit status as our init (the microVM's PID 1) printed it on the console.
+pub fn exit_status_from_console(console: &str) -> Option<i32> {
+    console.lines().rev().find_map(|l| {
+        let l = l.trim_end_matches('\r');
+        let i = l.find("bakeoff-init: app exited with status ")?;
+        l[i + "bakeoff-init: app exited with status ".len()..]
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// How a Rumprun program ended, read from the console: `Some(Some(n))` after `_exit(n)`,
+/// `Some(None)` when Rumprun halted without an exit status (a panic or a failed bootstrap),
+/// `None` while it runs.
+pub fn rumprun_ended_from_console(console: &str) -> Option<Option<i32>> {
+    let mut halted = false;
+    for l in console.lines().map(|l| l.trim_end_matches('\r').trim()) {
+        // "=== _exit(0) called ===", "=== ERROR: _exit(3) called ==="
+        if let Some(rest) = l
+            .strip_prefix("=== ")
+            .map(|r| r.trim_start_matches("ERROR: "))
+        {
+            if let Some(n) = rest
+                .strip_prefix("_exit(")
+                .and_then(|r| r.split_once(") called"))
+                .and_then(|(n, _)| n.parse().ok())
+            {
+                return Some(Some(n));
+            }
+            if rest.starts_with("bootstrap failed") {
+                halted = true;
+            }
+        }
+        if l == "halted" || l.starts_with("PANIC: ") || l.starts_with("FATAL TRAP") {
+            halted = true;
+        }
+    }
+    halted.then_some(None)
+}
+
+/// Writes a VM's serial console log to `out` (without the serial line's `\r`); with `follow`,
+/// keeps writing what arrives until `running()` says the VM has ended, then writes the rest.
+pub async fn follow_console(
+    console: &Path,
+    follow: bool,
+    out: LogSink<'_>,
+    mut running: impl FnMut() -> bool,
+) -> Result<(), DriverError> {
+    use std::io::{Seek, SeekFrom};
+    use tokio::io::AsyncWriteExt;
+    let Ok(mut file) = fs_err::File::open(console) else {
+        return Ok(());
+    };
+    let mut pos = 0u64;
+    let mut buf = Vec::new();
+    loop {
+        // Asked before reading, so that what a VM printed as it ended is still written.
+        let alive = running();
+        file.seek(SeekFrom::Start(pos))?;
+        buf.clear();
+        file.read_to_end(&mut buf)?;
+        pos += buf.len() as u64;
+        if !buf.is_empty() {
+            let text: Vec<u8> = buf.iter().copied().filter(|b| *b != b'\r').collect();
+            out.write_all(&text).await?;
+            out.flush().await?;
+        }
+        if !follow || !alive {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Resident memory of a VMM process (VmRSS), in bytes.
+pub fn vmm_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Sends QMP commands (after the capabilities handshake); returns the replies.
+pub fn qmp(socket: &Path, commands: &[serde_json::Value]) -> std::io::Result<Vec<String>> {
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let mut reader = BufReader::new(s.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?; // greeting
+    let mut replies = Vec::new();
+    for cmd in std::iter::once(&serde_json::json!({"execute": "qmp_capabilities"})).chain(commands)
+    {
+        writeln!(s, "{cmd}")?;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(replies);
+            }
+            if line.contains("\"return\"") || line.contains("\"error\"") {
+                replies.push(line.trim().to_string());
+                break;
+            }
+        }
+    }
+    Ok(replies)
+}
+
+/// The host's TSC frequency in kHz, which is also the guest's under TCG (QEMU's emulated TSC
+/// reads the host's), for `tsc_early_khz=`. Measured over ~30 ms against the monotonic clock;
+/// `None` off x86_64 or when /proc/cpuinfo does not report `constant_tsc`.
+pub fn host_tsc_khz() -> Option<u32> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    if !has_constant_tsc(&cpuinfo) {
+        return None;
+    }
+    measure_tsc_khz()
+}
+
+fn has_constant_tsc(cpuinfo: &str) -> bool {
+    cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .is_some_and(|l| l.split_whitespace().any(|f| f == "constant_tsc"))
+}
+
+#[cfg(target_arch = "x86_64")]
+fn measure_tsc_khz() -> Option<u32> {
+    use std::time::{Duration, Instant};
+    // Median of three short windows: one preempted window may read off, the median will not.
+    let mut samples: Vec<f64> = (0..3)
+        .map(|_| {
+            // SAFETY: RDTSC has no preconditions on x86_64.
+            let (t0, c0) = (Instant::now(), unsafe { core::arch::x86_64::_rdtsc() });
+            std::thread::sleep(Duration::from_millis(10));
+            let (c1, t1) = (unsafe { core::arch::x86_64::_rdtsc() }, Instant::now());
+            (c1.wrapping_sub(c0)) as f64 / (t1 - t0).as_secs_f64() / 1000.0
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    let khz = samples[1].round();
+    (100_000.0..20_000_000.0)
+        .contains(&khz)
+        .then_some(khz as u32)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn measure_tsc_khz() -> Option<u32> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_is_read_from_the_console() {
+        let console =
+            "hello: listening\r\nbakeoff-init: app exited with status 3\r\nreboot: Power down\r\n";
+        assert_eq!(exit_status_from_console(console), Some(3));
+        assert_eq!(exit_status_from_console("booting\n"), None);
+    }
+
+    #[test]
+    fn constant_tsc_flag_is_required() {
+        assert!(has_constant_tsc(
+            "processor\t: 0\nflags\t\t: fpu tsc constant_tsc nonstop_tsc\n"
+        ));
+        assert!(!has_constant_tsc("flags\t\t: fpu tsc\n"));
+        assert!(!has_constant_tsc(""));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn measured_tsc_is_plausible_and_stable() {
+        let Some(a) = host_tsc_khz() else {
+            eprintln!("skipping: this host has no constant_tsc");
+            return;
+        };
+        let b = host_tsc_khz().unwrap();
+        let diff = (f64::from(a) - f64::from(b)).abs() / f64::from(a);
+        assert!(diff < 0.01, "{a} vs {b}");
+    }
+
+    #[test]
+    fn slots_are_claimed_reused_and_reclaimed() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = |n: &str| {
+            let d = t.path().join("instances").join(n);
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        };
+        let (a, b) = (dir("a"), dir("b"));
+        assert_eq!(claim_slot(&a, Platform::Xen, "a", 4).unwrap(), 0);
+        assert_eq!(claim_slot(&b, Platform::Xen, "b", 4).unwrap(), 1);
+        // Other platforms count separately.
+        assert_eq!(claim_slot(&b, Platform::Firecracker, "b", 4).unwrap(), 0);
+        release_slot(&a, Platform::Xen, "a", 0);
+        assert_eq!(claim_slot(&dir("c"), Platform::Xen, "c", 4).unwrap(), 0);
+        // b's instance was removed without releasing: its slot is taken back.
+        std::fs::remove_dir_all(&b).unwrap();
+        assert_eq!(claim_slot(&dir("d"), Platform::Xen, "d", 4).unwrap(), 1);
+        let e = claim_slot(&dir("e"), Platform::Xen, "e", 2)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "all 2 xen address slots are taken; remove instances with `bakeoff rm`"
+        );
+    }
+
+    #[test]
+    fn commands_fail_with_one_line() {
+        let e = run_cmd(
+            &[
+                "sh".into(),
+                "-c".into(),
+                "echo first >&2; echo the reason >&2; exit 3".into(),
+            ],
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "`sh -c echo first >&2; echo the reason >&2; exit 3` failed (exit status: 3): the reason");
+        let e = run_cmd(&["/nonexistent/xl".into()], Duration::from_secs(5)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("`/nonexistent/xl` could not start"),
+            "{e}"
+        );
+        let e = run_cmd(&["sleep".into(), "5".into()], Duration::from_millis(200)).unwrap_err();
+        assert_eq!(e.to_string(), "`sleep 5` did not finish within 0.2 s");
+    }
+}
