@@ -69,10 +69,23 @@ pub(crate) async fn wait_ready_with(
     let probe = probe_for(inst, plan);
     let ready = async {
         match probe {
-            Some(p) => bakeoff_bench::wait_ready(p, deadline)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            Some(p) => {
+                if matches!(p, Probe::Tcp { .. }) {
+                    // A VMM's port forwarder accepts connections before the guest app exists,
+                    // and holds them while the guest is still booting: a TCP probe counts only
+                    // once the app has been started (then a closed port is refused at once).
+                    while !driver.app_started(inst).await {
+                        if Instant::now() > deadline {
+                            return Err("the app was not started before the deadline".to_string());
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                bakeoff_bench::wait_ready(p, deadline)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
             None => {
                 // Without a port to probe: the app has started and kept running for a moment.
                 while !driver.app_started(inst).await {
