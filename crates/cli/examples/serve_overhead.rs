@@ -32,6 +32,15 @@ fn bakeoff(state: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Per path: req/s, p50 ms, p99 ms samples, and failed requests.
+#[derive(Default)]
+struct Figures {
+    rps: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    failed: u64,
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -87,7 +96,7 @@ async fn main() {
     println!("| mode | path | req/s (median) | p50 | p99 | failed |");
     println!("|---|---|---|---|---|---|");
     for keepalive in [true, false] {
-        let mut figs: [(Vec<f64>, Vec<f64>, Vec<f64>, u64); 2] = Default::default();
+        let mut figs: [Figures; 2] = Default::default();
         for round in 0..rounds {
             for k in 0..2 {
                 // Alternate which goes first, so neither always runs on a warmer machine.
@@ -106,10 +115,11 @@ async fn main() {
                 )
                 .await
                 .unwrap();
-                figs[which].0.push(r.req_per_sec);
-                figs[which].1.push(r.latency.p50_us as f64 / 1000.0);
-                figs[which].2.push(r.latency.p99_us as f64 / 1000.0);
-                figs[which].3 += r.errors.total() + r.non_2xx;
+                let f = &mut figs[which];
+                f.rps.push(r.req_per_sec);
+                f.p50.push(r.latency.p50_us as f64 / 1000.0);
+                f.p99.push(r.latency.p99_us as f64 / 1000.0);
+                f.failed += r.errors.total() + r.non_2xx;
             }
         }
         let mode = if keepalive {
@@ -119,12 +129,12 @@ async fn main() {
         };
         let mut row = Vec::new();
         for (which, f) in figs.iter_mut().enumerate() {
-            let (rps, p50, p99) = (median(&mut f.0), median(&mut f.1), median(&mut f.2));
+            let (rps, p50, p99) = (median(&mut f.rps), median(&mut f.p50), median(&mut f.p99));
             row.push((rps, p50, p99));
             println!(
                 "| {mode} | {} | {rps:.0} | {p50:.2} ms | {p99:.2} ms | {} |",
                 if which == 0 { "direct" } else { "front" },
-                f.3
+                f.failed
             );
         }
         println!(
