@@ -213,6 +213,7 @@ pub fn report() -> Report {
             input: "examples/hello/hello.c".into(),
             build_seconds: Some(0.41),
             binary_size: Some(786_432),
+            artifact_id: None,
         },
         load_shape: LoadShape {
             connections: 16,

@@ -533,6 +533,7 @@ mod tests {
                 input: "hello.c".into(),
                 build_seconds: None,
                 binary_size: None,
+                artifact_id: None,
             },
             load_shape: LoadShape::default(),
             runs_per_platform: 5,

@@ -112,6 +112,9 @@ pub struct AppInfo {
     pub build_seconds: Option<f64>,
     /// Bytes of the app's main binary.
     pub binary_size: Option<u64>,
+    /// The content hash of the built artifact: which build these figures belong to.
+    #[serde(default)]
+    pub artifact_id: Option<String>,
 }
 
 /// One platform's figures. Anything not measured is absent (`null`), never zero.

@@ -108,6 +108,7 @@ async fn main() {
                     keepalive,
                     warmup: Duration::from_millis(500),
                     max_requests: None,
+                    ..Default::default()
                 };
                 let r = load(
                     LoadTarget::new(SocketAddr::from(([127, 0, 0, 1], port))),

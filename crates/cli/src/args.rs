@@ -42,11 +42,12 @@ pub enum Command {
     Export(ExportArgs),
     /// Serve APP behind a stable address, on one platform at a time, switchable live.
     Serve(ServeArgs),
-    /// Move a service to another platform without dropping requests.
+    /// Move a service to another platform without dropping requests (`--to auto` hands an
+    /// `--on auto` service back to placement).
     Switch {
         name: String,
-        #[arg(long = "to", value_parser = parse_platform)]
-        to: Platform,
+        #[arg(long = "to", value_parser = parse_platform_or_auto)]
+        to: Option<Platform>,
     },
     /// List services and instances.
     Ps {
@@ -188,6 +189,31 @@ pub struct BenchCli {
     /// Seconds to wait for each start to answer.
     #[arg(long, default_value_t = 120)]
     pub ready_timeout: u64,
+    /// Load profiles: open-loop load at each of these request rates (e.g. 100,1000,5000),
+    /// latency measured from each request's intended send time.
+    #[arg(long, value_delimiter = ',', value_parser = parse_rate)]
+    pub sweep: Option<Vec<f64>>,
+    /// The latency objective of the sweep's sustainable rate (p50|p90|p99|max=DURATION).
+    #[arg(long, default_value = "p99=100ms", value_parser = parse_slo)]
+    pub slo: bakeoff_bench::Slo,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("`{s}` is not a request rate (a positive number of requests per second)")),
+    }
+}
+
+fn parse_slo(s: &str) -> Result<bakeoff_bench::Slo, String> {
+    s.parse::<bakeoff_bench::Slo>().map_err(|e| e.to_string())
+}
+
+fn parse_platform_or_auto(s: &str) -> Result<Option<Platform>, String> {
+    if s == "auto" {
+        return Ok(None);
+    }
+    parse_platform(s).map(Some)
 }
 
 #[derive(Args, Debug)]
@@ -197,8 +223,34 @@ pub struct ServeArgs {
     /// The stable address: [IP:]PORT (IP defaults to 127.0.0.1).
     #[arg(long, value_parser = parse_listen)]
     pub port: std::net::SocketAddr,
-    #[arg(long = "on", value_parser = parse_platform, default_value = "docker")]
-    pub platform: Platform,
+    /// A platform, or `auto`: the platform follows the load, as --policy decides from a bench
+    /// sweep of this app (--profile, or the latest one).
+    #[arg(long = "on", value_parser = parse_platform_or_auto, default_value = "docker")]
+    pub platform: Option<Platform>,
+    /// With --on auto: isolation, memory, throughput or latency.
+    #[arg(long, default_value = "isolation")]
+    pub policy: String,
+    /// With --on auto: the latency objective (p50|p90|p99|max=DURATION).
+    #[arg(long, default_value = "p99=100ms", value_parser = parse_slo)]
+    pub slo: bakeoff_bench::Slo,
+    /// With --on auto: a bench report with a sweep (default: the latest sweep of this build).
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// With --on auto: seconds per observation window.
+    #[arg(long, default_value_t = 5.0)]
+    pub window: f64,
+    /// With --on auto: consecutive windows that must agree before a move.
+    #[arg(long, default_value_t = 3)]
+    pub hold_windows: usize,
+    /// With --on auto: the least seconds on a platform before moving again.
+    #[arg(long, default_value_t = 60)]
+    pub min_stay: u64,
+    /// With --on auto: the most moves per hour.
+    #[arg(long, default_value_t = 6)]
+    pub max_moves: usize,
+    /// Serve the front's figures in the Prometheus text format on [IP:]PORT (/metrics).
+    #[arg(long, value_parser = parse_listen)]
+    pub metrics: Option<std::net::SocketAddr>,
     #[arg(long)]
     pub name: Option<String>,
     /// Run the front in the background (its log: `bakeoff logs NAME`).

@@ -153,16 +153,29 @@ fn human_age(d: Duration) -> String {
     }
 }
 
-pub fn ps(services: &[ServiceView], rows: &[Entry], json: bool) -> Result<()> {
+pub fn ps(
+    services: &[ServiceView],
+    windows: &[Option<bakeoff_front::Window>],
+    rows: &[Entry],
+    json: bool,
+) -> Result<()> {
+    let p99_ms = |w: &Option<bakeoff_front::Window>| {
+        w.as_ref()
+            .and_then(|w| w.latency)
+            .map(|l| l.p99.as_secs_f64() * 1000.0)
+    };
     if json {
         let mut out: Vec<_> = services
             .iter()
-            .map(|v| {
+            .zip(windows)
+            .map(|(v, w)| {
                 let r = &v.record;
                 serde_json::json!({
                     "name": r.name, "kind": "service", "address": r.listen.to_string(), "mode": r.mode,
                     "platform": r.platform, "backend": r.backend, "backends": r.backends,
                     "status": v.status.to_string(), "pid": r.pid, "app": r.app, "created": r.created,
+                    "auto": r.auto, "metrics": r.metrics,
+                    "rate": w.as_ref().map(|w| w.rate), "p99_ms": p99_ms(w),
                 })
             })
             .collect();
@@ -183,10 +196,10 @@ pub fn ps(services: &[ServiceView], rows: &[Entry], json: bool) -> Result<()> {
     }
     if !services.is_empty() {
         println!(
-            "{:<20} {:<22} {:<12} {:<28} {:<10}",
-            "SERVICE", "ADDRESS", "PLATFORM", "BACKEND", "STATUS"
+            "{:<20} {:<22} {:<18} {:<28} {:<10} {:>9} {:>9}",
+            "SERVICE", "ADDRESS", "PLATFORM", "BACKEND", "STATUS", "REQ/S", "P99"
         );
-        for v in services {
+        for (v, w) in services.iter().zip(windows) {
             let r = &v.record;
             let mut backend = r.backend.clone().unwrap_or_else(|| "-".into());
             let others = r
@@ -197,13 +210,24 @@ pub fn ps(services: &[ServiceView], rows: &[Entry], json: bool) -> Result<()> {
             if others > 0 {
                 backend.push_str(&format!(" (+{others})"));
             }
+            let platform = match &r.auto {
+                Some(a) if a.pinned => format!("{} (pinned)", r.platform),
+                Some(a) => format!("{} (auto:{})", r.platform, a.policy),
+                None => r.platform.to_string(),
+            };
             println!(
-                "{:<20} {:<22} {:<12} {:<28} {:<10}",
+                "{:<20} {:<22} {:<18} {:<28} {:<10} {:>9} {:>9}",
                 r.name,
                 format!("{} ({})", r.listen, r.mode),
-                r.platform,
+                platform,
                 backend,
-                v.status
+                v.status,
+                w.as_ref()
+                    .map(|w| format!("{:.1}", w.rate))
+                    .unwrap_or("-".into()),
+                p99_ms(w)
+                    .map(|p| format!("{p:.1}ms"))
+                    .unwrap_or("-".into())
             );
         }
         println!();

@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use bakeoff_runtime::{Runtime, ServeSpec, ServiceStatus};
+use bakeoff_runtime::placement::{Hysteresis, PlacementPolicy};
+use bakeoff_runtime::{AutoSpec, Runtime, ServeSpec, ServiceStatus};
 
 use crate::args::{driver_options, ServeArgs};
 use crate::verbs::Progress;
@@ -35,6 +36,27 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
     let prepared = rt.prepare(&a.app);
     progress.done();
     let prepared = prepared?;
+    let auto = match a.platform {
+        Some(_) => None,
+        None => {
+            let policy: PlacementPolicy = a.policy.parse().map_err(anyhow::Error::msg)?;
+            if !(a.window.is_finite() && a.window >= 0.5) {
+                bail!("--window must be at least 0.5 seconds, got {}", a.window);
+            }
+            Some(AutoSpec {
+                policy,
+                slo: a.slo,
+                profile: rt.load_profile(&prepared, a.profile.as_deref())?,
+                window: Duration::from_secs_f64(a.window),
+                hysteresis: Hysteresis {
+                    windows: a.hold_windows.max(1),
+                    min_stay: Duration::from_secs(a.min_stay),
+                    max_moves_per_hour: a.max_moves,
+                },
+            })
+        }
+    };
+    let platform = a.platform.unwrap_or(bakeoff_spec::Platform::Docker);
     let name = match &a.name {
         Some(n) => n.clone(),
         None => prepared.plan.name.clone(),
@@ -42,18 +64,22 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
     let spec = ServeSpec {
         name: name.clone(),
         listen: a.port,
-        platform: a.platform,
+        platform,
         flags: a.flags(),
         kernel: a.kernel.clone(),
         drain: Duration::from_secs(a.drain),
         ready_timeout: Duration::from_secs(a.ready_timeout),
         echo: !adopted,
+        auto,
+        metrics: a.metrics,
     };
     if !adopted {
         // Refusals the user should see at once, in one sentence, before anything starts.
-        prepared.check(a.platform)?;
-        if let Err(why) = rt.available(a.platform, &prepared.plan).await {
-            bail!("{} is unavailable here: {why}", a.platform);
+        if a.platform.is_some() {
+            prepared.check(platform)?;
+            if let Err(why) = rt.available(platform, &prepared.plan).await {
+                bail!("{platform} is unavailable here: {why}");
+            }
         }
         if std::net::TcpListener::bind(a.port).is_err() {
             bail!("{} is already in use; choose another --port", a.port);
@@ -126,8 +152,13 @@ async fn detach(rt: &Runtime, name: &str, ready_timeout: u64) -> Result<i32> {
     }
 }
 
-pub async fn switch(name: &str, to: bakeoff_spec::Platform) -> Result<i32> {
+pub async fn switch(name: &str, to: Option<bakeoff_spec::Platform>) -> Result<i32> {
     let rt = Runtime::from_env();
+    let Some(to) = to else {
+        rt.resume(name).await?;
+        println!("{name}: placement resumed");
+        return Ok(0);
+    };
     let r = rt.switch(name, to).await?;
     println!(
         "{name}: {} → {}: new backend {} ready after {:.2} s; switched; old backend {} drained after {:.2} s ({} in flight, {} cut) and removed; {:.2} s in all",

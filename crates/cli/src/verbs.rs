@@ -196,6 +196,8 @@ async fn bench(b: BenchCli) -> Result<i32> {
         memory: b.memory,
         cpus: b.cpus,
         ready_timeout: Duration::from_secs(b.ready_timeout),
+        sweep: b.sweep.clone(),
+        slo: b.slo,
     };
     let (rt, progress) = runtime_with_spinner();
     let prepared = rt.prepare(&b.app);
@@ -209,6 +211,12 @@ async fn bench(b: BenchCli) -> Result<i32> {
         }
     };
     let paths = bakeoff_bench::write_outputs(&report, &b.out)?;
+    if let Some(p) = rt.save_profile(&report)? {
+        eprintln!(
+            "bakeoff: kept as the load profile of this build ({}); `serve --on auto` uses it",
+            p.display()
+        );
+    }
     println!("{}", bakeoff_bench::markdown(&report));
     println!(
         "report: {}  {}  {}",
@@ -233,8 +241,15 @@ fn export(e: ExportArgs) -> Result<i32> {
 async fn ps(json: bool) -> Result<i32> {
     let rt = Runtime::from_env();
     let services = rt.services()?;
+    let mut windows = Vec::new();
+    for s in &services {
+        windows.push(match s.status {
+            bakeoff_runtime::ServiceStatus::Serving => rt.window(&s.record.name).await,
+            _ => None,
+        });
+    }
     let rows = rt.list().await?;
-    print::ps(&services, &rows, json)?;
+    print::ps(&services, &windows, &rows, json)?;
     Ok(0)
 }
 

@@ -74,6 +74,7 @@ fn load_until(stop: Arc<AtomicBool>, port: u16, keepalive: bool) -> std::thread:
                 keepalive,
                 warmup: Duration::ZERO,
                 max_requests: Some(100_000),
+                ..Default::default()
             };
             let target = bakeoff_bench::LoadTarget::new(SocketAddr::from(([127, 0, 0, 1], port)));
             let r = rt.block_on(bakeoff_bench::load(target, shape)).unwrap();
@@ -239,7 +240,7 @@ fn tcp_service_switch_moves_new_connections_and_drains_open_ones() {
         &name,
         "-d",
         "--drain",
-        "4",
+        "12",
     ]);
     assert_eq!(service(&env, &name)["mode"], "tcp");
     assert_eq!(redis(port, "SET k docker").unwrap(), "+OK\r\n");

@@ -31,6 +31,11 @@ pub struct BenchConfig {
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     pub ready_timeout: Duration,
+    /// `--sweep RATES`: open-loop load at each rate (requests per second), on the last run's
+    /// instance, for `shape.duration` each.
+    pub sweep: Option<Vec<f64>>,
+    /// The objective the sustainable rate is measured against.
+    pub slo: bakeoff_bench::Slo,
 }
 
 /// How a bench ended.
@@ -67,6 +72,7 @@ impl Runtime {
                 input: plan.input.clone(),
                 build_seconds: Some(m.build_seconds),
                 binary_size: Some(m.binary_size),
+                artifact_id: Some(m.id.clone()),
             },
             config.shape.clone(),
             config.runs,
@@ -191,6 +197,7 @@ impl Runtime {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut conditions = None;
         let mut notes = Vec::new();
+        let mut sweep = None;
         if !http {
             notes.push("the app is probed over TCP; load testing needs HTTP, so only start-up and memory were measured".to_string());
         }
@@ -225,9 +232,19 @@ impl Runtime {
             let t0 = Instant::now();
             let inst = self.start(plan, image, platform, opts.clone()).await?;
             *current.lock().expect("not poisoned") = Some(inst.clone());
-            let outcome = self
+            let mut outcome = self
                 .one_run(config, prepared, driver, &inst, port, http, t0, warmup)
                 .await;
+            if let (Ok(_), Some(rates), true) = (&outcome, &config.sweep, run == config.runs) {
+                if http {
+                    match self.sweep(config, rates, driver, &inst, port, plan).await {
+                        Ok(s) => sweep = Some(s),
+                        Err(e) => outcome = Err(e),
+                    }
+                } else {
+                    notes.push("no sweep: load profiles need an HTTP app".to_string());
+                }
+            }
             let _ = driver.remove(&inst).await;
             let _ = self.state.remove(&inst.name);
             *current.lock().expect("not poisoned") = None;
@@ -259,6 +276,7 @@ impl Runtime {
         if !loads.is_empty() {
             pr.load = Some(LoadStats::from_runs(&loads)?);
         }
+        pr.sweep = sweep;
         if platform == Platform::Qemu {
             notes.push(
                 "memory is the QEMU process's resident set (the VMM and the guest's touched RAM)"
@@ -325,6 +343,44 @@ impl Runtime {
             driver.guest_memory_bytes(inst).await
         };
         Ok((ready, memory, load, guest))
+    }
+}
+
+impl Runtime {
+    /// Open-loop load at each rate in turn on one running instance.
+    async fn sweep(
+        &self,
+        config: &BenchConfig,
+        rates: &[f64],
+        driver: &dyn Driver,
+        inst: &Instance,
+        port: u16,
+        plan: &bakeoff_detect::BuildPlan,
+    ) -> Result<bakeoff_bench::Sweep, RuntimeError> {
+        let mut points = Vec::new();
+        for &rate in rates {
+            self.say(&format!("{}: sweep at {rate} req/s", inst.platform));
+            let mut target = LoadTarget::new(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+            target.path = plan.health.path.clone();
+            let shape = LoadShape {
+                rate: Some(rate),
+                ..config.shape.clone()
+            };
+            let r = bakeoff_bench::load(target, shape).await?;
+            points.push(bakeoff_bench::SweepPoint {
+                offered_rate: rate,
+                achieved_rate: r.req_per_sec,
+                latency: r.latency.clone(),
+                errors: r.errors.total() + r.non_2xx,
+                memory_bytes: driver.memory_bytes(inst).await.ok().flatten(),
+            });
+        }
+        Ok(bakeoff_bench::Sweep::new(
+            config.slo,
+            config.shape.duration.as_secs_f64(),
+            config.shape.connections,
+            points,
+        ))
     }
 }
 

@@ -16,7 +16,10 @@ mod error;
 mod export;
 mod launch;
 mod manage;
+mod metrics;
+pub mod placement;
 mod prepare;
+mod profile;
 mod ready;
 mod service;
 
@@ -36,7 +39,7 @@ pub use manage::{Ended, Entry};
 pub use prepare::Prepared;
 pub use ready::{probe_for, Readiness};
 pub use service::{
-    Request, Response, ServeSpec, ServiceRecord, ServiceStatus, ServiceView, SwitchReport,
+    AutoRecord, AutoSpec, Request, Response, ServeSpec, ServiceRecord, ServiceStatus, ServiceView, SwitchReport,
 };
 
 /// Makes the driver for a platform; tests swap in a fake one.

@@ -20,6 +20,9 @@ use bakeoff_state::{now_secs, Instance};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Notify};
 
+use crate::placement::{
+    self, Decision, Hysteresis, Observation, ObservedLatency, PlacementPolicy, Profile,
+};
 use crate::{run_options, Launch, Prepared, Readiness, RunFlags, Runtime, RuntimeError, Wait};
 
 /// How often the supervisor looks at the backend.
@@ -44,6 +47,32 @@ pub struct ServeSpec {
     pub ready_timeout: Duration,
     /// Also print events on stderr (a front in the foreground).
     pub echo: bool,
+    /// `--on auto`: the platform follows the load (then `platform` is only a fallback).
+    pub auto: Option<AutoSpec>,
+    /// `--metrics [IP:]PORT`: the front's figures in the Prometheus text format.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// How an `--on auto` service chooses its platform.
+#[derive(Debug, Clone)]
+pub struct AutoSpec {
+    pub policy: PlacementPolicy,
+    pub slo: bakeoff_bench::Slo,
+    pub profile: Profile,
+    /// The observation window.
+    pub window: Duration,
+    pub hysteresis: Hysteresis,
+}
+
+/// What the record says about an auto service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoRecord {
+    pub policy: PlacementPolicy,
+    pub slo: String,
+    /// A manual `switch` pins the service; `switch --to auto` resumes.
+    pub pinned: bool,
+    /// The last placement decision, in words.
+    pub last_decision: Option<String>,
 }
 
 /// Where a service is in its life.
@@ -90,6 +119,10 @@ pub struct ServiceRecord {
     pub created: u64,
     /// Next backend number.
     pub generation: u64,
+    #[serde(default)]
+    pub auto: Option<AutoRecord>,
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// What a switch did, with timings.
@@ -116,8 +149,12 @@ pub struct SwitchReport {
 #[serde(rename_all = "snake_case")]
 pub enum Request {
     Switch { to: Platform },
+    /// `switch --to auto`: placement decides again.
+    Resume,
     Stop,
     Stats,
+    /// The front's figures over the last window.
+    Window,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -126,6 +163,8 @@ pub enum Response {
     Switched(SwitchReport),
     Stopped,
     Stats(Box<bakeoff_front::Stats>),
+    Window(bakeoff_front::Window),
+    Resumed,
     Refused(String),
 }
 
@@ -292,6 +331,29 @@ impl Runtime {
         }
     }
 
+    /// `switch NAME --to auto`: an `--on auto` service pinned by hand follows the load again.
+    pub async fn resume(&self, name: &str) -> Result<(), RuntimeError> {
+        match self
+            .control(name, &Request::Resume, Duration::from_secs(10))
+            .await?
+        {
+            Response::Resumed => Ok(()),
+            Response::Refused(why) => Err(RuntimeError::Invalid(why)),
+            other => Err(RuntimeError::Invalid(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// What a serving service's front saw over its last observation window.
+    pub async fn window(&self, name: &str) -> Option<bakeoff_front::Window> {
+        match self
+            .control(name, &Request::Window, Duration::from_secs(1))
+            .await
+        {
+            Ok(Response::Window(w)) => Some(w),
+            _ => None,
+        }
+    }
+
     /// Stops a service: its front (if alive) and every backend; the record stays, stopped.
     pub async fn stop_service(&self, name: &str) -> Result<(), RuntimeError> {
         let rec = self.load_service(name)?;
@@ -403,6 +465,28 @@ impl Runtime {
             let sup = sup.clone();
             tokio::spawn(async move { sup.watch().await })
         };
+        let place = {
+            let sup = sup.clone();
+            tokio::spawn(async move { sup.place().await })
+        };
+        let metrics = match sup.spec.metrics {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                    RuntimeError::Invalid(format!("--metrics {addr}: {e}"))
+                });
+                match listener {
+                    Ok(l) => {
+                        let sup = sup.clone();
+                        Some(tokio::spawn(async move { crate::metrics::serve(l, sup.front.clone(), sup.metrics_labels()).await }))
+                    }
+                    Err(e) => {
+                        sup.event(&e.to_string());
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         tokio::select! {
             _ = sup.stopped.notified() => {}
             _ = shutdown => {
@@ -411,6 +495,10 @@ impl Runtime {
             }
         }
         watch.abort();
+        place.abort();
+        if let Some(m) = metrics {
+            m.abort();
+        }
         control.abort();
         let _ = std::fs::remove_file(self.control_socket(&sup.spec.name));
         Ok(())
@@ -423,7 +511,10 @@ impl Runtime {
     ) -> Result<Arc<Supervisor>, (RuntimeError, String)> {
         let name = spec.name.clone();
         let fail = |e: RuntimeError| (e, name.clone());
-        prepared.check(spec.platform).map_err(fail)?;
+        if spec.auto.is_none() {
+            prepared.check(spec.platform).map_err(fail)?;
+        }
+        let mut initial_reason = None;
         let mode = match prepared.plan.health.kind {
             HealthKind::Http => Mode::Http,
             HealthKind::Tcp => Mode::Tcp,
@@ -441,18 +532,46 @@ impl Runtime {
         let front = Front::bind(spec.listen, mode)
             .await
             .map_err(|e| fail(RuntimeError::Invalid(e.to_string())))?;
+        // An auto service may use every platform the check allows and this host has.
+        let mut allowed = Vec::new();
+        let mut platform = spec.platform;
+        if let Some(auto) = &spec.auto {
+            for p in prepared.runnable() {
+                if self.available(p, &prepared.plan).await.is_ok() {
+                    allowed.push(p);
+                }
+            }
+            let first = placement::choose(&auto.profile, &allowed, 0.0, auto.policy, &auto.slo)
+                .ok_or_else(|| {
+                    fail(RuntimeError::Invalid(format!(
+                        "no platform of the profile can run {} here (the profile has {}; this host and the check allow {})",
+                        prepared.plan.name,
+                        auto.profile.platforms.iter().map(|p| p.platform.to_string()).collect::<Vec<_>>().join(", "),
+                        allowed.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+                    )))
+                })?;
+            platform = first.platform;
+            initial_reason = Some(first.reason);
+        }
         let record = ServiceRecord {
             name: spec.name.clone(),
             app: prepared.plan.input.clone(),
             listen: front.local_addr(),
             mode,
-            platform: spec.platform,
+            platform,
             backend: None,
             backends: Vec::new(),
             pid: std::process::id(),
             status: ServiceStatus::Starting,
             created: now_secs(),
             generation: 1,
+            auto: spec.auto.as_ref().map(|a| AutoRecord {
+                policy: a.policy,
+                slo: a.slo.to_string(),
+                pinned: false,
+                last_decision: None,
+            }),
+            metrics: spec.metrics,
         };
         self.save_service(&record).map_err(fail)?;
         let sup = Arc::new(Supervisor {
@@ -465,8 +584,12 @@ impl Runtime {
                 record,
                 backend: None,
                 failures: Vec::new(),
+                since: Instant::now(),
+                moves: Vec::new(),
+                switches: 0,
             }),
             stopped: Notify::new(),
+            allowed,
         });
         sup.event(&format!(
             "serving {} on {} ({} front)",
@@ -474,9 +597,12 @@ impl Runtime {
             sup.front.local_addr(),
             mode
         ));
+        if let Some(why) = &initial_reason {
+            sup.event(&format!("placement ({}): starting on {platform}: {why}", sup.auto_policy()));
+        }
         let first = {
             let mut cur = sup.state.lock().await;
-            sup.start_backend(&mut cur, sup.spec.platform).await
+            sup.start_backend(&mut cur, platform).await
         };
         match first {
             Ok((inst, ready)) => {
@@ -521,6 +647,12 @@ struct Current {
     backend: Option<Instance>,
     /// When backends failed on the current platform (recent ones only).
     failures: Vec<Instant>,
+    /// Since when the service is on its current platform.
+    since: Instant,
+    /// When it moved (placement or by hand), for the moves-per-hour cap.
+    moves: Vec<Instant>,
+    /// Switches since the front started.
+    switches: u64,
 }
 
 /// The serving process's view of its service.
@@ -532,6 +664,8 @@ struct Supervisor {
     front: Front,
     state: Mutex<Current>,
     stopped: Notify,
+    /// The platforms placement may choose (the check allows them and this host has them).
+    allowed: Vec<Platform>,
 }
 
 impl Supervisor {
@@ -620,11 +754,28 @@ impl Supervisor {
     async fn handle(self: &Arc<Self>, req: Request) -> Response {
         match req {
             Request::Stats => Response::Stats(Box::new(self.front.stats())),
+            Request::Window => Response::Window(self.front.window(self.window())),
+            Request::Resume => {
+                let mut cur = self.state.lock().await;
+                match cur.record.auto.as_mut() {
+                    Some(a) => {
+                        a.pinned = false;
+                        self.save(&cur);
+                        drop(cur);
+                        self.event("placement resumed (switch --to auto)");
+                        Response::Resumed
+                    }
+                    None => Response::Refused(format!(
+                        "service `{}` was not started with --on auto",
+                        self.spec.name
+                    )),
+                }
+            }
             Request::Stop => {
                 self.stop().await;
                 Response::Stopped
             }
-            Request::Switch { to } => match self.switch(to).await {
+            Request::Switch { to } => match self.switch(to, true).await {
                 Ok(r) => Response::Switched(r),
                 Err(e) => {
                     let why = crate::bench::error_chain(&e);
@@ -636,9 +787,19 @@ impl Supervisor {
     }
 
     /// New backend → ready → flip → drain old → remove old.
-    async fn switch(&self, to: Platform) -> Result<SwitchReport, RuntimeError> {
+    async fn switch(&self, to: Platform, by_hand: bool) -> Result<SwitchReport, RuntimeError> {
         let t0 = Instant::now();
         let mut cur = self.state.lock().await;
+        if by_hand {
+            if let Some(a) = cur.record.auto.as_mut() {
+                if !a.pinned {
+                    a.pinned = true;
+                    self.event(&format!(
+                        "placement paused: pinned to {to} by hand (`switch --to auto` resumes)"
+                    ));
+                }
+            }
+        }
         if cur.record.status != ServiceStatus::Serving {
             return Err(RuntimeError::Invalid(format!(
                 "service `{}` is {}",
@@ -675,6 +836,9 @@ impl Supervisor {
         cur.record.platform = to;
         cur.record.backend = Some(new.name.clone());
         cur.failures.clear();
+        cur.since = Instant::now();
+        cur.moves.push(Instant::now());
+        cur.switches += 1;
         self.save(&cur);
         let old_name = old.as_ref().map(|o| o.name.clone()).unwrap_or_default();
         let (drained_after, in_flight, cut) = match &old {
@@ -716,6 +880,135 @@ impl Supervisor {
             total: t0.elapsed(),
             note,
         })
+    }
+
+    fn metrics_labels(self: &Arc<Self>) -> Arc<dyn Fn() -> crate::metrics::Labels + Send + Sync> {
+        let sup = self.clone();
+        Arc::new(move || {
+            let cur = sup.state.try_lock();
+            let (platform, backend, moves) = match cur {
+                Ok(c) => (
+                    c.record.platform.to_string(),
+                    c.record.backend.clone().unwrap_or_default(),
+                    c.switches,
+                ),
+                Err(_) => (String::new(), String::new(), 0),
+            };
+            crate::metrics::Labels {
+                service: sup.spec.name.clone(),
+                platform,
+                backend,
+                switches: moves,
+                window: sup.window(),
+            }
+        })
+    }
+
+    fn window(&self) -> Duration {
+        self.spec
+            .auto
+            .as_ref()
+            .map(|a| a.window)
+            .unwrap_or(Duration::from_secs(5))
+    }
+
+    fn auto_policy(&self) -> String {
+        self.spec
+            .auto
+            .as_ref()
+            .map(|a| a.policy.to_string())
+            .unwrap_or_default()
+    }
+
+    /// `--on auto`: every window, what the front saw goes into [`placement::decide`]; a move
+    /// goes through the same switch as `bakeoff switch`. Moves and held-back moves are logged
+    /// with their figures.
+    async fn place(self: Arc<Self>) {
+        let Some(auto) = self.spec.auto.clone() else {
+            return;
+        };
+        let mut history: Vec<Observation> = Vec::new();
+        let mut last_held: Option<Platform> = None;
+        loop {
+            tokio::time::sleep(auto.window).await;
+            let w = self.front.window(auto.window);
+            history.push(Observation {
+                rate: w.rate,
+                latency: w.latency.map(|l| ObservedLatency {
+                    p50: l.p50,
+                    p90: l.p90,
+                    p99: l.p99,
+                    max: l.max,
+                }),
+                errors: w.front_errors,
+            });
+            if history.len() > 64 {
+                history.remove(0);
+            }
+            let (current, on_for, moves, pinned, serving) = {
+                let mut cur = self.state.lock().await;
+                cur.moves.retain(|t| t.elapsed() < Duration::from_secs(3600));
+                (
+                    cur.record.platform,
+                    cur.since.elapsed(),
+                    cur.moves.len(),
+                    cur.record.auto.as_ref().is_some_and(|a| a.pinned),
+                    cur.record.status == ServiceStatus::Serving && cur.backend.is_some(),
+                )
+            };
+            if pinned || !serving {
+                continue;
+            }
+            let d = placement::decide(
+                &auto.profile,
+                &self.allowed,
+                &history,
+                current,
+                on_for,
+                moves,
+                auto.policy,
+                &auto.slo,
+                &auto.hysteresis,
+                auto.window,
+            );
+            match d {
+                Decision::Stay { .. } => last_held = None,
+                Decision::Held { to, reason } => {
+                    if last_held != Some(to) {
+                        self.event(&format!("placement ({}): {reason}", auto.policy));
+                        self.note_decision(&reason).await;
+                    }
+                    last_held = Some(to);
+                }
+                Decision::Move { to, reason } => {
+                    last_held = None;
+                    self.event(&format!("placement ({}): {reason}", auto.policy));
+                    self.note_decision(&reason).await;
+                    let t0 = Instant::now();
+                    match self.switch(to, false).await {
+                        Ok(r) => self.event(&format!(
+                            "placement: moved to {to} in {:.2} s (new backend ready after {:.2} s)",
+                            t0.elapsed().as_secs_f64(),
+                            r.ready_after.as_secs_f64()
+                        )),
+                        Err(e) => self.event(&format!(
+                            "placement: the move to {to} failed: {}",
+                            crate::bench::error_chain(&e)
+                        )),
+                    }
+                    // Windows before the move describe the old platform.
+                    history.clear();
+                }
+            }
+        }
+    }
+
+    async fn note_decision(&self, reason: &str) {
+        let mut cur = self.state.lock().await;
+        if let Some(a) = cur.record.auto.as_mut() {
+            a.last_decision = Some(reason.to_string());
+            self.save(&cur);
+        }
     }
 
     /// Stops the front and removes every backend; the record stays, stopped.
