@@ -15,6 +15,8 @@ pub enum BenchError {
     InvalidShape { reason: String },
     #[error("unknown policy `{value}`; expected one of: {expected}")]
     UnknownPolicy { value: String, expected: String },
+    #[error("invalid latency objective `{value}`: {reason} (write it like p99=20ms, p50=5ms, p99=1.5s or max=200ms)")]
+    InvalidSlo { value: String, reason: String },
     #[error("cannot summarise {what}: {reason}")]
     InvalidSamples { what: String, reason: String },
     #[error("{probe} was not ready after {waited:.2?} ({attempts} attempts; last: {last})")]

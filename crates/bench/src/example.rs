@@ -8,8 +8,8 @@ use bakeoff_spec::Platform;
 
 use crate::{
     recommend, Accelerator, AppInfo, Conditions, ErrorCounts, HostInfo, ImageSize, LatencyMs,
-    LoadShape, LoadStats, MemoryStats, PlatformReport, Policy, Report, Stat, Verdict,
-    SCHEMA_VERSION,
+    LatencySummary, LoadShape, LoadStats, MemoryStats, PlatformReport, Policy, Report, Slo, Stat,
+    Sweep, SweepPoint, Verdict, SCHEMA_VERSION,
 };
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -52,6 +52,37 @@ fn load(rps: &[f64], latency_ms: LatencyMs, errors: ErrorCounts, non_2xx: u64) -
         req_per_sec: stat(rps),
         latency_ms: Some(latency_ms),
     }
+}
+
+/// One sweep point: (offered, achieved, p50 ms, p90 ms, p99 ms, max ms, errors, memory MiB).
+type Point = (f64, f64, f64, f64, f64, f64, u64, f64);
+
+fn sweep(points: &[Point]) -> Sweep {
+    let us = |ms: f64| (ms * 1000.0).round() as u64;
+    let points = points
+        .iter()
+        .map(
+            |&(offered, achieved, p50, p90, p99, max, errors, mem)| SweepPoint {
+                offered_rate: offered,
+                achieved_rate: achieved,
+                latency: LatencySummary {
+                    min_us: us(p50 / 4.0),
+                    mean_us: p50 * 1100.0,
+                    stdev_us: p90 * 400.0,
+                    p50_us: us(p50),
+                    p75_us: us((p50 + p90) / 2.0),
+                    p90_us: us(p90),
+                    p99_us: us(p99),
+                    p999_us: us((p99 + max) / 2.0),
+                    max_us: us(max),
+                },
+                errors,
+                memory_bytes: Some((mem * MIB) as u64),
+            },
+        )
+        .collect();
+    let slo: Slo = "p99=20ms".parse().unwrap_or_default();
+    Sweep::new(slo, 5.0, 16, points)
 }
 
 /// The verdicts of `bakeoff check` that go with [`report`].
@@ -108,23 +139,55 @@ pub fn report() -> Report {
     docker
         .notes
         .push("published through docker-proxy on 127.0.0.1".into());
+    docker.sweep = Some(sweep(&[
+        (100.0, 100.0, 0.41, 0.62, 0.95, 2.1, 0, 1.9),
+        (1_000.0, 999.8, 0.45, 0.70, 1.10, 3.4, 0, 2.0),
+        (5_000.0, 4_998.0, 0.58, 0.91, 1.70, 6.2, 0, 2.2),
+        (20_000.0, 18_650.0, 9.8, 41.0, 88.0, 160.0, 0, 2.6),
+    ]));
 
     let mut qemu = PlatformReport::measured(
         Platform::Qemu,
         Conditions {
-            vmm_flags: vec![
-                "-M microvm".into(),
-                "-accel tcg".into(),
-                "-m 128".into(),
-                "-smp 1".into(),
-                "-append \"console=ttyS0 tsc=reliable quiet\"".into(),
-                "-netdev user,hostfwd=tcp:127.0.0.1:18081-:8080".into(),
-            ],
+            // As the runtime records it: the VMM's argv, one token per entry.
+            vmm_flags: [
+                "qemu-system-x86_64",
+                "-M",
+                "microvm,x-option-roms=off,isa-serial=on,rtc=off",
+                "-accel",
+                "tcg",
+                "-cpu",
+                "max",
+                "-m",
+                "128",
+                "-smp",
+                "1",
+                "-nodefaults",
+                "-no-user-config",
+                "-nographic",
+                "-kernel",
+                "/var/lib/bakeoff/kernels/vmlinuz-6.1.0-28-amd64",
+                "-initrd",
+                "/var/lib/bakeoff/images/hello/initramfs.cpio.gz",
+                "-append",
+                "console=ttyS0 reboot=t panic=-1 tsc=reliable quiet",
+                "-netdev",
+                "user,id=n0,hostfwd=tcp:127.0.0.1:18081-:8080",
+                "-device",
+                "virtio-net-device,netdev=n0",
+                "-serial",
+                "stdio",
+            ]
+            .map(String::from)
+            .to_vec(),
             cpus: Some(1.0),
             memory_bytes: Some(128 << 20),
             kernel: Some("6.1.0-28-amd64 (Debian)".into()),
             versions: versions(&[("qemu", "7.2.15")]),
-            ..Conditions::vm(Accelerator::Tcg, "hello.microvm (vmlinux + initramfs)")
+            ..Conditions::vm(
+                Accelerator::Tcg,
+                "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            )
         },
     );
     qemu.image_size = Some(ImageSize {
@@ -156,6 +219,16 @@ pub fn report() -> Report {
     qemu.notes.push(
         "KVM was unusable (the probe guest hung after real-mode setup); fell back to TCG".into(),
     );
+    qemu.sweep = Some(sweep(&[
+        (100.0, 100.0, 1.9, 3.1, 5.2, 12.0, 0, 181.0),
+        (1_000.0, 999.1, 2.6, 4.4, 8.9, 21.0, 0, 182.5),
+        (
+            5_000.0, 2_960.0, 610.0, 1_450.0, 2_100.0, 2_480.0, 14, 186.0,
+        ),
+        (
+            20_000.0, 2_890.0, 2_950.0, 4_100.0, 4_800.0, 5_000.0, 2_310, 190.2,
+        ),
+    ]));
 
     let mut rumprun = PlatformReport::measured(
         Platform::Rumprun,
@@ -221,6 +294,7 @@ pub fn report() -> Report {
             keepalive: true,
             warmup: Duration::from_secs(1),
             max_requests: None,
+            rate: None,
         },
         runs_per_platform: 5,
         policy: Policy::Balanced,

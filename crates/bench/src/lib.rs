@@ -1,7 +1,10 @@
 //! bakeoff's measuring and reporting library.
 //!
 //! - [`load`]: a fast HTTP/1.1 load generator (fixed concurrent connections, keep-alive or not,
-//!   bounded in time and in requests) with an HDR latency histogram;
+//!   closed loop or open loop at a fixed rate, bounded in time and in requests) with an HDR
+//!   latency histogram;
+//! - [`Slo`]: a latency objective such as `p99=20ms`; [`Sweep`]: latency against offered rate,
+//!   and the highest rate sustained within an objective;
 //! - [`wait_ready`]: polls an address until the app really answers (launch-to-ready);
 //! - [`Report`]: the stable JSON record of one bench, with [`Stat`] summaries of N runs;
 //! - [`recommend`]: picks a platform for a [`Policy`], with reasons in words;
@@ -18,18 +21,20 @@ mod ready;
 mod recommend;
 mod render;
 mod report;
+mod slo;
 mod stat;
 
 pub use error::BenchError;
 pub use load::{
     load, ErrorCounts, LatencySummary, LoadResult, LoadShape, LoadTarget, MAX_CONNECTIONS,
-    MAX_DURATION, MAX_REQUESTS, REQUEST_TIMEOUT,
+    MAX_DURATION, MAX_RATE, MAX_REQUESTS, REQUEST_TIMEOUT,
 };
 pub use ready::{wait_ready, Probe, TCP_HOLD};
 pub use recommend::{recommend, Policy, Recommendation, Verdict, BALANCED_WEIGHTS};
 pub use render::{html, markdown, write_outputs, OutputPaths};
 pub use report::{
-    Accelerator, AppInfo, Conditions, HostInfo, ImageSize, LatencyMs, LoadStats, MemoryStats,
-    PlatformReport, Report, Status, SCHEMA_VERSION,
+    sustainable_rate, Accelerator, AppInfo, Conditions, HostInfo, ImageSize, LatencyMs, LoadStats,
+    MemoryStats, PlatformReport, Report, Status, Sweep, SweepPoint, SCHEMA_VERSION,
 };
+pub use slo::{Quantile, Slo};
 pub use stat::Stat;

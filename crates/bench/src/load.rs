@@ -1,5 +1,12 @@
 //! The HTTP/1.1 load generator: a fixed number of connections, each sending GET requests back to
-//! back, for a fixed time and at most a fixed number of requests.
+//! back (closed loop) or on a fixed schedule (open loop, [`LoadShape::rate`]), for a fixed time
+//! and at most a fixed number of requests.
+//!
+//! In the open loop each request has an intended send time, and its latency is measured from
+//! that time, not from when it could actually be sent: a server that stalls for a second makes
+//! every request scheduled during the stall late, and that lateness is part of their latency
+//! (the coordinated-omission correction of wrk2). A closed loop hides it: its connections just
+//! wait, and only the one request per connection in flight sees the stall.
 //!
 //! It runs on its own thread(s), each with a single-threaded tokio runtime (like `wrk -t1`), so it
 //! measures the same way whatever runtime the caller uses and never blocks it.
@@ -28,6 +35,8 @@ pub const MAX_DURATION: Duration = Duration::from_secs(3600);
 pub const MAX_REQUESTS: u64 = 10_000_000;
 /// A request without a complete response after this long counts as a timeout.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most this many requests per second in an open-loop run.
+pub const MAX_RATE: f64 = 1_000_000.0;
 /// The shortest run that gives meaningful rates.
 const MIN_DURATION: Duration = Duration::from_millis(10);
 /// Bytes read at once; the buffer grows up to the largest accepted response head.
@@ -102,7 +111,7 @@ impl LoadTarget {
 }
 
 /// How much load: bounded in time and in requests.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadShape {
     /// Concurrent connections, 1 to [`MAX_CONNECTIONS`].
     pub connections: u32,
@@ -117,6 +126,12 @@ pub struct LoadShape {
     pub warmup: Duration,
     /// Stop after this many measured requests (never more than [`MAX_REQUESTS`]).
     pub max_requests: Option<u64>,
+    /// Open loop: this many requests per second in total, spread evenly over the connections,
+    /// each on a fixed schedule, latency measured from each request's intended send time.
+    /// `None`: closed loop, every connection sends its next request as soon as the last one
+    /// is answered.
+    #[serde(default)]
+    pub rate: Option<f64>,
 }
 
 impl Default for LoadShape {
@@ -127,6 +142,7 @@ impl Default for LoadShape {
             keepalive: true,
             warmup: Duration::from_secs(1),
             max_requests: None,
+            rate: None,
         }
     }
 }
@@ -155,12 +171,28 @@ impl LoadShape {
             ));
         }
         match self.max_requests {
-            Some(0) => err("max_requests must be at least 1 (or unset)".to_string()),
-            Some(n) if n > MAX_REQUESTS => err(format!(
-                "max_requests must be at most {MAX_REQUESTS}, got {n}"
+            Some(0) => return err("max_requests must be at least 1 (or unset)".to_string()),
+            Some(n) if n > MAX_REQUESTS => {
+                return err(format!(
+                    "max_requests must be at most {MAX_REQUESTS}, got {n}"
+                ))
+            }
+            _ => {}
+        }
+        match self.rate {
+            Some(r) if !(r.is_finite() && r > 0.0 && r <= MAX_RATE) => err(format!(
+                "the rate must be a number of requests per second above 0 and at most {MAX_RATE}, got {r}"
             )),
             _ => Ok(()),
         }
+    }
+
+    /// The time between two requests of one connection in an open-loop run.
+    fn interval(&self) -> Option<Duration> {
+        self.rate.map(|r| {
+            Duration::try_from_secs_f64(f64::from(self.connections) / r)
+                .map_or(MAX_DURATION, |d| d.min(MAX_DURATION))
+        })
     }
 
     /// The request budget: `max_requests` or the hard cap.
@@ -279,6 +311,8 @@ pub struct LoadResult {
     pub histogram: Histogram<u64>,
     /// The run ended because the request budget was used, before the duration elapsed.
     pub capped: bool,
+    /// The open-loop rate asked for ([`LoadShape::rate`]); `None` for a closed loop.
+    pub offered_rate: Option<f64>,
 }
 
 /// Sends load to `target` as `shape` says and measures it. Failed requests are counted in
@@ -361,10 +395,17 @@ struct Shared {
     addr: SocketAddr,
     request: Vec<u8>,
     keepalive: bool,
+    start: Instant,
     measure_from: Instant,
     end: Instant,
+    /// Open loop: the time between two sends of one connection.
+    interval: Option<Duration>,
+    /// Open loop: the connections' start offsets are spread over one interval.
+    connections: u32,
     cap: u64,
     issued: AtomicU64,
+    /// Hands out connection indexes across threads (for the open-loop offsets).
+    slot: std::sync::atomic::AtomicU32,
     cancel: Arc<AtomicBool>,
 }
 
@@ -413,10 +454,14 @@ fn run(
         addr: target.addr,
         request: target.request(shape.keepalive),
         keepalive: shape.keepalive,
+        start,
         measure_from,
         end: measure_from + shape.duration,
+        interval: shape.interval(),
+        connections: shape.connections,
         cap: shape.request_cap(),
         issued: AtomicU64::new(0),
+        slot: std::sync::atomic::AtomicU32::new(0),
         cancel,
     });
     let per_thread: Vec<u32> = (0..threads as u32)
@@ -472,6 +517,7 @@ fn run(
         latency: LatencySummary::from_histogram(&total.hist),
         histogram: total.hist,
         capped: shared.issued.load(Ordering::Relaxed) >= shared.cap,
+        offered_rate: shape.rate,
     })
 }
 
@@ -483,7 +529,8 @@ fn run_thread(shared: Arc<Shared>, connections: u32) -> Result<Tally, BenchError
     let tally = Rc::new(RefCell::new(Tally::new()?));
     let local = tokio::task::LocalSet::new();
     for _ in 0..connections {
-        local.spawn_local(connection(shared.clone(), tally.clone()));
+        let index = shared.slot.fetch_add(1, Ordering::Relaxed);
+        local.spawn_local(connection(shared.clone(), tally.clone(), index));
     }
     rt.block_on(local);
     drop(rt);
@@ -500,31 +547,50 @@ enum Failure {
     Protocol,
 }
 
-/// One connection slot: requests back to back until the end, the budget, or cancellation.
-async fn connection(shared: Arc<Shared>, tally: Rc<RefCell<Tally>>) {
+/// One connection slot: requests back to back (or, in the open loop, each at its intended time)
+/// until the end, the budget, or cancellation.
+async fn connection(shared: Arc<Shared>, tally: Rc<RefCell<Tally>>, index: u32) {
     let mut conn = Conn {
         stream: None,
         buf: vec![0; READ_BUFFER],
     };
+    // Open loop: the intended send time of the next request; connection `index` starts
+    // `index / connections` of an interval after the others, so that sends are spread evenly.
+    let mut scheduled = shared
+        .interval
+        .map(|i| shared.start + i.mul_f64(f64::from(index) / f64::from(shared.connections.max(1))));
     let mut now = Instant::now();
     loop {
+        if let Some(at) = scheduled {
+            if at >= shared.end {
+                break;
+            }
+            if at > now {
+                tokio::time::sleep_until(at).await;
+                now = Instant::now();
+            }
+        }
         if now >= shared.end || shared.cancel.load(Ordering::Relaxed) {
             break;
         }
-        let measured = now >= shared.measure_from;
+        // Latency is counted from the intended send time when there is one.
+        let started = scheduled.unwrap_or(now);
+        let measured = started >= shared.measure_from;
         if measured && !shared.ticket() {
             break;
         }
+        if let (Some(at), Some(i)) = (scheduled.as_mut(), shared.interval) {
+            *at += i;
+        }
         let timeout_at = now + REQUEST_TIMEOUT;
         let deadline = timeout_at.min(shared.end);
-        let started = now;
         let result = tokio::time::timeout_at(deadline, conn.request(&shared)).await;
         now = Instant::now();
         let mut t = tally.borrow_mut();
         match result {
             Ok(Ok((status, bytes))) => {
                 if measured {
-                    let us = now.duration_since(started).as_micros() as u64;
+                    let us = now.saturating_duration_since(started).as_micros() as u64;
                     t.hist.saturating_record(us.max(1));
                     if (200..300).contains(&status) {
                         t.ok += 1;
@@ -642,6 +708,7 @@ mod tests {
             keepalive: true,
             warmup: Duration::ZERO,
             max_requests: None,
+            rate: None,
         }
     }
 
@@ -696,6 +763,27 @@ mod tests {
                     ..shape()
                 },
                 "invalid load shape: max_requests must be at most 10000000, got 10000001",
+            ),
+            (
+                LoadShape {
+                    rate: Some(0.0),
+                    ..shape()
+                },
+                "invalid load shape: the rate must be a number of requests per second above 0 and at most 1000000, got 0",
+            ),
+            (
+                LoadShape {
+                    rate: Some(f64::NAN),
+                    ..shape()
+                },
+                "invalid load shape: the rate must be a number of requests per second above 0 and at most 1000000, got NaN",
+            ),
+            (
+                LoadShape {
+                    rate: Some(2e6),
+                    ..shape()
+                },
+                "invalid load shape: the rate must be a number of requests per second above 0 and at most 1000000, got 2000000",
             ),
         ];
         for (s, msg) in cases {
@@ -776,10 +864,21 @@ mod tests {
         .unwrap();
         assert_eq!(
             json,
-            r#"{"connections":4,"duration_seconds":1.0,"keepalive":true,"warmup_seconds":0.5,"max_requests":null}"#
+            r#"{"connections":4,"duration_seconds":1.0,"keepalive":true,"warmup_seconds":0.5,"max_requests":null,"rate":null}"#
         );
         let back: LoadShape = serde_json::from_str(&json).unwrap();
         assert_eq!(back.warmup, Duration::from_millis(500));
+        // Shapes written before open-loop load read back as closed loop.
+        let old: LoadShape = serde_json::from_str(&json.replace(r#","rate":null"#, "")).unwrap();
+        assert_eq!(old.rate, None);
+        assert_eq!(
+            LoadShape {
+                rate: Some(200.0),
+                ..shape()
+            }
+            .interval(),
+            Some(Duration::from_millis(20))
+        );
         assert!(serde_json::from_str::<LoadShape>(&json.replace("0.5", "-1")).is_err());
     }
 

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use bakeoff_spec::Platform;
 use serde::{Deserialize, Serialize};
 
-use crate::{BenchError, ErrorCounts, LoadResult, LoadShape, Policy, Recommendation, Stat};
+use crate::{
+    BenchError, ErrorCounts, LatencySummary, LoadResult, LoadShape, Policy, Recommendation, Slo,
+    Stat,
+};
 
 /// Bumped whenever a field is renamed or removed, or changes meaning. Adding optional fields
 /// does not bump it.
@@ -130,6 +133,9 @@ pub struct PlatformReport {
     pub load: Option<LoadStats>,
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Latency against offered rate (`bench --sweep`), when swept.
+    #[serde(default)]
+    pub sweep: Option<Sweep>,
 }
 
 impl PlatformReport {
@@ -144,6 +150,7 @@ impl PlatformReport {
             memory: None,
             load: None,
             notes: Vec::new(),
+            sweep: None,
         }
     }
 
@@ -388,6 +395,87 @@ impl LoadStats {
     }
 }
 
+/// Open-loop load at one offered rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepPoint {
+    /// Requests per second asked for.
+    pub offered_rate: f64,
+    /// Complete responses per second measured.
+    pub achieved_rate: f64,
+    /// Latency from each request's intended send time.
+    pub latency: LatencySummary,
+    /// Requests without a complete response.
+    pub errors: u64,
+    /// The container's cgroup usage or the VMM's RSS at the end of the point, when measured.
+    pub memory_bytes: Option<u64>,
+}
+
+impl SweepPoint {
+    /// Whether this point counts as sustained: within the objective, no errors, and at least
+    /// [`SUSTAINED_SHARE`] of the offered rate achieved.
+    pub fn sustains(&self, slo: &Slo) -> bool {
+        self.errors == 0
+            && self.achieved_rate >= SUSTAINED_SHARE * self.offered_rate
+            && slo.met_by(&self.latency)
+    }
+}
+
+/// The share of the offered rate a point must achieve to count as sustained.
+pub const SUSTAINED_SHARE: f64 = 0.95;
+
+/// A platform's latency against offered rate, with the highest rate sustained within an
+/// objective.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sweep {
+    pub slo: Slo,
+    /// Measured seconds per point.
+    pub duration_seconds: f64,
+    pub connections: u32,
+    /// By offered rate, ascending.
+    pub points: Vec<SweepPoint>,
+    /// See [`sustainable_rate`]; `None` when no point is sustained.
+    pub sustainable_rate: Option<f64>,
+}
+
+impl Sweep {
+    /// Sorts the points by offered rate and computes the sustainable rate.
+    pub fn new(
+        slo: Slo,
+        duration_seconds: f64,
+        connections: u32,
+        mut points: Vec<SweepPoint>,
+    ) -> Sweep {
+        points.sort_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate));
+        let sustainable_rate = sustainable_rate(&points, &slo);
+        Sweep {
+            slo,
+            duration_seconds,
+            connections,
+            points,
+            sustainable_rate,
+        }
+    }
+
+    /// The point with the smallest offered rate at or above `rate`: what the platform did at
+    /// the first measured load no lighter than `rate`. `None` when `rate` exceeds every point.
+    pub fn at(&self, rate: f64) -> Option<&SweepPoint> {
+        self.points
+            .iter()
+            .filter(|p| p.offered_rate >= rate)
+            .min_by(|a, b| a.offered_rate.total_cmp(&b.offered_rate))
+    }
+}
+
+/// The highest offered rate whose point meets the objective with no errors and achieves at
+/// least 95 % of what was offered; the points may come in any order. `None` when none does.
+pub fn sustainable_rate(points: &[SweepPoint], slo: &Slo) -> Option<f64> {
+    points
+        .iter()
+        .filter(|p| p.sustains(slo))
+        .map(|p| p.offered_rate)
+        .max_by(f64::total_cmp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +499,7 @@ mod tests {
             latency: LatencySummary::from_histogram(&h),
             histogram: h,
             capped: false,
+            offered_rate: None,
         }
     }
 
@@ -507,6 +596,118 @@ mod tests {
         let json = serde_json::to_string_pretty(&report).unwrap();
         let back: Report = serde_json::from_str(&json).unwrap();
         assert_eq!(back, report);
+    }
+
+    fn point(offered: f64, achieved: f64, p99_ms: u64, errors: u64) -> SweepPoint {
+        SweepPoint {
+            offered_rate: offered,
+            achieved_rate: achieved,
+            latency: LatencySummary {
+                min_us: 50,
+                p50_us: 200,
+                p90_us: p99_ms * 500,
+                p99_us: p99_ms * 1000,
+                max_us: p99_ms * 2000,
+                ..LatencySummary::default()
+            },
+            errors,
+            memory_bytes: Some(10 << 20),
+        }
+    }
+
+    #[test]
+    fn sustainable_rate_is_the_highest_point_within_the_objective() {
+        let slo: Slo = "p99=20ms".parse().unwrap();
+        let cases: [(&str, Vec<SweepPoint>, Option<f64>); 7] = [
+            ("no points", vec![], None),
+            (
+                "all within, any order",
+                vec![
+                    point(1000.0, 1000.0, 5, 0),
+                    point(100.0, 100.0, 1, 0),
+                    point(500.0, 499.0, 3, 0),
+                ],
+                Some(1000.0),
+            ),
+            (
+                "the top rate is too slow",
+                vec![point(100.0, 100.0, 1, 0), point(1000.0, 1000.0, 21, 0)],
+                Some(100.0),
+            ),
+            (
+                "the top rate has errors",
+                vec![point(100.0, 100.0, 1, 0), point(1000.0, 1000.0, 2, 1)],
+                Some(100.0),
+            ),
+            (
+                "the top rate achieves under 95 %",
+                vec![point(100.0, 100.0, 1, 0), point(1000.0, 940.0, 2, 0)],
+                Some(100.0),
+            ),
+            (
+                "exactly 95 % counts",
+                vec![point(100.0, 100.0, 1, 0), point(1000.0, 950.0, 2, 0)],
+                Some(1000.0),
+            ),
+            (
+                "nothing within the objective",
+                vec![point(100.0, 100.0, 30, 0), point(1000.0, 1000.0, 90, 0)],
+                None,
+            ),
+        ];
+        for (name, points, want) in cases {
+            assert_eq!(sustainable_rate(&points, &slo), want, "{name}");
+            assert_eq!(
+                Sweep::new(slo, 5.0, 16, points).sustainable_rate,
+                want,
+                "{name}"
+            );
+        }
+        // A non-monotonic profile: the highest sustained point counts, even above a failing one.
+        let bumpy = [
+            point(100.0, 100.0, 1, 0),
+            point(200.0, 200.0, 40, 0),
+            point(400.0, 400.0, 5, 0),
+        ];
+        assert_eq!(sustainable_rate(&bumpy, &slo), Some(400.0));
+    }
+
+    #[test]
+    fn sweep_at_is_the_first_point_no_lighter_than_the_rate() {
+        let s = Sweep::new(
+            Slo::default(),
+            5.0,
+            16,
+            vec![
+                point(5000.0, 4000.0, 90, 0),
+                point(100.0, 100.0, 1, 0),
+                point(1000.0, 1000.0, 4, 0),
+            ],
+        );
+        assert_eq!(
+            s.points.iter().map(|p| p.offered_rate).collect::<Vec<_>>(),
+            [100.0, 1000.0, 5000.0]
+        );
+        let at = |r: f64| s.at(r).map(|p| p.offered_rate);
+        assert_eq!(at(0.0), Some(100.0));
+        assert_eq!(at(100.0), Some(100.0));
+        assert_eq!(at(100.5), Some(1000.0));
+        assert_eq!(at(1000.0), Some(1000.0));
+        assert_eq!(at(4999.0), Some(5000.0));
+        assert_eq!(at(5000.1), None);
+        assert_eq!(Sweep::new(Slo::default(), 5.0, 16, vec![]).at(1.0), None);
+    }
+
+    #[test]
+    fn reports_without_a_sweep_still_read() {
+        let report = crate::example::report();
+        let mut json = serde_json::to_value(&report).unwrap();
+        for p in json["platforms"].as_array_mut().unwrap() {
+            p.as_object_mut().unwrap().remove("sweep");
+        }
+        json["load_shape"].as_object_mut().unwrap().remove("rate");
+        let back: Report = serde_json::from_value(json).unwrap();
+        assert!(back.platforms.iter().all(|p| p.sweep.is_none()));
     }
 
     #[test]

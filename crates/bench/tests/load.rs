@@ -108,6 +108,7 @@ fn shape(connections: u32, ms: u64) -> LoadShape {
         keepalive: true,
         warmup: Duration::ZERO,
         max_requests: None,
+        rate: None,
     }
 }
 
@@ -415,4 +416,135 @@ fn a_low_soft_open_files_limit_is_raised() {
         let r = load(LoadTarget::new(server.addr), s).await.unwrap();
         assert_eq!((r.requests, r.errors.total()), (2_000, 0), "{:?}", r.errors);
     });
+}
+
+/// A server that answers at once, except that every request arriving in the second second
+/// after it started is held until the end of that second: it stalls for one second, once.
+async fn stalling_server() -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicU64::new(0));
+    let connections = Arc::new(AtomicU64::new(0));
+    let (req, conns) = (requests.clone(), connections.clone());
+    let born = tokio::time::Instant::now();
+    let (stall_from, stall_until) = (born + Duration::from_secs(1), born + Duration::from_secs(2));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            conns.fetch_add(1, Ordering::Relaxed);
+            let req = req.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut filled = 0;
+                loop {
+                    while let Some(end) = buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+                        req.fetch_add(1, Ordering::Relaxed);
+                        buf.copy_within(end + 4..filled, 0);
+                        filled -= end + 4;
+                        let now = tokio::time::Instant::now();
+                        if now >= stall_from && now < stall_until {
+                            tokio::time::sleep_until(stall_until).await;
+                        }
+                        if s.write_all(OK).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut buf[filled..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => filled += k,
+                    }
+                }
+            });
+        }
+    });
+    Server {
+        addr,
+        requests,
+        connections,
+        task,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn open_loop_latency_includes_a_stall_that_the_closed_loop_hides() {
+    // Open loop: 200 req/s for 3 s; the requests meant to go out during the 1-s stall wait for
+    // it, and their latency counts from when they were meant to go out.
+    let server = stalling_server().await;
+    let open = load(
+        LoadTarget::new(server.addr),
+        LoadShape {
+            rate: Some(200.0),
+            max_requests: Some(10_000),
+            ..shape(4, 3000)
+        },
+    )
+    .await
+    .unwrap();
+    drop(server);
+    // Closed loop, same scenario: each connection has one request in the stall, among thousands.
+    let server = stalling_server().await;
+    let closed = load(
+        LoadTarget::new(server.addr),
+        LoadShape {
+            max_requests: Some(500_000),
+            ..shape(4, 3000)
+        },
+    )
+    .await
+    .unwrap();
+    drop(server);
+
+    let (o, c) = (open.latency, closed.latency);
+    eprintln!(
+        "open loop: {} requests, p50 {} µs, p99 {} µs, max {} µs; closed loop: {} requests, p50 {} µs, p99 {} µs, max {} µs",
+        open.requests, o.p50_us, o.p99_us, o.max_us, closed.requests, c.p50_us, c.p99_us, c.max_us
+    );
+    assert_eq!(open.offered_rate, Some(200.0));
+    assert_eq!(closed.offered_rate, None);
+    assert_eq!(open.errors.total() + closed.errors.total(), 0);
+    assert!(c.max_us >= 900_000, "the closed loop met the stall too");
+    assert!(
+        o.p99_us >= 900_000,
+        "open-loop p99 {} µs misses the 1-s stall",
+        o.p99_us
+    );
+    assert!(
+        o.p90_us >= 100_000,
+        "a third of the open-loop requests were late"
+    );
+    assert!(
+        c.p99_us * 4 < o.p99_us,
+        "closed-loop p99 {} µs should hide the stall next to the open loop's {} µs",
+        c.p99_us,
+        o.p99_us
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn open_loop_achieved_rate_tracks_the_offered_rate() {
+    let server = serve(|_| Action::Respond(OK)).await;
+    let r = load(
+        LoadTarget::new(server.addr),
+        LoadShape {
+            rate: Some(200.0),
+            max_requests: Some(10_000),
+            ..shape(4, 2000)
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "{} requests in {:?}: {:.1} req/s, p99 {} µs",
+        r.requests, r.elapsed, r.req_per_sec, r.latency.p99_us
+    );
+    assert_eq!(r.errors.total(), 0);
+    assert!(
+        (180.0..=220.0).contains(&r.req_per_sec),
+        "offered 200 req/s, achieved {:.1}",
+        r.req_per_sec
+    );
+    assert!((360..=440).contains(&r.requests), "{} requests", r.requests);
+    assert!(server.requests.load(Ordering::Relaxed) >= r.requests);
 }

@@ -94,6 +94,7 @@ fn load_is_within_ten_percent_of_wrk() {
             keepalive: true,
             warmup: Duration::ZERO,
             max_requests: None,
+            rate: None,
         };
         let r = rt.block_on(load(LoadTarget::new(addr), shape)).unwrap();
         assert_eq!(r.errors.total(), 0, "{:?}", r.errors);

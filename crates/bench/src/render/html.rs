@@ -84,8 +84,12 @@ struct Row {
 }
 
 const CHART_W: f64 = 600.0;
-const PLOT_X0: f64 = 132.0;
-const PLOT_X1: f64 = 405.0;
+/// The bars span most of the chart; each value is written at the end of its bar.
+const PLOT_X0: f64 = 110.0;
+const PLOT_X1: f64 = 594.0;
+/// The narrowest bar drawn for a positive value, so that a small figure beside a large one
+/// stays visible (its value is written next to it).
+const MIN_BAR: f64 = 6.0;
 const TOP: f64 = 26.0;
 const ROW_H: f64 = 40.0;
 
@@ -175,10 +179,10 @@ fn bar_chart(id: &str, title: &str, unit: &str, rows: &[Row]) -> String {
                 s,
                 r##"<rect x="{PLOT_X0}" y="{y:.1}" width="{w:.1}" height="10" fill="{fill}" fill-opacity="0.45" class="bar2"/>"##,
                 y = cy - 11.0,
-                w = (x(sec) - PLOT_X0).max(1.0)
+                w = (x(sec) - PLOT_X0).max(MIN_BAR)
             );
         }
-        let w = (x(value) - PLOT_X0).max(1.0);
+        let w = (x(value) - PLOT_X0).max(MIN_BAR);
         let _ = write!(
             s,
             r##"<rect x="{PLOT_X0}" y="{bar_y:.1}" width="{w:.1}" height="{bar_h}" fill="{fill}" class="bar"/>"##
@@ -199,11 +203,28 @@ fn bar_chart(id: &str, title: &str, unit: &str, rows: &[Row]) -> String {
                 b = wy + 6.0
             );
         }
+        // After the bar (and its whisker), or inside the bar when there is no room after it.
+        let end = (PLOT_X0 + w).max(r.spread.map_or(0.0, |(_, hi)| x(hi)));
+        let text_w = 6.6 * r.label.chars().count() as f64;
+        let (tx, anchor) = if end + 8.0 + text_w <= CHART_W - 2.0 {
+            (end + 8.0, "start")
+        } else {
+            // On a light plate, so that it reads over a hatched bar.
+            let tx = PLOT_X0 + w - 8.0;
+            let _ = write!(
+                s,
+                r##"<rect x="{px:.1}" y="{py:.1}" width="{pw:.1}" height="16" rx="3" class="plate"/>"##,
+                px = tx - text_w - 4.0,
+                py = bar_y + bar_h / 2.0 - 8.0,
+                pw = text_w + 8.0
+            );
+            (tx, "end")
+        };
+        let class = "value";
         let _ = write!(
             s,
-            r##"<text x="{tx}" y="{ty:.1}" class="value">{label}</text>"##,
-            tx = PLOT_X1 + 8.0,
-            ty = cy + 4.5,
+            r##"<text x="{tx:.1}" y="{ty:.1}" class="{class}" text-anchor="{anchor}">{label}</text>"##,
+            ty = bar_y + bar_h / 2.0 + 4.0,
             label = esc(&r.label)
         );
     }
@@ -286,7 +307,7 @@ fn size_chart(report: &Report) -> String {
                 .image_size
                 .map_or(String::new(), |s| match s.compressed_bytes {
                     Some(c) => format!(
-                        "{} ({} packed)",
+                        "{} uncompressed, {} compressed",
                         format::bytes(s.bytes as f64),
                         format::bytes(c as f64)
                     ),
@@ -478,6 +499,171 @@ fn distribution_chart(report: &Report) -> String {
     s
 }
 
+/// Decades [lo, hi] (powers of ten) covering the positive values, at least one decade wide.
+fn decades(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if hi <= 0.0 {
+        return None;
+    }
+    let lo = lo.log10().floor();
+    let hi = hi.log10().ceil().max(lo + 1.0);
+    Some((lo, hi))
+}
+
+/// Log-scale ticks 1, 2, 5 × 10^d (only 1 × 10^d over more than two decades).
+fn log_ticks(lo: f64, hi: f64) -> Vec<(f64, bool)> {
+    let few = hi - lo <= 2.0;
+    let mut out = Vec::new();
+    let mut d = lo;
+    while d <= hi {
+        for m in [1.0, 2.0, 5.0] {
+            let v = m * 10f64.powf(d);
+            if (m == 1.0 || few) && v.log10() <= hi + 1e-9 {
+                out.push((v, m == 1.0));
+            }
+        }
+        d += 1.0;
+    }
+    out
+}
+
+/// Latency against offered rate for one platform, both axes logarithmic: p50 (light) and p99
+/// (dark) lines, the objective as a horizontal dashed line, the sustainable rate as a vertical
+/// marker. Points not sustained (errors, or under 95 % of the offered rate) are hollow.
+fn sweep_chart(p: &PlatformReport, sw: &crate::Sweep) -> String {
+    let (w, h) = (CHART_W, 300.0);
+    let (x0, x1, y0, y1) = (64.0, w - 20.0, 22.0, h - 40.0);
+    let id = format!("chart-sweep-{}", p.platform);
+    let mut s = format!(
+        r##"<svg class="chart sweep" id="{id}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="latency against offered rate on {name}">"##,
+        name = p.platform
+    );
+    let ms = |us: u64| us as f64 / 1000.0;
+    let pts: Vec<&crate::SweepPoint> = sw
+        .points
+        .iter()
+        .filter(|pt| pt.offered_rate > 0.0 && pt.latency.max_us > 0)
+        .collect();
+    let slo_ms = sw.slo.limit.as_secs_f64() * 1000.0;
+    let xd = decades(pts.iter().map(|pt| pt.offered_rate));
+    let yd = decades(
+        pts.iter()
+            .flat_map(|pt| [ms(pt.latency.p50_us), ms(pt.latency.p99_us)])
+            .chain([slo_ms]),
+    );
+    let (Some((xlo, xhi)), Some((ylo, yhi))) = (xd, yd) else {
+        let _ = write!(
+            s,
+            r##"<text x="{x0}" y="{ty}" class="missing">no sweep point has latency figures</text></svg>"##,
+            ty = h / 2.0
+        );
+        return s;
+    };
+    let x = |v: f64| x0 + (x1 - x0) * ((v.log10() - xlo) / (xhi - xlo)).clamp(0.0, 1.0);
+    let y = |v: f64| y1 - (y1 - y0) * ((v.max(1e-9).log10() - ylo) / (yhi - ylo)).clamp(0.0, 1.0);
+    for (v, major) in log_ticks(ylo, yhi) {
+        let gy = y(v);
+        let _ = write!(
+            s,
+            r##"<line x1="{x0}" y1="{gy:.1}" x2="{x1}" y2="{gy:.1}" class="grid{minor}"/><text x="{tx}" y="{ty:.1}" class="tick" text-anchor="end">{label}</text>"##,
+            minor = if major { "" } else { " minor" },
+            tx = x0 - 8.0,
+            ty = gy + 4.0,
+            label = esc(&ms_tick(v))
+        );
+    }
+    for (v, major) in log_ticks(xlo, xhi) {
+        let gx = x(v);
+        let _ = write!(
+            s,
+            r##"<line x1="{gx:.1}" y1="{y0}" x2="{gx:.1}" y2="{y1}" class="grid{minor}"/><text x="{gx:.1}" y="{ty}" class="tick" text-anchor="middle">{label}</text>"##,
+            minor = if major { "" } else { " minor" },
+            ty = y1 + 16.0,
+            label = esc(&format::rate(v).replace(".0", ""))
+        );
+    }
+    let _ = write!(
+        s,
+        r##"<text x="{tx}" y="{ty}" class="tick unit" text-anchor="middle">offered requests per second (log)</text><text x="{x0}" y="{uy}" class="tick unit" text-anchor="start">latency (log)</text>"##,
+        tx = (x0 + x1) / 2.0,
+        ty = h - 6.0,
+        uy = y0 - 10.0,
+    );
+    // The objective.
+    let sy = y(slo_ms);
+    let _ = write!(
+        s,
+        r##"<line x1="{x0}" y1="{sy:.1}" x2="{x1}" y2="{sy:.1}" class="slo"/><text x="{tx}" y="{ty:.1}" class="slo-label" text-anchor="end">SLO {slo}</text>"##,
+        tx = x1 - 4.0,
+        ty = sy - 5.0,
+        slo = esc(&sw.slo.to_string())
+    );
+    // The sustainable rate.
+    if let Some(r) = sw.sustainable_rate {
+        let sx = x(r);
+        let anchor = if sx > (x0 + x1) / 2.0 { "end" } else { "start" };
+        let dx = if anchor == "end" { -6.0 } else { 6.0 };
+        let _ = write!(
+            s,
+            r##"<line x1="{sx:.1}" y1="{y0}" x2="{sx:.1}" y2="{y1}" class="sustained"/><text x="{tx:.1}" y="{ty}" class="sustained-label" text-anchor="{anchor}">sustains {rate} req/s</text>"##,
+            tx = sx + dx,
+            ty = y0 + 12.0,
+            rate = esc(&format::rate(r))
+        );
+    }
+    let c = color(p.platform);
+    let dash = if p.is_emulated() {
+        r#" stroke-dasharray="7 4""#
+    } else {
+        ""
+    };
+    for (q, class, opacity) in [("p50", "p50", "0.5"), ("p99", "p99", "1")] {
+        let val = |pt: &crate::SweepPoint| {
+            ms(if q == "p50" {
+                pt.latency.p50_us
+            } else {
+                pt.latency.p99_us
+            })
+        };
+        let line: Vec<String> = pts
+            .iter()
+            .map(|pt| format!("{:.1},{:.1}", x(pt.offered_rate), y(val(pt))))
+            .collect();
+        let _ = write!(
+            s,
+            r##"<g class="series {class}"><polyline points="{line}" fill="none" stroke="{c}" stroke-opacity="{opacity}" stroke-width="2.5"{dash}/>"##,
+            line = line.join(" ")
+        );
+        for pt in &pts {
+            let ok = pt.sustains(&sw.slo);
+            let fill = if ok { c } else { "#fff" };
+            let _ = write!(
+                s,
+                r##"<circle cx="{cx:.1}" cy="{cy:.1}" r="4" fill="{fill}" fill-opacity="{opacity}" stroke="{c}" stroke-width="1.5"><title>{q} {v} at {offered} req/s offered ({achieved} achieved, {errors} errors)</title></circle>"##,
+                cx = x(pt.offered_rate),
+                cy = y(val(pt)),
+                v = esc(&format::millis(val(pt))),
+                offered = esc(&format::rate(pt.offered_rate)),
+                achieved = esc(&format::rate(pt.achieved_rate)),
+                errors = format::count(pt.errors),
+            );
+        }
+        if let Some(last) = pts.last() {
+            let _ = write!(
+                s,
+                r##"<text x="{tx:.1}" y="{ty:.1}" class="tick" text-anchor="end">{q}</text>"##,
+                tx = x(last.offered_rate) - 8.0,
+                ty = y(val(last)) - 8.0,
+            );
+        }
+        s.push_str("</g>");
+    }
+    s.push_str("</svg>");
+    s
+}
+
 /// A log-axis label for 1, 2 or 5 times a power of ten milliseconds: "100 µs", "1 ms", "20 ms".
 fn ms_tick(ms: f64) -> String {
     if ms < 1.0 {
@@ -553,27 +739,43 @@ td .ratio.best { color: #2b8a3e; font-weight: 600; }
 .badge.emu { background: #ffe3e3; color: var(--emu); }
 .badge.ok { background: #d3f9d8; color: #2b8a3e; }
 .badge.bad { background: #f1f3f5; color: var(--muted); }
-.grid2 { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 16px; }
+.grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 16px; }
+.grid2 > * { min-width: 0; }
 figure { margin: 0; padding: 12px 12px 8px; }
 figcaption { margin: 0 4px 6px; }
 figcaption .note { color: var(--muted); font-size: 12px; }
-svg.chart { display: block; width: 100%; height: auto; max-width: 600px; font-family: inherit; }
+svg.chart { display: block; width: 100%; height: auto; font-family: inherit; }
 svg .grid { stroke: #e9ecef; stroke-width: 1; }
 svg .grid.minor { stroke: #f1f3f5; }
 svg .tick { font-size: 11px; fill: var(--muted); }
 svg .tick.unit { font-weight: 600; }
 svg .name { font-size: 13px; font-weight: 600; fill: var(--fg); }
-svg .emu { font-size: 11px; font-weight: 600; fill: var(--emu); }
+svg .emu { font-size: 10px; font-weight: 600; fill: var(--emu); }
 svg .value { font-size: 12px; fill: var(--fg); font-variant-numeric: tabular-nums; }
+svg .plate { fill: #fff; fill-opacity: .92; }
 svg .missing { font-size: 12px; font-style: italic; fill: var(--muted); }
 svg .whisker line { stroke: #212529; stroke-width: 1.5; }
+svg .slo { stroke: var(--emu); stroke-width: 1.5; stroke-dasharray: 6 4; }
+svg .slo-label { font-size: 11px; font-weight: 600; fill: var(--emu); }
+svg .sustained { stroke: #2b8a3e; stroke-width: 2; }
+svg .sustained-label { font-size: 12px; font-weight: 600; fill: #2b8a3e; }
 .legend { display: flex; flex-wrap: wrap; gap: 14px; margin: 6px 6px 2px; font-size: 12px; color: var(--muted); }
 .legend i.sw { display: inline-block; width: 14px; height: 10px; border-radius: 2px; margin-right: 6px; vertical-align: -1px; }
 .legend i.sw.tcg { background-image: repeating-linear-gradient(45deg, rgba(255,255,255,.5) 0 3px, transparent 3px 7px); }
 .bar-cell { width: 160px; }
+tr.over td { color: var(--muted); }
+figcaption .sustain { color: #2b8a3e; }
+table.sweep { font-size: 12px; }
+table.sweep th, table.sweep td { padding: 3px 5px; }
+table.sweep th { font-size: 10px; letter-spacing: 0; }
 .scorebar { height: 10px; background: #2b8a3e; border-radius: 3px; }
 code { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; background: var(--soft); padding: 1px 4px; border-radius: 3px; }
-ul.flags { margin: 0; padding: 0; list-style: none; }
+code.argv { display: block; white-space: normal; overflow-wrap: anywhere; line-height: 1.5; }
+table.conditions { table-layout: auto; }
+table.conditions td { overflow-wrap: break-word; }
+table.conditions td.flags { min-width: 380px; }
+ul.notes { margin: 8px 0 0; padding-left: 20px; color: var(--muted); }
+table.conditions td.versions { white-space: nowrap; }
 dl.kv { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 0; }
 dl.kv dt { color: var(--muted); }
 dl.kv dd { margin: 0; }
@@ -657,7 +859,7 @@ pub fn html(report: &Report) -> String {
     figure(
         &mut o,
         "Image size",
-        "dark bar on disk, light bar packed (compressed)",
+        "dark bar uncompressed content, light bar compressed (as stored and shipped)",
         &size_chart(report),
     );
     let mut dist = distribution_chart(report);
@@ -670,6 +872,7 @@ pub fn html(report: &Report) -> String {
     );
     o.push_str("</div>");
 
+    sweeps(&mut o, report);
     conditions(&mut o, report);
     unmeasured(&mut o, report);
     host(&mut o, report);
@@ -801,7 +1004,8 @@ fn summary(o: &mut String, report: &Report) {
 }
 
 fn conditions(o: &mut String, report: &Report) {
-    o.push_str(r#"<h2>Conditions</h2><div class="wrap"><table><tr><th>platform</th><th>accelerator</th><th>CPUs</th><th>memory limit</th><th>kernel</th><th>image</th><th>VMM / runtime flags</th><th>versions</th><th>notes</th></tr>"#);
+    o.push_str(r#"<h2>Conditions</h2><div class="wrap"><table class="conditions"><tr><th>platform</th><th>accelerator</th><th>CPUs</th><th>memory limit</th><th>kernel</th><th>image</th><th>VMM / runtime flags</th><th>versions</th></tr>"#);
+    let mut all_notes = Vec::new();
     for p in report.platforms.iter().filter(|p| p.is_measured()) {
         let Some(c) = &p.conditions else { continue };
         let accel = if p.is_emulated() {
@@ -809,11 +1013,23 @@ fn conditions(o: &mut String, report: &Report) {
         } else {
             c.accelerator.label()
         };
-        let flags: String = c
+        // The command line as one wrapped line, arguments with spaces quoted.
+        let flags: Vec<String> = c
             .vmm_flags
             .iter()
-            .map(|f| format!("<li><code>{}</code></li>", esc(f)))
+            .map(|f| {
+                if f.contains(' ') && !f.starts_with('-') {
+                    format!("'{f}'")
+                } else {
+                    f.clone()
+                }
+            })
             .collect();
+        let flags = if flags.is_empty() {
+            super::NONE.to_string()
+        } else {
+            format!(r#"<code class="argv">{}</code>"#, esc(&flags.join(" ")))
+        };
         let versions: Vec<String> = c
             .versions
             .iter()
@@ -822,7 +1038,7 @@ fn conditions(o: &mut String, report: &Report) {
         let notes: Vec<String> = p.notes.iter().map(|n| esc(n)).collect();
         let _ = write!(
             o,
-            r#"<tr><td><b>{name}</b></td><td>{accel}</td><td class="num">{cpus}</td><td class="num">{mem}</td><td>{kernel}</td><td><code>{image}</code></td><td><ul class="flags">{flags}</ul></td><td>{versions}</td><td>{notes}</td></tr>"#,
+            r#"<tr><td><b>{name}</b></td><td>{accel}</td><td class="num">{cpus}</td><td class="num">{mem}</td><td>{kernel}</td><td class="image">{image}</td><td class="flags">{flags}</td><td class="versions">{versions}</td></tr>"#,
             name = p.platform,
             accel = accel_badge(p, accel),
             cpus = c.cpus.map_or(super::NONE.to_string(), |n| format!("{n}")),
@@ -830,12 +1046,90 @@ fn conditions(o: &mut String, report: &Report) {
                 .memory_bytes
                 .map_or(super::NONE.to_string(), |b| format::bytes(b as f64)),
             kernel = esc(c.kernel.as_deref().unwrap_or(super::NONE)),
-            image = esc(&c.image),
+            image = short_image(&c.image),
             versions = versions.join("<br>"),
-            notes = notes.join("<br>"),
+        );
+        all_notes.extend(
+            notes
+                .into_iter()
+                .map(|n| format!("<li><b>{}</b>: {n}</li>", p.platform)),
         );
     }
     o.push_str("</table></div>");
+    if !all_notes.is_empty() {
+        let _ = write!(o, r#"<ul class="notes">{}</ul>"#, all_notes.concat());
+    }
+}
+
+/// Per swept platform: the sustainable rate with its objective and conditions, the latency-vs-rate
+/// chart and the table of points.
+fn sweeps(o: &mut String, report: &Report) {
+    let swept: Vec<_> = report
+        .platforms
+        .iter()
+        .filter_map(|p| p.sweep.as_ref().map(|s| (p, s)))
+        .collect();
+    if swept.is_empty() {
+        return;
+    }
+    o.push_str(r#"<h2>Load profiles</h2><div class="grid2">"#);
+    for (p, sw) in swept {
+        let mut body = sweep_chart(p, sw);
+        body.push_str(r#"<div class="wrap"><table class="sweep"><tr>"#);
+        for h in super::SWEEP_HEAD {
+            let _ = write!(body, "<th>{}</th>", esc(h));
+        }
+        body.push_str("</tr>");
+        for pt in &sw.points {
+            let class = if pt.sustains(&sw.slo) {
+                ""
+            } else {
+                r#" class="over""#
+            };
+            body.push_str(&format!("<tr{class}>"));
+            for c in super::sweep_cells(pt) {
+                let _ = write!(body, r#"<td class="num">{}</td>"#, esc(&c));
+            }
+            body.push_str("</tr>");
+        }
+        body.push_str("</table></div>");
+        let _ = write!(
+            o,
+            r#"<figure><figcaption><b>{name}</b> {badge} <b class="sustain">{sustained}</b><br><span class="note">{conditions}; {how}. Filled points are sustained, hollow ones are not.</span></figcaption>{body}</figure>"#,
+            name = p.platform,
+            badge = if p.is_emulated() {
+                r#"<span class="badge emu">emulated (TCG)</span>"#
+            } else {
+                ""
+            },
+            sustained = esc(&super::describe_sustained(sw)),
+            conditions = esc(&super::describe_conditions(p)),
+            how = esc(&super::describe_sweep(sw)),
+        );
+    }
+    o.push_str("</div>");
+}
+
+/// An image reference for the Conditions table: a digest (`sha256:` and 64 hex digits) shortened
+/// to its first 12 digits, the full value in the tooltip; other references as they are.
+fn short_image(image: &str) -> String {
+    let (algo, hex) = image.split_once(':').unwrap_or(("", image));
+    let is_digest = hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_digest {
+        let algo = if algo.is_empty() {
+            String::new()
+        } else {
+            format!("{algo}:")
+        };
+        format!(
+            r#"<code title="{full}">{algo}{short}…</code>"#,
+            full = esc(image),
+            algo = esc(&algo),
+            short = &hex[..12]
+        )
+    } else {
+        format!("<code>{}</code>", esc(image))
+    }
 }
 
 fn unmeasured(o: &mut String, report: &Report) {
@@ -890,9 +1184,11 @@ mod tests {
     }
 
     #[test]
-    fn page_is_self_contained_with_six_charts() {
+    fn page_is_self_contained_with_its_charts() {
         let page = html(&crate::example::report());
-        assert_eq!(page.matches("<svg").count(), 6);
+        // Six comparison charts and the load profiles of docker and qemu.
+        assert_eq!(page.matches("<svg").count(), 8);
+        assert_eq!(page.matches(r#"class="chart sweep""#).count(), 2);
         for external in ["<script", "src=", "href=", "@import", "url(http"] {
             assert!(
                 !page.contains(external),
@@ -937,7 +1233,7 @@ mod tests {
         for bad in ["NaN", "inf", "-0"] {
             assert!(!page.contains(bad), "{bad} in the page");
         }
-        assert_eq!(page.matches("<svg").count(), 6);
+        assert_eq!(page.matches("<svg").count(), 8);
         assert!(page.contains("no platform has latency figures"));
         assert!(page.contains("No platform can be recommended for the throughput policy"));
         assert!(
@@ -946,6 +1242,38 @@ mod tests {
         );
         let md = crate::markdown(&r);
         assert!(!md.contains("NaN") && !md.contains("inf"));
+    }
+
+    #[test]
+    fn digests_are_shortened_with_the_full_value_in_the_tooltip() {
+        let d = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        assert_eq!(
+            short_image(d),
+            format!(r#"<code title="{d}">sha256:9f86d081884c…</code>"#)
+        );
+        assert_eq!(
+            short_image("bakeoff/hello:3f2a9c1e"),
+            "<code>bakeoff/hello:3f2a9c1e</code>"
+        );
+    }
+
+    #[test]
+    fn sweep_charts_mark_the_objective_and_the_sustainable_rate() {
+        let r = crate::example::report();
+        let docker = &r.platforms[0];
+        let svg = sweep_chart(docker, docker.sweep.as_ref().unwrap());
+        assert!(svg.contains("SLO p99=20ms"), "{svg}");
+        assert!(svg.contains("sustains 5,000 req/s"), "{svg}");
+        assert_eq!(svg.matches("<polyline").count(), 2, "p50 and p99 lines");
+        let qemu = &r.platforms[1];
+        let svg = sweep_chart(qemu, qemu.sweep.as_ref().unwrap());
+        assert!(svg.contains("sustains 1,000 req/s"), "{svg}");
+        assert!(
+            svg.contains(r##"fill="#fff""##),
+            "unsustained points are hollow"
+        );
+        let empty = crate::Sweep::new(crate::Slo::default(), 5.0, 16, vec![]);
+        assert!(sweep_chart(qemu, &empty).contains("no sweep point has latency figures"));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 use std::fmt::Write;
 
-use super::{cells, describe_app, describe_host, describe_load, Ratio};
+use super::{
+    cells, describe_app, describe_conditions, describe_host, describe_load, describe_sustained,
+    describe_sweep, sweep_cells, Ratio, SWEEP_HEAD,
+};
 use crate::Report;
 
 /// Escapes a table cell.
@@ -156,6 +159,27 @@ pub fn markdown(report: &Report) -> String {
         out.push_str("\nNotes:\n");
         for (p, n) in notes {
             let _ = writeln!(out, "- {p}: {n}");
+        }
+    }
+
+    let swept: Vec<_> = report
+        .platforms
+        .iter()
+        .filter_map(|p| p.sweep.as_ref().map(|s| (p, s)))
+        .collect();
+    if !swept.is_empty() {
+        out.push_str("\n## Load profiles\n");
+        for (p, s) in swept {
+            let _ = writeln!(
+                out,
+                "\n### {}: {}\n\n{}; {}.\n",
+                p.platform,
+                describe_sustained(s),
+                describe_conditions(p),
+                describe_sweep(s)
+            );
+            let rows: Vec<Vec<String>> = s.points.iter().map(sweep_cells).collect();
+            table(&mut out, &SWEEP_HEAD, &rows);
         }
     }
 

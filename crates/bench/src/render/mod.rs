@@ -106,6 +106,82 @@ fn cells(p: &PlatformReport) -> Cells {
     }
 }
 
+/// "native, 1 CPU, 128 MiB": the conditions a platform's figures hold under.
+fn describe_conditions(p: &PlatformReport) -> String {
+    let Some(c) = &p.conditions else {
+        return "conditions not recorded".to_string();
+    };
+    let mut parts = vec![if p.is_emulated() {
+        crate::Accelerator::Tcg.label().to_string()
+    } else {
+        c.accelerator.label().to_string()
+    }];
+    if let Some(n) = c.cpus {
+        parts.push(format!("{n} CPU{}", if n == 1.0 { "" } else { "s" }));
+    }
+    if let Some(b) = c.memory_bytes {
+        parts.push(format::bytes(b as f64));
+    }
+    parts.join(", ")
+}
+
+/// "sustains 5,000 req/s within p99=20ms" or why it sustains none.
+fn describe_sustained(s: &crate::Sweep) -> String {
+    match s.sustainable_rate {
+        Some(r) => format!("sustains {} req/s within {}", format::rate(r), s.slo),
+        None => format!(
+            "sustains none of the measured rates within {} (no errors, ≥ 95 % of the offered rate achieved)",
+            s.slo
+        ),
+    }
+}
+
+/// "open loop, 16 connections, 5 s per rate, latency from each request's intended send time".
+fn describe_sweep(s: &crate::Sweep) -> String {
+    format!(
+        "open loop, {} connection{}, {} s per rate, latency from each request's intended send time",
+        s.connections,
+        if s.connections == 1 { "" } else { "s" },
+        format::rate(s.duration_seconds).replace(".0", ""),
+    )
+}
+
+/// The cells of one sweep point: offered, achieved, p50, p90, p99, max, errors, memory.
+fn sweep_cells(pt: &crate::SweepPoint) -> Vec<String> {
+    let ms = |us: u64| format::millis(us as f64 / 1000.0);
+    let l = &pt.latency;
+    let has_latency = l.max_us > 0;
+    let lat = |us: u64| {
+        if has_latency {
+            ms(us)
+        } else {
+            NONE.to_string()
+        }
+    };
+    vec![
+        format::rate(pt.offered_rate),
+        format::rate(pt.achieved_rate),
+        lat(l.p50_us),
+        lat(l.p90_us),
+        lat(l.p99_us),
+        lat(l.max_us),
+        format::count(pt.errors),
+        pt.memory_bytes
+            .map_or(NONE.to_string(), |b| format::bytes(b as f64)),
+    ]
+}
+
+const SWEEP_HEAD: [&str; 8] = [
+    "offered req/s",
+    "achieved req/s",
+    "p50",
+    "p90",
+    "p99",
+    "max",
+    "errors",
+    "memory",
+];
+
 /// "0.25" inside a seconds spread (the unit is on the median).
 fn short_seconds(s: f64) -> String {
     format::seconds(s).trim_end_matches(" s").to_string()
