@@ -201,7 +201,9 @@ pub struct BenchCli {
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
-        _ => Err(format!("`{s}` is not a request rate (a positive number of requests per second)")),
+        _ => Err(format!(
+            "`{s}` is not a request rate (a positive number of requests per second)"
+        )),
     }
 }
 

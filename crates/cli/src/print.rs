@@ -225,9 +225,7 @@ pub fn ps(
                 w.as_ref()
                     .map(|w| format!("{:.1}", w.rate))
                     .unwrap_or("-".into()),
-                p99_ms(w)
-                    .map(|p| format!("{p:.1}ms"))
-                    .unwrap_or("-".into())
+                p99_ms(w).map(|p| format!("{p:.1}ms")).unwrap_or("-".into())
             );
         }
         println!();

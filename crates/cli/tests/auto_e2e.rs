@@ -128,7 +128,9 @@ fn auto_service_follows_the_load_between_microvm_and_container() {
         .iter()
         .copied()
         .find(|r| *r > sq && *r <= sd)
-        .unwrap_or_else(|| panic!("no swept rate separates qemu ({sq}) from docker ({sd}) within {SLO}"));
+        .unwrap_or_else(|| {
+            panic!("no swept rate separates qemu ({sq}) from docker ({sd}) within {SLO}")
+        });
     // The live load steps a little above the microVM's sustainable rate (the next swept
     // rate), so the verdict does not hang on the front's own overhead.
     let light = 20u64;
@@ -163,7 +165,11 @@ fn auto_service_follows_the_load_between_microvm_and_container() {
     let rate = Arc::new(AtomicU64::new(light));
     let loader = load(stop.clone(), rate.clone(), port);
     std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(service(&env, &name)["platform"], "qemu", "moved under light load");
+    assert_eq!(
+        service(&env, &name)["platform"],
+        "qemu",
+        "moved under light load"
+    );
 
     // Step up: above what the microVM sustains.
     rate.store(step as u64, Ordering::SeqCst);
@@ -185,14 +191,20 @@ fn auto_service_follows_the_load_between_microvm_and_container() {
     let log = env.ok(&["logs", &name]);
     assert!(log.contains("moving to docker"), "{log}");
     assert!(log.contains("moving to qemu"), "{log}");
-    assert!(log.contains("req/s over 3 s"), "the decision lacks its figures:\n{log}");
+    assert!(
+        log.contains("req/s over 3 s"),
+        "the decision lacks its figures:\n{log}"
+    );
     assert!(log.contains("qemu sustains"), "{log}");
 
     // A manual switch pins it; `--to auto` resumes.
     env.ok(&["switch", &name, "--to", "docker"]);
     let s = service(&env, &name);
     assert_eq!(s["auto"]["pinned"], true, "{s}");
-    assert_eq!(env.ok(&["switch", &name, "--to", "auto"]).trim(), format!("{name}: placement resumed"));
+    assert_eq!(
+        env.ok(&["switch", &name, "--to", "auto"]).trim(),
+        format!("{name}: placement resumed")
+    );
     assert_eq!(service(&env, &name)["auto"]["pinned"], false);
     env.ok(&["rm", "-f", &name]);
     assert!(qemu_pids(&name).is_empty());
@@ -200,7 +212,14 @@ fn auto_service_follows_the_load_between_microvm_and_container() {
     // Bad input.
     let report_json = out.join("report.json").display().to_string();
     let err = env.fails(&[
-        "serve", "examples/hello", "--port", &free_port().to_string(), "--on", "auto", "--policy", "fastest",
+        "serve",
+        "examples/hello",
+        "--port",
+        &free_port().to_string(),
+        "--on",
+        "auto",
+        "--policy",
+        "fastest",
     ]);
     assert!(err.contains("unknown placement policy `fastest`"), "{err}");
     let other = c_file(
@@ -211,17 +230,45 @@ fn auto_service_follows_the_load_between_microvm_and_container() {
             .replace("Hello from bakeoff!", "Hello from another build!"),
     );
     let err = env.fails(&[
-        "serve", &other, "--port", &free_port().to_string(), "--on", "auto", "--profile", &report_json,
+        "serve",
+        &other,
+        "--port",
+        &free_port().to_string(),
+        "--on",
+        "auto",
+        "--profile",
+        &report_json,
     ]);
-    assert!(err.contains("was measured on artifact") && err.contains("is now artifact"), "{err}");
-    let err = env.fails(&["serve", &other, "--port", &free_port().to_string(), "--on", "auto"]);
+    assert!(
+        err.contains("was measured on artifact") && err.contains("is now artifact"),
+        "{err}"
+    );
+    let err = env.fails(&[
+        "serve",
+        &other,
+        "--port",
+        &free_port().to_string(),
+        "--on",
+        "auto",
+    ]);
     assert!(err.contains("there is no load profile of"), "{err}");
     // An SLO no platform meets at any rate: it says so and runs the best one.
     let port = free_port();
     let name = format!("e2e-auto-slo-{port}");
     env.ok(&[
-        "serve", "examples/hello", "--port", &port.to_string(), "--name", &name, "-d", "--on", "auto",
-        "--slo", "p99=1us", "--profile", &report_json,
+        "serve",
+        "examples/hello",
+        "--port",
+        &port.to_string(),
+        "--name",
+        &name,
+        "-d",
+        "--on",
+        "auto",
+        "--slo",
+        "p99=1us",
+        "--profile",
+        &report_json,
     ]);
     let log = env.ok(&["logs", &name]);
     assert!(log.contains("no platform meets p99=1us"), "{log}");

@@ -370,7 +370,7 @@ impl Runtime {
             points.push(bakeoff_bench::SweepPoint {
                 offered_rate: rate,
                 achieved_rate: r.req_per_sec,
-                latency: r.latency.clone(),
+                latency: r.latency,
                 errors: r.errors.total() + r.non_2xx,
                 memory_bytes: driver.memory_bytes(inst).await.ok().flatten(),
             });

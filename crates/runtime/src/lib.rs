@@ -39,7 +39,8 @@ pub use manage::{Ended, Entry};
 pub use prepare::Prepared;
 pub use ready::{probe_for, Readiness};
 pub use service::{
-    AutoRecord, AutoSpec, Request, Response, ServeSpec, ServiceRecord, ServiceStatus, ServiceView, SwitchReport,
+    AutoRecord, AutoSpec, Request, Response, ServeSpec, ServiceRecord, ServiceStatus, ServiceView,
+    SwitchReport,
 };
 
 /// Makes the driver for a platform; tests swap in a fake one.

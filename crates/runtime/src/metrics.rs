@@ -101,7 +101,12 @@ pub fn render(stats: &Stats, window: &Window, labels: &Labels) -> String {
     let lat: Vec<(String, String)> = match &window.latency {
         Some(l) => [("0.5", l.p50), ("0.9", l.p90), ("0.99", l.p99)]
             .iter()
-            .map(|(q, d)| (format!("quantile=\"{q}\""), format!("{:.6}", d.as_secs_f64())))
+            .map(|(q, d)| {
+                (
+                    format!("quantile=\"{q}\""),
+                    format!("{:.6}", d.as_secs_f64()),
+                )
+            })
             .collect(),
         None => Vec::new(),
     };

@@ -144,10 +144,18 @@ pub struct Choice {
 /// What [`decide`] concluded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    Stay { reason: String },
-    Move { to: Platform, reason: String },
+    Stay {
+        reason: String,
+    },
+    Move {
+        to: Platform,
+        reason: String,
+    },
     /// Another platform would suit, but hysteresis holds the move back.
-    Held { to: Platform, reason: String },
+    Held {
+        to: Platform,
+        reason: String,
+    },
 }
 
 fn rate_text(r: f64) -> String {
@@ -155,7 +163,7 @@ fn rate_text(r: f64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -475,20 +483,149 @@ mod tests {
     fn decisions_for_each_load_shape_and_policy() {
         use PlacementPolicy::*;
         use Platform::{Docker, Qemu};
-        let cases: Vec<(&str, PlacementPolicy, Vec<f64>, Platform, u64, usize, &[Platform], (&str, Option<Platform>))> = vec![
-            ("steady light load stays on the microVM", Isolation, vec![50.0, 60.0, 55.0], Qemu, 300, 0, &BOTH, ("stay", None)),
-            ("a step up moves to docker", Isolation, vec![4000.0, 4500.0, 4200.0], Qemu, 300, 0, &BOTH, ("move", Some(Docker))),
-            ("a step down moves back to the microVM", Isolation, vec![90.0, 80.0, 95.0], Docker, 300, 0, &BOTH, ("move", Some(Qemu))),
-            ("a spike shorter than the hysteresis does not move", Isolation, vec![50.0, 4500.0, 50.0], Qemu, 300, 0, &BOTH, ("stay", None)),
-            ("flapping load does not move", Isolation, vec![4500.0, 50.0, 4500.0], Qemu, 300, 0, &BOTH, ("held", Some(Docker))),
-            ("too soon after the last move", Isolation, vec![4000.0, 4000.0, 4000.0], Qemu, 10, 0, &BOTH, ("held", Some(Docker))),
-            ("too many moves this hour", Isolation, vec![4000.0, 4000.0, 4000.0], Qemu, 300, 6, &BOTH, ("held", Some(Docker))),
-            ("a platform the check refuses is never chosen", Isolation, vec![50.0, 50.0, 50.0], Docker, 300, 0, &[Docker], ("stay", None)),
-            ("fewer windows than needed", Isolation, vec![4000.0], Qemu, 300, 0, &BOTH, ("stay", None)),
-            ("memory picks the smaller footprint at light load", Memory, vec![50.0, 50.0, 50.0], Qemu, 300, 0, &BOTH, ("move", Some(Docker))),
-            ("throughput picks the higher sustainable rate", Throughput, vec![50.0, 50.0, 50.0], Qemu, 300, 0, &BOTH, ("move", Some(Docker))),
-            ("latency picks the lower p99 at the rate", Latency, vec![50.0, 50.0, 50.0], Qemu, 300, 0, &BOTH, ("move", Some(Docker))),
-            ("isolation keeps docker when nothing better meets the SLO", Isolation, vec![30000.0, 30000.0, 30000.0], Docker, 300, 0, &BOTH, ("stay", None)),
+        // what, policy, observed rates, current platform, seconds on it, moves this hour,
+        // allowed platforms, expected decision
+        type Case<'a> = (
+            &'a str,
+            PlacementPolicy,
+            Vec<f64>,
+            Platform,
+            u64,
+            usize,
+            &'a [Platform],
+            (&'a str, Option<Platform>),
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "steady light load stays on the microVM",
+                Isolation,
+                vec![50.0, 60.0, 55.0],
+                Qemu,
+                300,
+                0,
+                &BOTH,
+                ("stay", None),
+            ),
+            (
+                "a step up moves to docker",
+                Isolation,
+                vec![4000.0, 4500.0, 4200.0],
+                Qemu,
+                300,
+                0,
+                &BOTH,
+                ("move", Some(Docker)),
+            ),
+            (
+                "a step down moves back to the microVM",
+                Isolation,
+                vec![90.0, 80.0, 95.0],
+                Docker,
+                300,
+                0,
+                &BOTH,
+                ("move", Some(Qemu)),
+            ),
+            (
+                "a spike shorter than the hysteresis does not move",
+                Isolation,
+                vec![50.0, 4500.0, 50.0],
+                Qemu,
+                300,
+                0,
+                &BOTH,
+                ("stay", None),
+            ),
+            (
+                "flapping load does not move",
+                Isolation,
+                vec![4500.0, 50.0, 4500.0],
+                Qemu,
+                300,
+                0,
+                &BOTH,
+                ("held", Some(Docker)),
+            ),
+            (
+                "too soon after the last move",
+                Isolation,
+                vec![4000.0, 4000.0, 4000.0],
+                Qemu,
+                10,
+                0,
+                &BOTH,
+                ("held", Some(Docker)),
+            ),
+            (
+                "too many moves this hour",
+                Isolation,
+                vec![4000.0, 4000.0, 4000.0],
+                Qemu,
+                300,
+                6,
+                &BOTH,
+                ("held", Some(Docker)),
+            ),
+            (
+                "a platform the check refuses is never chosen",
+                Isolation,
+                vec![50.0, 50.0, 50.0],
+                Docker,
+                300,
+                0,
+                &[Docker],
+                ("stay", None),
+            ),
+            (
+                "fewer windows than needed",
+                Isolation,
+                vec![4000.0],
+                Qemu,
+                300,
+                0,
+                &BOTH,
+                ("stay", None),
+            ),
+            (
+                "memory picks the smaller footprint at light load",
+                Memory,
+                vec![50.0, 50.0, 50.0],
+                Qemu,
+                300,
+                0,
+                &BOTH,
+                ("move", Some(Docker)),
+            ),
+            (
+                "throughput picks the higher sustainable rate",
+                Throughput,
+                vec![50.0, 50.0, 50.0],
+                Qemu,
+                300,
+                0,
+                &BOTH,
+                ("move", Some(Docker)),
+            ),
+            (
+                "latency picks the lower p99 at the rate",
+                Latency,
+                vec![50.0, 50.0, 50.0],
+                Qemu,
+                300,
+                0,
+                &BOTH,
+                ("move", Some(Docker)),
+            ),
+            (
+                "isolation keeps docker when nothing better meets the SLO",
+                Isolation,
+                vec![30000.0, 30000.0, 30000.0],
+                Docker,
+                300,
+                0,
+                &BOTH,
+                ("stay", None),
+            ),
         ];
         for (what, policy, rates, current, on_for, moves, allowed, want) in cases {
             let d = run(policy, &rates, current, on_for, moves, allowed);
@@ -512,7 +649,7 @@ mod tests {
         assert_eq!(to, Platform::Docker);
         assert_eq!(
             reason,
-            "observed 4,800 req/s over 15 s; docker sustains 50,000 req/s within P99=20ms; qemu sustains 1,000 req/s (emulated TCG); docker is the most isolated platform that meets it; moving to docker"
+            "observed 4,800 req/s over 15 s; docker sustains 50,000 req/s within p99=20ms; qemu sustains 1,000 req/s (emulated TCG); docker is the most isolated platform that meets it; moving to docker"
         );
     }
 

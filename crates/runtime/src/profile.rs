@@ -99,10 +99,7 @@ impl Runtime {
             ))
         })?;
         let profile = Profile::from_report(&report).ok_or_else(|| {
-            RuntimeError::Invalid(format!(
-                "the report {} has no sweep; {how}",
-                path.display()
-            ))
+            RuntimeError::Invalid(format!("the report {} has no sweep; {how}", path.display()))
         })?;
         if &profile.artifact_id != id {
             return Err(RuntimeError::Invalid(format!(

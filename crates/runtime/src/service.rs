@@ -148,7 +148,9 @@ pub struct SwitchReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Request {
-    Switch { to: Platform },
+    Switch {
+        to: Platform,
+    },
     /// `switch --to auto`: placement decides again.
     Resume,
     Stop,
@@ -339,7 +341,9 @@ impl Runtime {
         {
             Response::Resumed => Ok(()),
             Response::Refused(why) => Err(RuntimeError::Invalid(why)),
-            other => Err(RuntimeError::Invalid(format!("unexpected answer {other:?}"))),
+            other => Err(RuntimeError::Invalid(format!(
+                "unexpected answer {other:?}"
+            ))),
         }
     }
 
@@ -471,13 +475,15 @@ impl Runtime {
         };
         let metrics = match sup.spec.metrics {
             Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                    RuntimeError::Invalid(format!("--metrics {addr}: {e}"))
-                });
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| RuntimeError::Invalid(format!("--metrics {addr}: {e}")));
                 match listener {
                     Ok(l) => {
                         let sup = sup.clone();
-                        Some(tokio::spawn(async move { crate::metrics::serve(l, sup.front.clone(), sup.metrics_labels()).await }))
+                        Some(tokio::spawn(async move {
+                            crate::metrics::serve(l, sup.front.clone(), sup.metrics_labels()).await
+                        }))
                     }
                     Err(e) => {
                         sup.event(&e.to_string());
@@ -598,7 +604,10 @@ impl Runtime {
             mode
         ));
         if let Some(why) = &initial_reason {
-            sup.event(&format!("placement ({}): starting on {platform}: {why}", sup.auto_policy()));
+            sup.event(&format!(
+                "placement ({}): starting on {platform}: {why}",
+                sup.auto_policy()
+            ));
         }
         let first = {
             let mut cur = sup.state.lock().await;
@@ -947,7 +956,8 @@ impl Supervisor {
             }
             let (current, on_for, moves, pinned, serving) = {
                 let mut cur = self.state.lock().await;
-                cur.moves.retain(|t| t.elapsed() < Duration::from_secs(3600));
+                cur.moves
+                    .retain(|t| t.elapsed() < Duration::from_secs(3600));
                 (
                     cur.record.platform,
                     cur.since.elapsed(),
