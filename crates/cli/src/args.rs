@@ -47,7 +47,7 @@ pub enum Command {
     Switch {
         name: String,
         #[arg(long = "to", value_parser = parse_platform_or_auto)]
-        to: Option<Platform>,
+        to: Placement,
     },
     /// List services and instances.
     Ps {
@@ -211,11 +211,27 @@ fn parse_slo(s: &str) -> Result<bakeoff_bench::Slo, String> {
     s.parse::<bakeoff_bench::Slo>().map_err(|e| e.to_string())
 }
 
-fn parse_platform_or_auto(s: &str) -> Result<Option<Platform>, String> {
-    if s == "auto" {
-        return Ok(None);
+/// A platform, or `auto` (placement decides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    Auto,
+    On(Platform),
+}
+
+impl Placement {
+    pub fn platform(self) -> Option<Platform> {
+        match self {
+            Placement::Auto => None,
+            Placement::On(p) => Some(p),
+        }
     }
-    parse_platform(s).map(Some)
+}
+
+fn parse_platform_or_auto(s: &str) -> Result<Placement, String> {
+    if s == "auto" {
+        return Ok(Placement::Auto);
+    }
+    parse_platform(s).map(Placement::On)
 }
 
 #[derive(Args, Debug)]
@@ -228,7 +244,7 @@ pub struct ServeArgs {
     /// A platform, or `auto`: the platform follows the load, as --policy decides from a bench
     /// sweep of this app (--profile, or the latest one).
     #[arg(long = "on", value_parser = parse_platform_or_auto, default_value = "docker")]
-    pub platform: Option<Platform>,
+    pub platform: Placement,
     /// With --on auto: isolation, memory, throughput or latency.
     #[arg(long, default_value = "isolation")]
     pub policy: String,

@@ -36,7 +36,7 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
     let prepared = rt.prepare(&a.app);
     progress.done();
     let prepared = prepared?;
-    let auto = match a.platform {
+    let auto = match a.platform.platform() {
         Some(_) => None,
         None => {
             let policy: PlacementPolicy = a.policy.parse().map_err(anyhow::Error::msg)?;
@@ -56,7 +56,10 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
             })
         }
     };
-    let platform = a.platform.unwrap_or(bakeoff_spec::Platform::Docker);
+    let platform = a
+        .platform
+        .platform()
+        .unwrap_or(bakeoff_spec::Platform::Docker);
     let name = match &a.name {
         Some(n) => n.clone(),
         None => prepared.plan.name.clone(),
@@ -75,7 +78,7 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
     };
     if !adopted {
         // Refusals the user should see at once, in one sentence, before anything starts.
-        if a.platform.is_some() {
+        if a.platform.platform().is_some() {
             prepared.check(platform)?;
             if let Err(why) = rt.available(platform, &prepared.plan).await {
                 bail!("{platform} is unavailable here: {why}");

@@ -19,7 +19,7 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
         Command::Bench(b) => bench(b).await,
         Command::Export(e) => export(e),
         Command::Serve(a) => crate::serve::serve(a).await,
-        Command::Switch { name, to } => crate::serve::switch(&name, to).await,
+        Command::Switch { name, to } => crate::serve::switch(&name, to.platform()).await,
         Command::Ps { json } => ps(json).await,
         Command::Logs { name, follow } => logs(&name, follow).await,
         Command::Stop { name, time } => stop(&name, time).await,

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const SLO: &str = "p99=25ms";
-
 fn service(env: &Env, name: &str) -> serde_json::Value {
     let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
     ps.as_array()
@@ -24,14 +22,47 @@ fn service(env: &Env, name: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no service {name}"))
 }
 
-/// The sustainable rate of `platform` in a report, as the report computed it.
-fn sustainable(report: &serde_json::Value, platform: &str) -> Option<f64> {
-    report["platforms"]
+/// (offered rate, p99 µs, sustained at ≥ 95 % without errors) of each sweep point.
+fn points(report: &serde_json::Value, platform: &str) -> Vec<(f64, f64, bool)> {
+    let p = report["platforms"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["platform"] == platform)?["sweep"]["sustainable_rate"]
-        .as_f64()
+        .find(|p| p["platform"] == platform)
+        .unwrap_or_else(|| panic!("no {platform} in the report"));
+    p["sweep"]["points"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{platform} has no sweep: {p}"))
+        .iter()
+        .map(|x| {
+            let offered = x["offered_rate"].as_f64().unwrap();
+            let ok = x["errors"].as_u64() == Some(0)
+                && x["achieved_rate"].as_f64().unwrap() >= 0.95 * offered;
+            (offered, x["latency"]["p99_us"].as_f64().unwrap(), ok)
+        })
+        .collect()
+}
+
+/// A p99 limit (µs) and a step rate R such that, in the profile, qemu meets the limit at the
+/// lightest rate but at no rate from R on, and docker meets it at R.
+fn separating_slo(report: &serde_json::Value) -> Option<(u64, f64)> {
+    let q = points(report, "qemu");
+    let d = points(report, "docker");
+    let light = q.first()?.1;
+    for (i, (rate, q99, _)) in q.iter().enumerate().skip(1) {
+        let (_, d99, d_ok) = *d.iter().find(|p| p.0 == *rate)?;
+        let worst_qemu_from_here = q[i..]
+            .iter()
+            .map(|p| if p.2 { p.1 } else { f64::INFINITY })
+            .fold(f64::INFINITY, f64::min);
+        let below = light.max(d99);
+        if d_ok && worst_qemu_from_here > 3.0 * below && *q99 > 0.0 {
+            // Half-way, on a log scale, between what must pass and what must fail.
+            let limit = (below * worst_qemu_from_here.min(below * 100.0)).sqrt();
+            return Some((limit as u64, *rate));
+        }
+    }
+    None
 }
 
 #[derive(Default, Debug, Clone, Copy)]
@@ -105,39 +136,33 @@ fn auto_service_follows_the_load_between_microvm_and_container() {
         "--connections",
         "8",
         "--sweep",
-        "20,200,1000,4000,12000",
+        "20,300,2000,8000,16000",
         "--slo",
-        SLO,
+        "p99=1s",
         "--out",
         &out_s,
     ]);
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    let sq = sustainable(&report, "qemu");
-    let sd = sustainable(&report, "docker");
-    eprintln!("sustainable within {SLO}: qemu {sq:?}, docker {sd:?}");
-    let sq = sq.expect("the microVM sustains none of the swept rates; the test needs it to meet the SLO at light load");
-    let sd = sd.expect("docker sustains none of the swept rates");
-    let rates: Vec<f64> = report["platforms"][0]["sweep"]["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["offered_rate"].as_f64().unwrap())
-        .collect();
-    let step = rates
-        .iter()
-        .copied()
-        .find(|r| *r > sq && *r <= sd)
-        .unwrap_or_else(|| {
-            panic!("no swept rate separates qemu ({sq}) from docker ({sd}) within {SLO}")
-        });
-    // The live load steps a little above the microVM's sustainable rate (the next swept
-    // rate), so the verdict does not hang on the front's own overhead.
+    // The SLO the service runs under is chosen from this real profile, where the two platforms
+    // differ: the microVM meets it at the lightest rate, and from some rate R on it does not
+    // while docker does at R. (Absolute figures on this shared, emulated machine vary from run
+    // to run; the separation between the platforms is what the test needs.)
+    let (slo, step) = separating_slo(&report).unwrap_or_else(|| {
+        panic!(
+            "the sweep does not separate qemu from docker:\n{}",
+            std::fs::read_to_string(out.join("report.md")).unwrap()
+        )
+    });
+    let slo_text = format!("p99={}us", slo);
+    eprintln!("serving under {slo_text}; the load steps to {step} req/s");
     let light = 20u64;
 
     let port = free_port();
     let name = format!("e2e-auto-{port}");
     let p = port.to_string();
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
     env.ok(&[
         "serve",
         "examples/hello",
@@ -151,13 +176,15 @@ fn auto_service_follows_the_load_between_microvm_and_container() {
         "--policy",
         "isolation",
         "--slo",
-        SLO,
+        &slo_text,
         "--window",
         "1",
         "--hold-windows",
         "3",
         "--min-stay",
         "5",
+        "--metrics",
+        &metrics,
     ]);
     // Light load: the most isolated platform that meets the SLO, the microVM.
     assert_eq!(service(&env, &name)["platform"], "qemu");
@@ -196,6 +223,20 @@ fn auto_service_follows_the_load_between_microvm_and_container() {
         "the decision lacks its figures:\n{log}"
     );
     assert!(log.contains("qemu sustains"), "{log}");
+
+    // The same figures for Prometheus.
+    let (status, text) = http_get(metrics_port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(&format!(
+            "bakeoff_service_backend_info{{service=\"{name}\",platform=\"qemu\""
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("bakeoff_service_switches_total{{service=\"{name}\"}} 2")),
+        "{text}"
+    );
 
     // A manual switch pins it; `--to auto` resumes.
     env.ok(&["switch", &name, "--to", "docker"]);

@@ -37,7 +37,13 @@ impl Runtime {
             match self.driver(inst.platform).status(&inst).await {
                 Ok(s) if s != inst.status => {
                     inst.status = s;
-                    self.state.save(&inst)?;
+                    if let Err(e) = self.state.save(&inst) {
+                        if !self.state.instance_dir(&inst.name).exists() {
+                            // Removed while we looked (a service replacing its backend).
+                            continue;
+                        }
+                        tracing::warn!("cannot record the status of {}: {e}", inst.name);
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!("cannot ask {} about {}: {e}", inst.platform, inst.name),

@@ -197,3 +197,77 @@ pub async fn serve(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bakeoff_front::Mode;
+    use tokio::io::AsyncWriteExt;
+
+    /// Every sample line is `name{labels} value` with a number, under its own HELP and TYPE.
+    fn check_exposition(text: &str) -> Vec<(String, f64)> {
+        let mut typed = std::collections::HashSet::new();
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut parts = rest.split(' ');
+                let name = parts.next().unwrap();
+                assert!(matches!(parts.next(), Some("counter" | "gauge")), "{line}");
+                typed.insert(name.to_string());
+                continue;
+            }
+            if line.starts_with("# HELP ") {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect(line);
+            let name = series.split('{').next().unwrap();
+            assert!(typed.contains(name), "{name} has no TYPE line");
+            assert!(series.ends_with('}') && series.contains("service=\""), "{line}");
+            samples.push((series.to_string(), value.parse::<f64>().expect(line)));
+        }
+        samples
+    }
+
+    #[tokio::test]
+    async fn a_scrape_is_valid_exposition_text_with_the_fronts_figures() {
+        let front = Front::bind("127.0.0.1:0".parse().unwrap(), Mode::Http)
+            .await
+            .unwrap();
+        // One request without a backend: the front answers 503 itself.
+        let mut s = tokio::net::TcpStream::connect(front.local_addr()).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+        let labels = Labels {
+            service: "we\"b".into(),
+            platform: "docker".into(),
+            backend: "web.docker.1".into(),
+            switches: 2,
+            window: Duration::from_secs(5),
+        };
+        let text = render(&front.stats(), &front.window(labels.window), &labels);
+        let samples = check_exposition(&text);
+        let get = |series: &str| {
+            samples
+                .iter()
+                .find(|(s, _)| s == series)
+                .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+                .1
+        };
+        assert_eq!(get("bakeoff_front_requests_total{service=\"we\\\"b\"}"), 1.0);
+        assert_eq!(
+            get("bakeoff_front_responses_total{service=\"we\\\"b\",class=\"5xx\"}"),
+            1.0
+        );
+        assert_eq!(get("bakeoff_front_errors_total{service=\"we\\\"b\"}"), 1.0);
+        assert_eq!(get("bakeoff_service_switches_total{service=\"we\\\"b\"}"), 2.0);
+        assert_eq!(
+            get("bakeoff_service_backend_info{service=\"we\\\"b\",platform=\"docker\",backend=\"web.docker.1\"}"),
+            1.0
+        );
+        front.shutdown().await;
+    }
+}
