@@ -20,6 +20,7 @@
 
 mod apt;
 mod postinst;
+pub(crate) mod runtime;
 mod users;
 
 use std::collections::BTreeSet;

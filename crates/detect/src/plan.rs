@@ -28,6 +28,13 @@ pub enum Source {
     Elf { path: PathBuf },
     /// A Debian package and its dependencies, unpacked (never installed on the host).
     Deb { package: String },
+    /// A Python app (a directory, or one `.py` file) run by Debian's python3; `deps` names the
+    /// file pip installs the dependencies from (`requirements.txt`, `pyproject.toml`,
+    /// `Pipfile.lock`).
+    Python { path: PathBuf, deps: Option<String> },
+    /// A Node.js app (a directory with package.json) run by Debian's nodejs; `lock` when
+    /// package-lock.json or npm-shrinkwrap.json is there (`npm ci`).
+    Node { dir: PathBuf, lock: bool },
 }
 
 impl Source {
@@ -36,6 +43,7 @@ impl Source {
         match self {
             Source::Elf { .. } => bakeoff_spec::Origin::Binary,
             Source::Deb { .. } => bakeoff_spec::Origin::Package,
+            Source::Python { .. } | Source::Node { .. } => bakeoff_spec::Origin::Interpreted,
             _ => bakeoff_spec::Origin::Source,
         }
     }
@@ -101,6 +109,19 @@ pub(crate) fn plan_for(
         AppInput::CFile(file) => (Source::CFile { file }, "single C file".into(), None, None),
         AppInput::Elf(path) => (Source::Elf { path }, "prebuilt ELF".into(), None, None),
         AppInput::Deb(package) => (Source::Deb { package }, "debian package".into(), None, None),
+        AppInput::PyFile(file) => {
+            // A bakeoff.toml beside the file applies to it.
+            let spec = match file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(dir) => bakeoff_spec::AppSpec::load_from_dir(dir)?,
+                None => bakeoff_spec::AppSpec::load_from_dir(Path::new("."))?,
+            };
+            (
+                crate::lang::python_file(file),
+                "python file".into(),
+                spec,
+                None,
+            )
+        }
     };
     let spec = spec.unwrap_or_default();
     let name = match &spec.name {
@@ -119,6 +140,11 @@ pub(crate) fn plan_for(
         .map(|d| d.ports.to_vec())
         .unwrap_or_else(|| guess_ports(&source));
     let ports = spec.ports.clone().unwrap_or(guessed_ports);
+    let interpreted = matches!(source, Source::Python { .. } | Source::Node { .. });
+    let detected_command = match &spec.command {
+        Some(_) => None,
+        None => crate::lang::command(&source)?,
+    };
     let health = match spec.health.clone() {
         Some(mut h) => {
             h.port = h.port.or(ports.first().copied());
@@ -154,19 +180,41 @@ pub(crate) fn plan_for(
             .command
             .clone()
             .or_else(|| daemon.map(|d| owned(d.command)))
-            .unwrap_or_default(),
+            .or(detected_command)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|w| match ports.first() {
+                Some(p) => w.replace("${PORT}", &p.to_string()),
+                None => w,
+            })
+            .collect(),
         args: spec
             .args
             .clone()
             .or_else(|| daemon.map(|d| owned(d.args)))
             .unwrap_or_default(),
-        env: spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        env: {
+            let mut env: Vec<(String, String)> = spec
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            // The cloud convention: an interpreted app reads its port from PORT.
+            if let (true, Some(p)) = (interpreted, ports.first()) {
+                if !env.iter().any(|(k, _)| k == "PORT") {
+                    env.push(("PORT".into(), p.to_string()));
+                }
+            }
+            env
+        },
         ports,
-        workdir: spec.workdir.clone().unwrap_or_else(|| "/".into()),
+        workdir: spec.workdir.clone().unwrap_or_else(|| {
+            if interpreted {
+                crate::lang::APP_DIR.into()
+            } else {
+                "/".into()
+            }
+        }),
         health,
         memory: spec
             .resources
@@ -260,6 +308,7 @@ fn default_name(source: &Source, dir: Option<&Path>) -> String {
         (None, Source::CFile { file }) => stem(file),
         (None, Source::Elf { path }) => stem(path),
         (None, Source::Deb { package }) => package.clone(),
+        (None, Source::Python { path, .. }) => stem(path),
         (None, _) => String::new(),
     };
     sanitize(&raw)
