@@ -11,6 +11,7 @@ use std::process::Command;
 use bakeoff_detect::{BuildPlan, Source};
 use sha2::{Digest, Sha256};
 
+use crate::deb::runtime::Interpreter;
 use crate::deb::{Laid, Resolution};
 use crate::{hash, BuildError, Cache};
 
@@ -36,19 +37,21 @@ pub(crate) fn lay_out(
     log: &dyn Fn(&str),
 ) -> Result<Laid, BuildError> {
     let app = work.join("app");
-    let (program, whole): (&str, &dyn Fn(&str, &str) -> bool) = match &plan.source {
+    let interpreter = match &plan.source {
         Source::Python { path, deps } => {
             stage_python(path, deps.as_deref(), res, cache, &app, log)?;
-            (bakeoff_detect::PYTHON, &|_: &str, s: &str| {
-                s == "python3-defaults" || s.starts_with("python3.")
-            })
+            Interpreter {
+                program: bakeoff_detect::PYTHON,
+                whole: &|_: &str, s: &str| s == "python3-defaults" || s.starts_with("python3."),
+            }
         }
         Source::Node { dir, lock } => {
             stage_node(dir, *lock, res, cache, &app, log)?;
-            (bakeoff_detect::NODE, &|name: &str, s: &str| {
+            Interpreter {
+                program: bakeoff_detect::NODE,
                 // Debian loads some of node's builtins from /usr/share/nodejs (node-acorn, ...).
-                s == "nodejs" || name.starts_with("node-")
-            })
+                whole: &|name: &str, s: &str| s == "nodejs" || name.starts_with("node-"),
+            }
         }
         other => {
             return Err(BuildError::Unsupported(format!(
@@ -56,8 +59,7 @@ pub(crate) fn lay_out(
             )))
         }
     };
-    let mut laid =
-        crate::deb::runtime::lay_out(res, program, whole, &app, cache, work, rootfs, log)?;
+    let mut laid = crate::deb::runtime::lay_out(res, interpreter, &app, cache, work, rootfs, log)?;
     match &plan.source {
         Source::Python { .. } => laid.env.extend([
             (

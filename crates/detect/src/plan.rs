@@ -365,6 +365,90 @@ mod tests {
     }
 
     #[test]
+    fn example_python_web_plan() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/python-web");
+        let plan = detect(root.to_str().unwrap()).unwrap();
+        assert_eq!(plan.command, vec!["/usr/bin/python3", "/app/app.py"]);
+        assert_eq!(plan.env, vec![("PORT".into(), "8080".into())]);
+        insta::assert_snapshot!(redacted(&plan, &root));
+    }
+
+    #[test]
+    fn example_node_web_plan() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/node-web");
+        let plan = detect(root.to_str().unwrap()).unwrap();
+        assert_eq!(plan.command, vec!["/usr/bin/node", "server.js"]);
+        assert_eq!(plan.workdir, "/app");
+        insta::assert_snapshot!(redacted(&plan, &root));
+    }
+
+    #[test]
+    fn python_commands_are_found_not_guessed() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        // A WSGI app served by the server named in the dependencies, on the declared port.
+        write(d, "requirements.txt", "Flask>=2\ngunicorn==21.2 # server\n");
+        write(
+            d,
+            "app.py",
+            "from flask import Flask\napp = Flask(__name__)\n",
+        );
+        write(d, "bakeoff.toml", "ports = [5000]\n");
+        let plan = detect(d.to_str().unwrap()).unwrap();
+        assert_eq!(
+            plan.command,
+            vec![
+                "/usr/bin/python3",
+                "-m",
+                "gunicorn",
+                "--bind",
+                "0.0.0.0:5000",
+                "app:app"
+            ]
+        );
+        assert_eq!(plan.env, vec![("PORT".into(), "5000".into())]);
+        // A [project.scripts] entry wins over app.py.
+        write(d, "pyproject.toml", "[project]\nname = \"svc\"\ndependencies = [\"uvicorn\"]\n[project.scripts]\nsvc = \"svc.cli:main\"\n");
+        let plan = detect(d.to_str().unwrap()).unwrap();
+        assert_eq!(
+            plan.command[2],
+            "import sys; from svc.cli import main; sys.exit(main())"
+        );
+        assert!(
+            matches!(plan.source, Source::Python { ref deps, .. } if deps.as_deref() == Some("pyproject.toml"))
+        );
+        // One .py file is an app by itself.
+        write(d, "tool.py", "print(1)\n");
+        let plan = detect(d.join("tool.py").to_str().unwrap()).unwrap();
+        assert_eq!(
+            (plan.name.as_str(), plan.command[1].as_str()),
+            ("tool", "/app/tool.py")
+        );
+    }
+
+    #[test]
+    fn node_without_start_or_main_says_what_to_add() {
+        let t = tempfile::tempdir().unwrap();
+        write(
+            t.path(),
+            "package.json",
+            "{\"name\": \"x\", \"scripts\": {\"test\": \"jest\"}}",
+        );
+        let e = detect(t.path().to_str().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("bakeoff cannot tell how to start this app: it has no `scripts.start` and no `main`"), "{e}");
+        write(
+            t.path(),
+            "package.json",
+            "{\"scripts\": {\"start\": \"NODE_ENV=x node a.js && echo\"}}",
+        );
+        let e = detect(t.path().to_str().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("is not of the form `node FILE ARGS`"), "{e}");
+        write(t.path(), "package.json", "{\"main\": \"lib/index.js\"}");
+        let plan = detect(t.path().to_str().unwrap()).unwrap();
+        assert_eq!(plan.command, vec!["/usr/bin/node", "lib/index.js"]);
+    }
+
+    #[test]
     fn single_file_guesses_port_from_htons() {
         let t = tempfile::tempdir().unwrap();
         write(t.path(), "srv.c", "int main(){ a.sin_port = htons(9000); }");

@@ -22,18 +22,24 @@ use crate::{BuildError, Cache};
 /// Data packages kept whole when the interpreter's dependencies bring them.
 const DATA_PACKAGES: &[&str] = &["media-types", "tzdata", "ca-certificates", "netbase"];
 
+/// Which interpreter: its program and which packages to keep whole (by name and source).
+pub(crate) struct Interpreter<'a> {
+    pub program: &'a str,
+    pub whole: &'a dyn Fn(&str, &str) -> bool,
+}
+
 /// Lays out the interpreter `program`, keeping whole the packages for which `whole(name,
 /// source)` holds, and the app tree `app` (copied to `/app`) into `rootfs`.
 pub(crate) fn lay_out(
     res: &Resolution,
-    program: &str,
-    whole: &dyn Fn(&str, &str) -> bool,
+    interpreter: Interpreter,
     app: &Path,
     cache: &Cache,
     work: &Path,
     rootfs: &Path,
     log: &dyn Fn(&str),
 ) -> Result<Laid, BuildError> {
+    let Interpreter { program, whole } = interpreter;
     let debs = apt::fetch(res, cache, log)?;
     log(&format!(
         "unpacking {} Debian packages with dpkg-deb",
