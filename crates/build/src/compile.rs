@@ -30,7 +30,10 @@ pub fn build(
     // A Debian package is resolved to exact versions first: they are part of the input hash.
     let resolved = match &plan.source {
         Source::Deb { package } => Some(crate::deb::resolve(package, cache, log)?),
-        _ => None,
+        other => match crate::lang::interpreter_package(other) {
+            Some(package) => Some(crate::deb::resolve(package, cache, log)?),
+            None => None,
+        },
     };
     let id = input_hash(plan, resolved.as_ref())?;
     let final_dir = cache.artifacts().join(&id);
@@ -50,6 +53,9 @@ pub fn build(
 
     // A Debian package brings its own tree (see deb.rs); anything else is one program at /app/NAME.
     let deb = match &resolved {
+        Some(r) if crate::lang::interpreter_package(&plan.source).is_some() => Some(
+            crate::lang::lay_out(plan, r, cache, work.path(), &rootfs, log)?,
+        ),
         Some(r) => Some(crate::deb::lay_out(
             plan,
             r,
@@ -111,6 +117,8 @@ pub fn build(
     }
 
     let command = match &deb {
+        // An interpreted app's command names Debian's interpreter (detected or from bakeoff.toml).
+        Some(_) if crate::lang::interpreter_package(&plan.source).is_some() => plan.command.clone(),
         Some(d) => d.command.clone(),
         None if plan.command.is_empty() => vec![binary.clone()],
         None => plan.command.clone(),
@@ -203,6 +211,12 @@ fn input_hash(
             hash::hash_path(&mut h, dir)?
         }
         Source::Elf { path } => hash::hash_path(&mut h, path)?,
+        Source::Python { path, .. } | Source::Node { dir: path, .. } => {
+            hash::hash_path(&mut h, path)?;
+            h.update(crate::deb::LAYOUT_VERSION);
+            h.update(crate::lang::LAYOUT_VERSION);
+            h.update(deb.map(|r| r.fingerprint()).unwrap_or_default());
+        }
         Source::Deb { package } => {
             h.update(package);
             h.update(crate::deb::LAYOUT_VERSION);
@@ -345,6 +359,9 @@ fn produce_executable(
         Source::Deb { package } => Err(BuildError::Unsupported(format!(
             "deb:{package}: Debian package inputs are not supported yet"
         ))),
+        Source::Python { .. } | Source::Node { .. } => Err(BuildError::Unsupported(
+            "an interpreted app has no executable of its own".into(),
+        )),
     }
 }
 

@@ -20,6 +20,7 @@
 
 mod apt;
 mod postinst;
+pub(crate) mod runtime;
 mod users;
 
 use std::collections::BTreeSet;
@@ -35,7 +36,7 @@ pub use apt::{resolve, Resolution};
 use crate::{BuildError, Cache};
 
 /// Bump when the layout rules change, so cached deb artifacts are rebuilt.
-pub(crate) const LAYOUT_VERSION: &str = "bakeoff-deb-layout/2";
+pub(crate) const LAYOUT_VERSION: &str = "bakeoff-deb-layout/3";
 
 /// Where programs are looked up when `command[0]` is not an absolute path.
 const PATH_DIRS: &[&str] = &[

@@ -8,6 +8,7 @@ mod cache;
 mod compile;
 mod deb;
 mod hash;
+mod lang;
 
 pub use artifact::{Artifact, ArtifactManifest, Entry, EntryKind};
 pub use cache::Cache;

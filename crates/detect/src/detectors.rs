@@ -33,7 +33,7 @@ impl SourceTree {
         })
     }
 
-    fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         self.files.iter().any(|f| f == name)
     }
 }
@@ -145,6 +145,8 @@ pub fn default_detectors() -> Vec<Box<dyn Detector>> {
         Box::new(CustomBuild),
         Box::new(Cargo),
         Box::new(Make),
+        Box::new(crate::lang::Node),
+        Box::new(crate::lang::Python),
         Box::new(SingleC),
         Box::new(PrebuiltElf),
     ]

@@ -4,11 +4,13 @@
 //! recognises the source tree wins. `bakeoff.toml` then overrides what was guessed.
 
 mod detectors;
+mod lang;
 mod plan;
 
 use std::path::{Path, PathBuf};
 
 pub use detectors::{default_detectors, Detector, SourceTree};
+pub use lang::{python_requirements, APP_DIR, NODE, PYTHON, PYTHON_DEPS_DIR};
 pub use plan::{app_binary_path, BuildPlan, Source};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,16 +22,20 @@ pub enum DetectError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{0} has nothing bakeoff can build: expected bakeoff.toml with [build], a Cargo.toml, a Makefile, exactly one .c file, or a Linux executable")]
+    #[error("{0} has nothing bakeoff can build: expected bakeoff.toml with [build], a Cargo.toml, a Makefile, a package.json, a Python app (requirements.txt, pyproject.toml, Pipfile.lock, app.py, main.py or __main__.py), exactly one .c file, or a Linux executable")]
     NothingBuildable(PathBuf),
     #[error("{path} holds several C files ({files}); add a Makefile or a bakeoff.toml [build] section saying how to build them")]
     SeveralCFiles { path: PathBuf, files: String },
-    #[error("{0} is neither a directory, a C source file (.c) nor an ELF executable")]
+    #[error("{0} is neither a directory, a C source file (.c), a Python file (.py) nor an ELF executable")]
     UnknownFile(PathBuf),
     #[error("`deb:` needs a package name, for example deb:nginx")]
     EmptyDeb,
     #[error("invalid Debian package name `{0}`")]
     BadDebName(String),
+    #[error("{path} cannot be read: {reason}")]
+    BadManifest { path: PathBuf, reason: String },
+    #[error("{path}: bakeoff cannot tell how to start this app: {hint}")]
+    NoEntry { path: PathBuf, hint: String },
     #[error(transparent)]
     Spec(#[from] bakeoff_spec::SpecError),
 }
@@ -41,6 +47,7 @@ pub enum AppInput {
     CFile(PathBuf),
     Elf(PathBuf),
     Deb(String),
+    PyFile(PathBuf),
 }
 
 impl AppInput {
@@ -72,6 +79,9 @@ impl AppInput {
         }
         if path.extension().is_some_and(|e| e == "c") {
             return Ok(AppInput::CFile(path));
+        }
+        if path.extension().is_some_and(|e| e == "py") {
+            return Ok(AppInput::PyFile(path));
         }
         if is_elf(&path) {
             return Ok(AppInput::Elf(path));

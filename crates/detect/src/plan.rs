@@ -28,6 +28,13 @@ pub enum Source {
     Elf { path: PathBuf },
     /// A Debian package and its dependencies, unpacked (never installed on the host).
     Deb { package: String },
+    /// A Python app (a directory, or one `.py` file) run by Debian's python3; `deps` names the
+    /// file pip installs the dependencies from (`requirements.txt`, `pyproject.toml`,
+    /// `Pipfile.lock`).
+    Python { path: PathBuf, deps: Option<String> },
+    /// A Node.js app (a directory with package.json) run by Debian's nodejs; `lock` when
+    /// package-lock.json or npm-shrinkwrap.json is there (`npm ci`).
+    Node { dir: PathBuf, lock: bool },
 }
 
 impl Source {
@@ -36,6 +43,7 @@ impl Source {
         match self {
             Source::Elf { .. } => bakeoff_spec::Origin::Binary,
             Source::Deb { .. } => bakeoff_spec::Origin::Package,
+            Source::Python { .. } | Source::Node { .. } => bakeoff_spec::Origin::Interpreted,
             _ => bakeoff_spec::Origin::Source,
         }
     }
@@ -101,6 +109,19 @@ pub(crate) fn plan_for(
         AppInput::CFile(file) => (Source::CFile { file }, "single C file".into(), None, None),
         AppInput::Elf(path) => (Source::Elf { path }, "prebuilt ELF".into(), None, None),
         AppInput::Deb(package) => (Source::Deb { package }, "debian package".into(), None, None),
+        AppInput::PyFile(file) => {
+            // A bakeoff.toml beside the file applies to it.
+            let spec = match file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(dir) => bakeoff_spec::AppSpec::load_from_dir(dir)?,
+                None => bakeoff_spec::AppSpec::load_from_dir(Path::new("."))?,
+            };
+            (
+                crate::lang::python_file(file),
+                "python file".into(),
+                spec,
+                None,
+            )
+        }
     };
     let spec = spec.unwrap_or_default();
     let name = match &spec.name {
@@ -119,6 +140,11 @@ pub(crate) fn plan_for(
         .map(|d| d.ports.to_vec())
         .unwrap_or_else(|| guess_ports(&source));
     let ports = spec.ports.clone().unwrap_or(guessed_ports);
+    let interpreted = matches!(source, Source::Python { .. } | Source::Node { .. });
+    let detected_command = match &spec.command {
+        Some(_) => None,
+        None => crate::lang::command(&source)?,
+    };
     let health = match spec.health.clone() {
         Some(mut h) => {
             h.port = h.port.or(ports.first().copied());
@@ -154,19 +180,41 @@ pub(crate) fn plan_for(
             .command
             .clone()
             .or_else(|| daemon.map(|d| owned(d.command)))
-            .unwrap_or_default(),
+            .or(detected_command)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|w| match ports.first() {
+                Some(p) => w.replace("${PORT}", &p.to_string()),
+                None => w,
+            })
+            .collect(),
         args: spec
             .args
             .clone()
             .or_else(|| daemon.map(|d| owned(d.args)))
             .unwrap_or_default(),
-        env: spec
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        env: {
+            let mut env: Vec<(String, String)> = spec
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            // The cloud convention: an interpreted app reads its port from PORT.
+            if let (true, Some(p)) = (interpreted, ports.first()) {
+                if !env.iter().any(|(k, _)| k == "PORT") {
+                    env.push(("PORT".into(), p.to_string()));
+                }
+            }
+            env
+        },
         ports,
-        workdir: spec.workdir.clone().unwrap_or_else(|| "/".into()),
+        workdir: spec.workdir.clone().unwrap_or_else(|| {
+            if interpreted {
+                crate::lang::APP_DIR.into()
+            } else {
+                "/".into()
+            }
+        }),
         health,
         memory: spec
             .resources
@@ -260,6 +308,7 @@ fn default_name(source: &Source, dir: Option<&Path>) -> String {
         (None, Source::CFile { file }) => stem(file),
         (None, Source::Elf { path }) => stem(path),
         (None, Source::Deb { package }) => package.clone(),
+        (None, Source::Python { path, .. }) => stem(path),
         (None, _) => String::new(),
     };
     sanitize(&raw)
@@ -313,6 +362,90 @@ mod tests {
         assert_eq!(plan.ports, vec![8080]);
         assert!(matches!(plan.source, Source::CFile { .. }));
         insta::assert_snapshot!(redacted(&plan, &root));
+    }
+
+    #[test]
+    fn example_python_web_plan() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/python-web");
+        let plan = detect(root.to_str().unwrap()).unwrap();
+        assert_eq!(plan.command, vec!["/usr/bin/python3", "/app/app.py"]);
+        assert_eq!(plan.env, vec![("PORT".into(), "8080".into())]);
+        insta::assert_snapshot!(redacted(&plan, &root));
+    }
+
+    #[test]
+    fn example_node_web_plan() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/node-web");
+        let plan = detect(root.to_str().unwrap()).unwrap();
+        assert_eq!(plan.command, vec!["/usr/bin/node", "server.js"]);
+        assert_eq!(plan.workdir, "/app");
+        insta::assert_snapshot!(redacted(&plan, &root));
+    }
+
+    #[test]
+    fn python_commands_are_found_not_guessed() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        // A WSGI app served by the server named in the dependencies, on the declared port.
+        write(d, "requirements.txt", "Flask>=2\ngunicorn==21.2 # server\n");
+        write(
+            d,
+            "app.py",
+            "from flask import Flask\napp = Flask(__name__)\n",
+        );
+        write(d, "bakeoff.toml", "ports = [5000]\n");
+        let plan = detect(d.to_str().unwrap()).unwrap();
+        assert_eq!(
+            plan.command,
+            vec![
+                "/usr/bin/python3",
+                "-m",
+                "gunicorn",
+                "--bind",
+                "0.0.0.0:5000",
+                "app:app"
+            ]
+        );
+        assert_eq!(plan.env, vec![("PORT".into(), "5000".into())]);
+        // A [project.scripts] entry wins over app.py.
+        write(d, "pyproject.toml", "[project]\nname = \"svc\"\ndependencies = [\"uvicorn\"]\n[project.scripts]\nsvc = \"svc.cli:main\"\n");
+        let plan = detect(d.to_str().unwrap()).unwrap();
+        assert_eq!(
+            plan.command[2],
+            "import sys; from svc.cli import main; sys.exit(main())"
+        );
+        assert!(
+            matches!(plan.source, Source::Python { ref deps, .. } if deps.as_deref() == Some("pyproject.toml"))
+        );
+        // One .py file is an app by itself.
+        write(d, "tool.py", "print(1)\n");
+        let plan = detect(d.join("tool.py").to_str().unwrap()).unwrap();
+        assert_eq!(
+            (plan.name.as_str(), plan.command[1].as_str()),
+            ("tool", "/app/tool.py")
+        );
+    }
+
+    #[test]
+    fn node_without_start_or_main_says_what_to_add() {
+        let t = tempfile::tempdir().unwrap();
+        write(
+            t.path(),
+            "package.json",
+            "{\"name\": \"x\", \"scripts\": {\"test\": \"jest\"}}",
+        );
+        let e = detect(t.path().to_str().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("bakeoff cannot tell how to start this app: it has no `scripts.start` and no `main`"), "{e}");
+        write(
+            t.path(),
+            "package.json",
+            "{\"scripts\": {\"start\": \"NODE_ENV=x node a.js && echo\"}}",
+        );
+        let e = detect(t.path().to_str().unwrap()).unwrap_err().to_string();
+        assert!(e.contains("is not of the form `node FILE ARGS`"), "{e}");
+        write(t.path(), "package.json", "{\"main\": \"lib/index.js\"}");
+        let plan = detect(t.path().to_str().unwrap()).unwrap();
+        assert_eq!(plan.command, vec!["/usr/bin/node", "lib/index.js"]);
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub fn check(info: &ElfInfo, origin: Origin) -> Vec<Verdict> {
             Platform::Docker | Platform::Qemu | Platform::Xen | Platform::Firecracker => {
                 linux(platform, info, &calls, origin)
             }
-            Platform::Rumprun => rumprun(info, &calls, origin == Origin::Source),
+            Platform::Rumprun => rumprun(info, &calls, origin),
         })
         .collect()
 }
@@ -64,7 +64,7 @@ fn linux(platform: Platform, info: &ElfInfo, calls: &Calls, origin: Origin) -> V
     let mut notes = Vec::new();
     // What the image holds besides the program decides what an exec'd program may find there.
     let (programs, shell) = match origin {
-        Origin::Package => (
+        Origin::Package | Origin::Interpreted => (
             "the image holds the package's own files and its dependencies' libraries; other programs must be added with bakeoff.toml [[files]]",
             "/bin/sh and the programs the commands use are in the image only if a dependency brings them (else add them with bakeoff.toml [[files]])",
         ),
@@ -90,9 +90,14 @@ fn linux(platform: Platform, info: &ElfInfo, calls: &Calls, origin: Origin) -> V
 
 /// A Rumprun unikernel is one process of a program rebuilt against NetBSD's libc and linked
 /// with the rump kernel: no fork, no exec, no shell; threads run on one CPU.
-fn rumprun(info: &ElfInfo, calls: &Calls, from_source: bool) -> Verdict {
+fn rumprun(info: &ElfInfo, calls: &Calls, origin: Origin) -> Verdict {
     let mut blockers = not_a_program(info);
-    if !from_source {
+    if origin == Origin::Interpreted {
+        blockers.push(
+            "an interpreted app cannot run on Rumprun: its interpreter would have to be rebuilt for the unikernel, and the app's native modules with it"
+                .to_string(),
+        );
+    } else if origin != Origin::Source {
         blockers.push(
             "a prebuilt binary cannot run on Rumprun: it must be rebuilt from source with the Rumprun toolchain"
                 .to_string(),
@@ -153,7 +158,7 @@ fn rumprun(info: &ElfInfo, calls: &Calls, from_source: bool) -> Verdict {
             english_list(many.iter().map(|s| s.to_string()).collect())
         )),
     }
-    if from_source && blockers.is_empty() {
+    if origin == Origin::Source && blockers.is_empty() {
         notes.push(
             "it will be rebuilt with the Rumprun toolchain (x86_64-rumprun-netbsd-gcc, then rumprun-bake)".to_string(),
         );

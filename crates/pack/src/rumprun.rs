@@ -367,6 +367,9 @@ pub fn build_plan(
         Source::Deb { .. } => Err(refuse(
             "a Debian package holds prebuilt Linux binaries; Rumprun needs the program rebuilt from source with the Rumprun toolchain",
         )),
+        Source::Python { .. } | Source::Node { .. } => Err(refuse(
+            "an interpreted app cannot run on Rumprun: its interpreter would have to be rebuilt for the unikernel, and the app's native modules with it",
+        )),
     }
 }
 

@@ -82,6 +82,8 @@ pub enum Origin {
     Binary,
     /// A Debian package: the program, its package's files and its dependencies' libraries.
     Package,
+    /// A Python or Node.js app: its files run by an interpreter from Debian's packages.
+    Interpreted,
 }
 
 /// What `build` produces from one Artifact.

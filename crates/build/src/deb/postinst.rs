@@ -96,6 +96,27 @@ pub fn actions(script: &str) -> Vec<Action> {
     out
 }
 
+/// The words of a command without its redirections (`2> /dev/null`, `>/dev/null`, `2>&1`):
+/// their targets are files the shell opens, not operands to create.
+fn without_redirections(words: Vec<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        let op = w.trim_start_matches(|c: char| c.is_ascii_digit());
+        let rest = ["&>>", "&>", ">>", ">&", "<&", ">|", ">", "<"]
+            .iter()
+            .find_map(|o| op.strip_prefix(o));
+        match rest {
+            Some("") => {
+                it.next();
+            }
+            Some(_) => {}
+            None => out.push(w),
+        }
+    }
+    out
+}
+
 /// Absolute, without `..`: a path that stays inside the image root.
 pub fn safe_path(p: &str) -> bool {
     p.starts_with('/') && !p.split('/').any(|c| c == "..") && p.len() > 1
@@ -240,12 +261,12 @@ fn commands(script: &str) -> Vec<Vec<String>> {
     out
 }
 
-/// Drops leading keywords and redirections.
+/// Drops leading keywords and redirections (with their targets).
 fn clean(words: Vec<String>) -> Vec<String> {
     let keywords = [
         "if", "then", "else", "elif", "do", "while", "until", "!", "exec", "command",
     ];
-    let mut words: Vec<String> = words.into_iter().filter(|w| !is_redirection(w)).collect();
+    let mut words: Vec<String> = without_redirections(words);
     while words
         .first()
         .is_some_and(|w| keywords.contains(&w.as_str()))
@@ -253,11 +274,6 @@ fn clean(words: Vec<String>) -> Vec<String> {
         words.remove(0);
     }
     words
-}
-
-fn is_redirection(w: &str) -> bool {
-    let rest = w.trim_start_matches(|c: char| c.is_ascii_digit());
-    rest.starts_with('>') || rest.starts_with('<')
 }
 
 #[cfg(test)]
@@ -346,6 +362,20 @@ fi
 
 exit 0
 "#;
+
+    #[test]
+    fn redirections_are_not_paths_to_create() {
+        let a = actions("mkdir -p /var/lib/x 2> /dev/null\nmkdir /var/log/x >/dev/null 2>&1\nmkdir -p /run/y 1>> /tmp/log || true\n");
+        assert_eq!(
+            a,
+            ["/var/lib/x", "/var/log/x", "/run/y"]
+                .iter()
+                .map(|p| Action::Mkdir {
+                    path: p.to_string()
+                })
+                .collect::<Vec<_>>()
+        );
+    }
 
     #[test]
     fn nginx_common_links_the_default_site_and_copies_the_index() {
