@@ -234,7 +234,9 @@ fn auto_service_follows_the_load_between_microvm_and_container() {
         "{text}"
     );
     assert!(
-        text.contains(&format!("bakeoff_service_switches_total{{service=\"{name}\"}} 2")),
+        text.contains(&format!(
+            "bakeoff_service_switches_total{{service=\"{name}\"}} 2"
+        )),
         "{text}"
     );
 

@@ -222,7 +222,10 @@ mod tests {
             let (series, value) = line.rsplit_once(' ').expect(line);
             let name = series.split('{').next().unwrap();
             assert!(typed.contains(name), "{name} has no TYPE line");
-            assert!(series.ends_with('}') && series.contains("service=\""), "{line}");
+            assert!(
+                series.ends_with('}') && series.contains("service=\""),
+                "{line}"
+            );
             samples.push((series.to_string(), value.parse::<f64>().expect(line)));
         }
         samples
@@ -234,7 +237,9 @@ mod tests {
             .await
             .unwrap();
         // One request without a backend: the front answers 503 itself.
-        let mut s = tokio::net::TcpStream::connect(front.local_addr()).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(front.local_addr())
+            .await
+            .unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
@@ -257,13 +262,19 @@ mod tests {
                 .unwrap_or_else(|| panic!("no {series} in\n{text}"))
                 .1
         };
-        assert_eq!(get("bakeoff_front_requests_total{service=\"we\\\"b\"}"), 1.0);
+        assert_eq!(
+            get("bakeoff_front_requests_total{service=\"we\\\"b\"}"),
+            1.0
+        );
         assert_eq!(
             get("bakeoff_front_responses_total{service=\"we\\\"b\",class=\"5xx\"}"),
             1.0
         );
         assert_eq!(get("bakeoff_front_errors_total{service=\"we\\\"b\"}"), 1.0);
-        assert_eq!(get("bakeoff_service_switches_total{service=\"we\\\"b\"}"), 2.0);
+        assert_eq!(
+            get("bakeoff_service_switches_total{service=\"we\\\"b\"}"),
+            2.0
+        );
         assert_eq!(
             get("bakeoff_service_backend_info{service=\"we\\\"b\",platform=\"docker\",backend=\"web.docker.1\"}"),
             1.0
