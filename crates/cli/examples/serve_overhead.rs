@@ -5,8 +5,11 @@
 //!
 //! ```sh
 //! cargo build --release -p bakeoff-cli --examples
-//! target/release/examples/serve_overhead [ROUNDS] [SECONDS] [CONNECTIONS] [SWITCHES]
+//! target/release/examples/serve_overhead [ROUNDS] [SECONDS] [CONNECTIONS] [SWITCHES] [RATE]
 //! ```
+//! Without RATE the load is closed-loop (as fast as it goes: on a small machine the front's
+//! own CPU then shows as lost throughput); with RATE it is open-loop at that many requests per
+//! second, which shows the latency the extra hop adds below saturation.
 //! Uses `target/release/bakeoff` (or `$BAKEOFF_BIN`), and its own state directory.
 
 use std::net::SocketAddr;
@@ -55,6 +58,10 @@ async fn main() {
             .unwrap_or(d)
     };
     let (rounds, seconds, connections, switches) = (arg(1, 5), arg(2, 3), arg(3, 8), arg(4, 10));
+    let rate = match arg(5, 0) {
+        0 => None,
+        r => Some(r as f64),
+    };
     let state = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -91,7 +98,11 @@ async fn main() {
         .parse()
         .unwrap();
     println!(
-        "front overhead: {rounds} rounds × {seconds} s × {connections} connections, alternating direct (127.0.0.1:{direct_port}) and front (127.0.0.1:{port})"
+        "front overhead: {rounds} rounds × {seconds} s × {connections} connections, {}, alternating direct (127.0.0.1:{direct_port}) and front (127.0.0.1:{port})",
+        match rate {
+            Some(r) => format!("open loop at {r} req/s"),
+            None => "closed loop".to_string(),
+        }
     );
     println!("| mode | path | req/s (median) | p50 | p99 | failed |");
     println!("|---|---|---|---|---|---|");
@@ -108,7 +119,7 @@ async fn main() {
                     keepalive,
                     warmup: Duration::from_millis(500),
                     max_requests: None,
-                    ..Default::default()
+                    rate,
                 };
                 let r = load(
                     LoadTarget::new(SocketAddr::from(([127, 0, 0, 1], port))),

@@ -187,7 +187,7 @@ fn figures(cands: &[(&PlatformProfile, Option<f64>)], slo: &Slo) -> String {
                 let _ = write!(out, "{} meets {slo} at no swept rate", p.platform);
             }
         }
-        if i == 0 {
+        if i == 0 && sus.is_some() {
             let _ = write!(out, " within {slo}");
         }
         if p.emulated {
