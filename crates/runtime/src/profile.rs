@@ -52,14 +52,14 @@ impl Runtime {
             return Ok(None);
         }
         let dir = self.profiles_dir();
-        std::fs::create_dir_all(&dir)?;
+        fs_err::create_dir_all(&dir)?;
         let path = dir.join(format!("{id}.json"));
         let tmp = dir.join(format!(".{id}.json.tmp"));
-        std::fs::write(
+        fs_err::write(
             &tmp,
             serde_json::to_vec_pretty(report).expect("a report serializes"),
         )?;
-        std::fs::rename(&tmp, &path)?;
+        fs_err::rename(&tmp, &path)?;
         Ok(Some(path))
     }
 

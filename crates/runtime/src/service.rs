@@ -271,7 +271,7 @@ impl Runtime {
             .open(&tmp)?;
         f.write_all(&serde_json::to_vec_pretty(rec).expect("record serializes"))?;
         drop(f);
-        std::fs::rename(&tmp, dir.join("service.json"))?;
+        fs_err::rename(&tmp, dir.join("service.json"))?;
         Ok(())
     }
 
@@ -282,7 +282,7 @@ impl Runtime {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for e in std::fs::read_dir(&root)? {
+        for e in fs_err::read_dir(&root)? {
             let name = e?.file_name().to_string_lossy().into_owned();
             let Ok(record) = self.load_service(&name) else {
                 continue;
@@ -419,7 +419,7 @@ impl Runtime {
         }
         let rec = self.load_service(name)?;
         self.remove_backends(&rec).await?;
-        std::fs::remove_dir_all(self.service_dir(name))?;
+        fs_err::remove_dir_all(self.service_dir(name))?;
         Ok(())
     }
 
