@@ -304,8 +304,8 @@ fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
 }
 
 impl ServeArgs {
-    pub fn flags(&self) -> bakeoff_runtime::RunFlags {
-        bakeoff_runtime::RunFlags {
+    pub fn flags(&self) -> bakeoff_spec::RunOptions {
+        bakeoff_spec::RunOptions {
             env: self.env.clone(),
             memory: self.memory,
             cpus: self.cpus,
@@ -388,8 +388,8 @@ pub fn driver_options(
 }
 
 impl RunArgs {
-    pub fn flags(&self) -> bakeoff_runtime::RunFlags {
-        bakeoff_runtime::RunFlags {
+    pub fn flags(&self) -> bakeoff_spec::RunOptions {
+        bakeoff_spec::RunOptions {
             publish: self.publish.clone(),
             env: self.env.clone(),
             name: self.name.clone(),
@@ -402,8 +402,8 @@ impl RunArgs {
 }
 
 impl ExportArgs {
-    pub fn flags(&self) -> bakeoff_runtime::RunFlags {
-        bakeoff_runtime::RunFlags {
+    pub fn flags(&self) -> bakeoff_spec::RunOptions {
+        bakeoff_spec::RunOptions {
             publish: self.publish.clone(),
             env: self.env.clone(),
             name: self.name.clone(),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use bakeoff_spec::{Platform, Target};
 
-use crate::{pick_target, run_options, Prepared, RunFlags, Runtime, RuntimeError};
+use crate::{pick_target, run_options, Prepared, Runtime, RuntimeError};
 
 /// A format `export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl Runtime {
         prepared: &Prepared,
         format: ExportFormat,
         target: Option<Target>,
-        flags: RunFlags,
+        flags: bakeoff_spec::RunOptions,
         kernel: Option<PathBuf>,
     ) -> Result<String, RuntimeError> {
         let target = pick_target(format.platform(), target)?;
@@ -44,7 +44,7 @@ impl Runtime {
         bakeoff_spec::validate_name(&name)?;
         let opts = run_options(
             plan,
-            RunFlags {
+            bakeoff_spec::RunOptions {
                 name: Some(name.clone()),
                 detach: true,
                 ..flags

@@ -6,35 +6,19 @@ use std::time::Duration;
 use bakeoff_detect::BuildPlan;
 use bakeoff_driver::{check_ports_free, StartRequest};
 use bakeoff_launch::Image;
-use bakeoff_spec::{Platform, PortMapping, RunOptions, Target};
+use bakeoff_spec::{Platform, RunOptions, Target};
 use bakeoff_state::{now_secs, Instance, Status};
 
 use crate::prepare::available_with;
 use crate::{Prepared, Runtime, RuntimeError};
 
-/// What the user said about one run (`run`, `serve`, `export` flags); unset fields fall back
-/// to the app's own defaults in [`run_options`].
-#[derive(Debug, Clone, Default)]
-pub struct RunFlags {
-    pub publish: Vec<PortMapping>,
-    pub env: Vec<(String, String)>,
-    pub name: Option<String>,
-    pub detach: bool,
-    pub memory: Option<u64>,
-    pub cpus: Option<f64>,
-    pub args: Vec<String>,
-}
-
-/// The one place run options are made: the flags over the plan's defaults.
-pub fn run_options(plan: &BuildPlan, flags: RunFlags) -> RunOptions {
+/// The one place run options are made: what the user said (`run`, `serve`, `export` flags)
+/// over the app's own defaults (memory and CPUs from its plan where the flags leave them unset).
+pub fn run_options(plan: &BuildPlan, flags: RunOptions) -> RunOptions {
     RunOptions {
-        publish: flags.publish,
-        env: flags.env,
-        name: flags.name,
-        detach: flags.detach,
         memory: flags.memory.or(plan.memory),
         cpus: flags.cpus.or(plan.cpus),
-        args: flags.args,
+        ..flags
     }
 }
 

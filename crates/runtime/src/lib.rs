@@ -34,7 +34,7 @@ pub use bench::{BenchConfig, BenchOutcome};
 pub use error::RuntimeError;
 pub use export::ExportFormat;
 pub use launch::Launched;
-pub use launch::{pick_target, run_options, Launch, RunFlags, Wait};
+pub use launch::{pick_target, run_options, Launch, Wait};
 pub use manage::{Ended, Entry};
 pub use prepare::Prepared;
 pub use ready::{probe_for, Readiness};

@@ -23,7 +23,7 @@ use tokio::sync::{Mutex, Notify};
 use crate::placement::{
     self, Decision, Hysteresis, Observation, ObservedLatency, PlacementPolicy, Profile,
 };
-use crate::{run_options, Launch, Prepared, Readiness, RunFlags, Runtime, RuntimeError, Wait};
+use crate::{run_options, Launch, Prepared, Readiness, Runtime, RuntimeError, Wait};
 
 /// How often the supervisor looks at the backend.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
@@ -39,7 +39,7 @@ pub struct ServeSpec {
     pub listen: SocketAddr,
     pub platform: Platform,
     /// Env, memory, CPUs, args for every backend (publish and name are the service's).
-    pub flags: RunFlags,
+    pub flags: bakeoff_spec::RunOptions,
     pub kernel: Option<PathBuf>,
     /// How long a switch waits for the old backend's open requests/connections.
     pub drain: Duration,
