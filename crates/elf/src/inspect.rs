@@ -129,7 +129,20 @@ pub fn inspect(path: &Path) -> Result<ElfInfo, ElfError> {
         });
     }
     let bytes = read_file(path)?;
-    Ok(parse(path, &bytes)?.info)
+    let parsed = parse(path, &bytes)?;
+    // Zeroed or missing program headers: the kernel would refuse to exec it (or crash at run).
+    if parsed.loads == 0
+        && matches!(
+            parsed.info.kind,
+            ElfKind::Executable | ElfKind::PieExecutable | ElfKind::SharedObject
+        )
+    {
+        return Err(ElfError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "it has no loadable segment (its program headers are missing or zeroed)".into(),
+        });
+    }
+    Ok(parsed.info)
 }
 
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, ElfError> {
@@ -254,6 +267,8 @@ pub(crate) struct Parsed {
     pub ident: Ident,
     /// DF_1_NODEFLIB: ld.so must not search ld.so.cache or the default directories for this object's needs.
     pub nodeflib: bool,
+    /// PT_LOAD segments: a program without one cannot be loaded.
+    pub loads: usize,
 }
 
 pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed, ElfError> {
@@ -368,6 +383,11 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed, ElfError> {
         info,
         ident,
         nodeflib: flags_1 & dynamic::DF_1_NODEFLIB != 0,
+        loads: elf
+            .program_headers
+            .iter()
+            .filter(|ph| ph.p_type == program_header::PT_LOAD)
+            .count(),
     })
 }
 
@@ -556,6 +576,24 @@ mod tests {
             err.to_string(),
             "/x/stub is truncated or corrupt: the ELF identification is 6 bytes long or has an unknown class or byte order"
         );
+    }
+
+    /// A program whose program headers were zeroed passed `check` and `build` and crashed at run.
+    #[test]
+    fn zeroed_program_headers_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let mut bytes = std::fs::read("/bin/true").unwrap();
+        let phoff = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
+        let phentsize = u16::from_le_bytes([bytes[54], bytes[55]]) as usize;
+        let phnum = u16::from_le_bytes([bytes[56], bytes[57]]) as usize;
+        bytes[phoff..phoff + phentsize * phnum].fill(0);
+        let p = t.path().join("zeroed");
+        std::fs::write(&p, &bytes).unwrap();
+        assert_eq!(
+            inspect(&p).unwrap_err().to_string(),
+            format!("{} is truncated or corrupt: it has no loadable segment (its program headers are missing or zeroed)", p.display())
+        );
+        inspect(Path::new("/bin/true")).unwrap();
     }
 
     #[test]
