@@ -19,7 +19,7 @@ pub fn run_initrd(base: &[u8], overrides: &RunOverrides) -> Vec<u8> {
 }
 
 fn pad4(v: &mut Vec<u8>) {
-    while v.len() % 4 != 0 {
+    while !v.len().is_multiple_of(4) {
         v.push(0);
     }
 }
