@@ -131,7 +131,9 @@ pub fn inspect(path: &Path) -> Result<ElfInfo, ElfError> {
     let bytes = read_file(path)?;
     let parsed = parse(path, &bytes)?;
     // Zeroed or missing program headers: the kernel would refuse to exec it (or crash at run).
+    // (A foreign machine's binary is refused by the check with a better sentence.)
     if parsed.loads == 0
+        && parsed.ident.e_machine == header::EM_X86_64
         && matches!(
             parsed.info.kind,
             ElfKind::Executable | ElfKind::PieExecutable | ElfKind::SharedObject
