@@ -706,3 +706,42 @@ mod tests {
         );
     }
 }
+
+/// Property tests of ELF inspection on hostile input: 256 arbitrary files and 256 mutations of
+/// a real program (bytes overwritten at random offsets); parsing never panics.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse(Path::new("/x/any"), &bytes);
+            let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+            elf.extend_from_slice(&bytes);
+            let _ = parse(Path::new("/x/any"), &elf);
+        }
+
+        #[test]
+        fn mutated_programs_never_panic(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..16),
+        ) {
+            static TRUE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            let mut bytes = TRUE.get_or_init(|| std::fs::read("/bin/true").unwrap()).clone();
+            // Most edits land in the headers, where the parser looks first.
+            for (i, b) in edits {
+                let span = if b % 2 == 0 { 4096.min(bytes.len()) } else { bytes.len() };
+                let at = i.index(span);
+                bytes[at] = b;
+            }
+            let _ = parse(Path::new("/x/mutated"), &bytes);
+        }
+    }
+}
