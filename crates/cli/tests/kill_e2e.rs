@@ -214,3 +214,72 @@ fn signals_to_a_foreground_run_stop_the_instance() {
         assert_eq!(engine, "200");
     }
 }
+
+/// SIGKILL during `build` (a fresh cache each time, so every build really works): the cache is
+/// never corrupted (a rebuild gives the uninterrupted digest) and the killed builds' scratch
+/// dirs are swept by the next build.
+#[test]
+fn killing_build_corrupts_nothing_and_leaves_no_scratch() {
+    let env = Env::new();
+    let cache = env.dir.path().join("cache");
+    let build = |cache: &std::path::Path| {
+        env.cmd(&["build", "examples/hello", "--target", "oci", "--json"])
+            .env("BAKEOFF_CACHE_DIR", cache)
+            .output()
+            .unwrap()
+    };
+    let digest = |out: std::process::Output| -> String {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["images"][0]["digest"].as_str().unwrap().to_string()
+    };
+    let t = Instant::now();
+    let reference = digest(build(&env.dir.path().join("reference-cache")));
+    let full = t.elapsed();
+    let mut rng = Rng::new();
+    let mut killed = 0;
+    for i in 0..kills() {
+        let mut child = env
+            .cmd(&["build", "examples/hello", "--target", "oci"])
+            .env("BAKEOFF_CACHE_DIR", &cache)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = Duration::from_millis(rng.below(full.as_millis() as u64));
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        // SAFETY: our own child, not yet reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+        eprintln!("build {i}: killed after {delay:?}");
+        // Start over from nothing but what the killed builds left.
+        if i % 2 == 1 {
+            let _ = std::fs::remove_dir_all(cache.join("artifacts"));
+            let _ = std::fs::remove_dir_all(cache.join("images"));
+        }
+    }
+    let again = digest(build(&cache));
+    let left: Vec<String> = std::fs::read_dir(cache.join("tmp"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("work-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "build: {} kills ({killed} before it finished), digest {} the uninterrupted one, {} scratch dirs left",
+        kills(),
+        if again == reference { "equal to" } else { "DIFFERENT from" },
+        left.len()
+    );
+    assert_eq!(again, reference);
+    assert!(left.is_empty(), "{left:?}");
+}
