@@ -22,6 +22,10 @@ pub enum StateError {
     NameTaken(String),
     #[error("no instance named `{0}` (see `bakeoff ps`)")]
     NotFound(String),
+    /// A reservation older than [`UNRECORDED_AFTER`] without a record: a start killed between
+    /// reserving the name and writing its record.
+    #[error("`{0}` has no record (a start was interrupted before writing it); remove it with `bakeoff rm -f {0}`")]
+    Unrecorded(String),
     /// A name that is not an instance name (`../x`, `/abs`): refused before any path is made.
     #[error(transparent)]
     Name(#[from] bakeoff_spec::SpecError),
@@ -171,6 +175,20 @@ pub fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// How old a reservation without a record must be before it counts as left by an interrupted
+/// start (a start writes its record right after reserving; slow drivers record after starting).
+pub const UNRECORDED_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// True when `dir` is a reservation without a record, older than [`UNRECORDED_AFTER`].
+fn stale_reservation(dir: &Path) -> bool {
+    !dir.join("instance.json").exists()
+        && fs_err::metadata(dir)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > UNRECORDED_AFTER)
+}
+
 /// Creates `dir` (and its parents) and makes it 0700: records, consoles and sockets are the
 /// user's own.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -267,7 +285,11 @@ impl StateDir {
         let text = match fs_err::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StateError::NotFound(name.to_string()))
+                return Err(if stale_reservation(&self.instance_dir(name)) {
+                    StateError::Unrecorded(name.to_string())
+                } else {
+                    StateError::NotFound(name.to_string())
+                });
             }
             Err(e) => return Err(e.into()),
         };
@@ -330,7 +352,7 @@ impl StateDir {
     pub fn remove(&self, name: &str) -> Result<(), StateError> {
         bakeoff_spec::validate_name(name)?;
         let dir = self.instance_dir(name);
-        if !dir.join("instance.json").exists() {
+        if !dir.join("instance.json").exists() && !stale_reservation(&dir) {
             return Err(StateError::NotFound(name.to_string()));
         }
         fs_err::remove_dir_all(dir)?;
@@ -417,6 +439,32 @@ mod tests {
             assert!(matches!(s.save(&i), Err(StateError::Name(_))));
         }
         assert!(victim.join("instance.json").exists());
+    }
+
+    /// A start killed between reserving the name and writing the record left a directory
+    /// that `ps` did not list and `rm -f` could not remove: once old, it is listed and removed.
+    #[test]
+    fn an_old_reservation_without_a_record_is_listed_and_removable() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::new(t.path());
+        let dir = s.reserve("fresh").unwrap();
+        assert!(
+            s.entries().unwrap().is_empty(),
+            "a start under way is not listed"
+        );
+        assert!(matches!(s.remove("fresh"), Err(StateError::NotFound(_))));
+        let old = std::time::SystemTime::now() - UNRECORDED_AFTER * 2;
+        fs_err::File::open(&dir).unwrap().set_modified(old).unwrap();
+        match &s.entries().unwrap()[..] {
+            [Entry::Damaged { name, reason, .. }] => {
+                assert_eq!(name, "fresh");
+                assert!(reason.contains("a start was interrupted"), "{reason}");
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(matches!(s.load("fresh"), Err(StateError::Unrecorded(_))));
+        s.remove("fresh").unwrap();
+        assert!(!dir.exists());
     }
 
     #[test]
