@@ -502,3 +502,83 @@ mod tests {
         assert!(err.0.contains("larger than"), "{err}");
     }
 }
+
+/// Property tests of the load generator's response reader on hostile servers: 256 byte
+/// streams (HTTP-shaped and arbitrary) split at random points; it never panics, never
+/// consumes more than it was given, and a well-formed response always completes with its status.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn drive(stream: &[u8], cuts: &[prop::sample::Index]) {
+        let mut r = ResponseReader::new();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut at = 0;
+        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(stream.len() + 1)).collect();
+        points.push(stream.len());
+        points.sort();
+        for p in points {
+            pending.extend_from_slice(&stream[at..p.max(at)]);
+            at = p.max(at);
+            match r.feed(&pending) {
+                Ok(Feed::NeedMore) => {
+                    if !r.in_head() {
+                        pending.clear();
+                    }
+                }
+                Ok(Feed::Done { consumed }) => {
+                    assert!(consumed <= pending.len());
+                    pending.drain(..consumed);
+                }
+                Err(_) => return,
+            }
+        }
+        let _ = r.eof();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn arbitrary_streams_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..400),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+        ) {
+            drive(&bytes, &cuts);
+        }
+
+        #[test]
+        fn http_shaped_streams_never_panic(
+            s in "(HTTP/1\\.[01] [0-9]{1,4} [A-Z]{0,5}\r\n)?((Content-Length|Transfer-Encoding|Connection): [ -~]{0,12}\r\n){0,3}\r\n([0-9a-fA-F]{0,3}\r\n[a-z]{0,8}\r\n){0,3}",
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+        ) {
+            drive(s.as_bytes(), &cuts);
+        }
+
+        #[test]
+        fn well_formed_responses_complete(
+            // 204 and 304 have no body whatever Content-Length says.
+            status in (200u16..600).prop_filter("bodyless", |s| *s != 204 && *s != 304),
+            body in "[a-z]{0,40}",
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let text = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let bytes = text.as_bytes();
+            let mut r = ResponseReader::new();
+            let split = cut.index(bytes.len() + 1);
+            let first = r.feed(&bytes[..split]).unwrap();
+            let done = match first {
+                Feed::Done { consumed } => consumed == split,
+                Feed::NeedMore if r.in_head() => matches!(r.feed(bytes).unwrap(), Feed::Done { consumed } if consumed == bytes.len()),
+                Feed::NeedMore => matches!(r.feed(&bytes[split..]).unwrap(), Feed::Done { consumed } if consumed == bytes.len() - split),
+            };
+            prop_assert!(done);
+            prop_assert_eq!(r.outcome().status, status);
+        }
+    }
+}

@@ -113,7 +113,7 @@ pub fn build(
         }
     }
     for (src, dst) in &plan.files {
-        copy_tree(src, &rootfs.join(dst.trim_start_matches('/')))?;
+        copy_into_image(&rootfs, src, dst)?;
     }
 
     let command = match &deb {
@@ -424,6 +424,111 @@ pub fn executables(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
     Ok(out)
 }
 
+/// `dst`, a path in the image, as a host path under `root`, following the image's own symlinks
+/// the way the guest will (an absolute target starts again at `root`). `..` in `dst`, or a
+/// symlink whose `..` climbs above the image root, is refused: nothing is written outside
+/// `root`. The last component is followed only when `follow_last`.
+pub(crate) fn path_in_image(
+    root: &Path,
+    dst: &str,
+    follow_last: bool,
+) -> Result<PathBuf, BuildError> {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    use std::path::Component;
+    let escapes = |why: &str| {
+        BuildError::FileEscapes(format!(
+            "the `[[files]]` destination `{dst}` leaves the image root {why}; it was not copied"
+        ))
+    };
+    let mut todo: VecDeque<OsString> = VecDeque::new();
+    for c in Path::new(dst).components() {
+        match c {
+            Component::Normal(n) => todo.push_back(n.to_os_string()),
+            Component::ParentDir => return Err(escapes("through `..`")),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    let mut at: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = todo.pop_front() {
+        if c == ".." {
+            if at.pop().is_none() {
+                return Err(escapes("through a symlink's `..`"));
+            }
+            continue;
+        }
+        if c == "." {
+            continue;
+        }
+        let here: PathBuf = root.join(at.iter().collect::<PathBuf>()).join(&c);
+        let is_link = std::fs::symlink_metadata(&here).is_ok_and(|m| m.file_type().is_symlink());
+        if is_link && (follow_last || !todo.is_empty()) {
+            links += 1;
+            if links > 40 {
+                return Err(escapes("through a loop of symlinks"));
+            }
+            let target = fs_err::read_link(&here)?;
+            if target.is_absolute() {
+                at.clear();
+            }
+            for t in target.components().rev() {
+                match t {
+                    Component::Normal(n) => todo.push_front(n.to_os_string()),
+                    Component::ParentDir => todo.push_front("..".into()),
+                    _ => {}
+                }
+            }
+        } else {
+            at.push(c);
+        }
+    }
+    Ok(root.join(at.iter().collect::<PathBuf>()))
+}
+
+/// Copies a `[[files]]` entry into the image root, every path resolved inside it (see
+/// [`path_in_image`]), so neither `dst` nor a symlink in the image or in `src` can make the
+/// build write on the host.
+pub(crate) fn copy_into_image(root: &Path, src: &Path, dst: &str) -> Result<(), BuildError> {
+    let meta =
+        std::fs::symlink_metadata(src).map_err(|_| BuildError::MissingFile(src.to_path_buf()))?;
+    let target = path_in_image(root, dst, meta.is_dir())?;
+    if let Some(parent) = target.parent() {
+        fs_err::create_dir_all(parent)?;
+    }
+    if meta.is_dir() {
+        fs_err::create_dir_all(&target)?;
+        for e in fs_err::read_dir(src)? {
+            let e = e?;
+            if e.file_name() == ".git" || e.file_name() == "target" {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            copy_into_image(
+                root,
+                &e.path(),
+                &format!("{}/{name}", dst.trim_end_matches('/')),
+            )?;
+        }
+        return Ok(());
+    }
+    // Replace whatever is there (a symlink is not written through).
+    if std::fs::symlink_metadata(&target).is_ok_and(|m| !m.is_dir()) {
+        fs_err::remove_file(&target)?;
+    }
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(fs_err::read_link(src)?, &target)?;
+    } else if meta.is_file() {
+        fs_err::copy(src, &target)?;
+    } else {
+        return Err(BuildError::Unsupported(format!(
+            "{} is neither a file, a directory nor a symlink; `[[files]]` copies only those",
+            src.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Copies a file or directory tree, keeping symlinks and modes.
 pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), BuildError> {
     let meta =
@@ -455,6 +560,53 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[[files]]` used to be joined onto the image root as text: `..` or a symlink (shipped by
+    /// the app itself) wrote on the host. Every path now resolves inside the image.
+    #[test]
+    fn files_never_land_outside_the_image() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("image/rootfs");
+        let host = t.path().join("host");
+        fs_err::create_dir_all(&root).unwrap();
+        fs_err::create_dir_all(&host).unwrap();
+        let app = t.path().join("app");
+        fs_err::create_dir_all(&app).unwrap();
+        fs_err::write(app.join("f"), "payload").unwrap();
+        // An absolute link means the image's own root, as in the guest.
+        std::os::unix::fs::symlink("/", app.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../../..", app.join("up")).unwrap();
+        copy_into_image(&root, &app, "/a").unwrap();
+        assert!(root.join("a/f").is_file());
+        copy_into_image(&root, &app.join("f"), "/a/abs/tmp/x").unwrap();
+        assert!(
+            root.join("tmp/x").is_file(),
+            "through `/` stays in the image"
+        );
+        let e = copy_into_image(&root, &app.join("f"), &format!("/a/up{}/x", host.display()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("the `[[files]]` destination `/a/up")
+                && e.contains("leaves the image root through a symlink's `..`"),
+            "{e}"
+        );
+        let e = copy_into_image(&root, &app.join("f"), "/../../host/x")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "the `[[files]]` destination `/../../host/x` leaves the image root through `..`; it was not copied");
+        assert_eq!(
+            fs_err::read_dir(&host).unwrap().count(),
+            0,
+            "nothing written on the host"
+        );
+        assert!(!t.path().join("x").exists());
+        // A link at the destination is replaced, not written through.
+        std::os::unix::fs::symlink(host.join("victim"), root.join("etc-link")).unwrap();
+        copy_into_image(&root, &app.join("f"), "/etc-link").unwrap();
+        assert!(!host.join("victim").exists());
+        assert!(root.join("etc-link").is_file());
+    }
 
     fn cache() -> (tempfile::TempDir, Cache) {
         let t = tempfile::tempdir().unwrap();

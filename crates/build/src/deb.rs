@@ -990,3 +990,47 @@ mod tests {
         );
     }
 }
+
+/// Property tests of what is read from Debian's tools and packages (control fields, dpkg-deb
+/// listings, apt's simulation and URI lists, maintainer scripts): 256 cases each, no panic,
+/// and well-formed fields are read as written.
+#[cfg(test)]
+mod props {
+    use super::apt::{interpret_simulation, parse_inst_line, parse_print_uris};
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn control_and_listings_never_panic(s in "\\PC{0,300}") {
+            let _ = source_from_fields(&s);
+            let _ = parse_listing(&s);
+            let _ = postinst::actions(&s);
+        }
+
+        #[test]
+        fn apt_output_never_panics(s in "(Inst |Conf |'http://[a-z./]{0,20}' |[ ()\\[\\]:=a-z0-9.+-]{0,30}\n){0,8}") {
+            for line in s.lines() {
+                let _ = parse_inst_line(line);
+            }
+            let _ = parse_print_uris(&s);
+            let _ = interpret_simulation("nginx", true, &s, "");
+            let _ = interpret_simulation("nginx", false, "", &s);
+        }
+
+        #[test]
+        fn the_source_field_is_read(
+            src in "[a-z0-9][a-z0-9+.-]{1,20}",
+            pkg in "[a-z0-9][a-z0-9+.-]{1,20}",
+        ) {
+            prop_assert_eq!(source_from_fields(&format!("Source: {src} (1:2.0-1)\nPackage: {pkg}\n")), src);
+            prop_assert_eq!(source_from_fields(&format!("Package: {pkg}\n")), pkg);
+        }
+    }
+}

@@ -40,6 +40,9 @@ pub enum BuildError {
     Unsupported(String),
     #[error("{0}")]
     Closure(String),
+    /// A `[[files]]` destination that would be written outside the image.
+    #[error("{0}")]
+    FileEscapes(String),
     #[error("file {0} listed in bakeoff.toml does not exist")]
     MissingFile(PathBuf),
     #[error(

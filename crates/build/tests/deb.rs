@@ -15,11 +15,19 @@ fn cache() -> Cache {
 }
 
 /// Builds `app`, or returns `None` after printing why apt cannot be used here.
+/// Under BAKEOFF_REQUIRE_ENGINES=1 (CI) a missing apt is a failure, not a skip.
+fn require_engines(test: &str, why: &str) {
+    if std::env::var("BAKEOFF_REQUIRE_ENGINES").as_deref() == Ok("1") {
+        panic!("{test}: {why}, and BAKEOFF_REQUIRE_ENGINES=1");
+    }
+}
+
 fn build_or_skip(test: &str, app: &str) -> Option<BuildOutcome> {
     let plan = bakeoff_detect::detect(app).unwrap();
     match build(&plan, &cache(), &|m| eprintln!("{test}: {m}")) {
         Ok(out) => Some(out),
         Err(e @ (BuildError::AptMissing | BuildError::CommandFailed { .. })) => {
+            require_engines(test, &e.to_string());
             eprintln!("SKIPPED {test}: cannot fetch Debian packages here: {e}");
             None
         }
@@ -387,7 +395,10 @@ fn bad_packages_are_refused_in_one_sentence() {
     let cache = cache();
     let plan = bakeoff_detect::detect("deb:nginxx").unwrap();
     match build(&plan, &cache, &|_| {}) {
-        Err(BuildError::AptMissing) => eprintln!("SKIPPED bad_packages: no apt here"),
+        Err(BuildError::AptMissing) => {
+            require_engines("bad_packages", "no apt here");
+            eprintln!("SKIPPED bad_packages: no apt here")
+        }
         Err(e) => assert_eq!(
             e.to_string(),
             "no Debian package named `nginxx` (apt-cache knows nothing of it; run apt-get update?)"
@@ -396,7 +407,7 @@ fn bad_packages_are_refused_in_one_sentence() {
     }
     let plan = bakeoff_detect::detect("deb:memcached").unwrap();
     match build(&plan, &cache, &|_| {}) {
-        Err(BuildError::AptMissing) => {}
+        Err(BuildError::AptMissing) => require_engines("bad_packages", "no apt here"),
         Err(e) => assert_eq!(
             e.to_string(),
             "deb:memcached has no known daemon command; add `command = [...]` to a bakeoff.toml beside `package = \"memcached\"` in a directory, and give that directory as APP"

@@ -144,6 +144,10 @@ pub struct RunArgs {
     /// QEMU machine; default: microvm (q35 when the kernel has no PVH entry).
     #[arg(long, value_enum)]
     pub machine: Option<MachineArg>,
+    /// Let a microVM reach the host's loopback services (10.0.2.2) and the outside; by default
+    /// its network only takes the -p forwards (see docs/security.md).
+    #[arg(long)]
+    pub host_loopback: bool,
     /// Seconds to wait for the app to become ready with -d (default: the app's health timeout, else 120).
     #[arg(long)]
     pub wait: Option<u64>,

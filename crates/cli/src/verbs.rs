@@ -73,6 +73,25 @@ async fn ctrl_c() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Resolves on SIGINT, SIGTERM or SIGHUP and records which one in `got` (a foreground `run`
+/// stops its instance for any of them, then exits 128 + the signal number, as shells expect).
+async fn stop_signal(got: &std::sync::atomic::AtomicI32) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
+    };
+    let n = tokio::select! {
+        _ = int.recv() => libc::SIGINT,
+        _ = term.recv() => libc::SIGTERM,
+        _ = hup.recv() => libc::SIGHUP,
+    };
+    got.store(n, std::sync::atomic::Ordering::SeqCst);
+}
+
 fn detect(app: &str, json: bool) -> Result<i32> {
     let plan = bakeoff_detect::detect(app)?;
     if json {
@@ -93,7 +112,25 @@ async fn check(app: &str, json: bool) -> Result<i32> {
         rows.push((v, rt.available(v.platform, &prepared.plan).await.err()));
     }
     print::check(app, &prepared, &rows, json)?;
-    Ok(0)
+    // Non-zero when no platform can run the app here (scripts test `bakeoff check`).
+    if rows
+        .iter()
+        .any(|(v, unavailable)| v.runnable && unavailable.is_none())
+    {
+        Ok(0)
+    } else {
+        if !json {
+            eprintln!("bakeoff: no platform can run {app} on this host");
+        }
+        Ok(1)
+    }
+}
+
+/// The build's warnings, one line each on stderr.
+fn warn(prepared: &bakeoff_runtime::Prepared) {
+    for w in &prepared.warnings {
+        eprintln!("bakeoff: warning: {w}");
+    }
 }
 
 fn build(a: BuildArgs) -> Result<i32> {
@@ -112,6 +149,7 @@ fn build(a: BuildArgs) -> Result<i32> {
     });
     progress.done();
     let (prepared, images) = result?;
+    warn(&prepared);
     print::build(&prepared, &images, started.elapsed().as_secs_f64(), a.json)?;
     Ok(0)
 }
@@ -122,7 +160,9 @@ async fn run(a: RunArgs) -> Result<i32> {
     }
     let target = a.target.and_then(|t| t.target());
     let (rt, progress) = runtime_with_spinner();
-    let rt = rt.with_options(driver_options(a.accel, a.machine));
+    let mut options = driver_options(a.accel, a.machine);
+    options.qemu.host_loopback = a.host_loopback;
+    let rt = rt.with_options(options);
     let prepared = rt.prepare(&a.app);
     let prepared = match prepared {
         Ok(p) => p,
@@ -131,6 +171,7 @@ async fn run(a: RunArgs) -> Result<i32> {
             return Err(e.into());
         }
     };
+    warn(&prepared);
     let limit = Duration::from_secs(a.wait.or(prepared.plan.health.timeout).unwrap_or(120));
     let launch = Launch {
         platform: a.platform,
@@ -161,9 +202,15 @@ async fn run(a: RunArgs) -> Result<i32> {
     }
     // Foreground: stream the output until the app ends or Ctrl-C, which stops it.
     let rt = rt.with_progress(|m| eprintln!("bakeoff: {m}"));
-    let ended = rt.follow(&inst, &mut tokio::io::stdout(), ctrl_c()).await?;
+    let got = std::sync::atomic::AtomicI32::new(0);
+    let ended = rt
+        .follow(&inst, &mut tokio::io::stdout(), stop_signal(&got))
+        .await?;
     if let Some(why) = ended.diagnosis {
         eprintln!("bakeoff: {why}");
+    }
+    if ended.interrupted {
+        return Ok(128 + got.load(std::sync::atomic::Ordering::SeqCst));
     }
     Ok(match ended.status {
         bakeoff_state::Status::Exited { code: Some(c) } => {
@@ -254,6 +301,8 @@ async fn ps(json: bool) -> Result<i32> {
 }
 
 async fn logs(name: &str, follow: bool) -> Result<i32> {
+    // A path-like name (`../x`, `/abs`) is refused before it reaches any file.
+    bakeoff_spec::validate_name(name)?;
     let rt = Runtime::from_env();
     let mut out = tokio::io::stdout();
     if rt.is_service(name) {
@@ -281,6 +330,8 @@ async fn logs(name: &str, follow: bool) -> Result<i32> {
 }
 
 async fn stop(name: &str, time: u64) -> Result<i32> {
+    // A path-like name (`../x`, `/abs`) is refused before it reaches any file.
+    bakeoff_spec::validate_name(name)?;
     let rt = Runtime::from_env();
     if rt.is_service(name) {
         rt.stop_service(name).await?;
@@ -292,6 +343,8 @@ async fn stop(name: &str, time: u64) -> Result<i32> {
 }
 
 async fn rm(name: &str, force: bool) -> Result<i32> {
+    // A path-like name (`../x`, `/abs`) is refused before it reaches any file.
+    bakeoff_spec::validate_name(name)?;
     let rt = Runtime::from_env();
     if rt.is_service(name) {
         rt.remove_service(name, force).await?;

@@ -26,6 +26,11 @@ fn deb_or_skip(env: &Env, test: &str, app: &str) -> bool {
     }
     let err = String::from_utf8_lossy(&out.stderr);
     if err.contains("apt-get download") || err.contains("not installed on this host") {
+        if std::env::var("BAKEOFF_REQUIRE_ENGINES").as_deref() == Ok("1") {
+            panic!(
+                "{test}: Debian packages cannot be fetched and BAKEOFF_REQUIRE_ENGINES=1: {err}"
+            );
+        }
         eprintln!("SKIPPED {test}: Debian packages cannot be fetched here: {err}");
         return false;
     }

@@ -36,6 +36,8 @@ pub enum DetectError {
     BadManifest { path: PathBuf, reason: String },
     #[error("{path}: bakeoff cannot tell how to start this app: {hint}")]
     NoEntry { path: PathBuf, hint: String },
+    #[error("{} is not a regular file, a directory or deb:NAME (a named pipe, socket or device cannot be an app)", .0.display())]
+    NotRegular(PathBuf),
     #[error(transparent)]
     Spec(#[from] bakeoff_spec::SpecError),
 }
@@ -57,11 +59,8 @@ impl AppInput {
             if pkg.is_empty() {
                 return Err(DetectError::EmptyDeb);
             }
-            let ok = pkg
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
-                && pkg.len() >= 2;
-            if !ok {
+            // Debian policy's rule, which also keeps `deb:--version` from reaching apt as an option.
+            if !bakeoff_spec::is_debian_package_name(pkg) {
                 return Err(DetectError::BadDebName(pkg.to_string()));
             }
             return Ok(AppInput::Deb(pkg.to_string()));
@@ -76,6 +75,10 @@ impl AppInput {
         })?;
         if meta.is_dir() {
             return Ok(AppInput::Dir(path));
+        }
+        // A named pipe or a device would block the first read forever (or never end).
+        if !meta.is_file() {
+            return Err(DetectError::NotRegular(path));
         }
         if path.extension().is_some_and(|e| e == "c") {
             return Ok(AppInput::CFile(path));

@@ -364,6 +364,23 @@ mod tests {
         insta::assert_snapshot!(redacted(&plan, &root));
     }
 
+    /// A named pipe as APP used to block `build` forever on its first read.
+    #[test]
+    fn a_named_pipe_or_device_is_refused_at_once() {
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("app.c");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mkfifo");
+        for p in [fifo.to_str().unwrap(), "/dev/zero", "/dev/null"] {
+            let e = detect(p).unwrap_err().to_string();
+            assert_eq!(e, format!("{p} is not a regular file, a directory or deb:NAME (a named pipe, socket or device cannot be an app)"));
+        }
+    }
+
     #[test]
     fn example_python_web_plan() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/python-web");
@@ -518,6 +535,13 @@ mod tests {
             "`deb:` needs a package name, for example deb:nginx"
         );
         assert!(detect("deb:Bad_Name").is_err());
+        // Options are not package names (they reached apt-get as options).
+        for opt in ["--version", "-s", "-ofoo=bar"] {
+            assert_eq!(
+                detect(&format!("deb:{opt}")).unwrap_err().to_string(),
+                format!("invalid Debian package name `{opt}`")
+            );
+        }
         write(t.path(), "bakeoff.toml", "nmae = \"x\"\n");
         let e = detect(&p).unwrap_err().to_string();
         assert!(

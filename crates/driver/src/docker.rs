@@ -82,10 +82,18 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
     )
 }
 
+/// The container's id, or its name (which the engine accepts as well) while the record is
+/// the intent written before the container was created.
 fn container_id(inst: &Instance) -> Result<&str, DriverError> {
     inst.handle
         .docker()
-        .map(|h| h.container_id.as_str())
+        .map(|h| {
+            if h.container_id.is_empty() {
+                h.container_name.as_str()
+            } else {
+                h.container_id.as_str()
+            }
+        })
         .ok_or_else(|| DriverError::wrong_handle(inst, Platform::Docker))
 }
 
@@ -127,8 +135,18 @@ impl Driver for DockerDriver {
         self.connect().await.map(|_| ())
     }
 
+    /// The container's deterministic name, before it exists.
+    fn intent(&self, req: &StartRequest<'_>) -> Option<Handle> {
+        Some(Handle::Docker(DockerHandle {
+            container_id: String::new(),
+            container_name: container_name(req.name),
+            image: req.image.reference.clone().unwrap_or_default(),
+        }))
+    }
+
     async fn start(&self, req: StartRequest<'_>) -> Result<Handle, DriverError> {
         crate::check_image(Platform::Docker, req.image)?;
+        crate::check_memory_fits(req.opts.memory, crate::host_memory_bytes())?;
         let docker = self.connect().await?;
         let reference = ensure_image(&docker, req.image).await?;
         let body = create_body(&reference, req.name, req.opts);

@@ -120,6 +120,14 @@ pub trait Driver: Send + Sync {
     /// `Ok` when this host can run the platform now; otherwise the reason, as one sentence.
     async fn available(&self) -> Result<(), DriverError>;
 
+    /// The handle to record *before* [`Driver::start`] is called: enough to find whatever an
+    /// interrupted start leaves (a container by its name, a VMM by its pid file or console
+    /// path), so `ps` shows it and `rm -f` removes it. `None`: this driver records only after
+    /// starting.
+    fn intent(&self, _req: &StartRequest<'_>) -> Option<Handle> {
+        None
+    }
+
     /// Starts the instance and returns the driver's handle to record.
     async fn start(&self, req: StartRequest<'_>) -> Result<Handle, DriverError>;
 
@@ -181,6 +189,33 @@ pub fn driver_with(platform: Platform, options: DriverOptions) -> Box<dyn Driver
     }
 }
 
+/// This host's memory (MemTotal), in bytes.
+pub fn host_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses a `--memory` larger than the host has (QEMU cannot allocate it; Docker would accept
+/// a limit that means nothing), with the same sentence on every platform.
+pub fn check_memory_fits(memory: Option<u64>, host: Option<u64>) -> Result<(), DriverError> {
+    match (memory, host) {
+        (Some(m), Some(h)) if m > h => Err(DriverError::Refused(format!(
+            "--memory {} MiB is more than this host's {} MiB of memory",
+            m >> 20,
+            h >> 20
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses an image of a kind the platform does not boot (see `Platform::targets`).
 pub fn check_image(platform: Platform, image: &Image) -> Result<(), DriverError> {
     if platform.targets().contains(&image.target) {
@@ -224,6 +259,24 @@ pub fn check_ports_free(ports: &[PortMapping]) -> Result<(), DriverError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Docker accepted `--memory 1000000G` where QEMU refused it.
+    #[test]
+    fn memory_beyond_the_host_is_refused_on_every_platform() {
+        let host = host_memory_bytes().expect("/proc/meminfo");
+        let absurd = bakeoff_spec::parse_memory("1000000G").unwrap();
+        assert_eq!(
+            check_memory_fits(Some(absurd), Some(host))
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "--memory 1024000000 MiB is more than this host's {} MiB of memory",
+                host >> 20
+            )
+        );
+        check_memory_fits(Some(128 << 20), Some(host)).unwrap();
+        check_memory_fits(None, Some(host)).unwrap();
+    }
 
     #[test]
     fn an_image_of_another_kind_is_refused() {

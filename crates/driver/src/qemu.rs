@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bakeoff_launch::cmdline::{check_cmdline, kernel_cmdline, GuestNet, KernelCmdline};
 use bakeoff_launch::qemu::{qemu_argv, QemuConfig};
+use bakeoff_launch::runfile::run_initrd;
 use bakeoff_spec::Platform;
 use bakeoff_state::{Handle, Instance, QemuHandle, Status};
 
@@ -25,15 +26,28 @@ pub struct QemuDriver {
     pub options: QemuOptions,
 }
 
-fn handle(inst: &Instance) -> Result<&QemuHandle, DriverError> {
-    inst.handle
+/// The recorded handle; for the intent written before QEMU was spawned (pid 0), the pid
+/// QEMU wrote in its pid file, or else the process whose command line names this console.
+fn handle(inst: &Instance) -> Result<QemuHandle, DriverError> {
+    let mut h = inst
+        .handle
         .qemu()
-        .ok_or_else(|| DriverError::wrong_handle(inst, Platform::Qemu))
+        .cloned()
+        .ok_or_else(|| DriverError::wrong_handle(inst, Platform::Qemu))?;
+    if h.pid == 0 {
+        h.pid = vmm::find_vmm(&pidfile_of(&h.console), &h.console).unwrap_or(0);
+    }
+    Ok(h)
+}
+
+/// QEMU's pid file, beside the console in the instance dir.
+fn pidfile_of(console: &Path) -> std::path::PathBuf {
+    console.with_file_name("qemu.pid")
 }
 
 /// The PID is still our QEMU (not a reused PID): its command line names our console log.
 fn is_our_qemu(h: &QemuHandle) -> bool {
-    vmm::is_ours(h.pid, &h.console)
+    h.pid != 0 && vmm::is_ours(h.pid, &h.console)
 }
 
 fn kill(h: &QemuHandle) {
@@ -101,9 +115,24 @@ impl Driver for QemuDriver {
         find_qemu().map(|_| ())
     }
 
+    /// Where the VM will be found: its console path (in QEMU's command line) and pid file.
+    fn intent(&self, req: &StartRequest<'_>) -> Option<Handle> {
+        Some(Handle::Qemu(QemuHandle {
+            pid: 0,
+            machine: self.options.machine.unwrap_or(Machine::Microvm),
+            accel: self.options.accel.unwrap_or(Accel::Tcg),
+            memory_mib: 0,
+            console: req.instance_dir.join("console.log"),
+            qmp: req.instance_dir.join("qmp.sock"),
+            argv: Vec::new(),
+            accel_reason: "not chosen yet (starting)".into(),
+        }))
+    }
+
     async fn start(&self, req: StartRequest<'_>) -> Result<Handle, DriverError> {
         let image = req.image;
         crate::check_image(Platform::Qemu, image)?;
+        crate::check_memory_fits(req.opts.memory, crate::host_memory_bytes())?;
         let qemu = find_qemu()?;
         let bzimage = image.require("kernel", "kernel")?;
         let vmlinux = image.file("vmlinux");
@@ -121,10 +150,15 @@ impl Driver for QemuDriver {
         };
         let (accel, accel_reason) = self.choose_accel(&qemu, &kernel);
         let network = true;
+        // `-e` values and `-- ARGS` never go on the command line (which every local user can
+        // read in `ps`): they travel in a per-run initramfs, 0600 in the instance dir.
+        let for_run = KernelCmdline::for_run(Some(GuestNet::qemu_user()), req.name, req.opts);
+        let overrides = for_run.overrides.clone();
         let cmdline = kernel_cmdline(&KernelCmdline {
             microvm: machine == Machine::Microvm,
             tsc_khz: vmm::host_tsc_khz(),
-            ..KernelCmdline::for_run(Some(GuestNet::qemu_user()), req.name, req.opts)
+            overrides: Default::default(),
+            ..for_run
         });
         check_cmdline(&cmdline)?;
         let floor = image.details.min_memory_mib;
@@ -139,6 +173,14 @@ impl Driver for QemuDriver {
             )));
         }
         let dir = req.instance_dir;
+        let initrd = if overrides.is_empty() {
+            initrd
+        } else {
+            let per_run = dir.join("initrd-run.img");
+            let base = fs_err::read(&initrd)?;
+            bakeoff_state::write_private(&per_run, &run_initrd(&base, &overrides))?;
+            per_run
+        };
         let console = dir.join("console.log");
         let qmp_sock = dir.join("qmp.sock");
         let config = QemuConfig {
@@ -151,9 +193,10 @@ impl Driver for QemuDriver {
             cmdline,
             forwards: req.opts.publish.clone(),
             network,
+            open_network: self.options.host_loopback,
             serial_log: console.clone(),
             qmp_socket: Some(qmp_sock.clone()),
-            pidfile: None,
+            pidfile: Some(pidfile_of(&console)),
         };
         let argv = qemu_argv(&config);
         let pid = vmm::spawn_vmm(&qemu, &argv, dir, &console).await?;
@@ -172,7 +215,7 @@ impl Driver for QemuDriver {
 
     async fn status(&self, inst: &Instance) -> Result<Status, DriverError> {
         let h = handle(inst)?;
-        if is_our_qemu(h) {
+        if is_our_qemu(&h) {
             // The app may have exited while QEMU powers off.
             let console = std::fs::read_to_string(&h.console).unwrap_or_default();
             return Ok(match exit_status_from_console(&console) {
@@ -193,12 +236,12 @@ impl Driver for QemuDriver {
         out: LogSink<'_>,
     ) -> Result<(), DriverError> {
         let h = handle(inst)?;
-        vmm::follow_console(&h.console, follow, out, || is_our_qemu(h)).await
+        vmm::follow_console(&h.console, follow, out, || is_our_qemu(&h)).await
     }
 
     async fn stop(&self, inst: &Instance, grace: Duration) -> Result<(), DriverError> {
         let h = handle(inst)?;
-        if !is_our_qemu(h) {
+        if !is_our_qemu(&h) {
             return Ok(());
         }
         let keys = serde_json::json!({"execute": "send-key", "arguments": {"keys": [
@@ -209,24 +252,24 @@ impl Driver for QemuDriver {
         );
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
-            if !is_our_qemu(h) {
+            if !is_our_qemu(&h) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        kill(h);
+        kill(&h);
         Ok(())
     }
 
     async fn remove(&self, inst: &Instance) -> Result<(), DriverError> {
         let h = handle(inst)?;
-        kill(h);
+        kill(&h);
         Ok(())
     }
 
     async fn memory_bytes(&self, inst: &Instance) -> Result<Option<u64>, DriverError> {
         let h = handle(inst)?;
-        if !is_our_qemu(h) {
+        if !is_our_qemu(&h) {
             return Ok(None);
         }
         Ok(vmm::vmm_rss(h.pid))
@@ -234,7 +277,7 @@ impl Driver for QemuDriver {
 
     async fn guest_memory_bytes(&self, inst: &Instance) -> Option<u64> {
         let h = handle(inst).ok()?;
-        if !is_our_qemu(h) {
+        if !is_our_qemu(&h) {
             return None;
         }
         let qmp_sock = h.qmp.clone();

@@ -88,10 +88,18 @@ impl RumprunDriver {
     }
 }
 
-fn handle(inst: &Instance) -> Result<&RumprunHandle, DriverError> {
-    inst.handle
+/// The recorded handle; for the intent written before QEMU was spawned (pid 0), the process
+/// whose command line names this console.
+fn handle(inst: &Instance) -> Result<RumprunHandle, DriverError> {
+    let mut h = inst
+        .handle
         .rumprun()
-        .ok_or_else(|| DriverError::wrong_handle(inst, Platform::Rumprun))
+        .cloned()
+        .ok_or_else(|| DriverError::wrong_handle(inst, Platform::Rumprun))?;
+    if h.pid == 0 {
+        h.pid = vmm::find_vmm(&h.console.with_file_name("qemu.pid"), &h.console).unwrap_or(0);
+    }
+    Ok(h)
 }
 
 fn read_console(h: &RumprunHandle) -> String {
@@ -100,7 +108,7 @@ fn read_console(h: &RumprunHandle) -> String {
 
 /// The PID is still our QEMU: its command line names our console log.
 fn is_our_qemu(h: &RumprunHandle) -> bool {
-    vmm::is_ours(h.pid, &h.console)
+    h.pid != 0 && vmm::is_ours(h.pid, &h.console)
 }
 
 fn kill(h: &RumprunHandle) {
@@ -212,6 +220,19 @@ impl Driver for RumprunDriver {
         find_qemu().map(|_| ())
     }
 
+    /// Where the VM will be found: its console path, which is in QEMU's command line.
+    fn intent(&self, req: &StartRequest<'_>) -> Option<Handle> {
+        Some(Handle::Rumprun(RumprunHandle {
+            pid: 0,
+            accel: self.options.accel.unwrap_or(Accel::Tcg),
+            memory_mib: 0,
+            console: req.instance_dir.join("console.log"),
+            qmp: req.instance_dir.join("qmp.sock"),
+            argv: Vec::new(),
+            accel_reason: "not chosen yet (starting)".into(),
+        }))
+    }
+
     async fn start(&self, req: StartRequest<'_>) -> Result<Handle, DriverError> {
         let image = req.image;
         crate::check_image(Platform::Rumprun, image)?;
@@ -251,7 +272,7 @@ impl Driver for RumprunDriver {
     }
 
     async fn status(&self, inst: &Instance) -> Result<Status, DriverError> {
-        let h = handle(inst)?;
+        let h = &handle(inst)?;
         if let Some(code) = reap_if_ended(h) {
             return Ok(Status::Exited { code });
         }
@@ -268,7 +289,7 @@ impl Driver for RumprunDriver {
         follow: bool,
         out: LogSink<'_>,
     ) -> Result<(), DriverError> {
-        let h = handle(inst)?;
+        let h = &handle(inst)?;
         vmm::follow_console(&h.console, follow, out, || {
             is_our_qemu(h) && reap_if_ended(h).is_none()
         })
@@ -276,7 +297,7 @@ impl Driver for RumprunDriver {
     }
 
     async fn stop(&self, inst: &Instance, grace: Duration) -> Result<(), DriverError> {
-        let h = handle(inst)?;
+        let h = &handle(inst)?;
         if !is_our_qemu(h) {
             return Ok(());
         }
@@ -294,12 +315,12 @@ impl Driver for RumprunDriver {
     }
 
     async fn remove(&self, inst: &Instance) -> Result<(), DriverError> {
-        kill(handle(inst)?);
+        kill(&handle(inst)?);
         Ok(())
     }
 
     async fn memory_bytes(&self, inst: &Instance) -> Result<Option<u64>, DriverError> {
-        let h = handle(inst)?;
+        let h = &handle(inst)?;
         if !is_our_qemu(h) {
             return Ok(None);
         }
@@ -308,11 +329,12 @@ impl Driver for RumprunDriver {
 
     async fn app_started(&self, inst: &Instance) -> bool {
         let Ok(h) = handle(inst) else { return true };
+        let h = &h;
         read_console(h).contains("=== calling")
     }
 
     async fn diagnose(&self, inst: &Instance) -> Option<String> {
-        let h = handle(inst).ok()?;
+        let h = &handle(inst).ok()?;
         failure_from_console(&read_console(h), h.memory_mib)
     }
 }

@@ -129,7 +129,22 @@ pub fn inspect(path: &Path) -> Result<ElfInfo, ElfError> {
         });
     }
     let bytes = read_file(path)?;
-    Ok(parse(path, &bytes)?.info)
+    let parsed = parse(path, &bytes)?;
+    // Zeroed or missing program headers: the kernel would refuse to exec it (or crash at run).
+    // (A foreign machine's binary is refused by the check with a better sentence.)
+    if parsed.loads == 0
+        && parsed.ident.e_machine == header::EM_X86_64
+        && matches!(
+            parsed.info.kind,
+            ElfKind::Executable | ElfKind::PieExecutable | ElfKind::SharedObject
+        )
+    {
+        return Err(ElfError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "it has no loadable segment (its program headers are missing or zeroed)".into(),
+        });
+    }
+    Ok(parsed.info)
 }
 
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, ElfError> {
@@ -254,6 +269,8 @@ pub(crate) struct Parsed {
     pub ident: Ident,
     /// DF_1_NODEFLIB: ld.so must not search ld.so.cache or the default directories for this object's needs.
     pub nodeflib: bool,
+    /// PT_LOAD segments: a program without one cannot be loaded.
+    pub loads: usize,
 }
 
 pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed, ElfError> {
@@ -368,6 +385,11 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed, ElfError> {
         info,
         ident,
         nodeflib: flags_1 & dynamic::DF_1_NODEFLIB != 0,
+        loads: elf
+            .program_headers
+            .iter()
+            .filter(|ph| ph.p_type == program_header::PT_LOAD)
+            .count(),
     })
 }
 
@@ -558,6 +580,24 @@ mod tests {
         );
     }
 
+    /// A program whose program headers were zeroed passed `check` and `build` and crashed at run.
+    #[test]
+    fn zeroed_program_headers_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let mut bytes = std::fs::read("/bin/true").unwrap();
+        let phoff = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
+        let phentsize = u16::from_le_bytes([bytes[54], bytes[55]]) as usize;
+        let phnum = u16::from_le_bytes([bytes[56], bytes[57]]) as usize;
+        bytes[phoff..phoff + phentsize * phnum].fill(0);
+        let p = t.path().join("zeroed");
+        std::fs::write(&p, &bytes).unwrap();
+        assert_eq!(
+            inspect(&p).unwrap_err().to_string(),
+            format!("{} is truncated or corrupt: it has no loadable segment (its program headers are missing or zeroed)", p.display())
+        );
+        inspect(Path::new("/bin/true")).unwrap();
+    }
+
     #[test]
     fn program_headers_past_the_end_are_corrupt() {
         let mut bytes = minimal_header(2, 1, header::ET_EXEC, header::EM_X86_64);
@@ -664,5 +704,44 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+}
+
+/// Property tests of ELF inspection on hostile input: 256 arbitrary files and 256 mutations of
+/// a real program (bytes overwritten at random offsets); parsing never panics.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse(Path::new("/x/any"), &bytes);
+            let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+            elf.extend_from_slice(&bytes);
+            let _ = parse(Path::new("/x/any"), &elf);
+        }
+
+        #[test]
+        fn mutated_programs_never_panic(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..16),
+        ) {
+            static TRUE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+            let mut bytes = TRUE.get_or_init(|| std::fs::read("/bin/true").unwrap()).clone();
+            // Most edits land in the headers, where the parser looks first.
+            for (i, b) in edits {
+                let span = if b % 2 == 0 { 4096.min(bytes.len()) } else { bytes.len() };
+                let at = i.index(span);
+                bytes[at] = b;
+            }
+            let _ = parse(Path::new("/x/mutated"), &bytes);
+        }
     }
 }

@@ -276,3 +276,37 @@ mod tests {
         assert!(entries.iter().any(|e| e.key == "libc.so.6"));
     }
 }
+
+/// Property tests: 256 arbitrary and 256 well-formed caches; the reader never panics and
+/// reads back what was written.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse_ld_so_cache(&bytes);
+        }
+
+        #[test]
+        fn written_caches_read_back(
+            entries in proptest::collection::vec(("lib[a-z]{1,8}\\.so\\.[0-9]", "/[a-z]{1,8}/lib[a-z]{1,8}\\.so"), 0..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let pairs: Vec<(&str, &str)> = entries.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let bytes = write_new(&pairs);
+            let read = parse_ld_so_cache(&bytes).unwrap();
+            prop_assert_eq!(read.len(), pairs.len());
+            // Truncated anywhere: an error or fewer entries, never a panic.
+            let _ = parse_ld_so_cache(&bytes[..cut.index(bytes.len() + 1)]);
+        }
+    }
+}

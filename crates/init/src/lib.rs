@@ -23,6 +23,11 @@ pub use config::{GuestConfig, RunOverrides};
 /// Where the build-time configuration lives inside the initramfs.
 pub const CONFIG_PATH: &str = "/bakeoff/config.json";
 
+/// Where a run's `-e` values and `-- ARGS` arrive when the VMM gives the guest a per-run
+/// initramfs (QEMU): a file in a second cpio archive appended to the image's, written 0600 on
+/// the host and never on a command line. PID 1 reads it, then deletes it.
+pub const RUN_PATH: &str = "/bakeoff-run.json";
+
 /// Every line PID 1 prints starts with this.
 pub const LOG_PREFIX: &str = "bakeoff-init: ";
 

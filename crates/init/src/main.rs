@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bakeoff_init::{
     app_launch, normalize_module_name, parse_cmdline, BootParams, GuestConfig, NetConfig,
-    CONFIG_PATH, LOG_PREFIX,
+    CONFIG_PATH, LOG_PREFIX, RUN_PATH,
 };
 use sys::Exit;
 
@@ -69,7 +69,18 @@ fn boot_and_run() -> Result<Exit, String> {
 
     let cmdline = fs::read_to_string("/proc/cmdline")
         .map_err(|e| format!("cannot read /proc/cmdline: {}", sys::describe(&e)))?;
-    let boot = parse_cmdline(&cmdline).map_err(|e| e.to_string())?;
+    let mut boot = parse_cmdline(&cmdline).map_err(|e| e.to_string())?;
+    // The run's values from the per-run initramfs, if the VMM gave one (they override any
+    // `bakeoff.run` on the command line); removed so the app does not find them on disk.
+    match fs::read_to_string(RUN_PATH) {
+        Ok(text) => {
+            boot.run = bakeoff_init::RunOverrides::from_json(&text)
+                .map_err(|m| format!("invalid {RUN_PATH}: {m}"))?;
+            let _ = fs::remove_file(RUN_PATH);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {RUN_PATH}: {}", sys::describe(&e))),
+    }
     let config_text = fs::read_to_string(CONFIG_PATH)
         .map_err(|e| format!("cannot read {CONFIG_PATH}: {}", sys::describe(&e)))?;
     let config = GuestConfig::from_json(&config_text).map_err(|e| e.to_string())?;

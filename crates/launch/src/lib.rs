@@ -13,6 +13,7 @@ pub mod k8s;
 pub mod net;
 pub mod qemu;
 pub mod rumprun;
+pub mod runfile;
 pub mod xl;
 
 use std::path::PathBuf;

@@ -44,6 +44,10 @@ pub struct QemuConfig {
     pub forwards: Vec<PortMapping>,
     /// A NIC is attached when true (the guest needs virtio_net then).
     pub network: bool,
+    /// Lets the guest reach the host (10.0.2.2 is the host's loopback) and beyond. Off by
+    /// default: slirp's `restrict=on` isolates the guest; the `-p` forwards still work.
+    #[serde(default)]
+    pub open_network: bool,
     pub serial_log: PathBuf,
     pub qmp_socket: Option<PathBuf>,
     pub pidfile: Option<PathBuf>,
@@ -80,7 +84,13 @@ pub fn qemu_argv(c: &QemuConfig) -> Vec<String> {
     }
     push(&["-append", &c.cmdline]);
     if c.network {
-        let mut netdev = "user,id=n0".to_string();
+        // `restrict=on`: the guest cannot reach the host (10.0.2.2 → the host's 127.0.0.1) nor
+        // anything else; hostfwd rules (the `-p` ports) still come in.
+        let mut netdev = if c.open_network {
+            "user,id=n0".to_string()
+        } else {
+            "user,id=n0,restrict=on".to_string()
+        };
         for f in &c.forwards {
             let proto = crate::proto(f.protocol);
             netdev.push_str(&format!(
@@ -127,6 +137,7 @@ mod tests {
                 bakeoff_spec::parse_publish("127.0.0.2:5353:53/udp").unwrap(),
             ],
             network: true,
+            open_network: false,
             serial_log: "/state/instances/web/console.log".into(),
             qmp_socket: Some("/state/instances/web/qmp.sock".into()),
             pidfile: Some("/state/instances/web/qemu.pid".into()),
@@ -141,6 +152,22 @@ mod tests {
     #[test]
     fn q35_kvm_argv() {
         insta::assert_snapshot!(qemu_argv(&config(Machine::Q35, Accel::Kvm)).join("\n"));
+    }
+
+    /// A microVM reached the host's loopback services through 10.0.2.2 (issue 16): the user
+    /// network is restricted unless opened, and the forwards stay.
+    #[test]
+    fn user_network_is_restricted_unless_opened() {
+        let mut c = config(Machine::Microvm, Accel::Tcg);
+        let argv = qemu_argv(&c);
+        let netdev = &argv[argv.iter().position(|a| a == "-netdev").unwrap() + 1];
+        assert_eq!(
+            netdev,
+            "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:127.0.0.2:5353-:53"
+        );
+        c.open_network = true;
+        let argv = qemu_argv(&c);
+        assert!(!argv.iter().any(|a| a.contains("restrict")), "{argv:?}");
     }
 
     #[test]

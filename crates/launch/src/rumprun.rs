@@ -233,7 +233,9 @@ pub fn rumprun_qemu_argv(c: &RumprunQemuConfig) -> Vec<String> {
     push(&["-kernel", &c.kernel.display().to_string()]);
     push(&["-append", &c.config]);
     if let Some(forwards) = &c.forwards {
-        let mut netdev = "user,id=n0".to_string();
+        // Restricted like the microVM's (see `qemu_argv`): the forwards come in, the guest
+        // reaches neither the host's loopback (10.0.2.2) nor beyond.
+        let mut netdev = "user,id=n0,restrict=on".to_string();
         for f in forwards {
             let proto = crate::proto(f.protocol);
             netdev.push_str(&format!(

@@ -122,22 +122,13 @@ impl Runtime {
         opts.name = Some(name.clone());
         let dir = self.state.reserve(&name)?;
         let driver = self.driver(platform);
-        let handle = match driver
-            .start(StartRequest {
-                name: &name,
-                image,
-                opts: &opts,
-                instance_dir: &dir,
-            })
-            .await
-        {
-            Ok(h) => h,
-            Err(e) => {
-                self.state.release(&name);
-                return Err(e.into());
-            }
+        let req = StartRequest {
+            name: &name,
+            image,
+            opts: &opts,
+            instance_dir: &dir,
         };
-        let inst = Instance {
+        let record = |status, handle| Instance {
             name: name.clone(),
             platform,
             app: plan.input.clone(),
@@ -148,9 +139,30 @@ impl Runtime {
             image_digest: image.digest.clone(),
             created: now_secs(),
             ports: opts.publish.clone(),
-            status: Status::Running,
+            status,
             handle,
         };
+        // Intent before effect: the record that finds the engine's object is on disk before
+        // the engine is asked for it, so an interrupted start leaves something `ps` lists
+        // and `rm -f` removes.
+        let intent = driver.intent(&req).map(|h| record(Status::Starting, h));
+        if let Some(i) = &intent {
+            if let Err(e) = self.state.save(i) {
+                self.state.release(&name);
+                return Err(e.into());
+            }
+        }
+        let handle = match driver.start(req).await {
+            Ok(h) => h,
+            Err(e) => {
+                if let Some(i) = &intent {
+                    let _ = driver.remove(i).await;
+                }
+                self.state.release(&name);
+                return Err(e.into());
+            }
+        };
+        let inst = record(Status::Running, handle);
         if let Err(e) = self.state.save(&inst) {
             let _ = driver.remove(&inst).await;
             self.state.release(&name);

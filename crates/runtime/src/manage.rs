@@ -103,7 +103,10 @@ impl Runtime {
     /// Removes the instance and its record; a running one only with `force`.
     pub async fn remove(&self, name: &str, force: bool) -> Result<(), RuntimeError> {
         let inst = match self.state.load(name) {
-            Err(bakeoff_state::StateError::Damaged { .. }) if force => {
+            Err(
+                bakeoff_state::StateError::Damaged { .. }
+                | bakeoff_state::StateError::Unrecorded(_),
+            ) if force => {
                 // A record this version cannot read: nothing to ask an engine about.
                 self.state.remove(name)?;
                 return Ok(());

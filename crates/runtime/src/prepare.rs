@@ -25,6 +25,38 @@ pub struct Prepared {
     pub elf: ElfInfo,
     /// One verdict per platform, in [`Platform::ALL`] order.
     pub verdicts: Vec<Verdict>,
+    /// Things the user should know but that do not stop the build (one sentence each).
+    pub warnings: Vec<String>,
+}
+
+/// `[[files]]` sources outside the app's directory (e.g. `/etc/shadow`): allowed, but said.
+pub fn files_warnings(plan: &BuildPlan) -> Vec<String> {
+    let input = std::path::Path::new(&plan.input);
+    let base = if input.is_dir() {
+        input.to_path_buf()
+    } else {
+        input.parent().map(|p| p.to_path_buf()).unwrap_or_default()
+    };
+    let Ok(base) = std::fs::canonicalize(if base.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        &base
+    }) else {
+        return Vec::new();
+    };
+    plan.files
+        .iter()
+        .filter_map(|(src, dst)| {
+            let real = std::fs::canonicalize(src).ok()?;
+            (!real.starts_with(&base)).then(|| {
+                format!(
+                    "`[[files]]` copies {} into the image at {dst}, from outside the app directory {}",
+                    real.display(),
+                    base.display()
+                )
+            })
+        })
+        .collect()
 }
 
 impl Prepared {
@@ -66,7 +98,9 @@ impl Runtime {
         let binary = artifact.rootfs().join(m.binary.trim_start_matches('/'));
         let elf = bakeoff_elf::inspect(&binary).map_err(RuntimeError::Inspect)?;
         let verdicts = bakeoff_elf::check(&elf, m.source.origin());
+        let warnings = files_warnings(&plan);
         Ok(Prepared {
+            warnings,
             plan,
             artifact,
             cached: outcome.cached,

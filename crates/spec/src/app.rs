@@ -166,6 +166,13 @@ impl AppSpec {
                     f.dst
                 ));
             }
+            if f.dst.split('/').any(|c| c == "..") {
+                return Err(format!(
+                    "`files` entry `{}` → `{}`: the destination must stay inside the image, without `..`",
+                    f.src.display(),
+                    f.dst
+                ));
+            }
         }
         if let Some(k) = self.env.keys().find(|k| k.is_empty() || k.contains('=')) {
             return Err(format!("environment key `{k}` is not valid"));
@@ -187,6 +194,27 @@ pub fn is_debian_package_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_destinations_cannot_climb_out_of_the_image() {
+        for dst in ["/../../../../x", "/etc/../../x", "/a/.."] {
+            let text = format!("[[files]]\nsrc = \"conf\"\ndst = \"{dst}\"\n");
+            let e = AppSpec::parse(&text, Path::new("b.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!(
+                    "`files` entry `conf` → `{dst}`: the destination must stay inside the image"
+                )),
+                "{e}"
+            );
+        }
+        AppSpec::parse(
+            "[[files]]\nsrc = \"conf\"\ndst = \"/etc/a..b/.x\"\n",
+            Path::new("b.toml"),
+        )
+        .unwrap();
+    }
 
     #[test]
     fn package_key_is_checked() {

@@ -5,6 +5,9 @@
 mod handle;
 
 use std::fmt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+
+use fs_err::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,6 +22,13 @@ pub enum StateError {
     NameTaken(String),
     #[error("no instance named `{0}` (see `bakeoff ps`)")]
     NotFound(String),
+    /// A reservation older than [`UNRECORDED_AFTER`] without a record: a start killed between
+    /// reserving the name and writing its record.
+    #[error("`{0}` has no record (a start was interrupted before writing it); remove it with `bakeoff rm -f {0}`")]
+    Unrecorded(String),
+    /// A name that is not an instance name (`../x`, `/abs`): refused before any path is made.
+    #[error(transparent)]
+    Name(#[from] bakeoff_spec::SpecError),
     /// File errors come from `fs-err`, so they name their path.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -34,6 +44,9 @@ pub enum StateError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "state")]
 pub enum Status {
+    /// The record is written and the engine has been (or is being) asked to start it; an
+    /// interrupted start stays in this state, where `ps` shows it and `rm -f` removes it.
+    Starting,
     Created,
     Running,
     /// The app ended by itself or was stopped; `code` when known.
@@ -53,6 +66,7 @@ impl Status {
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Status::Starting => f.write_str("starting"),
             Status::Created => f.write_str("created"),
             Status::Running => f.write_str("running"),
             Status::Exited { code: Some(c) } => write!(f, "exited ({c})"),
@@ -161,6 +175,39 @@ pub fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// How old a reservation without a record must be before it counts as left by an interrupted
+/// start (a start writes its record right after reserving; slow drivers record after starting).
+pub const UNRECORDED_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// True when `dir` is a reservation without a record, older than [`UNRECORDED_AFTER`].
+fn stale_reservation(dir: &Path) -> bool {
+    !dir.join("instance.json").exists()
+        && fs_err::metadata(dir)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > UNRECORDED_AFTER)
+}
+
+/// Creates `dir` (and its parents) and makes it 0700: records, consoles and sockets are the
+/// user's own.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    fs_err::create_dir_all(dir)?;
+    fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Writes `bytes` to a new file readable and writable by its owner only (0600).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let _ = std::fs::remove_file(path);
+    let mut f = fs_err::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
 /// The state directory: `$BAKEOFF_STATE_DIR`, else `$XDG_STATE_HOME/bakeoff`, else
 /// `~/.local/state/bakeoff`.
 #[derive(Debug, Clone)]
@@ -197,9 +244,11 @@ impl StateDir {
 
     /// Reserves `name`; fails if it is taken. The reservation is the directory itself.
     pub fn reserve(&self, name: &str) -> Result<PathBuf, StateError> {
-        fs_err::create_dir_all(self.root.join("instances"))?;
+        bakeoff_spec::validate_name(name)?;
+        create_private_dir(&self.root)?;
+        create_private_dir(&self.root.join("instances"))?;
         let dir = self.instance_dir(name);
-        match std::fs::create_dir(&dir) {
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(StateError::NameTaken(name.to_string()))
@@ -210,27 +259,37 @@ impl StateDir {
 
     /// Frees a reservation that never became an instance (a failed start).
     pub fn release(&self, name: &str) {
+        if bakeoff_spec::validate_name(name).is_err() {
+            return;
+        }
         let _ = fs_err::remove_dir_all(self.instance_dir(name));
     }
 
     /// Writes the record atomically (temp file + rename).
+    /// The record is readable by its owner only (it names images, ports and the VMM's argv).
     pub fn save(&self, inst: &Instance) -> Result<(), StateError> {
+        bakeoff_spec::validate_name(&inst.name)?;
         let dir = self.instance_dir(&inst.name);
         let tmp = dir.join("instance.json.tmp");
-        fs_err::write(
+        write_private(
             &tmp,
-            serde_json::to_vec_pretty(inst).expect("instance serializes"),
+            &serde_json::to_vec_pretty(inst).expect("instance serializes"),
         )?;
         fs_err::rename(&tmp, dir.join("instance.json"))?;
         Ok(())
     }
 
     pub fn load(&self, name: &str) -> Result<Instance, StateError> {
+        bakeoff_spec::validate_name(name)?;
         let path = self.instance_dir(name).join("instance.json");
         let text = match fs_err::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StateError::NotFound(name.to_string()))
+                return Err(if stale_reservation(&self.instance_dir(name)) {
+                    StateError::Unrecorded(name.to_string())
+                } else {
+                    StateError::NotFound(name.to_string())
+                });
             }
             Err(e) => return Err(e.into()),
         };
@@ -291,8 +350,9 @@ impl StateDir {
 
     /// Removes a record and its directory, whether the record reads or is damaged.
     pub fn remove(&self, name: &str) -> Result<(), StateError> {
+        bakeoff_spec::validate_name(name)?;
         let dir = self.instance_dir(name);
-        if !dir.join("instance.json").exists() {
+        if !dir.join("instance.json").exists() && !stale_reservation(&dir) {
             return Err(StateError::NotFound(name.to_string()));
         }
         fs_err::remove_dir_all(dir)?;
@@ -349,6 +409,75 @@ mod tests {
             "no instance named `web` (see `bakeoff ps`)"
         );
         assert!(s.remove("web").is_err());
+    }
+
+    /// A path-like name never reaches the file system: every method refuses it with the name
+    /// rule, so no verb can touch anything outside the state dir.
+    #[test]
+    fn path_like_names_are_refused_everywhere() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::new(t.path().join("state"));
+        // A victim beside the state dir that `rm -f ../victim` used to delete.
+        let victim = t.path().join("victim");
+        fs_err::create_dir_all(&victim).unwrap();
+        fs_err::write(victim.join("instance.json"), "{}").unwrap();
+        s.reserve("ok").unwrap();
+        for bad in ["../victim", "../../victim", "/abs", "a/b", ".", "..", ""] {
+            for e in [
+                s.remove(bad).unwrap_err(),
+                s.load(bad).unwrap_err(),
+                s.reserve(bad).unwrap_err(),
+            ] {
+                assert!(
+                    matches!(e, StateError::Name(_)) && e.to_string().starts_with("invalid name"),
+                    "{bad}: {e}"
+                );
+            }
+            s.release(bad);
+            let mut i = inst("x");
+            i.name = bad.into();
+            assert!(matches!(s.save(&i), Err(StateError::Name(_))));
+        }
+        assert!(victim.join("instance.json").exists());
+    }
+
+    /// A start killed between reserving the name and writing the record left a directory
+    /// that `ps` did not list and `rm -f` could not remove: once old, it is listed and removed.
+    #[test]
+    fn an_old_reservation_without_a_record_is_listed_and_removable() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::new(t.path());
+        let dir = s.reserve("fresh").unwrap();
+        assert!(
+            s.entries().unwrap().is_empty(),
+            "a start under way is not listed"
+        );
+        assert!(matches!(s.remove("fresh"), Err(StateError::NotFound(_))));
+        let old = std::time::SystemTime::now() - UNRECORDED_AFTER * 2;
+        fs_err::File::open(&dir).unwrap().set_modified(old).unwrap();
+        match &s.entries().unwrap()[..] {
+            [Entry::Damaged { name, reason, .. }] => {
+                assert_eq!(name, "fresh");
+                assert!(reason.contains("a start was interrupted"), "{reason}");
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(matches!(s.load("fresh"), Err(StateError::Unrecorded(_))));
+        s.remove("fresh").unwrap();
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn state_dir_and_records_are_private() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::new(t.path().join("state"));
+        let dir = s.reserve("web").unwrap();
+        s.save(&inst("web")).unwrap();
+        let mode = |p: &Path| fs_err::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(s.root()), 0o700);
+        assert_eq!(mode(&s.root().join("instances")), 0o700);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("instance.json")), 0o600);
     }
 
     #[test]

@@ -126,6 +126,8 @@ pub fn resolve(package: &str, cache: &Cache, log: &dyn Fn(&str)) -> Result<Resol
         "APT::Install-Suggests=false",
         "-o",
         "Debug::NoLocking=true",
+        // Package names after `--`: never read as options.
+        "--",
         package,
     ])
     .output()
@@ -147,7 +149,7 @@ pub fn resolve(package: &str, cache: &Cache, log: &dyn Fn(&str)) -> Result<Resol
             }
         })
         .collect();
-    let mut cmd = apt_command(&["apt-get", "download", "--print-uris", "-q"]);
+    let mut cmd = apt_command(&["apt-get", "download", "--print-uris", "-q", "--"]);
     cmd.args(&specs);
     let out = cmd.output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -428,7 +430,14 @@ pub fn fetch(
             .prefix(".partial-")
             .tempdir_in(&dir)?;
         // As root, apt downloads as `_apt`, which cannot write into a private cache: stay root.
-        let mut cmd = apt_command(&["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root"]);
+        let mut cmd = apt_command(&[
+            "apt-get",
+            "download",
+            "-q",
+            "-o",
+            "APT::Sandbox::User=root",
+            "--",
+        ]);
         cmd.args(missing.iter().map(|p| p.spec()))
             .current_dir(partial.path());
         let out = cmd.output()?;

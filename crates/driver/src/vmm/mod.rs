@@ -27,6 +27,9 @@ pub struct QemuOptions {
     pub machine: Option<bakeoff_launch::qemu::Machine>,
     /// Where the KVM probe verdict is cached.
     pub cache_dir: Option<PathBuf>,
+    /// `--host-loopback`: the microVM may reach the host's loopback (and the outside) through
+    /// slirp; by default its network is restricted to the `-p` forwards.
+    pub host_loopback: bool,
 }
 
 /// A program's path on PATH.
@@ -231,6 +234,25 @@ pub fn kill_vmm(pid: u32, marker: &Path) {
     if is_ours(pid, marker) {
         signal(pid, libc::SIGKILL);
     }
+}
+
+/// The VMM of an instance recorded before its pid was known: the pid in `pidfile` if that
+/// process is ours (its command line names `marker`), else any live process whose command line
+/// names `marker` (the VMM was spawned but had not written its pid file yet).
+pub fn find_vmm(pidfile: &Path, marker: &Path) -> Option<u32> {
+    if let Some(pid) = std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    {
+        if is_ours(pid, marker) {
+            return Some(pid);
+        }
+    }
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&pid| pid != std::process::id() && is_ours(pid, marker))
 }
 
 /// Starts a VMM with `argv` in its own process group (a Ctrl-C at the terminal reaches bakeoff,

@@ -1,0 +1,285 @@
+//! SIGKILL during `run -d` (issue 16): the record is written before the engine is asked, so
+//! whatever an interrupted start leaves is listed by `ps` and removed by `rm -f`. Each test
+//! kills the CLI `BAKEOFF_KILLS` times (default 10) at pseudo-random points and counts leaks.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn kills() -> u32 {
+    std::env::var("BAKEOFF_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+}
+
+/// A small xorshift, seeded from the clock (the seed is printed, to replay a failure).
+struct Rng(u64);
+impl Rng {
+    fn new() -> Rng {
+        let seed = std::env::var("BAKEOFF_KILL_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        eprintln!("kill seed {seed} (BAKEOFF_KILL_SEED to replay)");
+        Rng(seed)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// Starts `run -d` for each name and SIGKILLs it after a random delay below `full` (the time
+/// a complete `run -d` takes, measured first); returns how many were killed before finishing.
+fn kill_runs(env: &Env, platform: &str, names: &[String], full: Duration) -> u32 {
+    let mut rng = Rng::new();
+    let mut killed = 0;
+    for name in names {
+        let mut child = env
+            .cmd(&[
+                "run",
+                "examples/hello",
+                "--on",
+                platform,
+                "-d",
+                "--name",
+                name,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = Duration::from_millis(rng.below(full.as_millis() as u64));
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        // SAFETY: the pid is our own child's, not yet reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+        eprintln!("{name}: killed after {delay:?}");
+    }
+    killed
+}
+
+/// The names `ps` lists.
+fn listed(env: &Env) -> Vec<String> {
+    let ps: serde_json::Value = serde_json::from_str(&env.ok(&["ps", "--json"])).unwrap();
+    ps.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn timed_full_run(env: &Env, platform: &str, name: &str) -> Duration {
+    let t = Instant::now();
+    env.ok(&[
+        "run",
+        "examples/hello",
+        "--on",
+        platform,
+        "-d",
+        "--name",
+        name,
+    ]);
+    let full = t.elapsed();
+    env.ok(&["rm", "-f", name]);
+    eprintln!("a full `run -d` on {platform} takes {full:?}");
+    full
+}
+
+#[test]
+fn killing_run_d_on_docker_leaks_no_container() {
+    if !docker_or_skip("killing_run_d_on_docker_leaks_no_container") {
+        return;
+    }
+    let env = Env::new();
+    env.ok(&["build", "examples/hello"]);
+    let tag = std::process::id();
+    let full = timed_full_run(&env, "docker", &format!("kd{tag}-warm"));
+    let names: Vec<String> = (0..kills()).map(|i| format!("kd{tag}-{i}")).collect();
+    let killed = kill_runs(&env, "docker", &names, full);
+    let ps = listed(&env);
+    let exists = |n: &str| engine_container_status(&format!("bakeoff-{n}")) == "200";
+    let started: Vec<&String> = names.iter().filter(|n| exists(n)).collect();
+    let unseen: Vec<&&String> = started.iter().filter(|n| !ps.contains(n)).collect();
+    for n in &ps {
+        env.ok(&["rm", "-f", n]);
+    }
+    let left: Vec<&String> = names.iter().filter(|n| exists(n)).collect();
+    eprintln!(
+        "docker: {} kills ({killed} before `run -d` returned), {} containers started, {} unseen by ps, {} left after rm -f",
+        names.len(),
+        started.len(),
+        unseen.len(),
+        left.len()
+    );
+    assert!(unseen.is_empty(), "containers not listed by ps: {unseen:?}");
+    assert!(left.is_empty(), "containers left after rm -f: {left:?}");
+    assert!(listed(&env).is_empty());
+}
+
+#[test]
+fn killing_run_d_on_qemu_leaks_no_vm() {
+    if !qemu_or_skip("killing_run_d_on_qemu_leaks_no_vm") {
+        return;
+    }
+    let env = Env::new();
+    env.ok(&["build", "examples/hello"]);
+    let tag = std::process::id();
+    let full = timed_full_run(&env, "qemu", &format!("kq{tag}-warm"));
+    let names: Vec<String> = (0..kills()).map(|i| format!("kq{tag}-{i}")).collect();
+    let killed = kill_runs(&env, "qemu", &names, full);
+    let state = env.dir.path().join("state/instances");
+    let vm = |n: &str| qemu_pids(&format!("{}/", state.join(n).display()));
+    // QEMU may still be starting: give a killed start a moment to become a process.
+    std::thread::sleep(Duration::from_millis(500));
+    let ps = listed(&env);
+    let started: Vec<&String> = names.iter().filter(|n| !vm(n).is_empty()).collect();
+    let unseen: Vec<&&String> = started.iter().filter(|n| !ps.contains(n)).collect();
+    for n in &ps {
+        env.ok(&["rm", "-f", n]);
+    }
+    let left: Vec<&String> = names.iter().filter(|n| !vm(n).is_empty()).collect();
+    eprintln!(
+        "qemu: {} kills ({killed} before `run -d` returned), {} VMs started, {} unseen by ps, {} left after rm -f",
+        names.len(),
+        started.len(),
+        unseen.len(),
+        left.len()
+    );
+    // Whatever the verdict, no QEMU outlives the test.
+    for n in &names {
+        for pid in vm(n) {
+            // SAFETY: a QEMU this test started (its command line names this test's state dir).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+    assert!(unseen.is_empty(), "VMs not listed by ps: {unseen:?}");
+    assert!(left.is_empty(), "VMs left after rm -f: {left:?}");
+    assert!(listed(&env).is_empty());
+}
+
+/// SIGTERM and SIGHUP to a foreground `run` left the instance running, and Ctrl-C exited 0:
+/// each now stops the instance and exits 128 + the signal number.
+#[test]
+fn signals_to_a_foreground_run_stop_the_instance() {
+    if !docker_or_skip("signals_to_a_foreground_run_stop_the_instance") {
+        return;
+    }
+    let env = Env::new();
+    env.ok(&["build", "examples/hello"]);
+    for (sig, code) in [
+        (libc::SIGTERM, 143),
+        (libc::SIGHUP, 129),
+        (libc::SIGINT, 130),
+    ] {
+        let port = free_port();
+        let name = format!("sig{}-{sig}", std::process::id());
+        let mut child = env
+            .cmd(&[
+                "run",
+                "examples/hello",
+                "--on",
+                "docker",
+                "--name",
+                &name,
+                "-p",
+                &format!("127.0.0.1:{port}:8080"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_http(port, Duration::from_secs(60));
+        // SAFETY: our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let status = child.wait().unwrap();
+        let row = env.ps_row(&name).expect("listed");
+        let engine = engine_container_status(&format!("bakeoff-{name}"));
+        env.ok(&["rm", "-f", &name]);
+        assert_eq!(status.code(), Some(code), "signal {sig}");
+        assert_ne!(row["status"], "running", "signal {sig}: {row}");
+        assert_eq!(engine, "200");
+    }
+}
+
+/// SIGKILL during `build` (a fresh cache each time, so every build really works): the cache is
+/// never corrupted (a rebuild gives the uninterrupted digest) and the killed builds' scratch
+/// dirs are swept by the next build.
+#[test]
+fn killing_build_corrupts_nothing_and_leaves_no_scratch() {
+    let env = Env::new();
+    let cache = env.dir.path().join("cache");
+    let build = |cache: &std::path::Path| {
+        env.cmd(&["build", "examples/hello", "--target", "oci", "--json"])
+            .env("BAKEOFF_CACHE_DIR", cache)
+            .output()
+            .unwrap()
+    };
+    let digest = |out: std::process::Output| -> String {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["images"][0]["digest"].as_str().unwrap().to_string()
+    };
+    let t = Instant::now();
+    let reference = digest(build(&env.dir.path().join("reference-cache")));
+    let full = t.elapsed();
+    let mut rng = Rng::new();
+    let mut killed = 0;
+    for i in 0..kills() {
+        let mut child = env
+            .cmd(&["build", "examples/hello", "--target", "oci"])
+            .env("BAKEOFF_CACHE_DIR", &cache)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = Duration::from_millis(rng.below(full.as_millis() as u64));
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        // SAFETY: our own child, not yet reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+        eprintln!("build {i}: killed after {delay:?}");
+        // Start over from nothing but what the killed builds left.
+        if i % 2 == 1 {
+            let _ = std::fs::remove_dir_all(cache.join("artifacts"));
+            let _ = std::fs::remove_dir_all(cache.join("images"));
+        }
+    }
+    let again = digest(build(&cache));
+    let left: Vec<String> = std::fs::read_dir(cache.join("tmp"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("work-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "build: {} kills ({killed} before it finished), digest {} the uninterrupted one, {} scratch dirs left",
+        kills(),
+        if again == reference { "equal to" } else { "DIFFERENT from" },
+        left.len()
+    );
+    assert_eq!(again, reference);
+    assert!(left.is_empty(), "{left:?}");
+}
