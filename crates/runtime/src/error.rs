@@ -71,4 +71,30 @@ pub enum RuntimeError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// The stable address of a service could not be bound.
+    #[error(transparent)]
+    Front(#[from] bakeoff_front::FrontError),
+    /// A service's control socket failed.
+    #[error(transparent)]
+    Control(#[from] bakeoff_front::control::ControlError),
+    /// A switch whose new backend did not start; the old one still serves.
+    #[error("the new backend on {to} did not start, so the service stays on {from}")]
+    SwitchFailed {
+        from: Platform,
+        to: Platform,
+        #[source]
+        source: Box<RuntimeError>,
+    },
+    #[error("cannot read the profile {}", path.display())]
+    ProfileUnreadable {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a bakeoff bench report", path.display())]
+    ProfileDamaged {
+        path: std::path::PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
 }

@@ -89,15 +89,16 @@ impl Runtime {
                 p
             }
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            RuntimeError::Invalid(format!("cannot read the profile {}: {e}", path.display()))
-        })?;
-        let report: Report = serde_json::from_str(&text).map_err(|e| {
-            RuntimeError::Invalid(format!(
-                "{} is not a bakeoff bench report: {e}",
-                path.display()
-            ))
-        })?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| RuntimeError::ProfileUnreadable {
+                path: path.clone(),
+                source,
+            })?;
+        let report: Report =
+            serde_json::from_str(&text).map_err(|source| RuntimeError::ProfileDamaged {
+                path: path.clone(),
+                source,
+            })?;
         let profile = Profile::from_report(&report).ok_or_else(|| {
             RuntimeError::Invalid(format!("the report {} has no sweep; {how}", path.display()))
         })?;

@@ -316,7 +316,7 @@ impl Runtime {
         }
         bakeoff_front::control::call(&self.control_socket(name), request, timeout)
             .await
-            .map_err(|e| RuntimeError::Invalid(crate::bench::error_chain(&e)))
+            .map_err(RuntimeError::from)
     }
 
     /// `switch NAME --to PLATFORM`.
@@ -459,7 +459,7 @@ impl Runtime {
             let listener =
                 bakeoff_front::control::ControlListener::bind(self.control_socket(&sup.spec.name))
                     .await
-                    .map_err(|e| RuntimeError::Invalid(crate::bench::error_chain(&e)))?;
+                    .map_err(RuntimeError::from)?;
             tokio::spawn(listener.serve(move |req: Request| {
                 let sup = sup.clone();
                 async move { sup.handle(req).await }
@@ -537,7 +537,7 @@ impl Runtime {
             })?;
         let front = Front::bind(spec.listen, mode)
             .await
-            .map_err(|e| fail(RuntimeError::Invalid(e.to_string())))?;
+            .map_err(|e| fail(e.into()))?;
         // An auto service may use every platform the check allows and this host has.
         let mut allowed = Vec::new();
         let mut platform = spec.platform;
@@ -828,12 +828,14 @@ impl Supervisor {
             .await
             .map_err(|why| RuntimeError::Invalid(format!("{to} is unavailable here: {why}")))?;
         self.event(&format!("switch {from} → {to}: starting a new backend"));
-        let (new, _) = self.start_backend(&mut cur, to).await.map_err(|e| {
-            RuntimeError::Invalid(format!(
-                "the new backend on {to} did not start, so the service stays on {from}: {}",
-                crate::bench::error_chain(&e)
-            ))
-        })?;
+        let (new, _) =
+            self.start_backend(&mut cur, to)
+                .await
+                .map_err(|e| RuntimeError::SwitchFailed {
+                    from,
+                    to,
+                    source: Box::new(e),
+                })?;
         let ready_after = t0.elapsed();
         self.front.set_backend(Some(backend_of(&new)));
         self.event(&format!(
