@@ -2,14 +2,15 @@
 # The main job on the example app: installs what is needed (docker.io, qemu-system-x86, gcc;
 # starts dockerd), builds examples/hello ONCE for the container and the microVM, runs it on
 # Docker and on QEMU and shows each answer from inside, then benchmarks both under the same load
-# and prints the comparison and the recommended platform. Everything it starts is removed.
+# and prints the comparison and the recommended platform; finally serves it behind one address
+# and moves it from the container to the microVM while it serves. Everything it starts is removed.
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 cargo build --release --locked -q
 B=./target/release/bakeoff
 export BAKEOFF_STATE_DIR="${BAKEOFF_STATE_DIR:-$PWD/target/demo-state}"
-cleanup() { for n in demo-docker demo-qemu; do $B rm -f "$n" >/dev/null 2>&1 || true; done; }
+cleanup() { for n in demo-docker demo-qemu demo-web; do $B rm -f "$n" >/dev/null 2>&1 || true; done; }
 trap cleanup EXIT
 
 echo "== build once, pack for every target"
@@ -28,3 +29,11 @@ cleanup
 echo "== bake-off: the same load on every platform, then a recommendation"
 $B bench examples/hello --on docker,qemu --runs 3 --duration 3 --out target/demo-report
 echo "open target/demo-report/report.html for the charts"
+
+echo "== serve behind one address, then switch platforms live"
+$B serve examples/hello --port 127.0.0.1:18082 --name demo-web -d -e GREETING=served
+curl -fsS http://127.0.0.1:18082/
+$B switch demo-web --to qemu
+curl -fsS http://127.0.0.1:18082/
+$B ps
+cleanup
