@@ -120,21 +120,11 @@ pub struct RunArgs {
     #[arg(short = 'p', long = "publish", value_parser = |s: &str| parse_publish(s).map_err(|e| e.to_string()))]
     pub publish: Vec<PortMapping>,
     /// Set an environment variable: KEY=VALUE.
-    #[arg(short = 'e', long = "env", value_parser = |s: &str| parse_env(s).map_err(|e| e.to_string()))]
-    pub env: Vec<(String, String)>,
     #[arg(long)]
     pub name: Option<String>,
     /// Run in the background and print the instance name.
     #[arg(short, long)]
     pub detach: bool,
-    /// Memory limit, e.g. 128M.
-    #[arg(short = 'm', long, value_parser = |s: &str| parse_memory(s).map_err(|e| e.to_string()))]
-    pub memory: Option<u64>,
-    #[arg(long, value_parser = |s: &str| parse_cpus(s).map_err(|e| e.to_string()))]
-    pub cpus: Option<f64>,
-    /// Guest kernel for VM platforms (bzImage or vmlinux).
-    #[arg(long)]
-    pub kernel: Option<PathBuf>,
     /// The image to boot, where a platform takes more than one (xen: microvm or rumprun).
     #[arg(long, value_enum)]
     pub target: Option<TargetArg>,
@@ -151,9 +141,46 @@ pub struct RunArgs {
     /// Seconds to wait for the app to become ready with -d (default: the app's health timeout, else 120).
     #[arg(long)]
     pub wait: Option<u64>,
+    #[command(flatten)]
+    pub opts: AppOptions,
+}
+
+/// What every launch of the app takes: env, resources, kernel, args (`run`, `serve`, `export`).
+#[derive(Args, Debug)]
+pub struct AppOptions {
+    #[arg(short = 'e', long = "env", value_parser = |s: &str| parse_env(s).map_err(|e| e.to_string()))]
+    pub env: Vec<(String, String)>,
+    /// Memory limit, e.g. 128M.
+    #[arg(short = 'm', long, value_parser = |s: &str| parse_memory(s).map_err(|e| e.to_string()))]
+    pub memory: Option<u64>,
+    #[arg(long, value_parser = |s: &str| parse_cpus(s).map_err(|e| e.to_string()))]
+    pub cpus: Option<f64>,
+    /// Guest kernel for VM platforms (bzImage or vmlinux).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
     /// Arguments for the app, replacing its defaults.
     #[arg(last = true)]
     pub args: Vec<String>,
+}
+
+impl AppOptions {
+    /// Run options with these values and the given ports, name and mode.
+    pub fn run_options(
+        &self,
+        publish: Vec<PortMapping>,
+        name: Option<String>,
+        detach: bool,
+    ) -> bakeoff_spec::RunOptions {
+        bakeoff_spec::RunOptions {
+            publish,
+            env: self.env.clone(),
+            name,
+            detach,
+            memory: self.memory,
+            cpus: self.cpus,
+            args: self.args.clone(),
+        }
+    }
 }
 
 fn parse_platform(s: &str) -> Result<Platform, String> {
@@ -278,14 +305,6 @@ pub struct ServeArgs {
     /// Run the front in the background (its log: `bakeoff logs NAME`).
     #[arg(short, long)]
     pub detach: bool,
-    #[arg(short = 'e', long = "env", value_parser = |s: &str| parse_env(s).map_err(|e| e.to_string()))]
-    pub env: Vec<(String, String)>,
-    #[arg(short = 'm', long, value_parser = |s: &str| parse_memory(s).map_err(|e| e.to_string()))]
-    pub memory: Option<u64>,
-    #[arg(long, value_parser = |s: &str| parse_cpus(s).map_err(|e| e.to_string()))]
-    pub cpus: Option<f64>,
-    #[arg(long)]
-    pub kernel: Option<PathBuf>,
     #[arg(long, value_enum)]
     pub accel: Option<AccelArg>,
     /// Seconds a switch waits for the old backend's open requests or connections.
@@ -294,8 +313,8 @@ pub struct ServeArgs {
     /// Seconds a new backend may take to pass its health check.
     #[arg(long, default_value_t = 120)]
     pub ready_timeout: u64,
-    #[arg(last = true)]
-    pub args: Vec<String>,
+    #[command(flatten)]
+    pub opts: AppOptions,
 }
 
 /// `[IP:]PORT`, IP defaulting to 127.0.0.1 (never all interfaces unless asked).
@@ -309,14 +328,7 @@ fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
 
 impl ServeArgs {
     pub fn flags(&self) -> bakeoff_spec::RunOptions {
-        bakeoff_spec::RunOptions {
-            env: self.env.clone(),
-            memory: self.memory,
-            cpus: self.cpus,
-            args: self.args.clone(),
-            detach: true,
-            ..Default::default()
-        }
+        self.opts.run_options(Vec::new(), None, true)
     }
 }
 
@@ -344,18 +356,10 @@ pub struct ExportArgs {
     pub target: Option<TargetArg>,
     #[arg(short = 'p', long = "publish", value_parser = |s: &str| parse_publish(s).map_err(|e| e.to_string()))]
     pub publish: Vec<PortMapping>,
-    #[arg(short = 'e', long = "env", value_parser = |s: &str| parse_env(s).map_err(|e| e.to_string()))]
-    pub env: Vec<(String, String)>,
     #[arg(long)]
     pub name: Option<String>,
-    #[arg(short = 'm', long, value_parser = |s: &str| parse_memory(s).map_err(|e| e.to_string()))]
-    pub memory: Option<u64>,
-    #[arg(long, value_parser = |s: &str| parse_cpus(s).map_err(|e| e.to_string()))]
-    pub cpus: Option<f64>,
-    #[arg(long)]
-    pub kernel: Option<PathBuf>,
-    #[arg(last = true)]
-    pub args: Vec<String>,
+    #[command(flatten)]
+    pub opts: AppOptions,
 }
 
 // Conversions from the clap values to the library's: the only place they meet.
@@ -393,29 +397,15 @@ pub fn driver_options(
 
 impl RunArgs {
     pub fn flags(&self) -> bakeoff_spec::RunOptions {
-        bakeoff_spec::RunOptions {
-            publish: self.publish.clone(),
-            env: self.env.clone(),
-            name: self.name.clone(),
-            detach: self.detach,
-            memory: self.memory,
-            cpus: self.cpus,
-            args: self.args.clone(),
-        }
+        self.opts
+            .run_options(self.publish.clone(), self.name.clone(), self.detach)
     }
 }
 
 impl ExportArgs {
     pub fn flags(&self) -> bakeoff_spec::RunOptions {
-        bakeoff_spec::RunOptions {
-            publish: self.publish.clone(),
-            env: self.env.clone(),
-            name: self.name.clone(),
-            detach: true,
-            memory: self.memory,
-            cpus: self.cpus,
-            args: self.args.clone(),
-        }
+        self.opts
+            .run_options(self.publish.clone(), self.name.clone(), true)
     }
 }
 

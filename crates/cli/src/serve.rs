@@ -69,7 +69,7 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
         listen: a.port,
         platform,
         flags: a.flags(),
-        kernel: a.kernel.clone(),
+        kernel: a.opts.kernel.clone(),
         drain: Duration::from_secs(a.drain),
         ready_timeout: Duration::from_secs(a.ready_timeout),
         echo: !adopted,

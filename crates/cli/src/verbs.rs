@@ -177,7 +177,7 @@ async fn run(a: RunArgs) -> Result<i32> {
         platform: a.platform,
         target,
         opts: bakeoff_runtime::run_options(&prepared.plan, a.flags()),
-        kernel: a.kernel.clone(),
+        kernel: a.opts.kernel.clone(),
         wait: if a.detach {
             Wait::Ready(limit)
         } else {
@@ -277,9 +277,15 @@ async fn bench(b: BenchCli) -> Result<i32> {
 fn export(e: ExportArgs) -> Result<i32> {
     let target = e.target.and_then(|t| t.target());
     let (rt, progress) = runtime_with_spinner();
-    let text = rt
-        .prepare(&e.app)
-        .and_then(|p| rt.export(&p, e.format.format(), target, e.flags(), e.kernel.clone()));
+    let text = rt.prepare(&e.app).and_then(|p| {
+        rt.export(
+            &p,
+            e.format.format(),
+            target,
+            e.flags(),
+            e.opts.kernel.clone(),
+        )
+    });
     progress.done();
     println!("{}", text?);
     Ok(0)
