@@ -216,8 +216,10 @@ impl Runtime {
         self.service_dir(name).join("control.sock")
     }
 
+    /// A service's name: its directory exists (with a record, or reserved by a `serve` that
+    /// was killed before it wrote one).
     pub fn is_service(&self, name: &str) -> bool {
-        !name.contains('/') && self.service_dir(name).join("service.json").is_file()
+        bakeoff_spec::validate_name(name).is_ok() && self.service_dir(name).is_dir()
     }
 
     /// Reserves a service name (its directory, created atomically, owner-only).
@@ -387,6 +389,12 @@ impl Runtime {
 
     /// Removes a service and everything it started; a serving one only with `force`.
     pub async fn remove_service(&self, name: &str, force: bool) -> Result<(), RuntimeError> {
+        let dir = self.service_dir(name);
+        if dir.is_dir() && !dir.join("service.json").exists() {
+            // Reserved by a `serve` that never wrote its record: it started nothing yet.
+            fs_err::remove_dir_all(&dir)?;
+            return Ok(());
+        }
         let rec = self.load_service(name)?;
         let serving = front_alive(rec.pid) && rec.status != ServiceStatus::Stopped;
         if !force {
