@@ -57,7 +57,7 @@ pub enum BuildError {
         providers: String,
         first: String,
     },
-    #[error("deb:{0} has no known daemon command; add `command = [...]` to a bakeoff.toml beside `package = \"{0}\"` in a directory, and give that directory as APP")]
+    #[error("deb:{0} ships no systemd service and bakeoff knows no command for it; add `command = [...]` to a bakeoff.toml beside `package = \"{0}\"` in a directory, and give that directory as APP")]
     NoDaemonCommand(String),
     #[error("{0}")]
     Deb(String),
