@@ -37,7 +37,7 @@ pub use apt::{resolve, Resolution};
 use crate::{BuildError, Cache};
 
 /// Bump when the layout rules change, so cached deb artifacts are rebuilt.
-pub(crate) const LAYOUT_VERSION: &str = "bakeoff-deb-layout/4";
+pub(crate) const LAYOUT_VERSION: &str = "bakeoff-deb-layout/5";
 
 /// Where programs are looked up when `command[0]` is not an absolute path.
 const PATH_DIRS: &[&str] = &[
@@ -341,6 +341,10 @@ pub(crate) fn lay_out(
         ("/run", 0o755),
         ("/var/log", 0o755),
         ("/var/lib", 0o755),
+        // Mount points: every platform mounts them, and the probe run of the ports needs /proc.
+        ("/proc", 0o555),
+        ("/sys", 0o555),
+        ("/dev", 0o755),
     ] {
         make_dir(rootfs, dir, mode)?;
     }

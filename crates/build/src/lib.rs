@@ -9,10 +9,12 @@ mod compile;
 mod deb;
 mod hash;
 mod lang;
+mod probe;
 
 pub use artifact::{Artifact, ArtifactManifest, Entry, EntryKind};
 pub use cache::Cache;
 pub use compile::{build, executables, BuildOutcome};
+pub use probe::{observe_ports, Observation};
 
 use std::path::PathBuf;
 

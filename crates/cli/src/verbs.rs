@@ -93,7 +93,18 @@ async fn stop_signal(got: &std::sync::atomic::AtomicI32) {
 }
 
 fn detect(app: &str, json: bool) -> Result<i32> {
-    let plan = bakeoff_detect::detect(app)?;
+    let mut plan = bakeoff_detect::detect(app)?;
+    // Ports nobody declared are observed on a probe run of the build (cached with it).
+    if plan.ports_from == bakeoff_detect::PortsFrom::Observe {
+        let (rt, progress) = runtime_with_spinner();
+        let prepared = rt.prepare(app);
+        progress.done();
+        let prepared = prepared?;
+        plan = prepared.plan;
+        if plan.command.is_empty() {
+            plan.command = prepared.artifact.manifest.command;
+        }
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {

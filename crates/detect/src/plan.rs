@@ -69,6 +69,9 @@ pub struct BuildPlan {
     pub env: Vec<(String, String)>,
     /// Ports the app listens on inside the guest.
     pub ports: Vec<u16>,
+    /// Where `ports` came from; [`PortsFrom::Observe`] leaves them to a probe run of the build.
+    #[serde(default)]
+    pub ports_from: PortsFrom,
     pub workdir: String,
     pub health: HealthSpec,
     pub memory: Option<u64>,
@@ -76,6 +79,41 @@ pub struct BuildPlan {
     /// Extra host files copied into the image: (absolute host path, image path).
     pub files: Vec<(PathBuf, String)>,
     pub rumprun_toolchain: Option<PathBuf>,
+}
+
+/// Where a plan's ports come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PortsFrom {
+    /// `ports` in bakeoff.toml (or a flag).
+    #[default]
+    Declared,
+    /// bakeoff's table of Debian daemons whose unit does not say.
+    Known,
+    /// A literal `htons(N)` in the C source.
+    Source,
+    /// The `PORT` convention of interpreted apps (bakeoff sets `PORT`).
+    Convention,
+    /// Not known before the build: a short probe run of the artifact finds them.
+    Observe,
+    /// Found by the probe run.
+    Observed,
+    /// The probe run saw no listening socket; the text says what it saw instead.
+    Nothing { reason: String },
+}
+
+impl std::fmt::Display for PortsFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortsFrom::Declared => write!(f, "declared"),
+            PortsFrom::Known => write!(f, "known daemon"),
+            PortsFrom::Source => write!(f, "found in the source"),
+            PortsFrom::Convention => write!(f, "PORT convention"),
+            PortsFrom::Observe => write!(f, "to be observed by a probe run of the build"),
+            PortsFrom::Observed => write!(f, "observed"),
+            PortsFrom::Nothing { reason } => write!(f, "none observed: {reason}"),
+        }
+    }
 }
 
 /// Where the built executable lives inside every image.
@@ -136,10 +174,11 @@ pub(crate) fn plan_for(
             .find(|d| d.packages.contains(&package.as_str())),
         _ => None,
     };
-    let guessed_ports = daemon
-        .map(|d| d.ports.to_vec())
-        .unwrap_or_else(|| guess_ports(&source));
-    let ports = spec.ports.clone().unwrap_or(guessed_ports);
+    let (ports, ports_from) = match (&spec.ports, daemon) {
+        (Some(p), _) => (p.clone(), PortsFrom::Declared),
+        (None, Some(d)) => (d.ports.to_vec(), PortsFrom::Known),
+        (None, None) => guess_ports(&source),
+    };
     let interpreted = matches!(source, Source::Python { .. } | Source::Node { .. });
     let detected_command = match &spec.command {
         Some(_) => None,
@@ -208,6 +247,7 @@ pub(crate) fn plan_for(
             env
         },
         ports,
+        ports_from,
         workdir: spec.workdir.clone().unwrap_or_else(|| {
             if interpreted {
                 crate::lang::APP_DIR.into()
@@ -314,11 +354,13 @@ fn default_name(source: &Source, dir: Option<&Path>) -> String {
     sanitize(&raw)
 }
 
-/// Guesses listening ports from a C source: literal `htons(N)`, else 8080 (the convention of
-/// our examples: `$PORT`, default 8080). bakeoff.toml `ports` overrides.
-fn guess_ports(source: &Source) -> Vec<u16> {
+/// Ports before the build: a literal `htons(N)` in a single C file; for a C file without one, a
+/// prebuilt ELF or a Debian package outside the table, none yet (a probe run of the build
+/// observes them); else 8080, the `PORT` convention. bakeoff.toml `ports` overrides.
+fn guess_ports(source: &Source) -> (Vec<u16>, PortsFrom) {
     let text = match source {
         Source::CFile { file } => std::fs::read_to_string(file).unwrap_or_default(),
+        Source::Elf { .. } | Source::Deb { .. } => return (Vec::new(), PortsFrom::Observe),
         _ => String::new(),
     };
     let mut ports = Vec::new();
@@ -333,10 +375,11 @@ fn guess_ports(source: &Source) -> Vec<u16> {
             }
         }
     }
-    if ports.is_empty() {
-        ports.push(8080);
+    match (ports.is_empty(), source) {
+        (false, _) => (ports, PortsFrom::Source),
+        (true, Source::CFile { .. }) => (ports, PortsFrom::Observe),
+        (true, _) => (vec![8080], PortsFrom::Convention),
     }
-    ports
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use bakeoff_build::Artifact;
-use bakeoff_detect::BuildPlan;
+use bakeoff_detect::{BuildPlan, PortsFrom};
 use bakeoff_driver::Driver;
 use bakeoff_elf::{ElfInfo, Verdict};
 use bakeoff_launch::Image;
@@ -59,6 +59,30 @@ pub fn files_warnings(plan: &BuildPlan) -> Vec<String> {
         .collect()
 }
 
+/// How long the probe run that observes an app's ports may last.
+pub const OBSERVE_BOUND: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Fills the plan's (and the artifact's) ports from a probe run of the artifact.
+pub fn observed(
+    plan: &mut BuildPlan,
+    artifact: &mut Artifact,
+    bound: std::time::Duration,
+) -> Result<(), RuntimeError> {
+    match bakeoff_build::observe_ports(artifact, bound)? {
+        bakeoff_build::Observation::Listening { ports } => {
+            plan.health.port = plan.health.port.or(ports.first().copied());
+            plan.ports = ports.clone();
+            plan.ports_from = PortsFrom::Observed;
+            artifact.manifest.ports = ports;
+            artifact.manifest.health = plan.health.clone();
+        }
+        bakeoff_build::Observation::Nothing { reason } => {
+            plan.ports_from = PortsFrom::Nothing { reason };
+        }
+    }
+    Ok(())
+}
+
 impl Prepared {
     /// Fails with the check's reasons when `platform` cannot run this app.
     pub fn check(&self, platform: Platform) -> Result<(), RuntimeError> {
@@ -90,10 +114,14 @@ impl Runtime {
     /// Detects the app, builds it once (or takes it from the cache) and checks it against
     /// every platform.
     pub fn prepare(&self, app: &str) -> Result<Prepared, RuntimeError> {
-        let plan = bakeoff_detect::detect(app)?;
+        let mut plan = bakeoff_detect::detect(app)?;
         self.say(&format!("building {}", plan.name));
         let outcome = bakeoff_build::build(&plan, &self.cache, &|m| self.say(m))?;
-        let artifact = outcome.artifact;
+        let mut artifact = outcome.artifact;
+        if plan.ports_from == PortsFrom::Observe {
+            self.say("observing the ports of a probe run (at most 3 s, no network)");
+            observed(&mut plan, &mut artifact, OBSERVE_BOUND)?;
+        }
         let m = &artifact.manifest;
         let binary = artifact.rootfs().join(m.binary.trim_start_matches('/'));
         let elf = bakeoff_elf::inspect(&binary).map_err(RuntimeError::Inspect)?;
