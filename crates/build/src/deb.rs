@@ -279,6 +279,13 @@ pub(crate) fn lay_out(
         ))
     })?;
     command[0] = program.display().to_string();
+    if !is_elf_file(&host(&full, &program)) {
+        return Err(BuildError::Deb(script_refusal(
+            &res.requested,
+            &program,
+            &host(&full, &program),
+        )));
+    }
     log(&format!(
         "resolving the shared libraries of {} inside the unpacked packages",
         command[0]
@@ -769,6 +776,26 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// One sentence for a command that is a script (a unit's `ExecStart=` wrapper): bakeoff lays out
+/// an ELF program and its libraries, not an interpreter and its modules.
+fn script_refusal(package: &str, program: &Path, file: &Path) -> String {
+    let head = std::fs::read(file)
+        .map(|b| b.into_iter().take(128).collect::<Vec<u8>>())
+        .unwrap_or_default();
+    let shebang = String::from_utf8_lossy(&head);
+    let interpreter = shebang
+        .strip_prefix("#!")
+        .and_then(|l| l.lines().next())
+        .map(|l| format!(", a script run by {}", l.trim()))
+        .unwrap_or_default();
+    format!(
+        "deb:{package}: the command {}{interpreter} is not an ELF program; give the daemon's own \
+         program in a bakeoff.toml beside the app: `package = \"{package}\"` and \
+         `command = [\"/usr/bin/...\", ...]`",
+        program.display()
+    )
 }
 
 /// `mkdir -p`: every missing parent too.

@@ -269,8 +269,14 @@ pub(crate) fn plan_for(
     })
 }
 
-/// A Debian daemon bakeoff runs without a bakeoff.toml: how to keep it in the foreground,
-/// where it listens and how to tell it is ready. `bakeoff.toml` overrides each field.
+/// A Debian daemon whose systemd unit is wrong for a foreground run, so bakeoff says how to run
+/// it instead (every other package's command comes from its unit at build time, and its ports
+/// from a probe run): how to keep it in the foreground, where it listens and how to tell it is
+/// ready. `bakeoff.toml` overrides each field.
+///
+/// - nginx: nginx.service is `Type=forking` with `-g 'daemon on; master_process on;'`.
+/// - redis: redis-server.service runs `--supervised systemd`, and the redis.conf it names binds
+///   127.0.0.1 with protected mode on, so nothing outside the guest could reach it.
 struct KnownDaemon {
     packages: &'static [&'static str],
     command: &'static [&'static str],
@@ -402,7 +408,9 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
         let plan = detect(root.to_str().unwrap()).unwrap();
         assert_eq!(plan.name, "hello");
-        assert_eq!(plan.ports, vec![8080]);
+        // Nobody declared a port: a probe run of the build observes it.
+        assert_eq!(plan.ports, Vec::<u16>::new());
+        assert_eq!(plan.ports_from, PortsFrom::Observe);
         assert!(matches!(plan.source, Source::CFile { .. }));
         insta::assert_snapshot!(redacted(&plan, &root));
     }
