@@ -279,11 +279,16 @@ pub(crate) fn lay_out(
         ))
     })?;
     command[0] = program.display().to_string();
-    if !is_elf_file(&host(&full, &program)) {
+    // Symbolic links (redis-server -> redis-check-rdb) are followed inside the unpacked root.
+    let target = host(
+        &full,
+        &resolve_in(&full, &program).unwrap_or(program.clone()),
+    );
+    if !is_elf_file(&target) {
         return Err(BuildError::Deb(script_refusal(
             &res.requested,
             &program,
-            &host(&full, &program),
+            &target,
         )));
     }
     log(&format!(
