@@ -144,7 +144,14 @@ pub(crate) fn plan_for(
             let (source, by) = found.ok_or_else(|| DetectError::NothingBuildable(dir.clone()))?;
             (source, by, tree.spec, Some(dir))
         }
-        AppInput::CFile(file) => (Source::CFile { file }, "single C file".into(), None, None),
+        AppInput::CFile(file) => {
+            // A bakeoff.toml beside the file applies to it.
+            let spec = match file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(dir) => bakeoff_spec::AppSpec::load_from_dir(dir)?,
+                None => bakeoff_spec::AppSpec::load_from_dir(Path::new("."))?,
+            };
+            (Source::CFile { file }, "single C file".into(), spec, None)
+        }
         AppInput::Elf(path) => (Source::Elf { path }, "prebuilt ELF".into(), None, None),
         AppInput::Deb(package) => (Source::Deb { package }, "debian package".into(), None, None),
         AppInput::PyFile(file) => {
@@ -430,6 +437,24 @@ mod tests {
             let e = detect(p).unwrap_err().to_string();
             assert_eq!(e, format!("{p} is not a regular file, a directory or deb:NAME (a named pipe, socket or device cannot be an app)"));
         }
+    }
+
+    #[test]
+    fn a_bakeoff_toml_beside_a_c_file_applies_to_it() {
+        let t = tempfile::tempdir().unwrap();
+        write(t.path(), "srv.c", "int main(void) { return 0; }\n");
+        let file = t.path().join("srv.c");
+        let plan = detect(file.to_str().unwrap()).unwrap();
+        assert_eq!((plan.ports_from, plan.ports), (PortsFrom::Observe, vec![]));
+        write(
+            t.path(),
+            "bakeoff.toml",
+            "ports = [7070]\n[env]\nGREETING = \"hi\"\n",
+        );
+        let plan = detect(file.to_str().unwrap()).unwrap();
+        assert_eq!(plan.ports, vec![7070]);
+        assert_eq!(plan.ports_from, PortsFrom::Declared);
+        assert_eq!(plan.env, vec![("GREETING".into(), "hi".into())]);
     }
 
     #[test]

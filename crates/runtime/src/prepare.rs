@@ -59,6 +59,27 @@ pub fn files_warnings(plan: &BuildPlan) -> Vec<String> {
         .collect()
 }
 
+/// The ports of a `--port` flag: they win, and the health probe moves to the first unless
+/// bakeoff.toml's `[health]` named another of them.
+pub fn declare_ports(plan: &mut BuildPlan, ports: &[u16]) {
+    if ports.is_empty() {
+        return;
+    }
+    if !plan.health.port.is_some_and(|p| ports.contains(&p)) {
+        plan.health.port = Some(ports[0]);
+    }
+    // The PORT bakeoff set by convention follows (one the user set in bakeoff.toml stays).
+    if plan.ports_from == PortsFrom::Convention {
+        for (k, v) in plan.env.iter_mut() {
+            if k == "PORT" && plan.ports.first().is_some_and(|p| p.to_string() == *v) {
+                *v = ports[0].to_string();
+            }
+        }
+    }
+    plan.ports = ports.to_vec();
+    plan.ports_from = PortsFrom::Declared;
+}
+
 /// How long the probe run that observes an app's ports may last.
 pub const OBSERVE_BOUND: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -114,7 +135,14 @@ impl Runtime {
     /// Detects the app, builds it once (or takes it from the cache) and checks it against
     /// every platform.
     pub fn prepare(&self, app: &str) -> Result<Prepared, RuntimeError> {
+        self.prepare_with_ports(app, &[])
+    }
+
+    /// [`Runtime::prepare`] with the ports of a `--port` flag, which win over bakeoff.toml and
+    /// detection (and spare the probe run).
+    pub fn prepare_with_ports(&self, app: &str, ports: &[u16]) -> Result<Prepared, RuntimeError> {
         let mut plan = bakeoff_detect::detect(app)?;
+        declare_ports(&mut plan, ports);
         self.say(&format!("building {}", plan.name));
         let outcome = bakeoff_build::build(&plan, &self.cache, &|m| self.say(m))?;
         let mut artifact = outcome.artifact;
