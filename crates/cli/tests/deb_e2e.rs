@@ -193,6 +193,9 @@ fn a_c_server_on_an_odd_port_is_benched_without_bakeoff_toml() {
     let app = app.to_str().unwrap();
     let detected = env.ok(&["detect", app]);
     assert!(detected.contains("ports:    9090 (observed)"), "{detected}");
+    // A flag wins over what is observed.
+    let declared = env.ok(&["detect", app, "--port", "9091"]);
+    assert!(declared.contains("ports:    9091 (declared)"), "{declared}");
     let out = env.dir.path().join("report");
     let report = env.ok(&[
         "bench",
