@@ -132,7 +132,11 @@ pub fn build(
         args: plan.args.clone(),
         env,
         ports: plan.ports.clone(),
-        workdir: plan.workdir.clone(),
+        // The unit's WorkingDirectory= unless bakeoff.toml chose one (the plan's default is /).
+        workdir: match deb.as_ref().and_then(|d| d.workdir.clone()) {
+            Some(w) if plan.workdir == "/" => w,
+            _ => plan.workdir.clone(),
+        },
         health: plan.health.clone(),
         memory: plan.memory,
         cpus: plan.cpus,

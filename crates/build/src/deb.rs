@@ -21,6 +21,7 @@
 mod apt;
 mod postinst;
 pub(crate) mod runtime;
+mod unit;
 mod users;
 
 use std::collections::BTreeSet;
@@ -36,7 +37,7 @@ pub use apt::{resolve, Resolution};
 use crate::{BuildError, Cache};
 
 /// Bump when the layout rules change, so cached deb artifacts are rebuilt.
-pub(crate) const LAYOUT_VERSION: &str = "bakeoff-deb-layout/3";
+pub(crate) const LAYOUT_VERSION: &str = "bakeoff-deb-layout/5";
 
 /// Where programs are looked up when `command[0]` is not an absolute path.
 const PATH_DIRS: &[&str] = &[
@@ -131,8 +132,10 @@ pub(crate) struct Laid {
     pub binary: String,
     /// `plan.command` with the program made absolute.
     pub command: Vec<String>,
-    /// PATH and, when needed, LD_LIBRARY_PATH.
+    /// PATH and, when needed, LD_LIBRARY_PATH; the unit's environment.
     pub env: Vec<(String, String)>,
+    /// The unit's `WorkingDirectory=`.
+    pub workdir: Option<String>,
 }
 
 /// What was unpacked and kept; written beside the rootfs as `deb.json`.
@@ -145,6 +148,10 @@ struct Report<'a> {
     unpacked_bytes: u64,
     kept_bytes: u64,
     users: Vec<String>,
+    /// The unit's `User=`: the image runs its command as root (see docs/deb.md).
+    unit_user: Option<String>,
+    /// `ExecStartPre=` lines not run.
+    unit_skipped: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -165,9 +172,6 @@ pub(crate) fn lay_out(
     rootfs: &Path,
     log: &dyn Fn(&str),
 ) -> Result<Laid, BuildError> {
-    if plan.command.is_empty() {
-        return Err(BuildError::NoDaemonCommand(res.requested.clone()));
-    }
     let debs = apt::fetch(res, cache, log)?;
 
     log(&format!(
@@ -234,7 +238,32 @@ pub(crate) fn lay_out(
     // What to keep: the main source's files, then ld.so closures inside the staging root.
     let mut keep: BTreeSet<PathBuf> = BTreeSet::new();
     walk_kept(&whole_root, Path::new("/"), &mut keep)?;
-    let mut command = plan.command.clone();
+    // Without a command from bakeoff.toml or the built-in table, the package's systemd unit says
+    // how the daemon runs (see [`unit`]).
+    let from_unit = if plan.command.is_empty() {
+        let (name, text) = service_unit(&whole_root, &res.requested, &res.main, &main_source)
+            .ok_or_else(|| BuildError::NoDaemonCommand(res.requested.clone()))?;
+        let svc = unit::parse(&text)
+            .map_err(|e| BuildError::Deb(format!("deb:{}: {name}: {e}", res.requested)))?;
+        let read = |p: &str| std::fs::read_to_string(host(&full, Path::new(p))).ok();
+        let fg = unit::foreground(&res.requested, &name, &svc, &read).map_err(BuildError::Deb)?;
+        log(&format!(
+            "foreground command from {name}: {}",
+            fg.command.join(" ")
+        ));
+        for pre in &fg.skipped {
+            log(&format!(
+                "not run (one foreground command only): ExecStartPre={pre}"
+            ));
+        }
+        Some(fg)
+    } else {
+        None
+    };
+    let mut command = match &from_unit {
+        Some(fg) => fg.command.clone(),
+        None => plan.command.clone(),
+    };
     let program = find_program(&full, &command[0]).ok_or_else(|| {
         BuildError::Deb(format!(
             "deb:{}: the command {} is in none of the unpacked packages ({})",
@@ -250,6 +279,18 @@ pub(crate) fn lay_out(
         ))
     })?;
     command[0] = program.display().to_string();
+    // Symbolic links (redis-server -> redis-check-rdb) are followed inside the unpacked root.
+    let target = host(
+        &full,
+        &resolve_in(&full, &program).unwrap_or(program.clone()),
+    );
+    if !is_elf_file(&target) {
+        return Err(BuildError::Deb(script_refusal(
+            &res.requested,
+            &program,
+            &target,
+        )));
+    }
     log(&format!(
         "resolving the shared libraries of {} inside the unpacked packages",
         command[0]
@@ -312,10 +353,17 @@ pub(crate) fn lay_out(
         ("/run", 0o755),
         ("/var/log", 0o755),
         ("/var/lib", 0o755),
+        // Mount points: every platform mounts them, and the probe run of the ports needs /proc.
+        ("/proc", 0o555),
+        ("/sys", 0o555),
+        ("/dev", 0o755),
     ] {
         make_dir(rootfs, dir, mode)?;
     }
     make_link(rootfs, "/var/run", "/run")?;
+    for dir in from_unit.iter().flat_map(|f| &f.directories) {
+        make_dirs(rootfs, dir, 0o755)?;
+    }
     if let Some(f) = FIXUPS.iter().find(|f| f.source == main_source) {
         for (dir, mode) in f.dirs {
             make_dir(rootfs, dir, *mode)?;
@@ -342,6 +390,12 @@ pub(crate) fn lay_out(
             real
         };
     let mut env = vec![("PATH".to_string(), DEFAULT_PATH.to_string())];
+    if let Some(fg) = &from_unit {
+        for (k, v) in &fg.env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+    }
     if !library_dirs.is_empty() {
         env.push((
             "LD_LIBRARY_PATH".into(),
@@ -366,6 +420,11 @@ pub(crate) fn lay_out(
             .collect(),
         unpacked_bytes: tree_bytes(&full)?,
         kept_bytes: tree_bytes(rootfs)?,
+        unit_user: from_unit.as_ref().and_then(|f| f.user.clone()),
+        unit_skipped: from_unit
+            .as_ref()
+            .map(|f| f.skipped.clone())
+            .unwrap_or_default(),
         users: accounts
             .users
             .iter()
@@ -390,6 +449,7 @@ pub(crate) fn lay_out(
         binary: binary.display().to_string(),
         command,
         env,
+        workdir: from_unit.and_then(|f| f.workdir),
     })
 }
 
@@ -721,6 +781,79 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// One sentence for a command that is a script (a unit's `ExecStart=` wrapper): bakeoff lays out
+/// an ELF program and its libraries, not an interpreter and its modules.
+fn script_refusal(package: &str, program: &Path, file: &Path) -> String {
+    let head = std::fs::read(file)
+        .map(|b| b.into_iter().take(128).collect::<Vec<u8>>())
+        .unwrap_or_default();
+    let shebang = String::from_utf8_lossy(&head);
+    let interpreter = shebang
+        .strip_prefix("#!")
+        .and_then(|l| l.lines().next())
+        .map(|l| format!(", a script run by {}", l.trim()))
+        .unwrap_or_default();
+    format!(
+        "deb:{package}: the command {}{interpreter} is not an ELF program; give the daemon's own \
+         program in a bakeoff.toml beside the app: `package = \"{package}\"` and \
+         `command = [\"/usr/bin/...\", ...]`",
+        program.display()
+    )
+}
+
+/// `mkdir -p`: every missing parent too.
+fn make_dirs(rootfs: &Path, inside: &str, mode: u32) -> Result<(), BuildError> {
+    let mut path = String::new();
+    for c in inside.split('/').filter(|c| !c.is_empty()) {
+        path.push('/');
+        path.push_str(c);
+        make_dir(rootfs, &path, mode)?;
+    }
+    Ok(())
+}
+
+/// The package's service unit: `NAME.service` for the requested or main package or its source,
+/// else the only non-template `.service` it ships. Returns the unit's file name and text.
+fn service_unit(
+    root: &Path,
+    requested: &str,
+    main: &str,
+    source: &str,
+) -> Option<(String, String)> {
+    let dirs = ["lib/systemd/system", "usr/lib/systemd/system"];
+    for name in [requested, main, source] {
+        for d in dirs {
+            let p = root.join(d).join(format!("{name}.service"));
+            if let Ok(text) = std::fs::read_to_string(&p) {
+                return Some((format!("{name}.service"), text));
+            }
+        }
+    }
+    let mut found: Vec<PathBuf> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(root.join(d)).ok())
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            n.ends_with(".service") && !n.contains('@')
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    match found.as_slice() {
+        [one] => Some((
+            one.file_name()?.to_string_lossy().into_owned(),
+            std::fs::read_to_string(one).ok()?,
+        )),
+        _ => None,
+    }
 }
 
 fn make_dir(rootfs: &Path, inside: &str, mode: u32) -> Result<(), BuildError> {

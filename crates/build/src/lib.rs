@@ -9,10 +9,12 @@ mod compile;
 mod deb;
 mod hash;
 mod lang;
+mod probe;
 
 pub use artifact::{Artifact, ArtifactManifest, Entry, EntryKind};
 pub use cache::Cache;
 pub use compile::{build, executables, BuildOutcome};
+pub use probe::{observe_ports, Observation};
 
 use std::path::PathBuf;
 
@@ -57,7 +59,7 @@ pub enum BuildError {
         providers: String,
         first: String,
     },
-    #[error("deb:{0} has no known daemon command; add `command = [...]` to a bakeoff.toml beside `package = \"{0}\"` in a directory, and give that directory as APP")]
+    #[error("deb:{0} ships no systemd service and bakeoff knows no command for it; add `command = [...]` to a bakeoff.toml beside `package = \"{0}\"` in a directory, and give that directory as APP")]
     NoDaemonCommand(String),
     #[error("{0}")]
     Deb(String),

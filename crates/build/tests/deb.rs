@@ -410,8 +410,8 @@ fn bad_packages_are_refused_in_one_sentence() {
         Err(BuildError::AptMissing) => require_engines("bad_packages", "no apt here"),
         Err(e) => assert_eq!(
             e.to_string(),
-            "deb:memcached has no known daemon command; add `command = [...]` to a bakeoff.toml beside `package = \"memcached\"` in a directory, and give that directory as APP"
+            "deb:memcached: the command /usr/share/memcached/scripts/systemd-memcached-wrapper, a script run by /usr/bin/perl -w is not an ELF program; give the daemon's own program in a bakeoff.toml beside the app: `package = \"memcached\"` and `command = [\"/usr/bin/...\", ...]`"
         ),
-        Ok(_) => panic!("memcached built without a command"),
+        Ok(_) => panic!("memcached built from its Perl wrapper"),
     }
 }

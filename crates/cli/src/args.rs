@@ -24,6 +24,9 @@ pub enum Command {
         app: String,
         #[arg(long)]
         json: bool,
+        /// The port(s) the app listens on inside the guest (wins over bakeoff.toml and detection).
+        #[arg(long = "port", value_delimiter = ',')]
+        port: Vec<u16>,
     },
     /// Say which platforms can run APP, and why not.
     Check {
@@ -31,6 +34,9 @@ pub enum Command {
         app: String,
         #[arg(long)]
         json: bool,
+        /// The port(s) the app listens on inside the guest (wins over bakeoff.toml and detection).
+        #[arg(long = "port", value_delimiter = ',')]
+        port: Vec<u16>,
     },
     /// Build APP once and pack it for the chosen targets.
     Build(BuildArgs),
@@ -113,6 +119,9 @@ pub struct BuildArgs {
 pub struct RunArgs {
     #[arg(default_value = ".")]
     pub app: String,
+    /// The port(s) the app listens on inside the guest (wins over bakeoff.toml and detection).
+    #[arg(long = "port", value_delimiter = ',')]
+    pub port: Vec<u16>,
     /// Platform to run on.
     #[arg(long = "on", value_parser = parse_platform)]
     pub platform: Platform,
@@ -191,6 +200,9 @@ fn parse_platform(s: &str) -> Result<Platform, String> {
 pub struct BenchCli {
     #[arg(default_value = ".")]
     pub app: String,
+    /// The port(s) the app listens on inside the guest (wins over bakeoff.toml and detection).
+    #[arg(long = "port", value_delimiter = ',')]
+    pub port: Vec<u16>,
     /// Platforms, comma-separated (default: every platform; unavailable ones are reported with the reason).
     #[arg(long = "on", value_delimiter = ',', value_parser = parse_platform)]
     pub platforms: Option<Vec<Platform>>,

@@ -29,14 +29,7 @@ pub fn plan(plan: &BuildPlan) {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    println!(
-        "ports:    {}",
-        plan.ports
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    ports_line(plan);
     println!(
         "health:   {:?} {} on port {}",
         plan.health.kind,
@@ -48,6 +41,21 @@ pub fn plan(plan: &BuildPlan) {
     );
     for (k, v) in &plan.env {
         println!("env:      {k}={v}");
+    }
+}
+
+/// `ports: 9090 (observed)`, `ports: 80 (known daemon)`, `ports: none (it exited ...)`.
+fn ports_line(plan: &BuildPlan) {
+    let ports = plan
+        .ports
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match &plan.ports_from {
+        bakeoff_detect::PortsFrom::Nothing { reason } => println!("ports:    none ({reason})"),
+        from if ports.is_empty() => println!("ports:    ({from})"),
+        from => println!("ports:    {ports} ({from})"),
     }
 }
 
@@ -114,6 +122,7 @@ pub fn build(
         let out = serde_json::json!({
             "artifact": { "id": m.id, "binary": m.binary, "binary_size": m.binary_size,
                           "linkage": m.linkage, "cached": cached, "seconds": seconds },
+            "ports": prepared.plan.ports, "ports_from": prepared.plan.ports_from,
             "images": images,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -128,6 +137,7 @@ pub fn build(
         if cached { ", cached" } else { "" },
         seconds
     );
+    ports_line(&prepared.plan);
     for img in images {
         println!(
             "{:<8} {}  {} ({} compressed){}",

@@ -12,8 +12,8 @@ use crate::print;
 
 pub async fn dispatch(cmd: Command) -> Result<i32> {
     match cmd {
-        Command::Detect { app, json } => detect(&app, json),
-        Command::Check { app, json } => check(&app, json).await,
+        Command::Detect { app, json, port } => detect(&app, json, &port),
+        Command::Check { app, json, port } => check(&app, json, &port).await,
         Command::Build(a) => build(a),
         Command::Run(a) => run(a).await,
         Command::Bench(b) => bench(b).await,
@@ -92,8 +92,20 @@ async fn stop_signal(got: &std::sync::atomic::AtomicI32) {
     got.store(n, std::sync::atomic::Ordering::SeqCst);
 }
 
-fn detect(app: &str, json: bool) -> Result<i32> {
-    let plan = bakeoff_detect::detect(app)?;
+fn detect(app: &str, json: bool, ports: &[u16]) -> Result<i32> {
+    let mut plan = bakeoff_detect::detect(app)?;
+    bakeoff_runtime::declare_ports(&mut plan, ports);
+    // Ports nobody declared are observed on a probe run of the build (cached with it).
+    if plan.ports_from == bakeoff_detect::PortsFrom::Observe {
+        let (rt, progress) = runtime_with_spinner();
+        let prepared = rt.prepare_with_ports(app, ports);
+        progress.done();
+        let prepared = prepared?;
+        plan = prepared.plan;
+        if plan.command.is_empty() {
+            plan.command = prepared.artifact.manifest.command;
+        }
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
@@ -102,9 +114,9 @@ fn detect(app: &str, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-async fn check(app: &str, json: bool) -> Result<i32> {
+async fn check(app: &str, json: bool, ports: &[u16]) -> Result<i32> {
     let (rt, progress) = runtime_with_spinner();
-    let prepared = rt.prepare(app);
+    let prepared = rt.prepare_with_ports(app, ports);
     progress.done();
     let prepared = prepared?;
     let mut rows = Vec::new();
@@ -163,7 +175,7 @@ async fn run(a: RunArgs) -> Result<i32> {
     let mut options = driver_options(a.accel, a.machine);
     options.qemu.host_loopback = a.host_loopback;
     let rt = rt.with_options(options);
-    let prepared = rt.prepare(&a.app);
+    let prepared = rt.prepare_with_ports(&a.app, &a.port);
     let prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -247,7 +259,7 @@ async fn bench(b: BenchCli) -> Result<i32> {
         slo: b.slo,
     };
     let (rt, progress) = runtime_with_spinner();
-    let prepared = rt.prepare(&b.app);
+    let prepared = rt.prepare_with_ports(&b.app, &b.port);
     progress.done();
     let prepared = prepared?;
     let rt = runtime_with_lines().with_options(driver_options(b.accel, None));

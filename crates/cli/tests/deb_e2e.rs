@@ -1,6 +1,8 @@
 //! End to end with real Debian daemons: `deb:nginx` serves its default page and
 //! `deb:redis-server` answers PING, on Docker and in a QEMU microVM, from one artifact each;
-//! a directory's bakeoff.toml runs a package bakeoff has no built-in command for; bad inputs are
+//! `deb:prometheus-node-exporter`, which bakeoff has no built-in knowledge of, starts from its
+//! systemd unit alone on the port a probe run observed; a directory's bakeoff.toml runs a package
+//! bakeoff has no built-in command for; bad inputs (a Type=forking unit, a script wrapper) are
 //! refused in one sentence. Skipped (with the reason) when an engine or apt's archive is missing.
 
 mod common;
@@ -127,6 +129,111 @@ fn answers_ping(platform: &str, extra: &[&str], limit: Duration) {
     env.ok(&["rm", "-f", &name]);
 }
 
+/// A Debian daemon bakeoff knows nothing of: its command, environment file and user come from
+/// prometheus-node-exporter.service, its port (9100) from a probe run of the build.
+fn node_exporter_serves_metrics(platform: &str, limit: Duration) {
+    let test = format!("deb_node_exporter_on_{platform}");
+    let env = Env::new();
+    if !deb_or_skip(&env, &test, "deb:prometheus-node-exporter") {
+        return;
+    }
+    let detected = env.ok(&["detect", "deb:prometheus-node-exporter"]);
+    assert!(
+        detected.contains("command:  /usr/bin/prometheus-node-exporter\n"),
+        "{detected}"
+    );
+    assert!(detected.contains("ports:    9100 (observed)"), "{detected}");
+    let port = free_port();
+    let name = format!("e2e-deb-node-exporter-{platform}-{port}");
+    let publish = format!("127.0.0.1:{port}:9100");
+    let args = [
+        "run",
+        "deb:prometheus-node-exporter",
+        "--on",
+        platform,
+        "-p",
+        &publish,
+        "--name",
+        &name,
+        "-d",
+    ];
+    assert_eq!(env.ok(&args).trim(), name);
+    let body = wait_http(port, limit);
+    assert!(body.contains("<title>Node Exporter</title>"), "{body}");
+    let (status, metrics) = http_get(port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(metrics.contains("node_exporter_build_info{"), "{metrics}");
+    env.ok(&["rm", "-f", &name]);
+}
+
+#[test]
+fn deb_daemon_from_its_unit_alone_on_docker() {
+    if docker_or_skip("deb_daemon_from_its_unit_alone_on_docker") {
+        node_exporter_serves_metrics("docker", Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn deb_daemon_from_its_unit_alone_on_qemu() {
+    if qemu_or_skip("deb_daemon_from_its_unit_alone_on_qemu") {
+        node_exporter_serves_metrics("qemu", BOOT);
+    }
+}
+
+/// A single C file that listens on 9090 (not the 8080 of the examples), no bakeoff.toml: the
+/// port is observed, not guessed, and `bench` loads it.
+#[test]
+fn a_c_server_on_an_odd_port_is_benched_without_bakeoff_toml() {
+    let test = "a_c_server_on_an_odd_port_is_benched_without_bakeoff_toml";
+    if !docker_or_skip(test) {
+        return;
+    }
+    let env = Env::new();
+    let app = repo_root().join("examples/odd-port/odd-port.c");
+    let app = app.to_str().unwrap();
+    let detected = env.ok(&["detect", app]);
+    assert!(detected.contains("ports:    9090 (observed)"), "{detected}");
+    // A flag wins over what is observed.
+    let declared = env.ok(&["detect", app, "--port", "9091"]);
+    assert!(declared.contains("ports:    9091 (declared)"), "{declared}");
+    let out = env.dir.path().join("report");
+    let report = env.ok(&[
+        "bench",
+        app,
+        "--runs",
+        "1",
+        "--duration",
+        "1",
+        "--on",
+        "docker",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(report.contains("| docker   | measured |"), "{report}");
+    // A program that listens on nothing is a batch job: bench says so instead of waiting.
+    let batch = c_file(
+        &env,
+        "batch.c",
+        "#include <stdio.h>\nint main(void) { puts(\"done\"); return 0; }\n",
+    );
+    let detected = env.ok(&["detect", &batch]);
+    assert!(
+        detected.contains("ports:    none (it exited with status 0"),
+        "{detected}"
+    );
+    let err = env.fails(&[
+        "bench",
+        &batch,
+        "--runs",
+        "1",
+        "--duration",
+        "1",
+        "--on",
+        "docker",
+    ]);
+    assert!(err.contains("batch listens on no port"), "{err}");
+}
+
 #[test]
 fn deb_nginx_serves_its_default_page_on_docker() {
     if docker_or_skip("deb_nginx_serves_its_default_page_on_docker") {
@@ -205,21 +312,23 @@ fn deb_bad_inputs_are_refused_in_one_sentence() {
         return;
     }
     assert_eq!(last_line(&err), "bakeoff: no Debian package named `nginxx` (apt-cache knows nothing of it; run apt-get update?)");
-    let err = env.fails(&[
-        "run",
-        "deb:memcached",
-        "--on",
-        "docker",
-        "--name",
-        "e2e-deb-no-command",
-    ]);
-    if !err.contains("Docker engine") {
-        assert_eq!(
-            last_line(&err),
-            "bakeoff: deb:memcached has no known daemon command; add `command = [...]` to a bakeoff.toml beside \
-             `package = \"memcached\"` in a directory, and give that directory as APP"
-        );
-    }
+    // memcached's unit starts a Perl wrapper, not the daemon.
+    let err = env.fails(&["build", "deb:memcached"]);
+    assert_eq!(
+        last_line(&err),
+        "bakeoff: deb:memcached: the command /usr/share/memcached/scripts/systemd-memcached-wrapper, \
+         a script run by /usr/bin/perl -w is not an ELF program; give the daemon's own program in a \
+         bakeoff.toml beside the app: `package = \"memcached\"` and `command = [\"/usr/bin/...\", ...]`"
+    );
+    // ngircd's unit is Type=forking.
+    let err = env.fails(&["build", "deb:ngircd"]);
+    assert_eq!(
+        last_line(&err),
+        "bakeoff: deb:ngircd: ngircd.service is Type=forking: the daemon puts itself in the \
+         background, which a container or microVM cannot follow; give the foreground command in a \
+         bakeoff.toml beside the app: `package = \"ngircd\"` and `command = [\"/usr/sbin/ngircd\", ...]` \
+         with the daemon's own no-detach flag (see its manual)"
+    );
     let err = env.fails(&["build", "deb:Nginx"]);
     assert_eq!(
         last_line(&err),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 pub use detectors::{default_detectors, Detector, SourceTree};
 pub use lang::{python_requirements, APP_DIR, NODE, PYTHON, PYTHON_DEPS_DIR};
-pub use plan::{app_binary_path, BuildPlan, Source};
+pub use plan::{app_binary_path, BuildPlan, PortsFrom, Source};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {

@@ -69,6 +69,9 @@ pub struct BuildPlan {
     pub env: Vec<(String, String)>,
     /// Ports the app listens on inside the guest.
     pub ports: Vec<u16>,
+    /// Where `ports` came from; [`PortsFrom::Observe`] leaves them to a probe run of the build.
+    #[serde(default)]
+    pub ports_from: PortsFrom,
     pub workdir: String,
     pub health: HealthSpec,
     pub memory: Option<u64>,
@@ -76,6 +79,41 @@ pub struct BuildPlan {
     /// Extra host files copied into the image: (absolute host path, image path).
     pub files: Vec<(PathBuf, String)>,
     pub rumprun_toolchain: Option<PathBuf>,
+}
+
+/// Where a plan's ports come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PortsFrom {
+    /// `ports` in bakeoff.toml (or a flag).
+    #[default]
+    Declared,
+    /// bakeoff's table of Debian daemons whose unit does not say.
+    Known,
+    /// A literal `htons(N)` in the C source.
+    Source,
+    /// The `PORT` convention of interpreted apps (bakeoff sets `PORT`).
+    Convention,
+    /// Not known before the build: a short probe run of the artifact finds them.
+    Observe,
+    /// Found by the probe run.
+    Observed,
+    /// The probe run saw no listening socket; the text says what it saw instead.
+    Nothing { reason: String },
+}
+
+impl std::fmt::Display for PortsFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortsFrom::Declared => write!(f, "declared"),
+            PortsFrom::Known => write!(f, "known daemon"),
+            PortsFrom::Source => write!(f, "found in the source"),
+            PortsFrom::Convention => write!(f, "PORT convention"),
+            PortsFrom::Observe => write!(f, "to be observed by a probe run of the build"),
+            PortsFrom::Observed => write!(f, "observed"),
+            PortsFrom::Nothing { reason } => write!(f, "none observed: {reason}"),
+        }
+    }
 }
 
 /// Where the built executable lives inside every image.
@@ -106,7 +144,14 @@ pub(crate) fn plan_for(
             let (source, by) = found.ok_or_else(|| DetectError::NothingBuildable(dir.clone()))?;
             (source, by, tree.spec, Some(dir))
         }
-        AppInput::CFile(file) => (Source::CFile { file }, "single C file".into(), None, None),
+        AppInput::CFile(file) => {
+            // A bakeoff.toml beside the file applies to it.
+            let spec = match file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(dir) => bakeoff_spec::AppSpec::load_from_dir(dir)?,
+                None => bakeoff_spec::AppSpec::load_from_dir(Path::new("."))?,
+            };
+            (Source::CFile { file }, "single C file".into(), spec, None)
+        }
         AppInput::Elf(path) => (Source::Elf { path }, "prebuilt ELF".into(), None, None),
         AppInput::Deb(package) => (Source::Deb { package }, "debian package".into(), None, None),
         AppInput::PyFile(file) => {
@@ -136,10 +181,11 @@ pub(crate) fn plan_for(
             .find(|d| d.packages.contains(&package.as_str())),
         _ => None,
     };
-    let guessed_ports = daemon
-        .map(|d| d.ports.to_vec())
-        .unwrap_or_else(|| guess_ports(&source));
-    let ports = spec.ports.clone().unwrap_or(guessed_ports);
+    let (ports, ports_from) = match (&spec.ports, daemon) {
+        (Some(p), _) => (p.clone(), PortsFrom::Declared),
+        (None, Some(d)) => (d.ports.to_vec(), PortsFrom::Known),
+        (None, None) => guess_ports(&source),
+    };
     let interpreted = matches!(source, Source::Python { .. } | Source::Node { .. });
     let detected_command = match &spec.command {
         Some(_) => None,
@@ -208,6 +254,7 @@ pub(crate) fn plan_for(
             env
         },
         ports,
+        ports_from,
         workdir: spec.workdir.clone().unwrap_or_else(|| {
             if interpreted {
                 crate::lang::APP_DIR.into()
@@ -229,8 +276,14 @@ pub(crate) fn plan_for(
     })
 }
 
-/// A Debian daemon bakeoff runs without a bakeoff.toml: how to keep it in the foreground,
-/// where it listens and how to tell it is ready. `bakeoff.toml` overrides each field.
+/// A Debian daemon whose systemd unit is wrong for a foreground run, so bakeoff says how to run
+/// it instead (every other package's command comes from its unit at build time, and its ports
+/// from a probe run): how to keep it in the foreground, where it listens and how to tell it is
+/// ready. `bakeoff.toml` overrides each field.
+///
+/// - nginx: nginx.service is `Type=forking` with `-g 'daemon on; master_process on;'`.
+/// - redis: redis-server.service runs `--supervised systemd`, and the redis.conf it names binds
+///   127.0.0.1 with protected mode on, so nothing outside the guest could reach it.
 struct KnownDaemon {
     packages: &'static [&'static str],
     command: &'static [&'static str],
@@ -314,11 +367,13 @@ fn default_name(source: &Source, dir: Option<&Path>) -> String {
     sanitize(&raw)
 }
 
-/// Guesses listening ports from a C source: literal `htons(N)`, else 8080 (the convention of
-/// our examples: `$PORT`, default 8080). bakeoff.toml `ports` overrides.
-fn guess_ports(source: &Source) -> Vec<u16> {
+/// Ports before the build: a literal `htons(N)` in a single C file; for a C file without one, a
+/// prebuilt ELF or a Debian package outside the table, none yet (a probe run of the build
+/// observes them); else 8080, the `PORT` convention. bakeoff.toml `ports` overrides.
+fn guess_ports(source: &Source) -> (Vec<u16>, PortsFrom) {
     let text = match source {
         Source::CFile { file } => std::fs::read_to_string(file).unwrap_or_default(),
+        Source::Elf { .. } | Source::Deb { .. } => return (Vec::new(), PortsFrom::Observe),
         _ => String::new(),
     };
     let mut ports = Vec::new();
@@ -333,10 +388,11 @@ fn guess_ports(source: &Source) -> Vec<u16> {
             }
         }
     }
-    if ports.is_empty() {
-        ports.push(8080);
+    match (ports.is_empty(), source) {
+        (false, _) => (ports, PortsFrom::Source),
+        (true, Source::CFile { .. }) => (ports, PortsFrom::Observe),
+        (true, _) => (vec![8080], PortsFrom::Convention),
     }
-    ports
 }
 
 #[cfg(test)]
@@ -359,7 +415,9 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello");
         let plan = detect(root.to_str().unwrap()).unwrap();
         assert_eq!(plan.name, "hello");
-        assert_eq!(plan.ports, vec![8080]);
+        // Nobody declared a port: a probe run of the build observes it.
+        assert_eq!(plan.ports, Vec::<u16>::new());
+        assert_eq!(plan.ports_from, PortsFrom::Observe);
         assert!(matches!(plan.source, Source::CFile { .. }));
         insta::assert_snapshot!(redacted(&plan, &root));
     }
@@ -379,6 +437,24 @@ mod tests {
             let e = detect(p).unwrap_err().to_string();
             assert_eq!(e, format!("{p} is not a regular file, a directory or deb:NAME (a named pipe, socket or device cannot be an app)"));
         }
+    }
+
+    #[test]
+    fn a_bakeoff_toml_beside_a_c_file_applies_to_it() {
+        let t = tempfile::tempdir().unwrap();
+        write(t.path(), "srv.c", "int main(void) { return 0; }\n");
+        let file = t.path().join("srv.c");
+        let plan = detect(file.to_str().unwrap()).unwrap();
+        assert_eq!((plan.ports_from, plan.ports), (PortsFrom::Observe, vec![]));
+        write(
+            t.path(),
+            "bakeoff.toml",
+            "ports = [7070]\n[env]\nGREETING = \"hi\"\n",
+        );
+        let plan = detect(file.to_str().unwrap()).unwrap();
+        assert_eq!(plan.ports, vec![7070]);
+        assert_eq!(plan.ports_from, PortsFrom::Declared);
+        assert_eq!(plan.env, vec![("GREETING".into(), "hi".into())]);
     }
 
     #[test]

@@ -188,9 +188,14 @@ impl Runtime {
             .port
             .or(plan.ports.first().copied())
             .ok_or_else(|| {
-                RuntimeError::Invalid(
-                    "the app declares no port to probe; set `ports` in bakeoff.toml".into(),
-                )
+                RuntimeError::Invalid(match &plan.ports_from {
+                    bakeoff_detect::PortsFrom::Nothing { reason } => format!(
+                        "{} listens on no port, so there is nothing to load: {reason}; \
+                         if it should listen, set `ports` in bakeoff.toml",
+                        plan.name
+                    ),
+                    _ => "the app declares no port to probe; set `ports` in bakeoff.toml".into(),
+                })
             })?;
         let http = plan.health.kind == HealthKind::Http;
         let (mut ready_s, mut mem, mut guest_mem, mut loads) =

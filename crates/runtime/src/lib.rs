@@ -36,7 +36,7 @@ pub use export::ExportFormat;
 pub use launch::Launched;
 pub use launch::{pick_target, run_options, Launch, Wait};
 pub use manage::{Ended, Entry};
-pub use prepare::Prepared;
+pub use prepare::{declare_ports, Prepared};
 pub use ready::{probe_for, Readiness};
 pub use service::{
     AutoRecord, AutoSpec, Request, Response, ServeSpec, ServiceRecord, ServiceStatus, ServiceView,

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use bakeoff_build::Artifact;
-use bakeoff_detect::BuildPlan;
+use bakeoff_detect::{BuildPlan, PortsFrom};
 use bakeoff_driver::Driver;
 use bakeoff_elf::{ElfInfo, Verdict};
 use bakeoff_launch::Image;
@@ -59,6 +59,51 @@ pub fn files_warnings(plan: &BuildPlan) -> Vec<String> {
         .collect()
 }
 
+/// The ports of a `--port` flag: they win, and the health probe moves to the first unless
+/// bakeoff.toml's `[health]` named another of them.
+pub fn declare_ports(plan: &mut BuildPlan, ports: &[u16]) {
+    if ports.is_empty() {
+        return;
+    }
+    if !plan.health.port.is_some_and(|p| ports.contains(&p)) {
+        plan.health.port = Some(ports[0]);
+    }
+    // The PORT bakeoff set by convention follows (one the user set in bakeoff.toml stays).
+    if plan.ports_from == PortsFrom::Convention {
+        for (k, v) in plan.env.iter_mut() {
+            if k == "PORT" && plan.ports.first().is_some_and(|p| p.to_string() == *v) {
+                *v = ports[0].to_string();
+            }
+        }
+    }
+    plan.ports = ports.to_vec();
+    plan.ports_from = PortsFrom::Declared;
+}
+
+/// How long the probe run that observes an app's ports may last.
+pub const OBSERVE_BOUND: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Fills the plan's (and the artifact's) ports from a probe run of the artifact.
+pub fn observed(
+    plan: &mut BuildPlan,
+    artifact: &mut Artifact,
+    bound: std::time::Duration,
+) -> Result<(), RuntimeError> {
+    match bakeoff_build::observe_ports(artifact, bound)? {
+        bakeoff_build::Observation::Listening { ports } => {
+            plan.health.port = plan.health.port.or(ports.first().copied());
+            plan.ports = ports.clone();
+            plan.ports_from = PortsFrom::Observed;
+            artifact.manifest.ports = ports;
+            artifact.manifest.health = plan.health.clone();
+        }
+        bakeoff_build::Observation::Nothing { reason } => {
+            plan.ports_from = PortsFrom::Nothing { reason };
+        }
+    }
+    Ok(())
+}
+
 impl Prepared {
     /// Fails with the check's reasons when `platform` cannot run this app.
     pub fn check(&self, platform: Platform) -> Result<(), RuntimeError> {
@@ -90,10 +135,21 @@ impl Runtime {
     /// Detects the app, builds it once (or takes it from the cache) and checks it against
     /// every platform.
     pub fn prepare(&self, app: &str) -> Result<Prepared, RuntimeError> {
-        let plan = bakeoff_detect::detect(app)?;
+        self.prepare_with_ports(app, &[])
+    }
+
+    /// [`Runtime::prepare`] with the ports of a `--port` flag, which win over bakeoff.toml and
+    /// detection (and spare the probe run).
+    pub fn prepare_with_ports(&self, app: &str, ports: &[u16]) -> Result<Prepared, RuntimeError> {
+        let mut plan = bakeoff_detect::detect(app)?;
+        declare_ports(&mut plan, ports);
         self.say(&format!("building {}", plan.name));
         let outcome = bakeoff_build::build(&plan, &self.cache, &|m| self.say(m))?;
-        let artifact = outcome.artifact;
+        let mut artifact = outcome.artifact;
+        if plan.ports_from == PortsFrom::Observe {
+            self.say("observing the ports of a probe run (at most 3 s, no network)");
+            observed(&mut plan, &mut artifact, OBSERVE_BOUND)?;
+        }
         let m = &artifact.manifest;
         let binary = artifact.rootfs().join(m.binary.trim_start_matches('/'));
         let elf = bakeoff_elf::inspect(&binary).map_err(RuntimeError::Inspect)?;

@@ -136,5 +136,6 @@ pub(crate) fn lay_out(
         binary: exe_inside.display().to_string(),
         command: vec![exe_inside.display().to_string()],
         env,
+        workdir: None,
     })
 }
