@@ -9,6 +9,7 @@ mod compile;
 mod deb;
 mod hash;
 mod lang;
+mod oci_input;
 
 pub use artifact::{Artifact, ArtifactManifest, Entry, EntryKind};
 pub use cache::Cache;
