@@ -14,6 +14,7 @@
 mod bench;
 mod error;
 mod export;
+mod import;
 mod launch;
 mod manage;
 mod metrics;

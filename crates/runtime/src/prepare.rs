@@ -90,7 +90,9 @@ impl Runtime {
     /// Detects the app, builds it once (or takes it from the cache) and checks it against
     /// every platform.
     pub fn prepare(&self, app: &str) -> Result<Prepared, RuntimeError> {
-        let plan = bakeoff_detect::detect(app)?;
+        let mut plan = bakeoff_detect::detect(&self.import_input(app)?)?;
+        // The user's words stay the input (`docker:IMAGE`), not the exported file's name.
+        plan.input = app.to_string();
         self.say(&format!("building {}", plan.name));
         let outcome = bakeoff_build::build(&plan, &self.cache, &|m| self.say(m))?;
         let artifact = outcome.artifact;
