@@ -40,6 +40,15 @@ pub enum Command {
     Bench(BenchCli),
     /// Print the launch configuration another tool needs: xl.cfg (Xen), Firecracker's VM JSON, a Kubernetes Pod.
     Export(ExportArgs),
+    /// Push APP's images to an OCI registry: the container image to REF, the microVM artifact
+    /// to REF-microvm.
+    Push {
+        app: String,
+        /// HOST:PORT/REPO[:TAG]
+        reference: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve APP behind a stable address, on one platform at a time, switchable live.
     Serve(ServeArgs),
     /// Move a service to another platform without dropping requests (`--to auto` hands an

@@ -18,6 +18,11 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
         Command::Run(a) => run(a).await,
         Command::Bench(b) => bench(b).await,
         Command::Export(e) => export(e),
+        Command::Push {
+            app,
+            reference,
+            json,
+        } => push(&app, &reference, json),
         Command::Serve(a) => crate::serve::serve(a).await,
         Command::Switch { name, to } => crate::serve::switch(&name, to.platform()).await,
         Command::Ps { json } => ps(json).await,
@@ -93,7 +98,9 @@ async fn stop_signal(got: &std::sync::atomic::AtomicI32) {
 }
 
 fn detect(app: &str, json: bool) -> Result<i32> {
-    let plan = bakeoff_detect::detect(app)?;
+    // `docker:IMAGE` and registry references become files first.
+    let mut plan = bakeoff_detect::detect(&Runtime::from_env().import_input(app)?)?;
+    plan.input = app.to_string();
     if json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
@@ -282,6 +289,29 @@ fn export(e: ExportArgs) -> Result<i32> {
         .and_then(|p| rt.export(&p, e.format.format(), target, e.flags(), e.kernel.clone()));
     progress.done();
     println!("{}", text?);
+    Ok(0)
+}
+
+fn push(app: &str, reference: &str, json: bool) -> Result<i32> {
+    let (rt, progress) = runtime_with_spinner();
+    let pushed = rt.push(app, reference);
+    progress.done();
+    let pushed = pushed?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&pushed)?);
+    } else {
+        for p in &pushed {
+            println!(
+                "{:<8} {}  {}  {} bytes ({} uploaded) in {:.2}s",
+                p.target.to_string(),
+                p.reference,
+                p.digest,
+                p.bytes,
+                p.uploaded,
+                p.seconds
+            );
+        }
+    }
     Ok(0)
 }
 

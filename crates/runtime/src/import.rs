@@ -11,6 +11,13 @@ impl Runtime {
     /// The app as detection reads it: `docker:IMAGE` becomes `oci-archive:` of its export.
     pub fn import_input(&self, app: &str) -> Result<String, RuntimeError> {
         let Some(image) = app.strip_prefix("docker:") else {
+            // A registry reference (its first component names a host:port), unless a file of
+            // that name exists here.
+            if !std::path::Path::new(app).exists() {
+                if let Ok(r) = bakeoff_registry::Reference::parse(app) {
+                    return Ok(format!("oci-archive:{}", self.pull_image(&r)?.display()));
+                }
+            }
             return Ok(app.to_string());
         };
         if image.is_empty() || image.starts_with('-') {

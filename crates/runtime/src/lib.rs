@@ -22,6 +22,7 @@ pub mod placement;
 mod prepare;
 mod profile;
 mod ready;
+mod registry;
 mod service;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub use launch::{pick_target, run_options, Launch, Wait};
 pub use manage::{Ended, Entry};
 pub use prepare::Prepared;
 pub use ready::{probe_for, Readiness};
+pub use registry::Pushed;
 pub use service::{
     AutoRecord, AutoSpec, Request, Response, ServeSpec, ServiceRecord, ServiceStatus, ServiceView,
     SwitchReport,
