@@ -53,11 +53,18 @@ impl Reference {
     pub fn parse(text: &str) -> Result<Reference, RegistryError> {
         let bad = || RegistryError::BadReference(text.to_string());
         let (registry, rest) = text.split_once('/').ok_or_else(bad)?;
-        if !(registry.contains(':') || registry.contains('.') || registry == "localhost")
-            || !registry
+        // HOST[:PORT] with a numeric port: `oci-archive:/x.tar` or `deb:a/b` are not registries.
+        let (host, port) = match registry.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (registry, None),
+        };
+        let host_ok = !host.is_empty()
+            && host
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".:-[]".contains(&b))
-        {
+                .all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b))
+            && (port.is_some() || host.contains('.') || host == "localhost");
+        let port_ok = port.is_none_or(|p| !p.is_empty() && p.parse::<u16>().is_ok());
+        if !host_ok || !port_ok {
             return Err(bad());
         }
         let (repo, tag) = match rest.rsplit_once(':') {
