@@ -351,6 +351,9 @@ pub struct ExportArgs {
     /// For xl: the image to boot (microvm = PVH Linux guest, the default; rumprun = PV unikernel).
     #[arg(long, value_enum)]
     pub target: Option<TargetArg>,
+    /// For k8s: the platform the cluster should run it on (a RuntimeClass for VMs and unikernels).
+    #[arg(long = "on", value_parser = parse_platform)]
+    pub platform: Option<Platform>,
     #[arg(short = 'p', long = "publish", value_parser = |s: &str| parse_publish(s).map_err(|e| e.to_string()))]
     pub publish: Vec<PortMapping>,
     #[arg(short = 'e', long = "env", value_parser = |s: &str| parse_env(s).map_err(|e| e.to_string()))]

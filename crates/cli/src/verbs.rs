@@ -284,9 +284,14 @@ async fn bench(b: BenchCli) -> Result<i32> {
 fn export(e: ExportArgs) -> Result<i32> {
     let target = e.target.and_then(|t| t.target());
     let (rt, progress) = runtime_with_spinner();
-    let text = rt
-        .prepare(&e.app)
-        .and_then(|p| rt.export(&p, e.format.format(), target, e.flags(), e.kernel.clone()));
+    let text = rt.prepare(&e.app).and_then(|p| match e.format {
+        crate::args::ExportFormat::K8s => rt.export_k8s(
+            &p,
+            e.platform.unwrap_or(bakeoff_spec::Platform::Docker),
+            e.flags(),
+        ),
+        _ => rt.export(&p, e.format.format(), target, e.flags(), e.kernel.clone()),
+    });
     progress.done();
     println!("{}", text?);
     Ok(0)
