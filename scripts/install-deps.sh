@@ -13,6 +13,8 @@ command -v gcc >/dev/null 2>&1 || need="$need gcc libc6-dev"
 command -v make >/dev/null 2>&1 || need="$need make"
 command -v curl >/dev/null 2>&1 || need="$need curl"
 command -v dpkg-deb >/dev/null 2>&1 || need="$need dpkg"
+# The OCI registry (registry 2.8) the push/pull tests start on 127.0.0.1.
+command -v docker-registry >/dev/null 2>&1 || need="$need docker-registry"
 for extra in "$@"; do
   command -v "$extra" >/dev/null 2>&1 || need="$need $extra"
 done

@@ -64,7 +64,13 @@ pub fn build(
             &rootfs,
             log,
         )?),
-        None => None,
+        // An OCI image brings its own tree too: its layers (see oci_input.rs).
+        None => match &plan.source {
+            Source::Image { archive, .. } => {
+                Some(crate::oci_input::lay_out(plan, archive, &rootfs, log)?)
+            }
+            _ => None,
+        },
     };
     let exe = match &deb {
         Some(d) => d.exe.clone(),
@@ -215,6 +221,10 @@ fn input_hash(
             hash::hash_path(&mut h, dir)?
         }
         Source::Elf { path } => hash::hash_path(&mut h, path)?,
+        Source::Image { archive, .. } => {
+            hash::hash_path(&mut h, archive)?;
+            h.update(crate::oci_input::LAYOUT_VERSION);
+        }
         Source::Python { path, .. } | Source::Node { dir: path, .. } => {
             hash::hash_path(&mut h, path)?;
             h.update(crate::deb::LAYOUT_VERSION);
@@ -363,6 +373,9 @@ fn produce_executable(
         Source::Deb { package } => Err(BuildError::Unsupported(format!(
             "deb:{package}: Debian package inputs are not supported yet"
         ))),
+        Source::Image { .. } => Err(BuildError::Unsupported(
+            "an image's program comes from its layers".into(),
+        )),
         Source::Python { .. } | Source::Node { .. } => Err(BuildError::Unsupported(
             "an interpreted app has no executable of its own".into(),
         )),

@@ -9,6 +9,7 @@ mod compile;
 mod deb;
 mod hash;
 mod lang;
+mod oci_input;
 mod probe;
 
 pub use artifact::{Artifact, ArtifactManifest, Entry, EntryKind};

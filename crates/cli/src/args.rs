@@ -46,6 +46,15 @@ pub enum Command {
     Bench(BenchCli),
     /// Print the launch configuration another tool needs: xl.cfg (Xen), Firecracker's VM JSON, a Kubernetes Pod.
     Export(ExportArgs),
+    /// Push APP's images to an OCI registry: the container image to REF, the microVM artifact
+    /// to REF-microvm.
+    Push {
+        app: String,
+        /// HOST:PORT/REPO[:TAG]
+        reference: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve APP behind a stable address, on one platform at a time, switchable live.
     Serve(ServeArgs),
     /// Move a service to another platform without dropping requests (`--to auto` hands an
@@ -366,6 +375,9 @@ pub struct ExportArgs {
     /// For xl: the image to boot (microvm = PVH Linux guest, the default; rumprun = PV unikernel).
     #[arg(long, value_enum)]
     pub target: Option<TargetArg>,
+    /// For k8s: the platform the cluster should run it on (a RuntimeClass for VMs and unikernels).
+    #[arg(long = "on", value_parser = parse_platform)]
+    pub platform: Option<Platform>,
     #[arg(short = 'p', long = "publish", value_parser = |s: &str| parse_publish(s).map_err(|e| e.to_string()))]
     pub publish: Vec<PortMapping>,
     #[arg(long)]

@@ -18,6 +18,11 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
         Command::Run(a) => run(a).await,
         Command::Bench(b) => bench(b).await,
         Command::Export(e) => export(e),
+        Command::Push {
+            app,
+            reference,
+            json,
+        } => push(&app, &reference, json),
         Command::Serve(a) => crate::serve::serve(a).await,
         Command::Switch { name, to } => crate::serve::switch(&name, to.platform()).await,
         Command::Ps { json } => ps(json).await,
@@ -93,7 +98,9 @@ async fn stop_signal(got: &std::sync::atomic::AtomicI32) {
 }
 
 fn detect(app: &str, json: bool, ports: &[u16]) -> Result<i32> {
-    let mut plan = bakeoff_detect::detect(app)?;
+    // `docker:IMAGE` and registry references become files first.
+    let mut plan = bakeoff_detect::detect(&Runtime::from_env().import_input(app)?)?;
+    plan.input = app.to_string();
     bakeoff_runtime::declare_ports(&mut plan, ports);
     // Ports nobody declared are observed on a probe run of the build (cached with it).
     if plan.ports_from == bakeoff_detect::PortsFrom::Observe {
@@ -289,17 +296,45 @@ async fn bench(b: BenchCli) -> Result<i32> {
 fn export(e: ExportArgs) -> Result<i32> {
     let target = e.target.and_then(|t| t.target());
     let (rt, progress) = runtime_with_spinner();
-    let text = rt.prepare(&e.app).and_then(|p| {
-        rt.export(
+    let text = rt.prepare(&e.app).and_then(|p| match e.format {
+        crate::args::ExportFormat::K8s => rt.export_k8s(
+            &p,
+            e.platform.unwrap_or(bakeoff_spec::Platform::Docker),
+            e.flags(),
+        ),
+        _ => rt.export(
             &p,
             e.format.format(),
             target,
             e.flags(),
             e.opts.kernel.clone(),
-        )
+        ),
     });
     progress.done();
     println!("{}", text?);
+    Ok(0)
+}
+
+fn push(app: &str, reference: &str, json: bool) -> Result<i32> {
+    let (rt, progress) = runtime_with_spinner();
+    let pushed = rt.push(app, reference);
+    progress.done();
+    let pushed = pushed?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&pushed)?);
+    } else {
+        for p in &pushed {
+            println!(
+                "{:<8} {}  {}  {} bytes ({} uploaded) in {:.2}s",
+                p.target.to_string(),
+                p.reference,
+                p.digest,
+                p.bytes,
+                p.uploaded,
+                p.seconds
+            );
+        }
+    }
     Ok(0)
 }
 

@@ -5,6 +5,7 @@
 
 mod detectors;
 mod lang;
+pub mod oci;
 mod plan;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,10 @@ pub enum DetectError {
     NoEntry { path: PathBuf, hint: String },
     #[error("{} is not a regular file, a directory or deb:NAME (a named pipe, socket or device cannot be an app)", .0.display())]
     NotRegular(PathBuf),
+    #[error("{} cannot be used as an image: {reason}", .path.display())]
+    BadImage { path: PathBuf, reason: String },
+    #[error("`oci-archive:` needs a file, for example oci-archive:hello.tar")]
+    EmptyImage,
     #[error(transparent)]
     Spec(#[from] bakeoff_spec::SpecError),
 }
@@ -50,6 +55,8 @@ pub enum AppInput {
     Elf(PathBuf),
     Deb(String),
     PyFile(PathBuf),
+    /// `oci-archive:FILE`: a `docker save` or OCI layout tarball.
+    OciArchive(PathBuf),
 }
 
 impl AppInput {
@@ -64,6 +71,16 @@ impl AppInput {
                 return Err(DetectError::BadDebName(pkg.to_string()));
             }
             return Ok(AppInput::Deb(pkg.to_string()));
+        }
+        if let Some(file) = app.strip_prefix("oci-archive:") {
+            if file.is_empty() {
+                return Err(DetectError::EmptyImage);
+            }
+            let path = PathBuf::from(file);
+            if !path.is_file() {
+                return Err(DetectError::NotFound(path));
+            }
+            return Ok(AppInput::OciArchive(path));
         }
         let path = PathBuf::from(app);
         let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {

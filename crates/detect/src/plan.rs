@@ -35,13 +35,20 @@ pub enum Source {
     /// A Node.js app (a directory with package.json) run by Debian's nodejs; `lock` when
     /// package-lock.json or npm-shrinkwrap.json is there (`npm ci`).
     Node { dir: PathBuf, lock: bool },
+    /// An OCI image (`docker save` or OCI layout tarball): its layers are the rootfs, its
+    /// configuration says how to run it.
+    Image {
+        archive: PathBuf,
+        /// The image configuration's `User`, kept for the container.
+        user: Option<String>,
+    },
 }
 
 impl Source {
     /// Where the executable comes from.
     pub fn origin(&self) -> bakeoff_spec::Origin {
         match self {
-            Source::Elf { .. } => bakeoff_spec::Origin::Binary,
+            Source::Elf { .. } | Source::Image { .. } => bakeoff_spec::Origin::Binary,
             Source::Deb { .. } => bakeoff_spec::Origin::Package,
             Source::Python { .. } | Source::Node { .. } => bakeoff_spec::Origin::Interpreted,
             _ => bakeoff_spec::Origin::Source,
@@ -126,6 +133,9 @@ pub(crate) fn plan_for(
     input: AppInput,
     detectors: &[Box<dyn Detector>],
 ) -> Result<BuildPlan, DetectError> {
+    if let AppInput::OciArchive(archive) = input {
+        return image_plan(input_text, &archive);
+    }
     let (source, detected_by, spec, dir) = match input {
         AppInput::Dir(dir) => {
             let tree = SourceTree::read(&dir)?;
@@ -153,6 +163,7 @@ pub(crate) fn plan_for(
             (Source::CFile { file }, "single C file".into(), spec, None)
         }
         AppInput::Elf(path) => (Source::Elf { path }, "prebuilt ELF".into(), None, None),
+        AppInput::OciArchive(_) => unreachable!("handled above"),
         AppInput::Deb(package) => (Source::Deb { package }, "debian package".into(), None, None),
         AppInput::PyFile(file) => {
             // A bakeoff.toml beside the file applies to it.
@@ -273,6 +284,55 @@ pub(crate) fn plan_for(
         files,
         rumprun_toolchain: spec.rumprun.as_ref().and_then(|r| r.toolchain.clone()),
         source,
+    })
+}
+
+/// The plan of an image archive: everything from its configuration; HTTP health on the first
+/// exposed port.
+fn image_plan(input_text: &str, archive: &Path) -> Result<BuildPlan, DetectError> {
+    let image = crate::oci::ImageArchive::open(archive)?;
+    let rc = image.run_config();
+    if rc.command.is_empty() {
+        return Err(DetectError::NoEntry {
+            path: archive.to_path_buf(),
+            hint: "the image configuration has neither Entrypoint nor Cmd".into(),
+        });
+    }
+    let name = sanitize(&image.repo.clone().unwrap_or_else(|| {
+        archive
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }));
+    bakeoff_spec::validate_name(&name)?;
+    Ok(BuildPlan {
+        name,
+        input: input_text.to_string(),
+        source: Source::Image {
+            archive: archive.to_path_buf(),
+            user: rc.user,
+        },
+        detected_by: "oci image".into(),
+        command: rc.command,
+        args: rc.args,
+        env: rc.env,
+        health: HealthSpec {
+            kind: HealthKind::Http,
+            path: "/".into(),
+            port: rc.ports.first().copied(),
+            timeout: None,
+        },
+        ports_from: if rc.ports.is_empty() {
+            PortsFrom::Observe
+        } else {
+            PortsFrom::Declared
+        },
+        ports: rc.ports,
+        workdir: rc.workdir,
+        memory: None,
+        cpus: None,
+        files: Vec::new(),
+        rumprun_toolchain: None,
     })
 }
 

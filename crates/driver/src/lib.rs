@@ -6,6 +6,7 @@
 //! they launch (argv, configs, bodies) is rendered by `bakeoff-launch`.
 
 pub mod docker;
+pub mod docker_export;
 pub mod firecracker;
 pub mod qemu;
 pub mod rumprun;

@@ -10,6 +10,7 @@ pub mod docker;
 pub mod firecracker;
 mod image;
 pub mod k8s;
+pub mod k8s_deploy;
 pub mod net;
 pub mod qemu;
 pub mod rumprun;

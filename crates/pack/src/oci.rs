@@ -270,6 +270,8 @@ mod tests {
         artifact.manifest.id = "0123456789abcdef".repeat(4);
         artifact.manifest.env = vec![("GREETING".into(), "hi".into())];
         artifact.manifest.args = vec!["--flag".into()];
+        // The port the runtime's probe run observes for the example (packing does not probe).
+        artifact.manifest.ports = vec![8080];
         let config = image_config(
             &artifact.manifest,
             "sha256:1111111111111111111111111111111111111111111111111111111111111111",

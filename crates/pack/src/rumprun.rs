@@ -364,6 +364,9 @@ pub fn build_plan(
         Source::Elf { .. } => Err(refuse(
             "a prebuilt binary cannot run on Rumprun: it must be rebuilt from source with the Rumprun toolchain",
         )),
+        Source::Image { .. } => Err(refuse(
+            "an OCI image holds prebuilt Linux binaries; Rumprun needs the program rebuilt from source with the Rumprun toolchain",
+        )),
         Source::Deb { .. } => Err(refuse(
             "a Debian package holds prebuilt Linux binaries; Rumprun needs the program rebuilt from source with the Rumprun toolchain",
         )),

@@ -24,6 +24,8 @@ pub enum RuntimeError {
     #[error(transparent)]
     Driver(#[from] bakeoff_driver::DriverError),
     #[error(transparent)]
+    Registry(#[from] bakeoff_registry::RegistryError),
+    #[error(transparent)]
     State(#[from] bakeoff_state::StateError),
     #[error(transparent)]
     Bench(#[from] bakeoff_bench::BenchError),

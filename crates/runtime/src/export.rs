@@ -65,4 +65,51 @@ impl Runtime {
         .map_err(RuntimeError::Render)?;
         Ok(text.trim_end().to_string())
     }
+
+    /// A Deployment + Service (and the RuntimeClass a VM or unikernel platform needs) for the
+    /// OCI image, as multi-document YAML (each document JSON). The check's reasons for the
+    /// platform ride along as an annotation.
+    pub fn export_k8s(
+        &self,
+        prepared: &Prepared,
+        platform: Platform,
+        flags: bakeoff_spec::RunOptions,
+    ) -> Result<String, RuntimeError> {
+        let plan = &prepared.plan;
+        let name = flags.name.clone().unwrap_or_else(|| plan.name.clone());
+        bakeoff_spec::validate_name(&name)?;
+        let opts = run_options(
+            plan,
+            bakeoff_spec::RunOptions {
+                name: Some(name.clone()),
+                detach: true,
+                ..flags
+            },
+        );
+        let image = self.pack(&prepared.artifact, Target::Oci, None)?;
+        let mut notes = std::collections::BTreeMap::new();
+        if let Some(v) = prepared.verdicts.iter().find(|v| v.platform == platform) {
+            let verdict = if v.runnable { "can run" } else { "cannot run" };
+            let mut text = format!("{platform} {verdict}");
+            if !v.reasons.is_empty() {
+                text.push_str(": ");
+                text.push_str(&v.reasons.join("; "));
+            }
+            notes.insert("bakeoff.dev/check".to_string(), text);
+        }
+        let objects = bakeoff_launch::k8s_deploy::render_deployment(
+            &image,
+            &opts,
+            &name,
+            &plan.ports,
+            platform,
+            &notes,
+        )
+        .map_err(RuntimeError::Render)?;
+        Ok(objects
+            .iter()
+            .map(|o| serde_json::to_string_pretty(o).expect("JSON values serialize"))
+            .collect::<Vec<_>>()
+            .join("\n---\n"))
+    }
 }

@@ -14,6 +14,7 @@
 mod bench;
 mod error;
 mod export;
+mod import;
 mod launch;
 mod manage;
 mod metrics;
@@ -21,6 +22,7 @@ pub mod placement;
 mod prepare;
 mod profile;
 mod ready;
+mod registry;
 mod service;
 
 use std::sync::Arc;
@@ -38,6 +40,7 @@ pub use launch::{pick_target, run_options, Launch, Wait};
 pub use manage::{Ended, Entry};
 pub use prepare::{declare_ports, Prepared};
 pub use ready::{probe_for, Readiness};
+pub use registry::Pushed;
 pub use service::{
     AutoRecord, AutoSpec, Request, Response, ServeSpec, ServiceRecord, ServiceStatus, ServiceView,
     SwitchReport,

@@ -141,7 +141,9 @@ impl Runtime {
     /// [`Runtime::prepare`] with the ports of a `--port` flag, which win over bakeoff.toml and
     /// detection (and spare the probe run).
     pub fn prepare_with_ports(&self, app: &str, ports: &[u16]) -> Result<Prepared, RuntimeError> {
-        let mut plan = bakeoff_detect::detect(app)?;
+        let mut plan = bakeoff_detect::detect(&self.import_input(app)?)?;
+        // The user's words stay the input (`docker:IMAGE`), not the exported file's name.
+        plan.input = app.to_string();
         declare_ports(&mut plan, ports);
         self.say(&format!("building {}", plan.name));
         let outcome = bakeoff_build::build(&plan, &self.cache, &|m| self.say(m))?;

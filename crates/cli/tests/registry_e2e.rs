@@ -1,0 +1,219 @@
+//! Push and pull through a real OCI registry: Debian's `docker-registry` (registry 2.8) started
+//! on 127.0.0.1 with its own config and storage, stopped by PID afterwards.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Registry {
+    child: Child,
+    port: u16,
+    storage: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts the registry, or None (with the reason printed) when it is not installed.
+    fn start(test: &str) -> Option<Registry> {
+        if Command::new("docker-registry")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            if std::env::var("BAKEOFF_REQUIRE_ENGINES").as_deref() == Ok("1") {
+                panic!("{test}: docker-registry is not installed and BAKEOFF_REQUIRE_ENGINES=1");
+            }
+            eprintln!(
+                "SKIPPED {test}: docker-registry is not installed (run scripts/install-deps.sh)"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("storage");
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::fs::File::create(dir.path().join("registry.log")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("registry.err")).unwrap())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the registry did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Registry {
+            child,
+            port,
+            storage,
+            _dir: dir,
+        })
+    }
+
+    /// The file holding the blob `digest` in the registry's storage.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The layer digest of the pushed OCI manifest (read back from the registry's storage).
+fn layer_digest(reg: &Registry, manifest_digest: &str) -> String {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reg.blob_file(manifest_digest)).unwrap()).unwrap();
+    m["layers"][0]["digest"].as_str().unwrap().to_string()
+}
+
+fn env_with_cache(cache: &Path) -> impl Fn(&Env, &[&str]) -> std::process::Output + '_ {
+    move |env: &Env, args: &[&str]| {
+        let out = env
+            .cmd(args)
+            .env("BAKEOFF_CACHE_DIR", cache)
+            .output()
+            .unwrap();
+        eprintln!(
+            "$ bakeoff {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+#[test]
+fn push_then_run_from_the_registry_on_docker_and_qemu_and_refuse_a_tampered_blob() {
+    let test = "push_then_run_from_the_registry_on_docker_and_qemu_and_refuse_a_tampered_blob";
+    let Some(reg) = Registry::start(test) else {
+        return;
+    };
+    if !docker_or_skip(test) || !qemu_or_skip(test) {
+        return;
+    }
+    let env = Env::new();
+    let reference = format!("127.0.0.1:{}/e2e/hello:1", reg.port);
+    let pushed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["push", "examples/hello", &reference, "--json"])).unwrap();
+    assert_eq!(pushed[0]["target"], "oci");
+    assert_eq!(pushed[1]["target"], "microvm");
+    assert_eq!(pushed[1]["reference"], format!("{reference}-microvm"));
+    // The microVM artifact: its own type, urunc's annotations, kernel + initramfs + run config.
+    let vm: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(reg.blob_file(pushed[1]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(vm["artifactType"], "application/vnd.bakeoff.microvm.v1");
+    assert_eq!(
+        vm["annotations"]["com.urunc.unikernel.unikernelType"],
+        "linux"
+    );
+    assert_eq!(vm["layers"].as_array().unwrap().len(), 3);
+    let sizes: u64 = vm["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
+    assert!(pushed[1]["bytes"].as_u64().unwrap() > sizes);
+
+    // A fresh cache: nothing local, everything comes from the registry.
+    let cache = tempfile::tempdir().unwrap();
+    let run = env_with_cache(cache.path());
+    for (platform, limit) in [("docker", 30), ("qemu", 120)] {
+        let port = free_port();
+        let name = format!("e2e-reg-{platform}-{port}");
+        let out = run(
+            &env,
+            &[
+                "run",
+                &reference,
+                "--on",
+                platform,
+                "-d",
+                "--name",
+                &name,
+                "-p",
+                &format!("127.0.0.1:{port}:8080"),
+                "-e",
+                "GREETING=pulled",
+            ],
+        );
+        let _cleanup = Cleanup(&env, name.clone());
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("digests verified"));
+        let body = wait_http(port, Duration::from_secs(limit));
+        assert!(body.contains("greeting=pulled"), "{body}");
+        assert!(body.contains(&format!("host={name}")), "{body}");
+    }
+
+    // Tamper with the layer in the registry's storage: the pull refuses it.
+    let layer = layer_digest(&reg, pushed[0]["digest"].as_str().unwrap());
+    let file = reg.blob_file(&layer);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let out = env_with_cache(fresh.path())(&env, &["build", &reference]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("digest mismatch for blob {layer}")),
+        "{err}"
+    );
+    assert!(err.contains("the download is refused"), "{err}");
+}
+
+struct Cleanup<'a>(&'a Env, String);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.cmd(&["rm", "-f", &self.1]).output();
+    }
+}
+
+#[test]
+fn registry_down_and_unknown_reference_are_one_sentence() {
+    let test = "registry_down_and_unknown_reference_are_one_sentence";
+    let env = Env::new();
+    let down = format!("127.0.0.1:{}/hello:1", free_port());
+    let err = env.fails(&["build", &down]);
+    assert!(
+        err.contains("does not answer") && err.contains("is it running?"),
+        "{err}"
+    );
+    let Some(reg) = Registry::start(test) else {
+        return;
+    };
+    let unknown = format!("127.0.0.1:{}/never/pushed:1", reg.port);
+    let err = env.fails(&["build", &unknown]);
+    assert!(err.contains("has no manifest never/pushed:1"), "{err}");
+}

@@ -1,0 +1,405 @@
+//! A small client of the OCI distribution API (registry v2): blobs pushed with a monolithic
+//! upload, manifests by tag, and every pulled byte checked against the digest that names it.
+//!
+//! Plain HTTP only: bakeoff talks to a registry on loopback (the tests start Debian's
+//! `docker-registry` on 127.0.0.1). No authentication yet.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client as HttpClient};
+use hyper_util::rt::TokioExecutor;
+use sha2::{Digest, Sha256};
+
+/// The manifest media types bakeoff asks for, most specific first.
+pub const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("`{0}` is not a registry reference (expected HOST:PORT/REPO[:TAG], e.g. 127.0.0.1:5000/hello:1)")]
+    BadReference(String),
+    #[error("the registry at {registry} does not answer ({detail}); is it running?")]
+    Down { registry: String, detail: String },
+    #[error("the registry at {registry} has no {what}")]
+    NotFound { registry: String, what: String },
+    #[error("the registry at {registry} refused {what}: HTTP {status} {body}")]
+    Refused {
+        registry: String,
+        what: String,
+        status: u16,
+        body: String,
+    },
+    #[error(
+        "digest mismatch for {what}: expected {expected}, got {actual}; the download is refused"
+    )]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+}
+
+/// `HOST[:PORT]/REPO[:TAG]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub registry: String,
+    pub repo: String,
+    pub tag: String,
+}
+
+impl Reference {
+    /// Parses a reference whose first component names a registry (it has a `:` port or a `.`,
+    /// or is `localhost`), so that it cannot be mistaken for a relative path.
+    pub fn parse(text: &str) -> Result<Reference, RegistryError> {
+        let bad = || RegistryError::BadReference(text.to_string());
+        let (registry, rest) = text.split_once('/').ok_or_else(bad)?;
+        // HOST[:PORT] with a numeric port: `oci-archive:/x.tar` or `deb:a/b` are not registries.
+        let (host, port) = match registry.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (registry, None),
+        };
+        let host_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b))
+            && (port.is_some() || host.contains('.') || host == "localhost");
+        let port_ok = port.is_none_or(|p| !p.is_empty() && p.parse::<u16>().is_ok());
+        if !host_ok || !port_ok {
+            return Err(bad());
+        }
+        let (repo, tag) = match rest.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r, t),
+            _ => (rest, "latest"),
+        };
+        let repo_ok = !repo.is_empty()
+            && repo.split('/').all(|c| {
+                !c.is_empty()
+                    && c.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
+                    })
+                    && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            });
+        let tag_ok = !tag.is_empty()
+            && tag.len() <= 128
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            && !tag.starts_with(['.', '-']);
+        if !repo_ok || !tag_ok {
+            return Err(bad());
+        }
+        Ok(Reference {
+            registry: registry.to_string(),
+            repo: repo.to_string(),
+            tag: tag.to_string(),
+        })
+    }
+
+    /// The same repository with another tag.
+    pub fn with_tag(&self, tag: &str) -> Reference {
+        Reference {
+            tag: tag.to_string(),
+            ..self.clone()
+        }
+    }
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}:{}", self.registry, self.repo, self.tag)
+    }
+}
+
+/// `sha256:HEX` of `data`.
+pub fn digest_of(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// A pulled manifest: its media type, bytes and digest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub media_type: String,
+    pub bytes: Bytes,
+    pub digest: String,
+}
+
+pub struct Client {
+    http: HttpClient<HttpConnector, Full<Bytes>>,
+    registry: String,
+}
+
+struct Response {
+    status: StatusCode,
+    headers: hyper::HeaderMap,
+    body: Bytes,
+}
+
+impl Client {
+    pub fn new(registry: &str) -> Client {
+        Client {
+            http: HttpClient::builder(TokioExecutor::new()).build_http(),
+            registry: registry.to_string(),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Response, RegistryError> {
+        let url = if url.starts_with("http://") {
+            url.to_string()
+        } else {
+            format!("http://{}{url}", self.registry)
+        };
+        let mut req = Request::builder().method(method).uri(&url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .header("content-length", body.len())
+            .body(Full::new(body))
+            .map_err(|e| RegistryError::BadReference(format!("{url}: {e}")))?;
+        let down = |detail: String| RegistryError::Down {
+            registry: self.registry.clone(),
+            detail,
+        };
+        let resp =
+            tokio::time::timeout(std::time::Duration::from_secs(300), self.http.request(req))
+                .await
+                .map_err(|_| down("no answer within 300 s".into()))?
+                .map_err(|e| down(format!("{e:?}").chars().take(200).collect()))?;
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| down(e.to_string()))?
+            .to_bytes();
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    fn refused(&self, what: &str, r: &Response) -> RegistryError {
+        if r.status == StatusCode::NOT_FOUND {
+            return RegistryError::NotFound {
+                registry: self.registry.clone(),
+                what: what.to_string(),
+            };
+        }
+        RegistryError::Refused {
+            registry: self.registry.clone(),
+            what: what.to_string(),
+            status: r.status.as_u16(),
+            body: String::from_utf8_lossy(&r.body).chars().take(300).collect(),
+        }
+    }
+
+    /// Pushes one blob unless the registry already has it; returns its digest and whether it
+    /// was uploaded.
+    pub async fn push_blob(
+        &self,
+        repo: &str,
+        data: Bytes,
+    ) -> Result<(String, bool), RegistryError> {
+        let digest = digest_of(&data);
+        let head = self
+            .send(
+                Method::HEAD,
+                &format!("/v2/{repo}/blobs/{digest}"),
+                &[],
+                Bytes::new(),
+            )
+            .await?;
+        if head.status == StatusCode::OK {
+            return Ok((digest, false));
+        }
+        let what = format!("the upload of blob {digest}");
+        let start = self
+            .send(
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/"),
+                &[],
+                Bytes::new(),
+            )
+            .await?;
+        if start.status != StatusCode::ACCEPTED {
+            return Err(self.refused(&what, &start));
+        }
+        let location = start
+            .headers
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .ok_or_else(|| self.refused(&what, &start))?
+            .to_string();
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let put = self
+            .send(
+                Method::PUT,
+                &format!("{location}{sep}digest={digest}"),
+                &[("content-type", "application/octet-stream")],
+                data,
+            )
+            .await?;
+        if put.status != StatusCode::CREATED {
+            return Err(self.refused(&what, &put));
+        }
+        Ok((digest, true))
+    }
+
+    /// Puts a manifest under `tag`; returns its digest.
+    pub async fn push_manifest(
+        &self,
+        repo: &str,
+        tag: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<String, RegistryError> {
+        let digest = digest_of(&bytes);
+        let r = self
+            .send(
+                Method::PUT,
+                &format!("/v2/{repo}/manifests/{tag}"),
+                &[("content-type", media_type)],
+                bytes,
+            )
+            .await?;
+        if r.status != StatusCode::CREATED {
+            return Err(self.refused(&format!("the manifest {repo}:{tag}"), &r));
+        }
+        Ok(digest)
+    }
+
+    /// Gets a manifest by tag or digest; a digest reference is checked against the bytes.
+    pub async fn pull_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Manifest, RegistryError> {
+        let what = format!("manifest {repo}:{reference}");
+        let r = self
+            .send(
+                Method::GET,
+                &format!("/v2/{repo}/manifests/{reference}"),
+                &[("accept", ACCEPT)],
+                Bytes::new(),
+            )
+            .await?;
+        if r.status != StatusCode::OK {
+            return Err(self.refused(&what, &r));
+        }
+        let digest = digest_of(&r.body);
+        let claimed = r
+            .headers
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let expected = if reference.starts_with("sha256:") {
+            Some(reference.to_string())
+        } else {
+            claimed
+        };
+        if let Some(expected) = expected {
+            if expected != digest {
+                return Err(RegistryError::DigestMismatch {
+                    what,
+                    expected,
+                    actual: digest,
+                });
+            }
+        }
+        Ok(Manifest {
+            media_type: r
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string(),
+            bytes: r.body,
+            digest,
+        })
+    }
+
+    /// Gets a blob and checks its sha256 against `digest`.
+    pub async fn pull_blob(&self, repo: &str, digest: &str) -> Result<Bytes, RegistryError> {
+        let what = format!("blob {digest} of {repo}");
+        let r = self
+            .send(
+                Method::GET,
+                &format!("/v2/{repo}/blobs/{digest}"),
+                &[],
+                Bytes::new(),
+            )
+            .await?;
+        // The registry answers a blob GET with a redirect when its storage is elsewhere.
+        let r = if r.status.is_redirection() {
+            let to = r
+                .headers
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            self.send(Method::GET, &to, &[], Bytes::new()).await?
+        } else {
+            r
+        };
+        if r.status != StatusCode::OK {
+            return Err(self.refused(&what, &r));
+        }
+        let actual = digest_of(&r.body);
+        if actual != digest {
+            return Err(RegistryError::DigestMismatch {
+                what,
+                expected: digest.to_string(),
+                actual,
+            });
+        }
+        Ok(r.body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references() {
+        let r = Reference::parse("127.0.0.1:5000/team/hello:1.0").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repo.as_str(), r.tag.as_str()),
+            ("127.0.0.1:5000", "team/hello", "1.0")
+        );
+        assert_eq!(Reference::parse("localhost/hello").unwrap().tag, "latest");
+        for bad in [
+            "hello",
+            "examples/hello",
+            "127.0.0.1:5000/Hello",
+            "127.0.0.1:5000/h:-x",
+            "127.0.0.1:5000/../x",
+        ] {
+            assert!(Reference::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_is_down_is_one_sentence() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = Client::new(&format!("127.0.0.1:{port}"))
+            .pull_manifest("hello", "latest")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("does not answer") && e.contains("is it running?"),
+            "{e}"
+        );
+    }
+}
