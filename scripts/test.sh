@@ -1,10 +1,14 @@
 #!/bin/sh
 # The test command: installs the prerequisites (Debian's docker.io, qemu-system-x86, gcc,
-# chromium for the report test), starts dockerd when it is not running, then runs every test.
+# chromium for the report test; kubernetes-validate from PyPI for the k8s export test), starts
+# dockerd when it is not running, then runs every test.
 # Tests that need an engine fail (not skip) here, because this script provides the engines.
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh chromium
+# The k8s export test validates its manifests against Kubernetes' schemas, offline.
+python3 -c 'import kubernetes_validate' 2>/dev/null ||
+  python3 -m pip install -q kubernetes-validate
 export BAKEOFF_REQUIRE_ENGINES=1
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -q -- -D warnings

@@ -53,6 +53,9 @@ fn chromium(profile: &Path, out: &Path, extra: &[String], url: &str) -> String {
 #[test]
 fn chromium_renders_the_report_with_its_charts() {
     if !Path::new(CHROMIUM).exists() {
+        if std::env::var("BAKEOFF_REQUIRE_ENGINES").as_deref() == Ok("1") {
+            panic!("{CHROMIUM} is not installed and BAKEOFF_REQUIRE_ENGINES=1");
+        }
         eprintln!("skipping: {CHROMIUM} is not installed (apt-get install -y chromium)");
         return;
     }
@@ -157,6 +160,9 @@ fn numbers(line: &str, skip: usize) -> Vec<f64> {
 #[test]
 fn the_report_page_lays_out_as_a_person_should_see_it() {
     if !Path::new(CHROMIUM).exists() {
+        if std::env::var("BAKEOFF_REQUIRE_ENGINES").as_deref() == Ok("1") {
+            panic!("{CHROMIUM} is not installed and BAKEOFF_REQUIRE_ENGINES=1");
+        }
         eprintln!("skipping: {CHROMIUM} is not installed (apt-get install -y chromium)");
         return;
     }

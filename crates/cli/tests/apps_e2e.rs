@@ -30,6 +30,11 @@ fn build_or_skip(env: &Env, test: &str, app: &str) -> bool {
         "EAI_AGAIN",
     ] {
         if err.contains(offline) {
+            if std::env::var("BAKEOFF_REQUIRE_ENGINES").as_deref() == Ok("1") {
+                panic!(
+                    "{test}: cannot fetch what {app} needs and BAKEOFF_REQUIRE_ENGINES=1: {err}"
+                );
+            }
             eprintln!("SKIPPED {test}: cannot fetch what {app} needs here: {err}");
             return false;
         }
