@@ -120,12 +120,38 @@ fn push_then_run_from_the_registry_on_docker_and_qemu_and_refuse_a_tampered_blob
     }
     let env = Env::new();
     let reference = format!("127.0.0.1:{}/e2e/hello:1", reg.port);
-    let pushed: serde_json::Value =
-        serde_json::from_str(&env.ok(&["push", "examples/hello", &reference, "--json"])).unwrap();
+    let out = env
+        .cmd(&["push", "examples/hello", &reference, "--json"])
+        .output()
+        .unwrap();
+    let push_err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{push_err}");
+    let pushed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(pushed[0]["target"], "oci");
     assert_eq!(pushed[1]["target"], "microvm");
     assert_eq!(pushed[1]["reference"], format!("{reference}-microvm"));
-    // The microVM artifact: its own type, urunc's annotations, kernel + initramfs + run config.
+    let rumprun = toolchain_present();
+    if rumprun {
+        assert_eq!(pushed[2]["target"], "rumprun");
+        assert_eq!(pushed[2]["reference"], format!("{reference}-rumprun"));
+    } else {
+        assert_eq!(pushed.as_array().unwrap().len(), 2, "{pushed}");
+        assert!(
+            push_err.contains("no Rumprun unikernel pushed"),
+            "{push_err}"
+        );
+        eprintln!(
+            "SKIPPED the rumprun part of {test}: no Rumprun toolchain (put rumprun/bin on PATH or set BAKEOFF_RUMPRUN_TOOLCHAIN; see docs/platforms/rumprun.md)"
+        );
+    }
+    for p in pushed.as_array().unwrap() {
+        eprintln!(
+            "FIGURE push {}: {} bytes in {:.2} s",
+            p["target"], p["bytes"], p["seconds"]
+        );
+    }
+    // The microVM artifact: its own type, urunc's annotations, kernel + initramfs + run config,
+    // and the digest of the container image pushed with it.
     let vm: serde_json::Value = serde_json::from_slice(
         &std::fs::read(reg.blob_file(pushed[1]["digest"].as_str().unwrap())).unwrap(),
     )
@@ -134,6 +160,10 @@ fn push_then_run_from_the_registry_on_docker_and_qemu_and_refuse_a_tampered_blob
     assert_eq!(
         vm["annotations"]["com.urunc.unikernel.unikernelType"],
         "linux"
+    );
+    assert_eq!(
+        vm["annotations"]["dev.bakeoff.oci-manifest"],
+        pushed[0]["digest"]
     );
     assert_eq!(vm["layers"].as_array().unwrap().len(), 3);
     let sizes: u64 = vm["layers"]
@@ -144,10 +174,15 @@ fn push_then_run_from_the_registry_on_docker_and_qemu_and_refuse_a_tampered_blob
         .sum();
     assert!(pushed[1]["bytes"].as_u64().unwrap() > sizes);
 
-    // A fresh cache: nothing local, everything comes from the registry.
+    // A fresh cache: nothing local, everything comes from the registry; each platform boots
+    // what was pushed for it.
     let cache = tempfile::tempdir().unwrap();
     let run = env_with_cache(cache.path());
-    for (platform, limit) in [("docker", 30), ("qemu", 120)] {
+    let mut platforms = vec![("docker", 30, 0), ("qemu", 120, 1)];
+    if rumprun {
+        platforms.push(("rumprun", 60, 2));
+    }
+    for (platform, limit, index) in platforms {
         let port = free_port();
         let name = format!("e2e-reg-{platform}-{port}");
         let out = run(
@@ -167,12 +202,34 @@ fn push_then_run_from_the_registry_on_docker_and_qemu_and_refuse_a_tampered_blob
             ],
         );
         let _cleanup = Cleanup(&env, name.clone());
-        assert!(out.status.success());
-        assert!(String::from_utf8_lossy(&out.stderr).contains("digests verified"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("digests verified"), "{err}");
+        for line in err.lines().filter(|l| l.contains("digests verified")) {
+            eprintln!("FIGURE {platform}: {line}");
+        }
         let body = wait_http(port, Duration::from_secs(limit));
         assert!(body.contains("greeting=pulled"), "{body}");
         assert!(body.contains(&format!("host={name}")), "{body}");
+        // The instance runs the pushed image: its digest is the one the push printed.
+        let ps: serde_json::Value =
+            serde_json::from_slice(&run(&env, &["ps", "--json"]).stdout).unwrap();
+        let row = ps
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} is not in ps: {ps}"))
+            .clone();
+        assert_eq!(row["image_digest"], pushed[index]["digest"], "{row}");
     }
+    // Nothing was packed here: no guest kernel fetched, no microVM image written.
+    assert!(
+        !cache.path().join("kernels").exists(),
+        "a kernel was fetched although the pushed one was pulled"
+    );
+    assert!(!cache.path().join("images/microvm").exists());
+    assert!(cache.path().join("pulled/microvm").is_dir());
 
     // Tamper with the layer in the registry's storage: the pull refuses it.
     let layer = layer_digest(&reg, pushed[0]["digest"].as_str().unwrap());
@@ -190,6 +247,14 @@ fn push_then_run_from_the_registry_on_docker_and_qemu_and_refuse_a_tampered_blob
         "{err}"
     );
     assert!(err.contains("the download is refused"), "{err}");
+}
+
+/// As rumprun_e2e.rs decides it: a Rumprun toolchain is legitimately absent in CI.
+fn toolchain_present() -> bool {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("x86_64-rumprun-netbsd-gcc").is_file()))
+        .unwrap_or(false);
+    on_path || std::env::var_os("BAKEOFF_RUMPRUN_TOOLCHAIN").is_some_and(|v| !v.is_empty())
 }
 
 struct Cleanup<'a>(&'a Env, String);

@@ -4,6 +4,8 @@
 //! Plain HTTP only: bakeoff talks to a registry on loopback (the tests start Debian's
 //! `docker-registry` on 127.0.0.1). No authentication yet.
 
+pub mod artifact;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
@@ -29,6 +31,9 @@ pub enum RegistryError {
         status: u16,
         body: String,
     },
+    /// What was pulled is not what the caller can use; the text says why.
+    #[error("{what} {detail}")]
+    Unexpected { what: String, detail: String },
     #[error(
         "digest mismatch for {what}: expected {expected}, got {actual}; the download is refused"
     )]

@@ -40,7 +40,7 @@ pub use launch::{pick_target, run_options, Launch, Wait};
 pub use manage::{Ended, Entry};
 pub use prepare::{declare_ports, Prepared};
 pub use ready::{probe_for, Readiness};
-pub use registry::Pushed;
+pub use registry::{artifact_tag, rumprun_artifact, PulledImage, Pushed};
 pub use service::{
     AutoRecord, AutoSpec, Request, Response, ServeSpec, ServiceRecord, ServiceStatus, ServiceView,
     SwitchReport,

@@ -27,6 +27,9 @@ pub struct Prepared {
     pub verdicts: Vec<Verdict>,
     /// Things the user should know but that do not stop the build (one sentence each).
     pub warnings: Vec<String>,
+    /// The container image, when APP was a registry reference: each platform then boots what
+    /// was pushed for it ([`Runtime::image_for`]).
+    pub pulled: Option<crate::registry::PulledImage>,
 }
 
 /// `[[files]]` sources outside the app's directory (e.g. `/etc/shadow`): allowed, but said.
@@ -141,7 +144,8 @@ impl Runtime {
     /// [`Runtime::prepare`] with the ports of a `--port` flag, which win over bakeoff.toml and
     /// detection (and spare the probe run).
     pub fn prepare_with_ports(&self, app: &str, ports: &[u16]) -> Result<Prepared, RuntimeError> {
-        let mut plan = bakeoff_detect::detect(&self.import_input(app)?)?;
+        let (input, pulled) = self.import(app)?;
+        let mut plan = bakeoff_detect::detect(&input)?;
         // The user's words stay the input (`docker:IMAGE`), not the exported file's name.
         plan.input = app.to_string();
         declare_ports(&mut plan, ports);
@@ -165,6 +169,7 @@ impl Runtime {
             build_seconds: outcome.seconds,
             elf,
             verdicts,
+            pulled,
         })
     }
 
