@@ -384,6 +384,12 @@ pub struct ExportArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub opts: AppOptions,
+    /// For k8s: the platform, memory and reasons of a `bakeoff bench` report.json.
+    #[arg(long = "from-report", value_name = "FILE", conflicts_with = "platform")]
+    pub from_report: Option<std::path::PathBuf>,
+    /// For k8s: the image reference the cluster pulls (default: the last `bakeoff push`).
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
 }
 
 // Conversions from the clap values to the library's: the only place they meet.

@@ -150,6 +150,22 @@ fn push_then_run_from_the_registry_on_docker_and_qemu_and_refuse_a_tampered_blob
             p["target"], p["bytes"], p["seconds"]
         );
     }
+    // The k8s export of the same build names the pushed image, pinned by digest.
+    let k8s = env.ok(&[
+        "export",
+        "examples/hello",
+        "--format",
+        "k8s",
+        "--on",
+        "qemu",
+    ]);
+    assert!(
+        k8s.contains(&format!(
+            "\"image\": \"{reference}@{}\"",
+            pushed[0]["digest"].as_str().unwrap()
+        )),
+        "{k8s}"
+    );
     // The microVM artifact: its own type, urunc's annotations, kernel + initramfs + run config,
     // and the digest of the container image pushed with it.
     let vm: serde_json::Value = serde_json::from_slice(

@@ -34,7 +34,7 @@ use bakeoff_state::StateDir;
 
 pub use bench::{BenchConfig, BenchOutcome};
 pub use error::RuntimeError;
-pub use export::ExportFormat;
+pub use export::{placement_from_report, ExportFormat, K8sExport, ReportPlacement};
 pub use launch::Launched;
 pub use launch::{pick_target, run_options, Launch, Wait};
 pub use manage::{Ended, Entry};

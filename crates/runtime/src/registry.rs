@@ -226,6 +226,7 @@ impl Runtime {
             .is_ok();
         if !rumprun_ok {
             self.say("no Rumprun unikernel pushed: the check or a missing Rumprun toolchain rules it out here");
+            self.record_push(&m.id, &out)?;
             return Ok(out);
         }
         let uk = self.pack(&prepared.artifact, Target::Rumprun, None)?;
@@ -239,7 +240,46 @@ impl Runtime {
             uk_artifact.blobs,
             uk_artifact.manifest,
         )?);
+        self.record_push(&m.id, &out)?;
         Ok(out)
+    }
+
+    /// Where the last push of an artifact is recorded (`export --format k8s` takes its
+    /// references from there).
+    fn push_record(&self, artifact_id: &str) -> PathBuf {
+        self.cache
+            .root()
+            .join("pushed")
+            .join(format!("{artifact_id}.json"))
+    }
+
+    fn record_push(&self, artifact_id: &str, pushed: &[Pushed]) -> Result<(), RuntimeError> {
+        let path = self.push_record(artifact_id);
+        fs_err::create_dir_all(path.parent().expect("the record is in a directory"))?;
+        let part = path.with_extension("part");
+        fs_err::write(
+            &part,
+            serde_json::to_vec_pretty(pushed).expect("push records serialize"),
+        )?;
+        fs_err::rename(&part, &path)?;
+        Ok(())
+    }
+
+    /// The references the last push of this artifact made, by target (`REF@DIGEST`).
+    pub fn pushed_references(&self, artifact_id: &str) -> BTreeMap<Target, String> {
+        let Ok(text) = fs_err::read(self.push_record(artifact_id)) else {
+            return BTreeMap::new();
+        };
+        let rows: Vec<Value> = serde_json::from_slice(&text).unwrap_or_default();
+        rows.iter()
+            .filter_map(|r| {
+                let target: Target = serde_json::from_value(r["target"].clone()).ok()?;
+                Some((
+                    target,
+                    format!("{}@{}", r["reference"].as_str()?, r["digest"].as_str()?),
+                ))
+            })
+            .collect()
     }
 
     /// Pulls the container image at `r` into the cache: an OCI layout tarball (what detection
