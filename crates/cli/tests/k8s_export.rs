@@ -205,7 +205,10 @@ fn k8s_export_from_a_bench_report_places_sizes_and_explains() {
     );
     // One sentence, after the build's progress lines.
     let last = err.trim().lines().last().unwrap();
-    assert!(last.ends_with("It starts in 4.5 s (emulated TCG).)"), "{err}");
+    assert!(
+        last.ends_with("It starts in 4.5 s (emulated TCG).)"),
+        "{err}"
+    );
     assert_eq!(err.matches("recommends").count(), 1, "{err}");
     std::fs::write(&file, "{}").unwrap();
     let err = env.fails(&[
