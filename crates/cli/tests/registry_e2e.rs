@@ -19,6 +19,11 @@ struct Registry {
 impl Registry {
     /// Starts the registry, or None (with the reason printed) when it is not installed.
     fn start(test: &str) -> Option<Registry> {
+        Registry::start_with(test, None)
+    }
+
+    /// [`Registry::start`] with htpasswd authentication (`htpasswd` is the file's content).
+    fn start_with(test: &str, htpasswd: Option<&str>) -> Option<Registry> {
         if Command::new("docker-registry")
             .arg("--version")
             .output()
@@ -36,14 +41,19 @@ impl Registry {
         let storage = dir.path().join("storage");
         let port = free_port();
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
-            ),
-        )
-        .unwrap();
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            storage.display()
+        );
+        if let Some(h) = htpasswd {
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, h).unwrap();
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: bakeoff-test\n    path: {}\n",
+                file.display()
+            ));
+        }
+        std::fs::write(&config, yaml).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -297,4 +307,100 @@ fn registry_down_and_unknown_reference_are_one_sentence() {
     let unknown = format!("127.0.0.1:{}/never/pushed:1", reg.port);
     let err = env.fails(&["build", &unknown]);
     assert!(err.contains("has no manifest never/pushed:1"), "{err}");
+}
+
+/// Standard base64 (the Docker config file's `auth`).
+fn base64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn push_and_pull_log_in_with_the_docker_config_file() {
+    let test = "push_and_pull_log_in_with_the_docker_config_file";
+    // Registry 2.8 takes bcrypt htpasswd entries only, and serves them over plain HTTP.
+    let entry = format!("alice:{}\n", bcrypt::hash("s3cret", 4).unwrap());
+    let Some(reg) = Registry::start_with(test, Some(&entry)) else {
+        return;
+    };
+    let env = Env::new();
+    let registry = format!("127.0.0.1:{}", reg.port);
+    let reference = format!("{registry}/e2e/private:1");
+    let config = |user_pass: Option<&str>| {
+        let dir = env.dir.path().join(format!("docker-{}", free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Some(up) = user_pass {
+            std::fs::write(
+                dir.join("config.json"),
+                serde_json::json!({"auths": {(registry.clone()): {"auth": base64(up.as_bytes())}}})
+                    .to_string(),
+            )
+            .unwrap();
+        }
+        dir
+    };
+    let bakeoff = |docker_config: &Path, cache: Option<&Path>, args: &[&str]| {
+        let mut cmd = env.cmd(args);
+        cmd.env("DOCKER_CONFIG", docker_config);
+        if let Some(c) = cache {
+            cmd.env("BAKEOFF_CACHE_DIR", c);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+
+    // No credentials: one sentence naming the file and `docker login`.
+    let none = config(None);
+    let (ok, _, err) = bakeoff(&none, None, &["push", "examples/hello", &reference]);
+    assert!(!ok);
+    let expected = format!(
+        "the registry at {registry} needs a login and {} holds no credentials for it; log in with `docker login {registry}`",
+        none.join("config.json").display()
+    );
+    assert!(err.trim_end().ends_with(&expected), "{err}");
+
+    // A wrong password: one sentence.
+    let wrong = config(Some("alice:not-it"));
+    let (ok, _, err) = bakeoff(&wrong, None, &["push", "examples/hello", &reference]);
+    assert!(!ok);
+    let expected = format!(
+        "the registry at {registry} refused the password of `alice` from {}; check it with `docker login {registry}`",
+        wrong.join("config.json").display()
+    );
+    assert!(err.trim_end().ends_with(&expected), "{err}");
+
+    // The right one: push, then pull into a fresh cache (digests verified).
+    let right = config(Some("alice:s3cret"));
+    let (ok, out, err) = bakeoff(&right, None, &["push", "examples/hello", &reference]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("{reference}-microvm")), "{out}");
+    let fresh = tempfile::tempdir().unwrap();
+    let (ok, out, err) = bakeoff(
+        &right,
+        Some(fresh.path()),
+        &["build", &reference, "--target", "oci"],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("digests verified"), "{err}");
+    assert!(out.contains("oci"), "{out}");
+    // And the registry does refuse an anonymous pull (the login was needed).
+    let (ok, _, err) = bakeoff(&none, Some(fresh.path()), &["build", &reference]);
+    assert!(!ok && err.contains("needs a login"), "{err}");
 }
