@@ -47,7 +47,8 @@ pub enum Command {
     /// Print the launch configuration another tool needs: xl.cfg (Xen), Firecracker's VM JSON, a Kubernetes Pod.
     Export(ExportArgs),
     /// Push APP's images to an OCI registry: the container image to REF, the microVM artifact
-    /// to REF-microvm.
+    /// to REF-microvm, the Rumprun unikernel (where a toolchain makes one) to REF-rumprun.
+    /// Logins come from the Docker config file.
     Push {
         app: String,
         /// HOST:PORT/REPO[:TAG]
