@@ -204,6 +204,14 @@ fn push_then_run_from_the_registry_on_docker_and_qemu_and_refuse_a_tampered_blob
     // what was pushed for it.
     let cache = tempfile::tempdir().unwrap();
     let run = env_with_cache(cache.path());
+    // Docker keeps the pulled image under REF's name; removed at the end.
+    struct Untag(String);
+    impl Drop for Untag {
+        fn drop(&mut self) {
+            let _ = Command::new("docker").args(["rmi", "-f", &self.0]).output();
+        }
+    }
+    let _untag = Untag(reference.clone());
     let mut platforms = vec![("docker", 30, 0), ("qemu", 120, 1)];
     if rumprun {
         platforms.push(("rumprun", 60, 2));
@@ -403,4 +411,80 @@ fn push_and_pull_log_in_with_the_docker_config_file() {
     // And the registry does refuse an anonymous pull (the login was needed).
     let (ok, _, err) = bakeoff(&none, Some(fresh.path()), &["build", &reference]);
     assert!(!ok && err.contains("needs a login"), "{err}");
+}
+
+#[test]
+fn an_image_for_another_architecture_in_the_registry_is_one_sentence() {
+    let test = "an_image_for_another_architecture_in_the_registry_is_one_sentence";
+    let Some(reg) = Registry::start(test) else {
+        return;
+    };
+    let registry = format!("127.0.0.1:{}", reg.port);
+    // An arm64 image (config + one empty layer) as a plain manifest, and in an index.
+    let digest = |b: &[u8]| bakeoff_registry::digest_of(b);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "arm64", "os": "linux", "config": {"Entrypoint": ["/app"]},
+        "rootfs": {"type": "layers", "diff_ids": []}
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config), "size": config.len()},
+        "layers": []
+    }))
+    .unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(&manifest),
+                       "size": manifest.len(), "platform": {"architecture": "arm64", "os": "linux"}}]
+    }))
+    .unwrap();
+    let client = bakeoff_registry::Client::new(&registry);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            client
+                .push_blob("e2e/arm", bytes::Bytes::from(config))
+                .await
+                .unwrap();
+            let m = "application/vnd.oci.image.manifest.v1+json";
+            client
+                .push_manifest("e2e/arm", "plain", m, bytes::Bytes::from(manifest.clone()))
+                .await
+                .unwrap();
+            client
+                .push_manifest(
+                    "e2e/arm",
+                    &digest(&manifest),
+                    m,
+                    bytes::Bytes::from(manifest),
+                )
+                .await
+                .unwrap();
+            client
+                .push_manifest(
+                    "e2e/arm",
+                    "multi",
+                    "application/vnd.oci.image.index.v1+json",
+                    bytes::Bytes::from(index),
+                )
+                .await
+                .unwrap();
+        });
+    let env = Env::new();
+    let err = env.fails(&["build", &format!("{registry}/e2e/arm:multi")]);
+    assert!(
+        err.trim_end().ends_with(&format!(
+            "the registry at {registry} has no linux/amd64 image in the index e2e/arm:multi"
+        )),
+        "{err}"
+    );
+    let err = env.fails(&["build", &format!("{registry}/e2e/arm:plain")]);
+    assert!(
+        err.contains("the image is for linux/arm64; this host runs linux/amd64 images"),
+        "{err}"
+    );
+    assert_eq!(err.matches("arm64").count(), 1, "{err}");
 }
