@@ -488,3 +488,80 @@ fn an_image_for_another_architecture_in_the_registry_is_one_sentence() {
     );
     assert_eq!(err.matches("arm64").count(), 1, "{err}");
 }
+
+#[test]
+fn a_unikernel_pushed_beside_the_image_makes_rumprun_runnable() {
+    let test = "a_unikernel_pushed_beside_the_image_makes_rumprun_runnable";
+    let Some(reg) = Registry::start(test) else {
+        return;
+    };
+    let env = Env::new();
+    let registry = format!("127.0.0.1:{}", reg.port);
+    let reference = format!("{registry}/e2e/uk:1");
+    let pushed: serde_json::Value =
+        serde_json::from_str(&env.ok(&["push", "examples/hello", &reference, "--json"])).unwrap();
+    let rumprun = |check: &serde_json::Value| {
+        check["platforms"]
+            .as_array()
+            .or(check.as_array())
+            .into_iter()
+            .flatten()
+            .find(|v| v["platform"] == "rumprun")
+            .cloned()
+            .unwrap_or_else(|| panic!("no rumprun verdict in {check}"))
+    };
+    // The container image alone: prebuilt binaries, so no unikernel.
+    let check: serde_json::Value =
+        serde_json::from_str(&env.ok(&["check", &reference, "--json"])).unwrap();
+    if !toolchain_present() {
+        assert_eq!(rumprun(&check)["runnable"], false, "{check}");
+    }
+    // A Rumprun artifact of the same push (made by hand here: no toolchain in CI).
+    use bakeoff_registry::artifact as art;
+    let uk = art::artifact(
+        art::RUMPRUN_ARTIFACT,
+        vec![
+            art::Layer {
+                media_type: art::RUMPRUN_KERNEL,
+                title: "kernel",
+                data: bytes::Bytes::from_static(b"not really a unikernel"),
+            },
+            art::Layer {
+                media_type: art::RUMPRUN_CONFIG,
+                title: "rumprun.json",
+                data: bytes::Bytes::from_static(br#"{"argv0":"hello"}"#),
+            },
+        ],
+        art::rumprun_annotations(
+            "hello",
+            "x",
+            "kernel",
+            "hello",
+            pushed[0]["digest"].as_str().unwrap(),
+        ),
+    );
+    let client = bakeoff_registry::Client::new(&registry);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            for b in uk.blobs {
+                client.push_blob("e2e/uk", b).await.unwrap();
+            }
+            client
+                .push_manifest("e2e/uk", "1-rumprun", art::OCI_MANIFEST, uk.manifest)
+                .await
+                .unwrap();
+        });
+    let check: serde_json::Value =
+        serde_json::from_str(&env.ok(&["check", &reference, "--json"])).unwrap();
+    let v = rumprun(&check);
+    assert_eq!(v["runnable"], true, "{check}");
+    assert!(
+        v["reasons"][0].as_str().unwrap().contains(&format!(
+            "was pushed beside the image ({reference}-rumprun)"
+        )),
+        "{v}"
+    );
+}

@@ -159,7 +159,10 @@ impl Runtime {
         let m = &artifact.manifest;
         let binary = artifact.rootfs().join(m.binary.trim_start_matches('/'));
         let elf = bakeoff_elf::inspect(&binary).map_err(RuntimeError::Inspect)?;
-        let verdicts = bakeoff_elf::check(&elf, m.source.origin());
+        let mut verdicts = bakeoff_elf::check(&elf, m.source.origin());
+        if let Some(p) = &pulled {
+            self.pushed_verdicts(p, &mut verdicts);
+        }
         let warnings = files_warnings(&plan);
         Ok(Prepared {
             warnings,
@@ -216,7 +219,10 @@ pub(crate) async fn available_with(
     plan: &BuildPlan,
 ) -> Result<(), String> {
     driver.available().await.map_err(|e| e.to_string())?;
-    if platform == Platform::Rumprun {
+    // A unikernel pulled from a registry needs no toolchain, only QEMU.
+    let pulled =
+        !Path::new(&plan.input).exists() && bakeoff_registry::Reference::parse(&plan.input).is_ok();
+    if platform == Platform::Rumprun && !pulled {
         let app_dir = Path::new(&plan.input);
         let app_dir = app_dir.is_dir().then_some(app_dir);
         bakeoff_pack::rumprun::find_toolchain(plan.rumprun_toolchain.as_deref(), app_dir)

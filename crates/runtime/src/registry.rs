@@ -380,6 +380,39 @@ impl Runtime {
         })
     }
 
+    /// For an app pulled from a registry: a Rumprun unikernel pushed beside the container image
+    /// (`REF-rumprun`, of this same push) makes Rumprun runnable, although the check of the
+    /// container image refuses it (prebuilt Linux binaries). Anything else leaves the verdicts.
+    pub(crate) fn pushed_verdicts(
+        &self,
+        pulled: &PulledImage,
+        verdicts: &mut [bakeoff_elf::Verdict],
+    ) {
+        let r = artifact_tag(&pulled.reference, Target::Rumprun);
+        let client = Client::new(&r.registry);
+        let (repo, tag) = (r.repo.clone(), r.tag.clone());
+        let Ok(manifest) = on_thread(async move { client.pull_manifest(&repo, &tag).await }) else {
+            return;
+        };
+        let Ok(m) = serde_json::from_slice::<art::Pulled>(&manifest.bytes) else {
+            return;
+        };
+        if m.artifact_type.as_deref() != Some(RUMPRUN_ARTIFACT)
+            || m.annotations.get(art::ANNOT_OCI_MANIFEST) != Some(&pulled.manifest_digest)
+        {
+            return;
+        }
+        for v in verdicts
+            .iter_mut()
+            .filter(|v| v.platform == bakeoff_spec::Platform::Rumprun)
+        {
+            v.runnable = true;
+            v.reasons = vec![format!(
+                "a Rumprun unikernel of this app was pushed beside the image ({r})"
+            )];
+        }
+    }
+
     /// The image `target` boots for this app: for an app pulled from a registry, what was
     /// pushed for that target (the container image as pulled, the microVM or unikernel
     /// artifact pulled now); otherwise (or with `--kernel`) the image packed from the artifact.
