@@ -9,6 +9,14 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// How the test registry wants clients to log in.
+enum Auth {
+    /// An htpasswd file's content.
+    Htpasswd(String),
+    /// Tokens from `realm`, signed by the key of the certificate `cert`.
+    Token { realm: String, cert: PathBuf },
+}
+
 struct Registry {
     child: Child,
     port: u16,
@@ -24,6 +32,11 @@ impl Registry {
 
     /// [`Registry::start`] with htpasswd authentication (`htpasswd` is the file's content).
     fn start_with(test: &str, htpasswd: Option<&str>) -> Option<Registry> {
+        Registry::start_with_auth(test, htpasswd.map(|h| Auth::Htpasswd(h.to_string())))
+    }
+
+    /// [`Registry::start`] with htpasswd or token authentication.
+    fn start_with_auth(test: &str, auth: Option<Auth>) -> Option<Registry> {
         if Command::new("docker-registry")
             .arg("--version")
             .output()
@@ -45,13 +58,20 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
             storage.display()
         );
-        if let Some(h) = htpasswd {
-            let file = dir.path().join("htpasswd");
-            std::fs::write(&file, h).unwrap();
-            yaml.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: bakeoff-test\n    path: {}\n",
-                file.display()
-            ));
+        match auth {
+            Some(Auth::Htpasswd(h)) => {
+                let file = dir.path().join("htpasswd");
+                std::fs::write(&file, h).unwrap();
+                yaml.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: bakeoff-test\n    path: {}\n",
+                    file.display()
+                ));
+            }
+            Some(Auth::Token { realm, cert }) => yaml.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: bakeoff-registry\n    issuer: bakeoff-test\n    rootcertbundle: {}\n",
+                cert.display()
+            )),
+            None => {}
         }
         std::fs::write(&config, yaml).unwrap();
         let child = Command::new("docker-registry")
@@ -319,7 +339,24 @@ fn registry_down_and_unknown_reference_are_one_sentence() {
 
 /// Standard base64 (the Docker config file's `auth`).
 fn base64(data: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    base64_with(
+        data,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        true,
+    )
+}
+
+/// base64url without padding (JWT).
+fn base64url(data: &[u8]) -> String {
+    base64_with(
+        data,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+        false,
+    )
+}
+
+fn base64_with(data: &[u8], alphabet: &[u8], pad: bool) -> String {
+    let a = alphabet;
     let mut out = String::new();
     for c in data.chunks(3) {
         let n = (c[0] as u32) << 16
@@ -327,8 +364,8 @@ fn base64(data: &[u8]) -> String {
             | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
+                out.push(a[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else if pad {
                 out.push('=');
             }
         }
@@ -564,4 +601,177 @@ fn a_unikernel_pushed_beside_the_image_makes_rumprun_runnable() {
         )),
         "{v}"
     );
+}
+
+/// A token service as registries use (Docker's token auth): Basic credentials in, a JWT out,
+/// RS256-signed with `openssl dgst` by the key whose self-signed certificate the registry
+/// trusts (sent in the `x5c` header). Serves until the returned flag is set.
+fn token_service(
+    dir: &Path,
+    user: &str,
+    password: &str,
+) -> (
+    String,
+    PathBuf,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::io::{Read, Write};
+    let key = dir.join("token.key");
+    let cert = dir.join("token.crt");
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=bakeoff-test-token",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let der = Command::new("openssl")
+        .args(["x509", "-outform", "DER", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap()
+        .stdout;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let realm = format!("http://{}/token", listener.local_addr().unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let expected = format!("Basic {}", base64(format!("{user}:{password}").as_bytes()));
+    let x5c = base64(&der);
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !stopped.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+            let Ok((mut sock, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            sock.set_nonblocking(false).unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match sock.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&buf).to_lowercase();
+            let authorized = head
+                .lines()
+                .any(|l| l.trim() == format!("authorization: {}", expected.to_lowercase()));
+            let (status, body) = if authorized {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
+                let claims = serde_json::json!({
+                    "iss": "bakeoff-test", "sub": "alice", "aud": "bakeoff-registry",
+                    "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}"),
+                    "access": [{"type": "repository", "name": "e2e/tok", "actions": ["pull", "push"]}]
+                });
+                let input = format!(
+                    "{}.{}",
+                    base64url(header.to_string().as_bytes()),
+                    base64url(claims.to_string().as_bytes())
+                );
+                let mut sign = Command::new("openssl")
+                    .args(["dgst", "-sha256", "-sign"])
+                    .arg(&key)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                sign.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(input.as_bytes())
+                    .unwrap();
+                let sig = sign.wait_with_output().unwrap().stdout;
+                let token = format!("{input}.{}", base64url(&sig));
+                ("200 OK", serde_json::json!({"token": token}).to_string())
+            } else {
+                ("401 Unauthorized", "{}".to_string())
+            };
+            let _ = write!(
+                sock,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (realm, cert, stop)
+}
+
+#[test]
+fn push_and_pull_through_a_bearer_token_service() {
+    let test = "push_and_pull_through_a_bearer_token_service";
+    let env = Env::new();
+    let (realm, cert, stop) = token_service(env.dir.path(), "alice", "s3cret");
+    struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let _stop = Stop(stop);
+    let Some(reg) = Registry::start_with_auth(test, Some(Auth::Token { realm, cert })) else {
+        return;
+    };
+    let registry = format!("127.0.0.1:{}", reg.port);
+    let reference = format!("{registry}/e2e/tok:1");
+    let config = |user_pass: &str| {
+        let dir = env.dir.path().join(format!("docker-{}", free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::json!({"auths": {(registry.clone()): {"auth": base64(user_pass.as_bytes())}}})
+                .to_string(),
+        )
+        .unwrap();
+        dir
+    };
+    let run = |docker_config: &Path, args: &[&str]| {
+        let out = env
+            .cmd(args)
+            .env("DOCKER_CONFIG", docker_config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let wrong = config("alice:nope");
+    let (ok, err) = run(&wrong, &["push", "examples/hello", &reference]);
+    assert!(!ok);
+    assert!(
+        err.trim_end().ends_with(&format!(
+            "the registry at {registry} refused the password of `alice` from {}; check it with `docker login {registry}`",
+            wrong.join("config.json").display()
+        )),
+        "{err}"
+    );
+    let right = config("alice:s3cret");
+    let (ok, err) = run(&right, &["push", "examples/hello", &reference]);
+    assert!(ok, "{err}");
+    let (ok, err) = run(&right, &["build", &reference, "--target", "oci"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("digests verified"), "{err}");
 }
