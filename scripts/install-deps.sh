@@ -15,6 +15,7 @@ command -v curl >/dev/null 2>&1 || need="$need curl"
 command -v dpkg-deb >/dev/null 2>&1 || need="$need dpkg"
 # The OCI registry (registry 2.8) the push/pull tests start on 127.0.0.1.
 command -v docker-registry >/dev/null 2>&1 || need="$need docker-registry"
+command -v openssl >/dev/null 2>&1 || need="$need openssl"   # registry_e2e: the token service signs its JWTs
 for extra in "$@"; do
   command -v "$extra" >/dev/null 2>&1 || need="$need $extra"
 done

@@ -47,7 +47,8 @@ pub enum Command {
     /// Print the launch configuration another tool needs: xl.cfg (Xen), Firecracker's VM JSON, a Kubernetes Pod.
     Export(ExportArgs),
     /// Push APP's images to an OCI registry: the container image to REF, the microVM artifact
-    /// to REF-microvm.
+    /// to REF-microvm, the Rumprun unikernel (where a toolchain makes one) to REF-rumprun.
+    /// Logins come from the Docker config file.
     Push {
         app: String,
         /// HOST:PORT/REPO[:TAG]
@@ -384,6 +385,12 @@ pub struct ExportArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub opts: AppOptions,
+    /// For k8s: the platform, memory and reasons of a `bakeoff bench` report.json.
+    #[arg(long = "from-report", value_name = "FILE", conflicts_with = "platform")]
+    pub from_report: Option<std::path::PathBuf>,
+    /// For k8s: the image reference the cluster pulls (default: the last `bakeoff push`).
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
 }
 
 // Conversions from the clap values to the library's: the only place they meet.

@@ -297,9 +297,13 @@ fn export(e: ExportArgs) -> Result<i32> {
     let target = e.target.and_then(|t| t.target());
     let (rt, progress) = runtime_with_spinner();
     let text = rt.prepare(&e.app).and_then(|p| match e.format {
-        crate::args::ExportFormat::K8s => rt.export_k8s(
+        crate::args::ExportFormat::K8s => rt.export_k8s_with(
             &p,
-            e.platform.unwrap_or(bakeoff_spec::Platform::Docker),
+            bakeoff_runtime::K8sExport {
+                platform: e.platform,
+                report: e.from_report.clone(),
+                image: e.image.clone(),
+            },
             e.flags(),
         ),
         _ => rt.export(

@@ -232,3 +232,124 @@ fn bad_images_are_refused_with_one_sentence() {
     ]);
     assert!(out.contains("oci"), "{out}");
 }
+
+/// Unpacks an OCI layout tarball into `dir` (what `oci:DIR` reads).
+fn unpack(tarball: &Path, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    tar::Archive::new(std::fs::File::open(tarball).unwrap())
+        .unpack(dir)
+        .unwrap();
+}
+
+#[test]
+fn oci_layout_directory_runs_on_docker() {
+    let test = "oci_layout_directory_runs_on_docker";
+    if !docker_or_skip(test) {
+        return;
+    }
+    let env = Env::new();
+    let dir = env.dir.path();
+    let bin = dir.join("hello");
+    let ok = Command::new("gcc")
+        .args(["-O2", "-static", "-o"])
+        .arg(&bin)
+        .arg(repo_root().join("examples/hello/hello.c"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let tarball = oci_layout(
+        dir,
+        "amd64",
+        "/app",
+        &[("app", &std::fs::read(&bin).unwrap())],
+    );
+    let layout = dir.join("layout");
+    unpack(&tarball, &layout);
+    let app = format!("oci:{}", layout.display());
+    let plan: serde_json::Value =
+        serde_json::from_str(&env.ok(&["detect", &app, "--json"])).unwrap();
+    assert_eq!(plan["command"], serde_json::json!(["/app"]));
+    assert_eq!(plan["ports"], serde_json::json!([8080]));
+    let port = free_port();
+    let name = format!("e2e-ocidir-{port}");
+    env.ok(&[
+        "run",
+        &app,
+        "--on",
+        "docker",
+        "-d",
+        "--name",
+        &name,
+        "-p",
+        &format!("127.0.0.1:{port}:8080"),
+        "-e",
+        "GREETING=from-a-layout-dir",
+    ]);
+    let body = wait_http(port, Duration::from_secs(30));
+    assert!(body.contains("greeting=from-a-layout-dir"), "{body}");
+    assert!(body.contains(&format!("host={name}")), "{body}");
+}
+
+#[test]
+fn bad_layout_directories_are_refused_with_one_sentence() {
+    let env = Env::new();
+    let dir = env.dir.path();
+    let one_line = |err: &str| assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let err = env.fails(&["build", "oci:"]);
+    assert!(
+        err.contains("`oci:` needs an OCI image layout directory"),
+        "{err}"
+    );
+    one_line(&err);
+
+    let err = env.fails(&["build", "oci:/nonexistent/layout"]);
+    assert!(err.contains("/nonexistent/layout does not exist"), "{err}");
+    one_line(&err);
+
+    // A tarball given as a directory: says which prefix reads it.
+    let hello = std::fs::read("/bin/true").unwrap();
+    let tarball = oci_layout(dir, "amd64", "/app", &[("app", &hello)]);
+    let err = env.fails(&["build", &format!("oci:{}", tarball.display())]);
+    assert!(
+        err.contains("is not a directory") && err.contains("oci-archive:"),
+        "{err}"
+    );
+    one_line(&err);
+
+    // A directory that is not a layout (an app's sources).
+    let src = repo_root().join("examples/hello");
+    let err = env.fails(&["build", &format!("oci:{}", src.display())]);
+    assert!(
+        err.contains("cannot be used as an image: it is not an OCI image layout directory"),
+        "{err}"
+    );
+    one_line(&err);
+
+    // A layout whose blob is a symlink to a file elsewhere: not followed, so not held.
+    let layout = dir.join("linked");
+    unpack(&tarball, &layout);
+    let blobs = layout.join("blobs/sha256");
+    let victim = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read(p).unwrap().starts_with(b"{\"architecture\""))
+        .expect("the config blob");
+    let outside = dir.join("outside.json");
+    std::fs::rename(&victim, &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &victim).unwrap();
+    let err = env.fails(&["build", &format!("oci:{}", layout.display())]);
+    assert!(err.contains("which it does not hold"), "{err}");
+    one_line(&err);
+
+    // The same layout, intact, builds.
+    let good = dir.join("good");
+    unpack(&tarball, &good);
+    let out = env.ok(&[
+        "build",
+        &format!("oci:{}", good.display()),
+        "--target",
+        "oci",
+    ]);
+    assert!(out.contains("oci"), "{out}");
+}

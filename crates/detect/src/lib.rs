@@ -43,6 +43,10 @@ pub enum DetectError {
     BadImage { path: PathBuf, reason: String },
     #[error("`oci-archive:` needs a file, for example oci-archive:hello.tar")]
     EmptyImage,
+    #[error("`oci:` needs an OCI image layout directory, for example oci:./hello-layout")]
+    EmptyLayout,
+    #[error("{} is not a directory; `oci:` reads an OCI image layout directory (use oci-archive: for a tarball)", .0.display())]
+    LayoutNotDir(PathBuf),
     #[error(transparent)]
     Spec(#[from] bakeoff_spec::SpecError),
 }
@@ -55,7 +59,8 @@ pub enum AppInput {
     Elf(PathBuf),
     Deb(String),
     PyFile(PathBuf),
-    /// `oci-archive:FILE`: a `docker save` or OCI layout tarball.
+    /// `oci-archive:FILE`: a `docker save` or OCI layout tarball; or `oci:DIR`, an OCI image
+    /// layout directory (the path is then a directory).
     OciArchive(PathBuf),
 }
 
@@ -79,6 +84,20 @@ impl AppInput {
             let path = PathBuf::from(file);
             if !path.is_file() {
                 return Err(DetectError::NotFound(path));
+            }
+            return Ok(AppInput::OciArchive(path));
+        }
+        // `oci:DIR`: an OCI image layout directory, read like the tarball of one.
+        if let Some(dir) = app.strip_prefix("oci:") {
+            if dir.is_empty() {
+                return Err(DetectError::EmptyLayout);
+            }
+            let path = PathBuf::from(dir);
+            if !path.exists() {
+                return Err(DetectError::NotFound(path));
+            }
+            if !path.is_dir() {
+                return Err(DetectError::LayoutNotDir(path));
             }
             return Ok(AppInput::OciArchive(path));
         }

@@ -1,4 +1,5 @@
-//! OCI images as app input: a `docker save` tarball or an OCI image layout tarball.
+//! OCI images as app input: a `docker save` tarball, an OCI image layout tarball, or an OCI
+//! image layout directory (`oci:DIR`).
 //!
 //! Reading an archive is an index of its members (name → offset, size) plus the JSON documents
 //! that say what the image is: the index or Docker's `manifest.json`, the image manifest and the
@@ -38,6 +39,8 @@ pub struct Layer {
 #[derive(Debug, Clone)]
 pub struct ImageArchive {
     pub path: PathBuf,
+    /// True for a layout directory (members are its files), false for a tarball.
+    is_dir: bool,
     members: HashMap<String, Member>,
     pub config: ImageConfiguration,
     /// Bottom layer first.
@@ -84,8 +87,27 @@ pub fn blob_member(digest: &str) -> Option<String> {
 }
 
 impl ImageArchive {
-    /// Reads the archive at `path` and picks the linux/amd64 image in it.
+    /// Reads the archive (or layout directory) at `path` and picks the linux/amd64 image in it.
     pub fn open(path: &Path) -> Result<ImageArchive, DetectError> {
+        if path.is_dir() {
+            let mut members = HashMap::new();
+            dir_members(path, path, 0, &mut members)?;
+            let image = ImageArchive {
+                path: path.to_path_buf(),
+                is_dir: true,
+                members,
+                config: ImageConfiguration::default(),
+                layers: Vec::new(),
+                repo: None,
+            };
+            if !image.members.contains_key("index.json") {
+                return Err(bad(
+                    path,
+                    "it is not an OCI image layout directory (it has no index.json; expected what `skopeo copy … oci:DIR` or `docker buildx … --output type=oci,tar=false` writes)",
+                ));
+            }
+            return image.read();
+        }
         let file = File::open(path).map_err(|e| DetectError::Io {
             path: path.to_path_buf(),
             source: e,
@@ -113,29 +135,39 @@ impl ImageArchive {
                 },
             );
         }
-        let mut image = ImageArchive {
+        let image = ImageArchive {
             path: path.to_path_buf(),
+            is_dir: false,
             members,
             config: ImageConfiguration::default(),
             layers: Vec::new(),
             repo: None,
         };
+        if !image.members.contains_key("index.json") && !image.members.contains_key("manifest.json")
+        {
+            return Err(not_image());
+        }
+        image.read()
+    }
+
+    /// Reads the documents of an OCI layout (or docker save) and checks the platform.
+    fn read(mut self) -> Result<ImageArchive, DetectError> {
+        let path = self.path.clone();
+        let image = &mut self;
         if image.members.contains_key("index.json") {
             image.read_oci()?;
-        } else if image.members.contains_key("manifest.json") {
-            image.read_docker()?;
         } else {
-            return Err(not_image());
+            image.read_docker()?;
         }
         let arch = image.config.architecture().to_string();
         let os = image.config.os().to_string();
         if arch != HOST_ARCH || os != "linux" {
             return Err(bad(
-                path,
+                &path,
                 format!("the image is for {os}/{arch}; this host runs linux/{HOST_ARCH} images"),
             ));
         }
-        Ok(image)
+        Ok(self)
     }
 
     /// The member's bytes (JSON documents are small; layers are streamed with [`Self::open_member`]).
@@ -162,6 +194,11 @@ impl ImageArchive {
             path: self.path.clone(),
             source: e,
         };
+        if self.is_dir {
+            // Only names found as regular files by `dir_members` (no symlink followed) get here.
+            let f = File::open(self.path.join(normal(name))).map_err(io)?;
+            return Ok(f.take(m.size));
+        }
         let mut f = File::open(&self.path).map_err(io)?;
         f.seek(SeekFrom::Start(m.offset)).map_err(io)?;
         Ok(f.take(m.size))
@@ -303,6 +340,41 @@ impl ImageArchive {
             .map(|t| repo_of(t));
         Ok(())
     }
+}
+
+/// The regular files under a layout directory, by their names relative to `root`. Symlinks
+/// are not followed (a layout's blobs are plain files); depth is bounded.
+fn dir_members(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    out: &mut HashMap<String, Member>,
+) -> Result<(), DetectError> {
+    let io = |e| DetectError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    };
+    if depth > 4 {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let meta = entry.path().symlink_metadata().map_err(io)?;
+        if meta.is_dir() {
+            dir_members(root, &entry.path(), depth + 1, out)?;
+        } else if meta.is_file() {
+            if let Ok(rel) = entry.path().strip_prefix(root) {
+                out.insert(
+                    rel.to_string_lossy().to_string(),
+                    Member {
+                        offset: 0,
+                        size: meta.len(),
+                    },
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `registry:5000/team/hello:1.0` → `hello`.

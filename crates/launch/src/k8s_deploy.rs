@@ -29,7 +29,15 @@ pub fn runtime_class(platform: Platform) -> Option<&'static str> {
     }
 }
 
-/// The objects, in the order `kubectl apply` wants them (RuntimeClass first).
+/// Memory the container asks for and may not exceed, in bytes (each rounded up to MiB).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    pub request: Option<u64>,
+    pub limit: Option<u64>,
+}
+
+/// The objects, in the order `kubectl apply` wants them (RuntimeClass first); `--memory` is
+/// both the request and the limit.
 pub fn render_deployment(
     image: &Image,
     opts: &RunOptions,
@@ -37,6 +45,24 @@ pub fn render_deployment(
     ports: &[u16],
     platform: Platform,
     annotations: &BTreeMap<String, String>,
+) -> Result<Vec<Value>, LaunchError> {
+    let memory = Memory {
+        request: opts.memory,
+        limit: opts.memory,
+    };
+    render_deployment_with(image, opts, name, ports, platform, annotations, memory)
+}
+
+/// [`render_deployment`] with a memory request and limit of their own (e.g. from a bench
+/// report's measured memory).
+pub fn render_deployment_with(
+    image: &Image,
+    opts: &RunOptions,
+    name: &str,
+    ports: &[u16],
+    platform: Platform,
+    annotations: &BTreeMap<String, String>,
+    memory: Memory,
 ) -> Result<Vec<Value>, LaunchError> {
     if image.target != Target::Oci {
         return Err(LaunchError::WrongImage(format!(
@@ -57,18 +83,19 @@ pub fn render_deployment(
     let mut notes = annotations.clone();
     notes.insert("bakeoff.dev/image-digest".into(), image.digest.clone());
     notes.insert("bakeoff.dev/platform".into(), platform.to_string());
-    let mut quantities = BTreeMap::new();
-    if let Some(m) = opts.memory {
-        quantities.insert(
-            "memory".to_string(),
-            Quantity(format!("{}Mi", m.div_ceil(1 << 20))),
-        );
+    let mib = |m: u64| Quantity(format!("{}Mi", m.div_ceil(1 << 20)));
+    let mut requests = BTreeMap::new();
+    let mut limits = BTreeMap::new();
+    if let Some(m) = memory.request {
+        requests.insert("memory".to_string(), mib(m));
+    }
+    if let Some(m) = memory.limit {
+        limits.insert("memory".to_string(), mib(m));
     }
     if let Some(c) = opts.cpus {
-        quantities.insert(
-            "cpu".to_string(),
-            Quantity(format!("{}m", (c * 1000.0).round() as u64)),
-        );
+        let cpu = Quantity(format!("{}m", (c * 1000.0).round() as u64));
+        requests.insert("cpu".to_string(), cpu.clone());
+        limits.insert("cpu".to_string(), cpu);
     }
     let mut all_ports: Vec<u16> = ports.to_vec();
     for p in &opts.publish {
@@ -101,9 +128,9 @@ pub fn render_deployment(
                 })
                 .collect(),
         ),
-        resources: (!quantities.is_empty()).then(|| ResourceRequirements {
-            limits: Some(quantities.clone()),
-            requests: Some(quantities.clone()),
+        resources: (!requests.is_empty() || !limits.is_empty()).then(|| ResourceRequirements {
+            limits: (!limits.is_empty()).then(|| limits.clone()),
+            requests: (!requests.is_empty()).then(|| requests.clone()),
             ..ResourceRequirements::default()
         }),
         ..Container::default()
@@ -230,5 +257,38 @@ mod tests {
                 None => assert_eq!(kinds, ["Deployment", "Service"]),
             }
         }
+    }
+
+    #[test]
+    fn measured_memory_gives_a_request_below_the_limit() {
+        let notes: BTreeMap<String, String> = [
+            (
+                "bakeoff.dev/recommendation".to_string(),
+                "qemu (policy isolation)".to_string(),
+            ),
+            (
+                "bakeoff.dev/reasons".to_string(),
+                "qemu isolates the app in its own kernel.".to_string(),
+            ),
+        ]
+        .into();
+        let memory = Memory {
+            request: Some(25 << 20),
+            limit: Some(50 << 20),
+        };
+        let objects = render_deployment_with(
+            &image(),
+            &RunOptions::default(),
+            "web",
+            &[8080],
+            Platform::Qemu,
+            &notes,
+            memory,
+        )
+        .unwrap();
+        let c = &objects[1]["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["resources"]["requests"]["memory"], "25Mi");
+        assert_eq!(c["resources"]["limits"]["memory"], "50Mi");
+        insta::assert_snapshot!(serde_json::to_string_pretty(&objects).unwrap());
     }
 }

@@ -2,7 +2,14 @@
 //! upload, manifests by tag, and every pulled byte checked against the digest that names it.
 //!
 //! Plain HTTP only: bakeoff talks to a registry on loopback (the tests start Debian's
-//! `docker-registry` on 127.0.0.1). No authentication yet.
+//! `docker-registry` on 127.0.0.1). A registry that answers 401 gets the credentials of the
+//! Docker config file, by Basic auth or through a Bearer token, as its challenge asks ([`auth`]).
+
+pub mod artifact;
+pub mod auth;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -29,6 +36,21 @@ pub enum RegistryError {
         status: u16,
         body: String,
     },
+    #[error("the registry at {registry} needs a login and {} holds no credentials for it; log in with `docker login {registry}`", config.display())]
+    LoginNeeded { registry: String, config: PathBuf },
+    #[error("the registry at {registry} refused the password of `{user}` from {}; check it with `docker login {registry}`", config.display())]
+    BadCredentials {
+        registry: String,
+        user: String,
+        config: PathBuf,
+    },
+    #[error("{} cannot be read: {reason}", path.display())]
+    BadConfig { path: PathBuf, reason: String },
+    #[error("the registry at {registry} sends clients to {realm} for a token, which needs HTTPS; bakeoff speaks plain HTTP to loopback registries only")]
+    TokenNeedsTls { registry: String, realm: String },
+    /// What was pulled is not what the caller can use; the text says why.
+    #[error("{what} {detail}")]
+    Unexpected { what: String, detail: String },
     #[error(
         "digest mismatch for {what}: expected {expected}, got {actual}; the download is refused"
     )]
@@ -126,6 +148,10 @@ pub struct Manifest {
 pub struct Client {
     http: HttpClient<HttpConnector, Full<Bytes>>,
     registry: String,
+    /// Given credentials; `None` reads the Docker config file when the registry asks.
+    credentials: Option<auth::Credentials>,
+    /// The `Authorization` header that last worked (Basic, or a Bearer token).
+    authorization: Mutex<Option<String>>,
 }
 
 struct Response {
@@ -139,15 +165,169 @@ impl Client {
         Client {
             http: HttpClient::builder(TokioExecutor::new()).build_http(),
             registry: registry.to_string(),
+            credentials: None,
+            authorization: Mutex::new(None),
         }
     }
 
+    /// A client that logs in with `credentials` instead of the Docker config file's.
+    pub fn with_credentials(mut self, credentials: auth::Credentials) -> Client {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// The credentials for this registry: given, else from the Docker config file.
+    fn credentials(&self) -> Result<(Option<auth::Credentials>, PathBuf), RegistryError> {
+        if let Some(c) = &self.credentials {
+            return Ok((Some(c.clone()), c.source.clone()));
+        }
+        let Some(path) = auth::docker_config_path() else {
+            return Ok((None, PathBuf::from("~/.docker/config.json")));
+        };
+        Ok((auth::credentials_from(&path, &self.registry)?, path))
+    }
+
+    /// Answers a 401's challenge: the `Authorization` header to send from now on.
+    async fn login(&self, challenge: auth::Challenge) -> Result<String, RegistryError> {
+        let (creds, config) = self.credentials()?;
+        let refused = |creds: &Option<auth::Credentials>| match creds {
+            Some(c) => RegistryError::BadCredentials {
+                registry: self.registry.clone(),
+                user: c.user.clone(),
+                config: config.clone(),
+            },
+            None => RegistryError::LoginNeeded {
+                registry: self.registry.clone(),
+                config: config.clone(),
+            },
+        };
+        match challenge {
+            auth::Challenge::Basic => creds
+                .as_ref()
+                .map(|c| c.basic())
+                .ok_or_else(|| refused(&None)),
+            auth::Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            } => {
+                if !realm.starts_with("http://") {
+                    return Err(RegistryError::TokenNeedsTls {
+                        registry: self.registry.clone(),
+                        realm,
+                    });
+                }
+                let mut query = Vec::new();
+                if let Some(s) = service {
+                    query.push(format!("service={}", auth::query_escape(&s)));
+                }
+                if let Some(s) = scope {
+                    query.push(format!("scope={}", auth::query_escape(&s)));
+                }
+                let url = if query.is_empty() {
+                    realm.clone()
+                } else {
+                    let sep = if realm.contains('?') { '&' } else { '?' };
+                    format!("{realm}{sep}{}", query.join("&"))
+                };
+                let basic = creds.as_ref().map(|c| c.basic());
+                let r = self
+                    .send_once(Method::GET, &url, &[], Bytes::new(), basic.as_deref())
+                    .await?;
+                if r.status == StatusCode::UNAUTHORIZED || r.status == StatusCode::FORBIDDEN {
+                    return Err(refused(&creds));
+                }
+                if r.status != StatusCode::OK {
+                    return Err(self.refused(&format!("a token from {realm}"), &r));
+                }
+                let answer: auth::TokenAnswer =
+                    serde_json::from_slice(&r.body).map_err(|e| RegistryError::Unexpected {
+                        what: format!("the token service {realm}"),
+                        detail: format!("answered with no token ({e})"),
+                    })?;
+                let token = answer.token.or(answer.access_token).ok_or_else(|| {
+                    RegistryError::Unexpected {
+                        what: format!("the token service {realm}"),
+                        detail: "answered with no token".into(),
+                    }
+                })?;
+                Ok(format!("Bearer {token}"))
+            }
+        }
+    }
+
+    /// One request, with the login a 401 asks for (once); a second 401 is a refused login.
     async fn send(
         &self,
         method: Method,
         url: &str,
         headers: &[(&str, &str)],
         body: Bytes,
+    ) -> Result<Response, RegistryError> {
+        // Credentials go to this registry (and to the token realm it names), nowhere else: not
+        // to a storage host a blob GET is redirected to.
+        let ours =
+            !url.starts_with("http://") || url.starts_with(&format!("http://{}/", self.registry));
+        if !ours {
+            return self.send_once(method, url, headers, body, None).await;
+        }
+        let current = self
+            .authorization
+            .lock()
+            .expect("the lock is never poisoned")
+            .clone();
+        let first = self
+            .send_once(
+                method.clone(),
+                url,
+                headers,
+                body.clone(),
+                current.as_deref(),
+            )
+            .await?;
+        if first.status != StatusCode::UNAUTHORIZED {
+            return Ok(first);
+        }
+        let Some(challenge) = first
+            .headers
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .and_then(auth::parse_challenge)
+        else {
+            return Ok(first);
+        };
+        let header = self.login(challenge).await?;
+        *self
+            .authorization
+            .lock()
+            .expect("the lock is never poisoned") = Some(header.clone());
+        let second = self
+            .send_once(method, url, headers, body, Some(&header))
+            .await?;
+        if second.status == StatusCode::UNAUTHORIZED {
+            let (creds, config) = self.credentials()?;
+            return Err(match creds {
+                Some(c) => RegistryError::BadCredentials {
+                    registry: self.registry.clone(),
+                    user: c.user,
+                    config,
+                },
+                None => RegistryError::LoginNeeded {
+                    registry: self.registry.clone(),
+                    config,
+                },
+            });
+        }
+        Ok(second)
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        authorization: Option<&str>,
     ) -> Result<Response, RegistryError> {
         let url = if url.starts_with("http://") {
             url.to_string()
@@ -157,6 +337,9 @@ impl Client {
         let mut req = Request::builder().method(method).uri(&url);
         for (k, v) in headers {
             req = req.header(*k, *v);
+        }
+        if let Some(a) = authorization {
+            req = req.header("authorization", a);
         }
         let req = req
             .header("content-length", body.len())
@@ -400,6 +583,114 @@ mod tests {
         assert!(
             e.contains("does not answer") && e.contains("is it running?"),
             "{e}"
+        );
+    }
+
+    /// A registry that asks for a Bearer token, and its token service, on one loopback port:
+    /// a few lines of HTTP/1.1 over tokio (each answer closes its connection).
+    async fn token_registry() -> (u16, std::sync::Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let target = head.split(' ').nth(1).unwrap_or_default().to_string();
+                let authz = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("authorization: "))
+                    .unwrap_or_default()
+                    .to_string();
+                log.lock().unwrap().push(format!("{target} [{authz}]"));
+                let alice = auth::Credentials {
+                    user: "alice".into(),
+                    password: "pw".into(),
+                    source: PathBuf::new(),
+                }
+                .basic();
+                let (status, extra, body) = if target.starts_with("/token?") {
+                    if authz == alice {
+                        (
+                            "200 OK",
+                            String::new(),
+                            r#"{"token":"tok-123"}"#.to_string(),
+                        )
+                    } else {
+                        ("401 Unauthorized", String::new(), "{}".to_string())
+                    }
+                } else if authz == "Bearer tok-123" {
+                    (
+                        "200 OK",
+                        "content-type: application/vnd.oci.image.manifest.v1+json\r\n".to_string(),
+                        r#"{"schemaVersion":2}"#.to_string(),
+                    )
+                } else {
+                    (
+                        "401 Unauthorized",
+                        format!("www-authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"test\",scope=\"repository:hello:pull\"\r\n"),
+                        "{}".to_string(),
+                    )
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+            }
+        });
+        (port, seen)
+    }
+
+    #[tokio::test]
+    async fn bearer_challenge_gets_a_token_with_the_credentials() {
+        let (port, seen) = token_registry().await;
+        let creds = |password: &str| auth::Credentials {
+            user: "alice".into(),
+            password: password.into(),
+            source: PathBuf::from("/home/alice/.docker/config.json"),
+        };
+        let registry = format!("127.0.0.1:{port}");
+        let client = Client::new(&registry).with_credentials(creds("pw"));
+        let m = client.pull_manifest("hello", "1").await.unwrap();
+        assert_eq!(&m.bytes[..], br#"{"schemaVersion":2}"#);
+        // The token is kept: a second request needs no new login.
+        client.pull_manifest("hello", "1").await.unwrap();
+        let log = seen.lock().unwrap().clone();
+        assert_eq!(
+            log,
+            [
+                "/v2/hello/manifests/1 []".to_string(),
+                format!(
+                    "/token?service=test&scope=repository%3Ahello%3Apull [{}]",
+                    creds("pw").basic()
+                ),
+                "/v2/hello/manifests/1 [Bearer tok-123]".to_string(),
+                "/v2/hello/manifests/1 [Bearer tok-123]".to_string(),
+            ]
+        );
+        let e = Client::new(&registry)
+            .with_credentials(creds("wrong"))
+            .pull_manifest("hello", "1")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!("the registry at {registry} refused the password of `alice` from /home/alice/.docker/config.json; check it with `docker login {registry}`")
         );
     }
 }

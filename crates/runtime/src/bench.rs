@@ -157,7 +157,7 @@ impl Runtime {
             }
             return PlatformReport::unavailable(platform, e);
         }
-        let image = match self.pack(&prepared.artifact, platform.target(), None) {
+        let image = match self.image_for(prepared, platform.target(), None) {
             Ok(i) => i,
             Err(e) => {
                 return PlatformReport::failed(platform, error_chain(&e));

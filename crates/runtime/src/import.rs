@@ -10,15 +10,27 @@ use crate::{Runtime, RuntimeError};
 impl Runtime {
     /// The app as detection reads it: `docker:IMAGE` becomes `oci-archive:` of its export.
     pub fn import_input(&self, app: &str) -> Result<String, RuntimeError> {
+        Ok(self.import(app)?.0)
+    }
+
+    /// [`Runtime::import_input`], and the pulled image when APP is a registry reference.
+    pub(crate) fn import(
+        &self,
+        app: &str,
+    ) -> Result<(String, Option<crate::registry::PulledImage>), RuntimeError> {
         let Some(image) = app.strip_prefix("docker:") else {
             // A registry reference (its first component names a host:port), unless a file of
             // that name exists here.
             if !std::path::Path::new(app).exists() {
                 if let Ok(r) = bakeoff_registry::Reference::parse(app) {
-                    return Ok(format!("oci-archive:{}", self.pull_image(&r)?.display()));
+                    let pulled = self.pull_image(&r)?;
+                    return Ok((
+                        format!("oci-archive:{}", pulled.layout.display()),
+                        Some(pulled),
+                    ));
                 }
             }
-            return Ok(app.to_string());
+            return Ok((app.to_string(), None));
         };
         if image.is_empty() || image.starts_with('-') {
             return Err(RuntimeError::Driver(bakeoff_driver::DriverError::Unavailable(
@@ -48,6 +60,6 @@ impl Runtime {
         .join()
         .expect("the export thread does not panic")?;
         self.say(&format!("exported {size} bytes"));
-        Ok(format!("oci-archive:{}", dest.display()))
+        Ok((format!("oci-archive:{}", dest.display()), None))
     }
 }

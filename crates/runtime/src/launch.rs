@@ -91,7 +91,7 @@ impl Runtime {
             .await
             .map_err(RuntimeError::Unavailable)?;
         check_ports_free(&launch.opts.publish)?;
-        let image = self.pack(&prepared.artifact, target, launch.kernel.clone())?;
+        let image = self.image_for(prepared, target, launch.kernel.clone())?;
         let instance = self
             .start(&prepared.plan, &image, launch.platform, launch.opts)
             .await?;

@@ -34,13 +34,13 @@ use bakeoff_state::StateDir;
 
 pub use bench::{BenchConfig, BenchOutcome};
 pub use error::RuntimeError;
-pub use export::ExportFormat;
+pub use export::{placement_from_report, ExportFormat, K8sExport, ReportPlacement};
 pub use launch::Launched;
 pub use launch::{pick_target, run_options, Launch, Wait};
 pub use manage::{Ended, Entry};
 pub use prepare::{declare_ports, Prepared};
 pub use ready::{probe_for, Readiness};
-pub use registry::Pushed;
+pub use registry::{artifact_tag, rumprun_artifact, PulledImage, Pushed};
 pub use service::{
     AutoRecord, AutoSpec, Request, Response, ServeSpec, ServiceRecord, ServiceStatus, ServiceView,
     SwitchReport,

@@ -27,6 +27,9 @@ pub struct Prepared {
     pub verdicts: Vec<Verdict>,
     /// Things the user should know but that do not stop the build (one sentence each).
     pub warnings: Vec<String>,
+    /// The container image, when APP was a registry reference: each platform then boots what
+    /// was pushed for it ([`Runtime::image_for`]).
+    pub pulled: Option<crate::registry::PulledImage>,
 }
 
 /// `[[files]]` sources outside the app's directory (e.g. `/etc/shadow`): allowed, but said.
@@ -141,7 +144,8 @@ impl Runtime {
     /// [`Runtime::prepare`] with the ports of a `--port` flag, which win over bakeoff.toml and
     /// detection (and spare the probe run).
     pub fn prepare_with_ports(&self, app: &str, ports: &[u16]) -> Result<Prepared, RuntimeError> {
-        let mut plan = bakeoff_detect::detect(&self.import_input(app)?)?;
+        let (input, pulled) = self.import(app)?;
+        let mut plan = bakeoff_detect::detect(&input)?;
         // The user's words stay the input (`docker:IMAGE`), not the exported file's name.
         plan.input = app.to_string();
         declare_ports(&mut plan, ports);
@@ -155,7 +159,10 @@ impl Runtime {
         let m = &artifact.manifest;
         let binary = artifact.rootfs().join(m.binary.trim_start_matches('/'));
         let elf = bakeoff_elf::inspect(&binary).map_err(RuntimeError::Inspect)?;
-        let verdicts = bakeoff_elf::check(&elf, m.source.origin());
+        let mut verdicts = bakeoff_elf::check(&elf, m.source.origin());
+        if let Some(p) = &pulled {
+            self.pushed_verdicts(p, &mut verdicts);
+        }
         let warnings = files_warnings(&plan);
         Ok(Prepared {
             warnings,
@@ -165,6 +172,7 @@ impl Runtime {
             build_seconds: outcome.seconds,
             elf,
             verdicts,
+            pulled,
         })
     }
 
@@ -211,7 +219,10 @@ pub(crate) async fn available_with(
     plan: &BuildPlan,
 ) -> Result<(), String> {
     driver.available().await.map_err(|e| e.to_string())?;
-    if platform == Platform::Rumprun {
+    // A unikernel pulled from a registry needs no toolchain, only QEMU.
+    let pulled =
+        !Path::new(&plan.input).exists() && bakeoff_registry::Reference::parse(&plan.input).is_ok();
+    if platform == Platform::Rumprun && !pulled {
         let app_dir = Path::new(&plan.input);
         let app_dir = app_dir.is_dir().then_some(app_dir);
         bakeoff_pack::rumprun::find_toolchain(plan.rumprun_toolchain.as_deref(), app_dir)

@@ -1,27 +1,28 @@
-//! Images in and out of an OCI registry: `push` sends the container image as it is and the
-//! microVM (kernel, initramfs, run config) as an OCI artifact of its own; a registry reference
-//! given as APP is pulled (every byte checked against its digest) into an OCI layout tarball and
-//! read like any `oci-archive:`.
+//! Images in and out of an OCI registry: `push` sends the container image as it is, and the
+//! microVM (kernel, initramfs, run config) and the Rumprun unikernel (where a toolchain made
+//! one) as OCI artifacts of their own; a registry reference given as APP is pulled (every byte
+//! checked against its digest). The container image is the app's description (plan, check);
+//! each platform then boots what was pushed for it: Docker loads the pulled image as it is,
+//! QEMU boots the pulled kernel and initramfs, Rumprun the pulled unikernel.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use bakeoff_launch::{Image, ImageDetails};
+use bakeoff_registry::artifact::{self as art, Layer};
 use bakeoff_registry::{Client, Reference, RegistryError};
 use bakeoff_spec::Target;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::{Runtime, RuntimeError};
+use crate::{Prepared, Runtime, RuntimeError};
 
-/// The microVM artifact's media types (ours: no standard one exists).
-pub const MICROVM_ARTIFACT: &str = "application/vnd.bakeoff.microvm.v1";
-pub const MICROVM_KERNEL: &str = "application/vnd.bakeoff.microvm.kernel.v1";
-pub const MICROVM_INITRD: &str = "application/vnd.bakeoff.microvm.initrd.v1.cpio+gzip";
-pub const MICROVM_CONFIG: &str = "application/vnd.bakeoff.microvm.config.v1+json";
-const EMPTY: &str = "application/vnd.oci.empty.v1+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub use bakeoff_registry::artifact::{
+    MICROVM_ARTIFACT, MICROVM_CONFIG, MICROVM_INITRD, MICROVM_KERNEL, RUMPRUN_ARTIFACT,
+};
+const OCI_MANIFEST: &str = art::OCI_MANIFEST;
 
 /// One target pushed.
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +34,25 @@ pub struct Pushed {
     pub bytes: u64,
     pub uploaded: u64,
     pub seconds: f64,
+}
+
+/// A container image pulled from a registry: where its files are and what names it.
+#[derive(Debug, Clone)]
+pub struct PulledImage {
+    pub reference: Reference,
+    /// Digest of the image manifest (what `push` printed for the `oci` target).
+    pub manifest_digest: String,
+    pub config_digest: String,
+    /// The OCI layout tarball detection reads, and the same blobs as `docker load` takes.
+    pub layout: PathBuf,
+    pub docker_archive: PathBuf,
+    /// Bytes of the layers as stored (compressed).
+    pub layer_bytes: u64,
+}
+
+/// The tag of a target's artifact beside the container image's tag.
+pub fn artifact_tag(r: &Reference, target: Target) -> Reference {
+    r.with_tag(&format!("{}-{}", r.tag, target.as_str()))
 }
 
 fn on_thread<T: Send + 'static>(
@@ -75,11 +95,57 @@ async fn push_all(
     Ok((digest, total, uploaded))
 }
 
+/// Writes `files` as a tar at `dest` (through a temp name, so a reader never sees half).
+fn write_tar(dest: &Path, files: &[(String, &[u8])]) -> Result<(), RuntimeError> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, *data)?;
+    }
+    let part = dest.with_extension("part");
+    fs_err::write(&part, tar.into_inner()?)?;
+    fs_err::rename(&part, dest)?;
+    Ok(())
+}
+
+fn blob_name(digest: &str) -> String {
+    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
+}
+
 impl Runtime {
-    /// Pushes the app's container image to `reference` and its microVM to `reference-microvm`.
+    fn push_one(
+        &self,
+        target: Target,
+        r: &Reference,
+        blobs: Vec<Bytes>,
+        manifest: Bytes,
+    ) -> Result<Pushed, RuntimeError> {
+        self.say(&format!("pushing the {target} image to {r}"));
+        let start = Instant::now();
+        let client = Client::new(&r.registry);
+        let (repo, tag) = (r.repo.clone(), r.tag.clone());
+        let (digest, bytes, uploaded) = on_thread(async move {
+            push_all(&client, &repo, &tag, blobs, manifest, OCI_MANIFEST).await
+        })?;
+        Ok(Pushed {
+            target,
+            reference: r.to_string(),
+            digest,
+            bytes,
+            uploaded,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Pushes the app's container image to `reference`, its microVM to `reference-microvm` and,
+    /// where a Rumprun toolchain makes one, its unikernel to `reference-rumprun`.
     pub fn push(&self, app: &str, reference: &str) -> Result<Vec<Pushed>, RuntimeError> {
         let r = Reference::parse(reference)?;
         let prepared = self.prepare(app)?;
+        let m = &prepared.artifact.manifest;
         let mut out = Vec::new();
 
         // The container image, exactly as packed (its layout's blobs and manifest).
@@ -87,147 +153,144 @@ impl Runtime {
         let layout = image
             .dir
             .join(image.files.get("layout").expect("oci images have a layout"));
-        let index: Value = serde_json::from_slice(&fs_err::read(layout.join("index.json"))?)
-            .map_err(|e| {
-                RuntimeError::Unavailable(format!("the packed OCI index is unreadable: {e}"))
-            })?;
-        let blob = |d: &str| {
-            layout
-                .join("blobs/sha256")
-                .join(d.trim_start_matches("sha256:"))
+        let unreadable = |what: &str, e: serde_json::Error| {
+            RuntimeError::Unavailable(format!("the packed OCI {what} is unreadable: {e}"))
         };
+        let index: Value = serde_json::from_slice(&fs_err::read(layout.join("index.json"))?)
+            .map_err(|e| unreadable("index", e))?;
+        let blob = |d: &str| layout.join(blob_name(d));
         let mdigest = index["manifests"][0]["digest"]
             .as_str()
             .unwrap_or_default()
             .to_string();
         let manifest = read(&blob(&mdigest))?;
-        let m: Value = serde_json::from_slice(&manifest).map_err(|e| {
-            RuntimeError::Unavailable(format!("the packed OCI manifest is unreadable: {e}"))
-        })?;
+        let v: Value = serde_json::from_slice(&manifest).map_err(|e| unreadable("manifest", e))?;
         let mut blobs = vec![read(&blob(
-            m["config"]["digest"].as_str().unwrap_or_default(),
+            v["config"]["digest"].as_str().unwrap_or_default(),
         ))?];
-        for l in m["layers"].as_array().into_iter().flatten() {
+        for l in v["layers"].as_array().into_iter().flatten() {
             blobs.push(read(&blob(l["digest"].as_str().unwrap_or_default()))?);
         }
-        self.say(&format!("pushing the oci image to {r}"));
-        let start = Instant::now();
-        let client = Client::new(&r.registry);
-        let (repo, tag) = (r.repo.clone(), r.tag.clone());
-        let (digest, bytes, uploaded) = on_thread(async move {
-            push_all(&client, &repo, &tag, blobs, manifest, OCI_MANIFEST).await
-        })?;
-        out.push(Pushed {
-            target: Target::Oci,
-            reference: r.to_string(),
-            digest,
-            bytes,
-            uploaded,
-            seconds: start.elapsed().as_secs_f64(),
-        });
+        let oci = self.push_one(Target::Oci, &r, blobs, manifest)?;
+        let oci_digest = oci.digest.clone();
+        out.push(oci);
 
         // The microVM as an OCI artifact: kernel, initramfs, and the run config bakeoff's PID 1
         // is given; annotations named as urunc names them.
         let vm = self.pack(&prepared.artifact, Target::MicroVm, None)?;
-        let file = |role: &str| {
-            vm.files
-                .get(role)
-                .map(|p| {
-                    if p.is_absolute() {
-                        p.clone()
-                    } else {
-                        vm.dir.join(p)
-                    }
-                })
-                .ok_or_else(|| {
-                    RuntimeError::Unavailable(format!("the microVM image has no {role}"))
-                })
+        let role = |role: &str| {
+            vm.file(role).ok_or_else(|| {
+                RuntimeError::Unavailable(format!("the microVM image has no {role}"))
+            })
         };
-        let kernel = read(&file("vmlinux")?)?;
-        let initrd = read(&file("initrd")?)?;
-        let run_config = Bytes::from(
-            serde_json::to_vec_pretty(&prepared.artifact.manifest).expect("manifest serializes"),
+        let vm_artifact = art::artifact(
+            MICROVM_ARTIFACT,
+            vec![
+                Layer {
+                    media_type: MICROVM_KERNEL,
+                    title: "vmlinux",
+                    data: read(&role("vmlinux")?)?,
+                },
+                Layer {
+                    media_type: MICROVM_INITRD,
+                    title: "initramfs.cpio.gz",
+                    data: read(&role("initrd")?)?,
+                },
+                Layer {
+                    media_type: MICROVM_CONFIG,
+                    title: "artifact.json",
+                    data: Bytes::from(serde_json::to_vec_pretty(m).expect("manifest serializes")),
+                },
+            ],
+            art::microvm_annotations(
+                &m.name,
+                &m.id,
+                vm.details.kernel_version.as_deref().unwrap_or_default(),
+                &oci_digest,
+                vm.details.min_memory_mib,
+            ),
         );
-        let empty = Bytes::from_static(b"{}");
-        let desc = |media: &str, data: &Bytes, title: Option<&str>| {
-            let mut d = json!({"mediaType": media, "digest": bakeoff_registry::digest_of(data), "size": data.len()});
-            if let Some(t) = title {
-                d["annotations"] = json!({"org.opencontainers.image.title": t});
-            }
-            d
-        };
-        let annotations: BTreeMap<&str, String> = [
-            ("com.urunc.unikernel.unikernelType", "linux".to_string()),
-            ("com.urunc.unikernel.hypervisor", "qemu".to_string()),
-            ("com.urunc.unikernel.binary", "/vmlinux".to_string()),
-            (
-                "com.urunc.unikernel.initrd",
-                "/initramfs.cpio.gz".to_string(),
-            ),
-            (
-                "org.opencontainers.image.title",
-                prepared.artifact.manifest.name.clone(),
-            ),
-            (
-                "dev.bakeoff.artifact",
-                prepared.artifact.manifest.id.clone(),
-            ),
-            (
-                "dev.bakeoff.kernel",
-                vm.details.kernel_version.clone().unwrap_or_default(),
-            ),
-        ]
-        .into_iter()
-        .collect();
-        let manifest = Bytes::from(
-            serde_json::to_vec(&json!({
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "artifactType": MICROVM_ARTIFACT,
-                "config": desc(EMPTY, &empty, None),
-                "layers": [
-                    desc(MICROVM_KERNEL, &kernel, Some("vmlinux")),
-                    desc(MICROVM_INITRD, &initrd, Some("initramfs.cpio.gz")),
-                    desc(MICROVM_CONFIG, &run_config, Some("artifact.json")),
-                ],
-                "annotations": annotations,
-            }))
-            .expect("manifest serializes"),
-        );
-        let vr = r.with_tag(&format!("{}-microvm", r.tag));
-        self.say(&format!("pushing the microvm artifact to {vr}"));
-        let start = Instant::now();
-        let client = Client::new(&vr.registry);
-        let (repo, tag) = (vr.repo.clone(), vr.tag.clone());
-        let (digest, bytes, uploaded) = on_thread(async move {
-            push_all(
-                &client,
-                &repo,
-                &tag,
-                vec![empty, kernel, initrd, run_config],
-                manifest,
-                OCI_MANIFEST,
-            )
-            .await
-        })?;
-        out.push(Pushed {
-            target: Target::MicroVm,
-            reference: vr.to_string(),
-            digest,
-            bytes,
-            uploaded,
-            seconds: start.elapsed().as_secs_f64(),
-        });
+        out.push(self.push_one(
+            Target::MicroVm,
+            &artifact_tag(&r, Target::MicroVm),
+            vm_artifact.blobs,
+            vm_artifact.manifest,
+        )?);
+
+        // The unikernel, where this host can make one (the check and a toolchain allow it).
+        let rumprun_ok = prepared.check(bakeoff_spec::Platform::Rumprun).is_ok()
+            && bakeoff_pack::rumprun::find_toolchain(prepared.plan.rumprun_toolchain.as_deref(), {
+                let d = Path::new(&prepared.plan.input);
+                d.is_dir().then_some(d)
+            })
+            .is_ok();
+        if !rumprun_ok {
+            self.say("no Rumprun unikernel pushed: the check or a missing Rumprun toolchain rules it out here");
+            self.record_push(&m.id, &out)?;
+            return Ok(out);
+        }
+        let uk = self.pack(&prepared.artifact, Target::Rumprun, None)?;
+        let kernel = uk
+            .require("kernel", "hw_virtio kernel")
+            .map_err(RuntimeError::Render)?;
+        let uk_artifact = rumprun_artifact(&uk, read(&kernel)?, &oci_digest);
+        out.push(self.push_one(
+            Target::Rumprun,
+            &artifact_tag(&r, Target::Rumprun),
+            uk_artifact.blobs,
+            uk_artifact.manifest,
+        )?);
+        self.record_push(&m.id, &out)?;
         Ok(out)
     }
 
-    /// Pulls the container image at `r` into an OCI layout tarball under the cache; returns its
-    /// path. Every manifest and blob is checked against its digest.
-    pub(crate) fn pull_image(&self, r: &Reference) -> Result<PathBuf, RuntimeError> {
+    /// Where the last push of an artifact is recorded (`export --format k8s` takes its
+    /// references from there).
+    fn push_record(&self, artifact_id: &str) -> PathBuf {
+        self.cache
+            .root()
+            .join("pushed")
+            .join(format!("{artifact_id}.json"))
+    }
+
+    fn record_push(&self, artifact_id: &str, pushed: &[Pushed]) -> Result<(), RuntimeError> {
+        let path = self.push_record(artifact_id);
+        fs_err::create_dir_all(path.parent().expect("the record is in a directory"))?;
+        let part = path.with_extension("part");
+        fs_err::write(
+            &part,
+            serde_json::to_vec_pretty(pushed).expect("push records serialize"),
+        )?;
+        fs_err::rename(&part, &path)?;
+        Ok(())
+    }
+
+    /// The references the last push of this artifact made, by target (`REF@DIGEST`).
+    pub fn pushed_references(&self, artifact_id: &str) -> BTreeMap<Target, String> {
+        let Ok(text) = fs_err::read(self.push_record(artifact_id)) else {
+            return BTreeMap::new();
+        };
+        let rows: Vec<Value> = serde_json::from_slice(&text).unwrap_or_default();
+        rows.iter()
+            .filter_map(|r| {
+                let target: Target = serde_json::from_value(r["target"].clone()).ok()?;
+                Some((
+                    target,
+                    format!("{}@{}", r["reference"].as_str()?, r["digest"].as_str()?),
+                ))
+            })
+            .collect()
+    }
+
+    /// Pulls the container image at `r` into the cache: an OCI layout tarball (what detection
+    /// reads) and a `docker load` archive of the same blobs. Every manifest and blob is checked
+    /// against its digest.
+    pub(crate) fn pull_image(&self, r: &Reference) -> Result<PulledImage, RuntimeError> {
         self.say(&format!("pulling {r}"));
         let start = Instant::now();
         let client = Client::new(&r.registry);
         let (repo, tag) = (r.repo.clone(), r.tag.clone());
+        let registry = r.registry.clone();
         let (manifest, blobs) = on_thread(async move {
             let mut m = client.pull_manifest(&repo, &tag).await?;
             let mut v: Value = serde_json::from_slice(&m.bytes).unwrap_or_default();
@@ -244,12 +307,21 @@ impl Runtime {
                     .map(str::to_string);
                 let Some(d) = pick else {
                     return Err(RegistryError::NotFound {
-                        registry: client_registry(&tag),
+                        registry,
                         what: format!("linux/amd64 image in the index {repo}:{tag}"),
                     });
                 };
                 m = client.pull_manifest(&repo, &d).await?;
                 v = serde_json::from_slice(&m.bytes).unwrap_or_default();
+            }
+            if v.get("artifactType").is_some() || v["config"]["mediaType"] == art::EMPTY {
+                return Err(RegistryError::Unexpected {
+                    what: format!("{registry}/{repo}:{tag}"),
+                    detail: format!(
+                        "is an artifact ({}), not a container image; give the container image's tag",
+                        v["artifactType"].as_str().unwrap_or("empty config")
+                    ),
+                });
             }
             let mut blobs = Vec::new();
             let config = v["config"]["digest"]
@@ -266,52 +338,335 @@ impl Runtime {
         })?;
         let dir = self.cache.root().join("imports");
         fs_err::create_dir_all(&dir)?;
-        let dest = dir.join(format!(
-            "{}.tar",
-            manifest.digest.trim_start_matches("sha256:")
-        ));
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut add = |name: &str, data: &[u8]| -> std::io::Result<()> {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            tar.append_data(&mut h, name, data)
-        };
+        let hex = manifest.digest.trim_start_matches("sha256:").to_string();
         let index = json!({"schemaVersion": 2, "manifests": [{
             "mediaType": OCI_MANIFEST, "digest": manifest.digest, "size": manifest.bytes.len(),
             "annotations": {"org.opencontainers.image.ref.name": r.to_string()}}]});
-        add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        add(
-            "index.json",
-            &serde_json::to_vec(&index).expect("index serializes"),
-        )?;
-        let mut bytes = manifest.bytes.len() as u64;
-        add(
-            &format!(
-                "blobs/sha256/{}",
-                manifest.digest.trim_start_matches("sha256:")
-            ),
-            &manifest.bytes,
-        )?;
+        let index = serde_json::to_vec(&index).expect("index serializes");
+        let config_digest = blobs[0].0.clone();
+        let docker_manifest = serde_json::to_vec(&json!([{
+            "Config": blob_name(&config_digest),
+            "RepoTags": [r.to_string()],
+            "Layers": blobs[1..].iter().map(|(d, _)| blob_name(d)).collect::<Vec<_>>(),
+        }]))
+        .expect("manifest serializes");
+        let mut files: Vec<(String, &[u8])> = vec![
+            ("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#),
+            ("index.json".into(), &index),
+            (blob_name(&manifest.digest), &manifest.bytes),
+        ];
         for (d, b) in &blobs {
-            bytes += b.len() as u64;
-            add(
-                &format!("blobs/sha256/{}", d.trim_start_matches("sha256:")),
-                b,
-            )?;
+            files.push((blob_name(d), b));
         }
-        let part = dest.with_extension("part");
-        fs_err::write(&part, tar.into_inner()?)?;
-        fs_err::rename(&part, &dest)?;
+        let layout = dir.join(format!("{hex}.tar"));
+        write_tar(&layout, &files)?;
+        // Docker 20.10 loads `docker save`'s format (manifest.json), not an OCI layout.
+        files.insert(2, ("manifest.json".into(), &docker_manifest));
+        let docker_archive = dir.join(format!("{hex}.docker.tar"));
+        write_tar(&docker_archive, &files)?;
+        let bytes: u64 =
+            manifest.bytes.len() as u64 + blobs.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
         self.say(&format!(
-            "pulled {r}: {bytes} bytes in {:.2}s, digests verified",
+            "pulled {r} (oci): {bytes} bytes in {:.2}s, digests verified",
             start.elapsed().as_secs_f64()
         ));
-        Ok(dest)
+        Ok(PulledImage {
+            reference: r.clone(),
+            manifest_digest: manifest.digest,
+            config_digest,
+            layout,
+            docker_archive,
+            layer_bytes: blobs[1..].iter().map(|(_, b)| b.len() as u64).sum(),
+        })
+    }
+
+    /// For an app pulled from a registry: a Rumprun unikernel pushed beside the container image
+    /// (`REF-rumprun`, of this same push) makes Rumprun runnable, although the check of the
+    /// container image refuses it (prebuilt Linux binaries). Anything else leaves the verdicts.
+    pub(crate) fn pushed_verdicts(
+        &self,
+        pulled: &PulledImage,
+        verdicts: &mut [bakeoff_elf::Verdict],
+    ) {
+        let r = artifact_tag(&pulled.reference, Target::Rumprun);
+        let client = Client::new(&r.registry);
+        let (repo, tag) = (r.repo.clone(), r.tag.clone());
+        let Ok(manifest) = on_thread(async move { client.pull_manifest(&repo, &tag).await }) else {
+            return;
+        };
+        let Ok(m) = serde_json::from_slice::<art::Pulled>(&manifest.bytes) else {
+            return;
+        };
+        if m.artifact_type.as_deref() != Some(RUMPRUN_ARTIFACT)
+            || m.annotations.get(art::ANNOT_OCI_MANIFEST) != Some(&pulled.manifest_digest)
+        {
+            return;
+        }
+        for v in verdicts
+            .iter_mut()
+            .filter(|v| v.platform == bakeoff_spec::Platform::Rumprun)
+        {
+            v.runnable = true;
+            v.reasons = vec![format!(
+                "a Rumprun unikernel of this app was pushed beside the image ({r})"
+            )];
+        }
+    }
+
+    /// The image `target` boots for this app: for an app pulled from a registry, what was
+    /// pushed for that target (the container image as pulled, the microVM or unikernel
+    /// artifact pulled now); otherwise (or with `--kernel`) the image packed from the artifact.
+    pub fn image_for(
+        &self,
+        prepared: &Prepared,
+        target: Target,
+        kernel: Option<PathBuf>,
+    ) -> Result<Image, RuntimeError> {
+        let Some(pulled) = &prepared.pulled else {
+            return self.pack(&prepared.artifact, target, kernel);
+        };
+        match target {
+            Target::Oci => Ok(Image {
+                target: Target::Oci,
+                name: prepared.plan.name.clone(),
+                artifact_id: prepared.artifact.manifest.id.clone(),
+                digest: pulled.manifest_digest.clone(),
+                dir: pulled
+                    .docker_archive
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+                files: [
+                    ("archive".to_string(), pulled.docker_archive.clone()),
+                    ("layout".to_string(), pulled.layout.clone()),
+                ]
+                .into_iter()
+                .collect(),
+                size_bytes: prepared.artifact.closure_size()?,
+                compressed_bytes: pulled.layer_bytes,
+                reference: Some(pulled.reference.to_string()),
+                details: ImageDetails {
+                    config_digest: Some(pulled.config_digest.clone()),
+                    ..ImageDetails::default()
+                },
+            }),
+            Target::MicroVm if kernel.is_none() => self.pull_artifact(pulled, Target::MicroVm),
+            Target::Rumprun => self.pull_artifact(pulled, Target::Rumprun),
+            // A kernel of the user's: the microVM is packed here from the pulled image.
+            _ => self.pack(&prepared.artifact, target, kernel),
+        }
+    }
+
+    /// Pulls the artifact pushed for `target` beside the container image `pulled` into
+    /// `cache/pulled/TARGET/DIGEST/` and describes it as an [`Image`].
+    fn pull_artifact(&self, pulled: &PulledImage, target: Target) -> Result<Image, RuntimeError> {
+        let r = artifact_tag(&pulled.reference, target);
+        let (artifact_type, files): (&str, &[(&str, &str)]) = match target {
+            Target::MicroVm => (
+                MICROVM_ARTIFACT,
+                &[
+                    (MICROVM_KERNEL, "vmlinux"),
+                    (MICROVM_INITRD, "initramfs.cpio.gz"),
+                    (MICROVM_CONFIG, "artifact.json"),
+                ],
+            ),
+            _ => (
+                RUMPRUN_ARTIFACT,
+                &[
+                    (art::RUMPRUN_KERNEL, "kernel"),
+                    (art::RUMPRUN_CONFIG, "rumprun.json"),
+                ],
+            ),
+        };
+        self.say(&format!("pulling {r}"));
+        let start = Instant::now();
+        let client = Client::new(&r.registry);
+        let (repo, tag) = (r.repo.clone(), r.tag.clone());
+        let manifest = on_thread(async move { client.pull_manifest(&repo, &tag).await })?;
+        let unexpected = |detail: String| {
+            RuntimeError::Registry(RegistryError::Unexpected {
+                what: r.to_string(),
+                detail,
+            })
+        };
+        let m: art::Pulled = serde_json::from_slice(&manifest.bytes)
+            .map_err(|e| unexpected(format!("is not an OCI manifest ({e})")))?;
+        if m.artifact_type.as_deref() != Some(artifact_type) {
+            return Err(unexpected(format!(
+                "is not a bakeoff {target} artifact (its artifactType is {}, expected {artifact_type})",
+                m.artifact_type.as_deref().unwrap_or("absent")
+            )));
+        }
+        let beside = m.annotations.get(art::ANNOT_OCI_MANIFEST);
+        if beside != Some(&pulled.manifest_digest) {
+            return Err(unexpected(format!(
+                "was pushed with another container image ({}) than {} ({}); push them again together with `bakeoff push`",
+                beside.map(String::as_str).unwrap_or("none recorded"),
+                pulled.reference,
+                pulled.manifest_digest
+            )));
+        }
+        let mut wanted = Vec::new();
+        for (media, file) in files {
+            let l = m
+                .layer(media)
+                .ok_or_else(|| unexpected(format!("has no single layer of type {media}")))?;
+            wanted.push((l.digest.clone(), file.to_string()));
+        }
+        let hex = manifest.digest.trim_start_matches("sha256:");
+        let dir = self
+            .cache
+            .root()
+            .join("pulled")
+            .join(target.as_str())
+            .join(&hex[..32]);
+        let mut bytes = manifest.bytes.len() as u64;
+        if !dir.join("image.json").exists() {
+            let client = Client::new(&r.registry);
+            let repo = r.repo.clone();
+            let list = wanted.clone();
+            let got = on_thread(async move {
+                let mut out = Vec::new();
+                for (digest, file) in list {
+                    out.push((file, client.pull_blob(&repo, &digest).await?));
+                }
+                Ok(out)
+            })?;
+            let part = dir.with_extension(format!("part-{}", std::process::id()));
+            let _ = fs_err::remove_dir_all(&part);
+            fs_err::create_dir_all(&part)?;
+            for (file, data) in &got {
+                bytes += data.len() as u64;
+                fs_err::write(part.join(file), data)?;
+            }
+            let image = pulled_image(target, &r, &manifest.digest, &m, &part)?;
+            fs_err::write(
+                part.join("image.json"),
+                serde_json::to_vec_pretty(&image).expect("images serialize"),
+            )?;
+            if let Some(p) = dir.parent() {
+                fs_err::create_dir_all(p)?;
+            }
+            if fs_err::rename(&part, &dir).is_err() {
+                // Another pull of the same digest won the race; its files are the same.
+                let _ = fs_err::remove_dir_all(&part);
+            }
+            self.say(&format!(
+                "pulled {r} ({target}): {bytes} bytes in {:.2}s, digests verified",
+                start.elapsed().as_secs_f64()
+            ));
+        } else {
+            self.say(&format!(
+                "{r} ({target}): already pulled, digest {}",
+                manifest.digest
+            ));
+        }
+        Image::load(&dir).map_err(RuntimeError::Render)
     }
 }
 
-fn client_registry(tag: &str) -> String {
-    format!("(tag {tag})")
+/// The [`Image`] of a pulled artifact whose files are in `dir`.
+fn pulled_image(
+    target: Target,
+    r: &Reference,
+    digest: &str,
+    m: &art::Pulled,
+    dir: &Path,
+) -> Result<Image, RuntimeError> {
+    let size = |f: &str| fs_err::metadata(dir.join(f)).map(|m| m.len());
+    let name = m
+        .annotations
+        .get(art::TITLE)
+        .cloned()
+        .unwrap_or_else(|| r.repo.rsplit('/').next().unwrap_or("app").to_string());
+    let artifact_id = m
+        .annotations
+        .get(art::ANNOT_ARTIFACT)
+        .cloned()
+        .unwrap_or_default();
+    let (files, details, size_bytes, compressed): (Vec<(&str, &str)>, ImageDetails, u64, u64) =
+        match target {
+            Target::MicroVm => {
+                let initrd = size("initramfs.cpio.gz")?;
+                let details = ImageDetails {
+                    kernel_version: m.annotations.get(art::ANNOT_KERNEL).cloned(),
+                    vmlinux_bytes: Some(size("vmlinux")?),
+                    initrd_bytes: Some(initrd),
+                    min_memory_mib: m
+                        .annotations
+                        .get(art::ANNOT_MIN_MEMORY)
+                        .and_then(|v| v.parse().ok()),
+                    ..ImageDetails::default()
+                };
+                // The PVH vmlinux serves both machines (QEMU boots a PVH ELF on q35 too).
+                (
+                    vec![
+                        ("kernel", "vmlinux"),
+                        ("vmlinux", "vmlinux"),
+                        ("initrd", "initramfs.cpio.gz"),
+                    ],
+                    details,
+                    initrd,
+                    initrd,
+                )
+            }
+            _ => {
+                let details: ImageDetails = serde_json::from_slice(&fs_err::read(
+                    dir.join("rumprun.json"),
+                )?)
+                .map_err(|e| {
+                    RuntimeError::Registry(RegistryError::Unexpected {
+                        what: r.to_string(),
+                        detail: format!("has an unreadable run config ({e})"),
+                    })
+                })?;
+                let k = size("kernel")?;
+                (vec![("kernel", "kernel")], details, k, k)
+            }
+        };
+    Ok(Image {
+        target,
+        name,
+        artifact_id,
+        digest: digest.to_string(),
+        dir: dir.to_path_buf(),
+        files: files
+            .into_iter()
+            .map(|(role, f)| (role.to_string(), PathBuf::from(f)))
+            .collect::<BTreeMap<_, _>>(),
+        size_bytes,
+        compressed_bytes: compressed,
+        reference: Some(r.to_string()),
+        details,
+    })
+}
+
+/// The Rumprun unikernel as an artifact: the baked `hw_virtio` kernel and its run config
+/// (program name, default args and env, ports: what Rumprun's boot JSON is made from).
+pub fn rumprun_artifact(image: &Image, kernel: Bytes, oci_manifest: &str) -> art::Artifact {
+    let d = &image.details;
+    let mut cmdline = vec![d.argv0.clone().unwrap_or_else(|| image.name.clone())];
+    cmdline.extend(d.args.clone().unwrap_or_default());
+    art::artifact(
+        RUMPRUN_ARTIFACT,
+        vec![
+            Layer {
+                media_type: art::RUMPRUN_KERNEL,
+                title: "kernel",
+                data: kernel,
+            },
+            Layer {
+                media_type: art::RUMPRUN_CONFIG,
+                title: "rumprun.json",
+                data: Bytes::from(serde_json::to_vec_pretty(d).expect("details serialize")),
+            },
+        ],
+        art::rumprun_annotations(
+            &image.name,
+            &image.artifact_id,
+            "kernel",
+            &cmdline.join(" "),
+            oci_manifest,
+        ),
+    )
 }
