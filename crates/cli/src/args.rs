@@ -44,7 +44,7 @@ pub enum Command {
     Run(RunArgs),
     /// Benchmark APP on every platform under the same load, report and recommend.
     Bench(BenchCli),
-    /// Print the launch configuration another tool needs: xl.cfg (Xen), Firecracker's VM JSON, a Kubernetes Pod.
+    /// Print the launch configuration another tool needs: xl.cfg (Xen), Firecracker's VM JSON, Kubernetes manifests (Deployment, Service, RuntimeClass).
     Export(ExportArgs),
     /// Push APP's images to an OCI registry: the container image to REF, the microVM artifact
     /// to REF-microvm, the Rumprun unikernel (where a toolchain makes one) to REF-rumprun.
