@@ -136,6 +136,9 @@ pub(crate) struct Laid {
     pub env: Vec<(String, String)>,
     /// The unit's `WorkingDirectory=`.
     pub workdir: Option<String>,
+    /// The unit's `User=` (and `Group=`), resolved against the image's `/etc/passwd` and
+    /// `/etc/group`.
+    pub user: Option<crate::RunUser>,
 }
 
 /// What was unpacked and kept; written beside the rootfs as `deb.json`.
@@ -148,7 +151,7 @@ struct Report<'a> {
     unpacked_bytes: u64,
     kept_bytes: u64,
     users: Vec<String>,
-    /// The unit's `User=`: the image runs its command as root (see docs/deb.md).
+    /// The unit's `User=` (and `Group=`): the image runs its command as that user.
     unit_user: Option<String>,
     /// `ExecStartPre=` lines not run.
     unit_skipped: Vec<String>,
@@ -337,8 +340,36 @@ pub(crate) fn lay_out(
             )?;
         }
     }
+    // DynamicUser=: systemd would allocate the user for the run; the image gets a system user
+    // (and a group of the same name) instead, numbered like any other.
+    if let Some(fg) = from_unit.as_ref().filter(|f| f.dynamic_user) {
+        if let Some(name) = &fg.user {
+            accounts.add_user(&postinst::UserSpec {
+                name: name.clone(),
+                home: None,
+                shell: None,
+                gecos: Some("DynamicUser= of the unit".into()),
+                own_group: fg.group.is_none(),
+                group: fg.group.clone(),
+                uid: None,
+            });
+        }
+    }
     write_file(rootfs, "/etc/passwd", &accounts.passwd(), 0o644)?;
     write_file(rootfs, "/etc/group", &accounts.group_file(), 0o644)?;
+    let user = match from_unit.as_ref().and_then(|f| f.user.as_ref().map(|u| (u, f))) {
+        Some((u, fg)) => {
+            let from = format!("deb:{}: User= of its unit", res.requested);
+            let ru = crate::run_user::resolve(rootfs, u, fg.group.as_deref(), &from)
+                .map_err(BuildError::Deb)?;
+            log(&format!(
+                "the daemon runs as {} (uid {}, gid {}) as its unit says",
+                ru.spec, ru.uid, ru.gid
+            ));
+            Some(ru)
+        }
+        None => None,
+    };
     if !host(rootfs, Path::new("/etc/nsswitch.conf")).exists() {
         write_file(
             rootfs,
@@ -420,7 +451,7 @@ pub(crate) fn lay_out(
             .collect(),
         unpacked_bytes: tree_bytes(&full)?,
         kept_bytes: tree_bytes(rootfs)?,
-        unit_user: from_unit.as_ref().and_then(|f| f.user.clone()),
+        unit_user: user.as_ref().map(|u| u.spec.clone()),
         unit_skipped: from_unit
             .as_ref()
             .map(|f| f.skipped.clone())
@@ -450,6 +481,7 @@ pub(crate) fn lay_out(
         command,
         env,
         workdir: from_unit.and_then(|f| f.workdir),
+        user,
     })
 }
 

@@ -137,5 +137,6 @@ pub(crate) fn lay_out(
         command: vec![exe_inside.display().to_string()],
         env,
         workdir: None,
+        user: None,
     })
 }
