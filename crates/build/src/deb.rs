@@ -357,7 +357,10 @@ pub(crate) fn lay_out(
     }
     write_file(rootfs, "/etc/passwd", &accounts.passwd(), 0o644)?;
     write_file(rootfs, "/etc/group", &accounts.group_file(), 0o644)?;
-    let user = match from_unit.as_ref().and_then(|f| f.user.as_ref().map(|u| (u, f))) {
+    let user = match from_unit
+        .as_ref()
+        .and_then(|f| f.user.as_ref().map(|u| (u, f)))
+    {
         Some((u, fg)) => {
             let from = format!("deb:{}: User= of its unit", res.requested);
             let ru = crate::run_user::resolve(rootfs, u, fg.group.as_deref(), &from)

@@ -186,9 +186,15 @@ mod tests {
         assert_eq!(p.home.as_deref(), Some("/var/lib/prometheus"));
         assert_eq!(p.oci_user(), "100:101");
         let g = r("prometheus", Some("nogroup")).unwrap();
-        assert_eq!((g.uid, g.gid, g.spec.as_str()), (100, 65534, "prometheus:nogroup"));
+        assert_eq!(
+            (g.uid, g.gid, g.spec.as_str()),
+            (100, 65534, "prometheus:nogroup")
+        );
         let n = r("1234", None).unwrap();
-        assert_eq!((n.uid, n.gid, n.groups.clone(), n.home), (1234, 0, vec![0], None));
+        assert_eq!(
+            (n.uid, n.gid, n.groups.clone(), n.home),
+            (1234, 0, vec![0], None)
+        );
         let ng = r("1234:77", None).unwrap();
         assert_eq!((ng.uid, ng.gid), (1234, 77));
         let by_uid = r("65534", None).unwrap();

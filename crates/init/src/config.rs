@@ -271,7 +271,10 @@ mod tests {
             "{text}"
         );
         assert_eq!(GuestConfig::from_json(&text).unwrap(), c);
-        assert!(!sample().to_json().contains("user"), "no user: the old shape");
+        assert!(
+            !sample().to_json().contains("user"),
+            "no user: the old shape"
+        );
     }
 
     #[test]

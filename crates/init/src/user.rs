@@ -25,7 +25,10 @@ pub struct RunAs {
 
 impl RunAs {
     pub(crate) fn write(&self, out: &mut String) {
-        out.push_str(&format!("{{\"uid\":{},\"gid\":{},\"groups\":[", self.uid, self.gid));
+        out.push_str(&format!(
+            "{{\"uid\":{},\"gid\":{},\"groups\":[",
+            self.uid, self.gid
+        ));
         let groups: Vec<String> = self.groups.iter().map(u32::to_string).collect();
         out.push_str(&groups.join(","));
         out.push_str("]}");
@@ -89,11 +92,20 @@ mod tests {
         assert_eq!(s, r#"{"uid":100,"gid":101,"groups":[101,4]}"#);
         assert_eq!(RunAs::read(&json::parse(&s).unwrap()), Ok(u));
         for (text, msg) in [
-            (r#"{"uid":-1,"gid":0}"#, "`user.uid` must be a number from 0"),
+            (
+                r#"{"uid":-1,"gid":0}"#,
+                "`user.uid` must be a number from 0",
+            ),
             (r#"{"uid":"x","gid":0}"#, "`user.uid` must be a number"),
             (r#"{"gid":0}"#, "`user` needs `uid`"),
-            (r#"{"uid":0,"gid":0,"groups":[1.5]}"#, "`user.groups` must be a number"),
-            (r#"{"uid":0,"gid":0,"home":"/"}"#, "unknown field `user.home`"),
+            (
+                r#"{"uid":0,"gid":0,"groups":[1.5]}"#,
+                "`user.groups` must be a number",
+            ),
+            (
+                r#"{"uid":0,"gid":0,"home":"/"}"#,
+                "unknown field `user.home`",
+            ),
             (r#""root""#, "`user` must be an object"),
         ] {
             let e = RunAs::read(&json::parse(text).unwrap()).unwrap_err();

@@ -547,9 +547,8 @@ mod tests {
         let dynamic = parse("[Service]\nDynamicUser=yes\nExecStart=/usr/bin/d\n").unwrap();
         let fg = foreground("d", "d-web.service", &dynamic, &read).unwrap();
         assert_eq!((fg.user.as_deref(), fg.dynamic_user), (Some("d-web"), true));
-        let named =
-            parse("[Service]\nDynamicUser=true\nUser=web\nGroup=g\nExecStart=/usr/bin/d\n")
-                .unwrap();
+        let named = parse("[Service]\nDynamicUser=true\nUser=web\nGroup=g\nExecStart=/usr/bin/d\n")
+            .unwrap();
         let fg = foreground("d", "d.service", &named, &read).unwrap();
         assert_eq!(
             (fg.user.as_deref(), fg.group.as_deref(), fg.dynamic_user),
