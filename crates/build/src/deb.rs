@@ -19,6 +19,7 @@
 //! tools that later follow them stay inside the root.
 
 mod apt;
+mod data;
 mod postinst;
 pub(crate) mod runtime;
 mod unit;
@@ -37,7 +38,7 @@ pub use apt::{resolve, Resolution};
 use crate::{BuildError, Cache};
 
 /// Bump when the layout rules change, so cached deb artifacts are rebuilt.
-pub(crate) const LAYOUT_VERSION: &str = "bakeoff-deb-layout/5";
+pub(crate) const LAYOUT_VERSION: &str = "bakeoff-deb-layout/6";
 
 /// Where programs are looked up when `command[0]` is not an absolute path.
 const PATH_DIRS: &[&str] = &[
@@ -238,6 +239,35 @@ pub(crate) fn lay_out(
         }
     }
 
+    // Data packages the kept packages depend on (CA certificates, time zones, MIME types):
+    // their files travel too, since the service reads them at run time.
+    let kept_names: Vec<String> = res
+        .packages
+        .iter()
+        .zip(&whole)
+        .filter(|(_, w)| **w)
+        .map(|(p, _)| p.name.clone())
+        .collect();
+    let available: Vec<String> = res.packages.iter().map(|p| p.name.clone()).collect();
+    let depends_of = |name: &str| -> Vec<String> {
+        res.packages
+            .iter()
+            .position(|p| p.name == name)
+            .and_then(|i| dpkg_deb(&[Path::new("-f"), &debs[i]]).ok())
+            .map(|control| data::control_depends(&control))
+            .unwrap_or_default()
+    };
+    let data_packages = data::wanted(&kept_names, &available, &depends_of);
+    for name in &data_packages {
+        if let Some(i) = res.packages.iter().position(|p| &p.name == name) {
+            log(&format!(
+                "keeping {name}: a data package that {} depends on",
+                res.main
+            ));
+            dpkg_deb(&[Path::new("-x"), &debs[i], &whole_root])?;
+        }
+    }
+
     // What to keep: the main source's files, then ld.so closures inside the staging root.
     let mut keep: BTreeSet<PathBuf> = BTreeSet::new();
     walk_kept(&whole_root, Path::new("/"), &mut keep)?;
@@ -357,6 +387,9 @@ pub(crate) fn lay_out(
     }
     write_file(rootfs, "/etc/passwd", &accounts.passwd(), 0o644)?;
     write_file(rootfs, "/etc/group", &accounts.group_file(), 0o644)?;
+    for made in data::configure(rootfs, &data_packages)? {
+        log(&format!("made {made}"));
+    }
     let user = match from_unit
         .as_ref()
         .and_then(|f| f.user.as_ref().map(|u| (u, f)))
