@@ -13,7 +13,13 @@ use crate::print;
 pub async fn dispatch(cmd: Command) -> Result<i32> {
     match cmd {
         Command::Detect { app, json, port } => detect(&app, json, &port),
-        Command::Check { app, json, port } => check(&app, json, &port).await,
+        Command::Check {
+            app,
+            json,
+            port,
+            publish,
+            opts: _,
+        } => check(&app, json, &port, &publish).await,
         Command::Build(a) => build(a),
         Command::Run(a) => run(a).await,
         Command::Bench(b) => bench(b).await,
@@ -121,7 +127,14 @@ fn detect(app: &str, json: bool, ports: &[u16]) -> Result<i32> {
     Ok(0)
 }
 
-async fn check(app: &str, json: bool, ports: &[u16]) -> Result<i32> {
+async fn check(
+    app: &str,
+    json: bool,
+    ports: &[u16],
+    publish: &[bakeoff_spec::PortMapping],
+) -> Result<i32> {
+    // `run`'s -p: a taken host port would stop every platform, so the check says so first.
+    bakeoff_driver::check_ports_free(publish)?;
     let (rt, progress) = runtime_with_spinner();
     let prepared = rt.prepare_with_ports(app, ports);
     progress.done();
@@ -259,8 +272,12 @@ async fn bench(b: BenchCli) -> Result<i32> {
             ..Default::default()
         },
         policy: b.policy.parse()?,
-        memory: b.memory,
-        cpus: b.cpus,
+        memory: b.opts.memory,
+        cpus: b.opts.cpus,
+        env: b.opts.env.clone(),
+        args: b.opts.args.clone(),
+        publish: b.publish.clone(),
+        kernel: b.opts.kernel.clone(),
         ready_timeout: Duration::from_secs(b.ready_timeout),
         sweep: b.sweep.clone(),
         slo: b.slo,
