@@ -448,3 +448,38 @@ fn check_of_nginx_names_its_platforms_and_what_its_image_holds() {
         "a package's image holds more than the program: {notes}"
     );
 }
+
+/// An app that talks to itself over loopback before it serves (a self-check, as some servers
+/// and master/worker apps do) is observed too: the probe run's network namespace has its
+/// loopback up. A fresh namespace's `lo` is down: the bind works but the connect fails
+/// (`Network is unreachable`), so the app used to exit and be reported as listening on nothing.
+#[test]
+fn an_app_that_reaches_itself_over_loopback_is_observed() {
+    let env = Env::new();
+    let app = c_file(
+        &env,
+        "loopback.c",
+        r#"
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+int main(void) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    int port = 9100 + 91; /* no literal: the port is to be observed, not read */
+    a.sin_port = htons(port);
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (bind(s, (struct sockaddr *)&a, sizeof a) != 0) { perror("bind 127.0.0.1:9191"); return 1; }
+    listen(s, 8);
+    int self = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(self, (struct sockaddr *)&a, sizeof a) != 0) { perror("self-check"); return 1; }
+    close(self);
+    for (;;) { int c = accept(s, 0, 0); if (c >= 0) close(c); }
+}
+"#,
+    );
+    let detected = env.ok(&["detect", &app]);
+    assert!(detected.contains("ports:    9191 (observed)"), "{detected}");
+}
