@@ -95,6 +95,14 @@ pub enum Command {
         #[arg(short, long)]
         force: bool,
     },
+    /// Remove what interrupted runs left that no record accounts for: labelled containers and
+    /// VMM processes without an instance record, interrupted reservations, services whose
+    /// front is gone, scratch of killed builds.
+    Prune {
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

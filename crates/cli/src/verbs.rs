@@ -35,7 +35,29 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
         Command::Logs { name, follow } => logs(&name, follow).await,
         Command::Stop { name, time } => stop(&name, time).await,
         Command::Rm { name, force } => rm(&name, force).await,
+        Command::Prune { dry_run } => prune(dry_run).await,
     }
+}
+
+/// One line per stray (`removed`, `would remove`, or why removing failed); non-zero when a
+/// removal failed.
+async fn prune(dry_run: bool) -> Result<i32> {
+    let strays = Runtime::from_env().prune(dry_run).await?;
+    let mut failed = 0;
+    for s in &strays {
+        match (&s.error, dry_run) {
+            (Some(e), _) => {
+                failed += 1;
+                println!("{}: {} — not removed: {e}", s.what, s.why);
+            }
+            (None, true) => println!("{}: {} — would remove", s.what, s.why),
+            (None, false) => println!("{}: {} — removed", s.what, s.why),
+        }
+    }
+    if strays.is_empty() {
+        println!("nothing to prune");
+    }
+    Ok(i32::from(failed > 0))
 }
 
 /// Progress on stderr: a spinner on a terminal, plain lines otherwise.

@@ -513,7 +513,10 @@ mod tests {
         let s = StateDir::new(t.path());
         let dir = s.reserve("mine").unwrap();
         let owner = fs_err::read_to_string(dir.join(OWNER_FILE)).unwrap();
-        assert!(owner.starts_with(&format!("{} ", std::process::id())), "{owner}");
+        assert!(
+            owner.starts_with(&format!("{} ", std::process::id())),
+            "{owner}"
+        );
         let old = std::time::SystemTime::now() - UNRECORDED_AFTER * 10;
         fs_err::File::open(&dir).unwrap().set_modified(old).unwrap();
         assert!(s.entries().unwrap().is_empty(), "alive owner: under way");
