@@ -223,7 +223,7 @@ impl Runtime {
             };
             self.say(&format!("{platform}: {label}"));
             let measured = match config.publish.first() {
-                Some(m) => m.clone(),
+                Some(m) => *m,
                 None => PortMapping {
                     host_ip: Ipv4Addr::LOCALHOST,
                     host_port: free_port()?,
@@ -248,7 +248,6 @@ impl Runtime {
                 detach: true,
                 memory: config.memory.or(plan.memory),
                 cpus: config.cpus.or(plan.cpus),
-                ..Default::default()
             };
             let t0 = Instant::now();
             let inst = self.start(plan, image, platform, opts.clone()).await?;
