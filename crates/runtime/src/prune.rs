@@ -53,6 +53,9 @@ impl Runtime {
             Missing,
         }
         let known = |name: &str| match self.state.load(name) {
+            // A label or path naming no valid instance is nobody's record (and no path is made
+            // from it).
+            _ if bakeoff_spec::validate_name(name).is_err() => Known::Missing,
             Ok(_) => Known::Recorded,
             Err(StateError::Damaged { .. }) => Known::Recorded,
             Err(StateError::Unrecorded(_)) => Known::Interrupted,
