@@ -31,6 +31,9 @@ pub struct ArtifactManifest {
     pub linkage: String,
     /// Seconds the cold build took.
     pub build_seconds: f64,
+    /// Who the command runs as (none: root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<crate::RunUser>,
 }
 
 /// A finished, immutable build: `dir/rootfs` is the file closure laid out as in the image.

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::{hash, Artifact, ArtifactManifest, BuildError, Cache};
 
 /// Bump when the layout of artifacts changes, so old cache entries are not reused.
-const BUILDER_VERSION: &str = "bakeoff-build/1";
+const BUILDER_VERSION: &str = "bakeoff-build/2";
 
 #[derive(Debug)]
 pub struct BuildOutcome {
@@ -129,6 +129,12 @@ pub fn build(
         None if plan.command.is_empty() => vec![binary.clone()],
         None => plan.command.clone(),
     };
+    let user = run_user(plan, deb.as_ref(), &rootfs, log)?;
+    if let Some(home) = user.as_ref().and_then(|u| u.home.clone()) {
+        if !env.iter().any(|(k, _)| k == "HOME") {
+            env.push(("HOME".into(), home));
+        }
+    }
     let manifest = ArtifactManifest {
         id: id.clone(),
         name: plan.name.clone(),
@@ -150,6 +156,7 @@ pub fn build(
         binary_size,
         linkage: linkage.into(),
         build_seconds: start.elapsed().as_secs_f64(),
+        user,
     };
     fs_err::write(
         staging.join("artifact.json"),
@@ -205,6 +212,28 @@ fn lay_out_libraries(exe: &Path, rootfs: &Path) -> Result<Vec<String>, BuildErro
         .iter()
         .map(|d| d.display().to_string())
         .collect())
+}
+
+/// Who the command runs as: bakeoff.toml's `user`, else an image's `User`, else a unit's
+/// `User=`; resolved against the image's own /etc/passwd and /etc/group.
+fn run_user(
+    plan: &BuildPlan,
+    laid: Option<&crate::deb::Laid>,
+    rootfs: &Path,
+    log: &dyn Fn(&str),
+) -> Result<Option<crate::RunUser>, BuildError> {
+    let (spec, from) = match (&plan.user, &plan.source) {
+        (Some(u), _) => (u, "bakeoff.toml's user"),
+        (None, Source::Image { user: Some(u), .. }) => (u, "the image configuration's User"),
+        _ => return Ok(laid.and_then(|l| l.user.clone())),
+    };
+    let user =
+        crate::run_user::resolve(rootfs, spec, None, from).map_err(BuildError::Unsupported)?;
+    log(&format!(
+        "the app runs as {} (uid {}, gid {}) from {from}",
+        user.spec, user.uid, user.gid
+    ));
+    Ok(Some(user))
 }
 
 /// A hash of everything that decides the artifact: the plan and the content of its inputs.

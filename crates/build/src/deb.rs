@@ -19,6 +19,7 @@
 //! tools that later follow them stay inside the root.
 
 mod apt;
+mod data;
 mod postinst;
 pub(crate) mod runtime;
 mod unit;
@@ -37,7 +38,7 @@ pub use apt::{resolve, Resolution};
 use crate::{BuildError, Cache};
 
 /// Bump when the layout rules change, so cached deb artifacts are rebuilt.
-pub(crate) const LAYOUT_VERSION: &str = "bakeoff-deb-layout/5";
+pub(crate) const LAYOUT_VERSION: &str = "bakeoff-deb-layout/6";
 
 /// Where programs are looked up when `command[0]` is not an absolute path.
 const PATH_DIRS: &[&str] = &[
@@ -136,6 +137,9 @@ pub(crate) struct Laid {
     pub env: Vec<(String, String)>,
     /// The unit's `WorkingDirectory=`.
     pub workdir: Option<String>,
+    /// The unit's `User=` (and `Group=`), resolved against the image's `/etc/passwd` and
+    /// `/etc/group`.
+    pub user: Option<crate::RunUser>,
 }
 
 /// What was unpacked and kept; written beside the rootfs as `deb.json`.
@@ -148,7 +152,7 @@ struct Report<'a> {
     unpacked_bytes: u64,
     kept_bytes: u64,
     users: Vec<String>,
-    /// The unit's `User=`: the image runs its command as root (see docs/deb.md).
+    /// The unit's `User=` (and `Group=`): the image runs its command as that user.
     unit_user: Option<String>,
     /// `ExecStartPre=` lines not run.
     unit_skipped: Vec<String>,
@@ -232,6 +236,35 @@ pub(crate) fn lay_out(
             whole[i] = true;
             dpkg_deb(&[Path::new("-x"), deb, &whole_root])?;
             dpkg_deb(&[Path::new("-e"), deb, &control.join(&res.packages[i].name)])?;
+        }
+    }
+
+    // Data packages the kept packages depend on (CA certificates, time zones, MIME types):
+    // their files travel too, since the service reads them at run time.
+    let kept_names: Vec<String> = res
+        .packages
+        .iter()
+        .zip(&whole)
+        .filter(|(_, w)| **w)
+        .map(|(p, _)| p.name.clone())
+        .collect();
+    let available: Vec<String> = res.packages.iter().map(|p| p.name.clone()).collect();
+    let depends_of = |name: &str| -> Vec<String> {
+        res.packages
+            .iter()
+            .position(|p| p.name == name)
+            .and_then(|i| dpkg_deb(&[Path::new("-f"), &debs[i]]).ok())
+            .map(|control| data::control_depends(&control))
+            .unwrap_or_default()
+    };
+    let data_packages = data::wanted(&kept_names, &available, &depends_of);
+    for name in &data_packages {
+        if let Some(i) = res.packages.iter().position(|p| &p.name == name) {
+            log(&format!(
+                "keeping {name}: a data package that {} depends on",
+                res.main
+            ));
+            dpkg_deb(&[Path::new("-x"), &debs[i], &whole_root])?;
         }
     }
 
@@ -337,8 +370,42 @@ pub(crate) fn lay_out(
             )?;
         }
     }
+    // DynamicUser=: systemd would allocate the user for the run; the image gets a system user
+    // (and a group of the same name) instead, numbered like any other.
+    if let Some(fg) = from_unit.as_ref().filter(|f| f.dynamic_user) {
+        if let Some(name) = &fg.user {
+            accounts.add_user(&postinst::UserSpec {
+                name: name.clone(),
+                home: None,
+                shell: None,
+                gecos: Some("DynamicUser= of the unit".into()),
+                own_group: fg.group.is_none(),
+                group: fg.group.clone(),
+                uid: None,
+            });
+        }
+    }
     write_file(rootfs, "/etc/passwd", &accounts.passwd(), 0o644)?;
     write_file(rootfs, "/etc/group", &accounts.group_file(), 0o644)?;
+    for made in data::configure(rootfs, &data_packages)? {
+        log(&format!("made {made}"));
+    }
+    let user = match from_unit
+        .as_ref()
+        .and_then(|f| f.user.as_ref().map(|u| (u, f)))
+    {
+        Some((u, fg)) => {
+            let from = format!("deb:{}: User= of its unit", res.requested);
+            let ru = crate::run_user::resolve(rootfs, u, fg.group.as_deref(), &from)
+                .map_err(BuildError::Deb)?;
+            log(&format!(
+                "the daemon runs as {} (uid {}, gid {}) as its unit says",
+                ru.spec, ru.uid, ru.gid
+            ));
+            Some(ru)
+        }
+        None => None,
+    };
     if !host(rootfs, Path::new("/etc/nsswitch.conf")).exists() {
         write_file(
             rootfs,
@@ -420,7 +487,7 @@ pub(crate) fn lay_out(
             .collect(),
         unpacked_bytes: tree_bytes(&full)?,
         kept_bytes: tree_bytes(rootfs)?,
-        unit_user: from_unit.as_ref().and_then(|f| f.user.clone()),
+        unit_user: user.as_ref().map(|u| u.spec.clone()),
         unit_skipped: from_unit
             .as_ref()
             .map(|f| f.skipped.clone())
@@ -450,6 +517,7 @@ pub(crate) fn lay_out(
         command,
         env,
         workdir: from_unit.and_then(|f| f.workdir),
+        user,
     })
 }
 

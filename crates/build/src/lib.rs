@@ -11,11 +11,13 @@ mod hash;
 mod lang;
 mod oci_input;
 mod probe;
+mod run_user;
 
 pub use artifact::{Artifact, ArtifactManifest, Entry, EntryKind};
 pub use cache::Cache;
 pub use compile::{build, executables, BuildOutcome};
 pub use probe::{observe_ports, Observation};
+pub use run_user::RunUser;
 
 use std::path::PathBuf;
 

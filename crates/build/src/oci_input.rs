@@ -324,6 +324,8 @@ fn entrypoint(plan: &BuildPlan, archive: &Path, rootfs: &Path) -> Result<Laid, B
         env: Vec::new(),
         // The image configuration's WorkingDir is already the plan's.
         workdir: None,
+        // The image configuration's User is in the plan (resolved in compile.rs).
+        user: None,
     })
 }
 

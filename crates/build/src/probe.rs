@@ -2,8 +2,10 @@
 //! listens on.
 //!
 //! As root the artifact's command runs with its own rootfs as `/`, in a throwaway network and
-//! PID namespace (`unshare --net --pid --kill-child --root`): it can reach nothing, and when the
-//! probe kills `unshare` by its PID every process of the app goes with the namespace. The
+//! PID namespace (`unshare --pid --kill-child --root`, the network namespace made just before
+//! with its loopback up, so an app that binds 127.0.0.1 is seen): it can reach nothing beyond
+//! itself, and when the probe kills `unshare` by its PID every process of the app goes with the
+//! namespace. The
 //! sockets are read from `/proc/<unshare's pid>/net/tcp{,6}`, which shows that namespace only.
 //! Without root, a program built here (not a Debian package) runs on the host itself and only
 //! the sockets whose inodes are among its open files count. The run is bounded (3 s by
@@ -11,6 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,7 +32,7 @@ pub enum Observation {
 }
 
 /// Bumped when the way of observing changes, so cached observations are made again.
-const PROBE_VERSION: u32 = 1;
+const PROBE_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Cached {
@@ -75,7 +78,10 @@ fn probe(artifact: &Artifact, bound: Duration) -> Result<Observation, BuildError
     let isolated = euid_is_root();
     let mut cmd = if isolated {
         let mut c = Command::new("unshare");
-        c.arg("--net").arg("--pid").arg("--kill-child");
+        // SAFETY: the hook only makes system calls (unshare, socket, ioctl, close) on values it
+        // owns; it allocates nothing.
+        unsafe { c.pre_exec(own_network_with_loopback) };
+        c.arg("--pid").arg("--kill-child");
         // A fresh /proc of the namespace where the rootfs has the mount point (Debian layouts).
         if rootfs.join("proc").is_dir() {
             c.arg("--mount-proc=/proc");
@@ -166,6 +172,36 @@ fn probe(artifact: &Artifact, bound: Duration) -> Result<Observation, BuildError
         ),
     };
     Ok(Observation::Nothing { reason })
+}
+
+/// Moves the calling process into a new network namespace and brings its loopback up (a new
+/// namespace has `lo` down: binding 127.0.0.1 would fail there). Runs between fork and exec.
+fn own_network_with_loopback() -> std::io::Result<()> {
+    let fail = || Err(std::io::Error::last_os_error());
+    // SAFETY: plain system calls; `ifr` is a zeroed C struct owned here.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            return fail();
+        }
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return fail();
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        ifr.ifr_name[0] = b'l' as libc::c_char;
+        ifr.ifr_name[1] = b'o' as libc::c_char;
+        let up = if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) == 0 {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) == 0
+        } else {
+            false
+        };
+        libc::close(fd);
+        if !up {
+            return fail();
+        }
+    }
+    Ok(())
 }
 
 fn euid_is_root() -> bool {

@@ -415,3 +415,63 @@ fn bad_packages_are_refused_in_one_sentence() {
         Ok(_) => panic!("memcached built from its Perl wrapper"),
     }
 }
+
+/// A directory running `package` with `command` (no unit, no probe run: the port is declared).
+fn package_dir(t: &tempfile::TempDir, package: &str, command: &str) -> String {
+    let dir = t.path().join(package);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("bakeoff.toml"),
+        format!("package = \"{package}\"\ncommand = {command}\nports = [9999]\n"),
+    )
+    .unwrap();
+    dir.display().to_string()
+}
+
+/// Files a service reads from other packages travel when it depends on them: nslcd depends on
+/// ca-certificates (the CA bundle, which update-ca-certificates would make, is made), mtail on
+/// tzdata (the zone files and /etc/localtime). nginx depends on neither and gets neither.
+#[test]
+fn data_packages_a_daemon_depends_on_travel_with_it() {
+    let t = tempfile::tempdir().unwrap();
+    let nslcd = package_dir(&t, "nslcd", "[\"/usr/sbin/nslcd\", \"-d\"]");
+    let Some(out) = build_or_skip("deb_data_ca", &nslcd) else {
+        return;
+    };
+    let a = &out.artifact;
+    let bundle = read(a, "etc/ssl/certs/ca-certificates.crt");
+    let certs = bundle.matches("-----BEGIN CERTIFICATE-----").count();
+    assert!(certs > 100, "{certs} certificates in the bundle");
+    assert!(a
+        .rootfs()
+        .join("usr/share/ca-certificates/mozilla")
+        .is_dir());
+    assert!(!a.rootfs().join("usr/share/zoneinfo").exists());
+
+    let mtail = package_dir(
+        &t,
+        "mtail",
+        "[\"/usr/bin/mtail\", \"--progs\", \"/etc/mtail\"]",
+    );
+    let Some(out) = build_or_skip("deb_data_tz", &mtail) else {
+        return;
+    };
+    let a = &out.artifact;
+    let paris = std::fs::read(a.rootfs().join("usr/share/zoneinfo/Europe/Paris")).unwrap();
+    assert!(paris.starts_with(b"TZif"));
+    assert_eq!(
+        std::fs::read_link(a.rootfs().join("etc/localtime")).unwrap(),
+        Path::new("../usr/share/zoneinfo/Etc/UTC")
+    );
+    assert!(!a
+        .rootfs()
+        .join("etc/ssl/certs/ca-certificates.crt")
+        .exists());
+
+    let Some(out) = build_or_skip("deb_data_none", "deb:nginx") else {
+        return;
+    };
+    let root = out.artifact.rootfs();
+    assert!(!root.join("usr/share/zoneinfo").exists());
+    assert!(!root.join("etc/ssl/certs/ca-certificates.crt").exists());
+}

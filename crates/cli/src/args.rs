@@ -28,7 +28,8 @@ pub enum Command {
         #[arg(long = "port", value_delimiter = ',')]
         port: Vec<u16>,
     },
-    /// Say which platforms can run APP, and why not.
+    /// Say which platforms can run APP, and why not (it takes `run`'s options, so a `run`
+    /// command line can be checked as it is).
     Check {
         #[arg(default_value = ".")]
         app: String,
@@ -37,6 +38,11 @@ pub enum Command {
         /// The port(s) the app listens on inside the guest (wins over bakeoff.toml and detection).
         #[arg(long = "port", value_delimiter = ',')]
         port: Vec<u16>,
+        /// Publish a port: [IP:]HOST:GUEST; a host port already in use fails the check.
+        #[arg(short = 'p', long = "publish", value_parser = |s: &str| parse_publish(s).map_err(|e| e.to_string()))]
+        publish: Vec<PortMapping>,
+        #[command(flatten)]
+        opts: AppOptions,
     },
     /// Build APP once and pack it for the chosen targets.
     Build(BuildArgs),
@@ -89,6 +95,14 @@ pub enum Command {
         /// Stop it first if it is running.
         #[arg(short, long)]
         force: bool,
+    },
+    /// Remove what interrupted runs left that no record accounts for: labelled containers and
+    /// VMM processes without an instance record, interrupted reservations, services whose
+    /// front is gone, scratch of killed builds.
+    Prune {
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -233,10 +247,13 @@ pub struct BenchCli {
     /// Where report.json, report.md and report.html go.
     #[arg(long, default_value = "bakeoff-report")]
     pub out: PathBuf,
-    #[arg(short = 'm', long, value_parser = |s: &str| parse_memory(s).map_err(|e| e.to_string()))]
-    pub memory: Option<u64>,
-    #[arg(long, value_parser = |s: &str| parse_cpus(s).map_err(|e| e.to_string()))]
-    pub cpus: Option<f64>,
+    /// Publish a port: [IP:]HOST:GUEST; the first is the one measured (default: a free
+    /// 127.0.0.1 port to the app's port).
+    #[arg(short = 'p', long = "publish", value_parser = |s: &str| parse_publish(s).map_err(|e| e.to_string()))]
+    pub publish: Vec<PortMapping>,
+    /// `-e`, `--memory`, `--cpus`, `--kernel` and `-- ARGS`, as `run` takes them.
+    #[command(flatten)]
+    pub opts: AppOptions,
     #[arg(long, value_enum)]
     pub accel: Option<AccelArg>,
     /// Seconds to wait for each start to answer.

@@ -123,7 +123,7 @@ pub fn build(
             "artifact": { "id": m.id, "binary": m.binary, "binary_size": m.binary_size,
                           "linkage": m.linkage, "cached": cached, "seconds": seconds },
             "ports": prepared.plan.ports, "ports_from": prepared.plan.ports_from,
-            "images": images,
+            "images": images, "user": m.user,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -138,6 +138,12 @@ pub fn build(
         seconds
     );
     ports_line(&prepared.plan);
+    if let Some(u) = &m.user {
+        println!(
+            "user:     {} (uid {}, gid {}, from {})",
+            u.spec, u.uid, u.gid, u.from
+        );
+    }
     for img in images {
         println!(
             "{:<8} {}  {} ({} compressed){}",

@@ -13,7 +13,13 @@ use crate::print;
 pub async fn dispatch(cmd: Command) -> Result<i32> {
     match cmd {
         Command::Detect { app, json, port } => detect(&app, json, &port),
-        Command::Check { app, json, port } => check(&app, json, &port).await,
+        Command::Check {
+            app,
+            json,
+            port,
+            publish,
+            opts: _,
+        } => check(&app, json, &port, &publish).await,
         Command::Build(a) => build(a),
         Command::Run(a) => run(a).await,
         Command::Bench(b) => bench(b).await,
@@ -29,7 +35,29 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
         Command::Logs { name, follow } => logs(&name, follow).await,
         Command::Stop { name, time } => stop(&name, time).await,
         Command::Rm { name, force } => rm(&name, force).await,
+        Command::Prune { dry_run } => prune(dry_run).await,
     }
+}
+
+/// One line per stray (`removed`, `would remove`, or why removing failed); non-zero when a
+/// removal failed.
+async fn prune(dry_run: bool) -> Result<i32> {
+    let strays = Runtime::from_env().prune(dry_run).await?;
+    let mut failed = 0;
+    for s in &strays {
+        match (&s.error, dry_run) {
+            (Some(e), _) => {
+                failed += 1;
+                println!("{}: {} — not removed: {e}", s.what, s.why);
+            }
+            (None, true) => println!("{}: {} — would remove", s.what, s.why),
+            (None, false) => println!("{}: {} — removed", s.what, s.why),
+        }
+    }
+    if strays.is_empty() {
+        println!("nothing to prune");
+    }
+    Ok(i32::from(failed > 0))
 }
 
 /// Progress on stderr: a spinner on a terminal, plain lines otherwise.
@@ -121,7 +149,14 @@ fn detect(app: &str, json: bool, ports: &[u16]) -> Result<i32> {
     Ok(0)
 }
 
-async fn check(app: &str, json: bool, ports: &[u16]) -> Result<i32> {
+async fn check(
+    app: &str,
+    json: bool,
+    ports: &[u16],
+    publish: &[bakeoff_spec::PortMapping],
+) -> Result<i32> {
+    // `run`'s -p: a taken host port would stop every platform, so the check says so first.
+    bakeoff_driver::check_ports_free(publish)?;
     let (rt, progress) = runtime_with_spinner();
     let prepared = rt.prepare_with_ports(app, ports);
     progress.done();
@@ -259,8 +294,12 @@ async fn bench(b: BenchCli) -> Result<i32> {
             ..Default::default()
         },
         policy: b.policy.parse()?,
-        memory: b.memory,
-        cpus: b.cpus,
+        memory: b.opts.memory,
+        cpus: b.opts.cpus,
+        env: b.opts.env.clone(),
+        args: b.opts.args.clone(),
+        publish: b.publish.clone(),
+        kernel: b.opts.kernel.clone(),
         ready_timeout: Duration::from_secs(b.ready_timeout),
         sweep: b.sweep.clone(),
         slo: b.slo,

@@ -283,3 +283,186 @@ fn killing_build_corrupts_nothing_and_leaves_no_scratch() {
     assert_eq!(again, reference);
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Processes whose environment names this state dir (detached fronts and anything they run),
+/// not zombies: (pid, command line).
+fn state_processes(state: &std::path::Path) -> Vec<(u32, String)> {
+    let needle = format!("BAKEOFF_STATE_DIR={}", state.display());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let has = environ.split(|b| *b == 0).any(|v| v == needle.as_bytes());
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if has && !zombie {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            out.push((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    out
+}
+
+/// Containers the engine holds for this state dir (by bakeoff's state label): their names.
+fn state_containers(state: &std::path::Path) -> Vec<String> {
+    let filter = format!("{{\"label\":[\"bakeoff.state={}\"]}}", state.display());
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-G", "--unix-socket", "/var/run/docker.sock"])
+        .arg("--data-urlencode")
+        .arg(format!("filters={filter}"))
+        .arg("http://localhost/containers/json?all=1")
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["Names"][0].as_str())
+        .map(|n| n.trim_start_matches('/').to_string())
+        .collect()
+}
+
+fn dir_names(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// SIGKILL of `bakeoff serve` (detached and foreground, alternately) at random points: every
+/// service and backend it left is listed by `ps` and removed by `rm -f`; no container, front
+/// process, record or reservation is left.
+#[test]
+fn killing_serve_leaks_no_service_backend_or_front() {
+    if !docker_or_skip("killing_serve_leaks_no_service_backend_or_front") {
+        return;
+    }
+    let env = Env::new();
+    env.ok(&["build", "examples/hello"]);
+    let state = env.dir.path().join("state");
+    let tag = std::process::id();
+    let warm = format!("ks{tag}-warm");
+    let t = Instant::now();
+    env.ok(&[
+        "serve",
+        "examples/hello",
+        "--port",
+        &free_port().to_string(),
+        "--name",
+        &warm,
+        "-d",
+    ]);
+    let full = t.elapsed();
+    env.ok(&["rm", "-f", &warm]);
+    eprintln!("a full `serve -d` takes {full:?}");
+
+    let mut rng = Rng::new();
+    let names: Vec<String> = (0..kills()).map(|i| format!("ks{tag}-{i}")).collect();
+    let mut killed = 0;
+    let started = Instant::now();
+    for (i, name) in names.iter().enumerate() {
+        let port = free_port().to_string();
+        let mut args = vec!["serve", "examples/hello", "--port", &port, "--name", name];
+        if i % 2 == 0 {
+            args.push("-d");
+        }
+        let mut child = env
+            .cmd(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Foreground: the process serves until killed, so kill it anywhere up to a bit after
+        // the time a start takes.
+        let limit = full.as_millis() as u64 + if i % 2 == 0 { 0 } else { 500 };
+        let delay = Duration::from_millis(rng.below(limit));
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        // SAFETY: the pid is our own child's, not yet reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+        eprintln!("{name}: killed after {delay:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the loop is bounded in time"
+        );
+    }
+    // A detached front may still be starting its backend: let what was begun settle a little.
+    std::thread::sleep(Duration::from_secs(2));
+    let ps = listed(&env);
+    let services = dir_names(&state.join("services"));
+    let instances = dir_names(&state.join("instances"));
+    let containers = state_containers(&state);
+    let mut unseen: Vec<String> = services
+        .iter()
+        .chain(&instances)
+        .filter(|n| !ps.contains(n))
+        .cloned()
+        .collect();
+    unseen.extend(
+        containers
+            .iter()
+            .filter(|c| !ps.iter().any(|n| **c == format!("bakeoff-{n}")))
+            .cloned(),
+    );
+    let fronts_before = state_processes(&state).len();
+    // Services first (their backends go with them), then whatever instances remain.
+    for n in &ps {
+        if services.contains(n) {
+            env.ok(&["rm", "-f", n]);
+        }
+    }
+    for n in listed(&env) {
+        env.ok(&["rm", "-f", &n]);
+    }
+    let left_services = dir_names(&state.join("services"));
+    let left_instances = dir_names(&state.join("instances"));
+    let left_containers = state_containers(&state);
+    let left_processes = state_processes(&state);
+    eprintln!(
+        "serve: {} kills ({killed} before the command ended), {} services, {} instances, {} containers, {} front processes found; {} unseen by ps; left after rm -f: {} services, {} instances, {} containers, {} processes",
+        names.len(),
+        services.len(),
+        instances.len(),
+        containers.len(),
+        fronts_before,
+        unseen.len(),
+        left_services.len(),
+        left_instances.len(),
+        left_containers.len(),
+        left_processes.len(),
+    );
+    // Whatever the verdict, nothing this test started outlives it.
+    for (pid, _) in &left_processes {
+        // SAFETY: a process whose environment names this test's own state dir.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    for c in &left_containers {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", c])
+            .output();
+    }
+    assert!(unseen.is_empty(), "not listed by ps: {unseen:?}");
+    assert!(left_services.is_empty(), "services left: {left_services:?}");
+    assert!(
+        left_instances.is_empty(),
+        "instances left: {left_instances:?}"
+    );
+    assert!(
+        left_containers.is_empty(),
+        "containers left: {left_containers:?}"
+    );
+    assert!(
+        left_processes.is_empty(),
+        "processes left: {left_processes:?}"
+    );
+}

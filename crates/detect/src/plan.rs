@@ -86,6 +86,9 @@ pub struct BuildPlan {
     /// Extra host files copied into the image: (absolute host path, image path).
     pub files: Vec<(PathBuf, String)>,
     pub rumprun_toolchain: Option<PathBuf>,
+    /// bakeoff.toml's `user` (it wins over a unit's `User=` and an image's `User`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// Where a plan's ports come from.
@@ -283,6 +286,7 @@ pub(crate) fn plan_for(
         cpus: spec.resources.cpus,
         files,
         rumprun_toolchain: spec.rumprun.as_ref().and_then(|r| r.toolchain.clone()),
+        user: spec.user.clone(),
         source,
     })
 }
@@ -333,6 +337,7 @@ fn image_plan(input_text: &str, archive: &Path) -> Result<BuildPlan, DetectError
         cpus: None,
         files: Vec::new(),
         rumprun_toolchain: None,
+        user: None,
     })
 }
 

@@ -19,13 +19,55 @@ use tokio::io::AsyncWriteExt;
 
 use crate::{Driver, DriverError, LogSink, StartRequest};
 
-pub use bakeoff_launch::docker::LABEL;
+pub use bakeoff_launch::docker::{LABEL, STATE_LABEL};
 
 pub struct DockerDriver;
 
 impl DockerDriver {
     pub fn new() -> DockerDriver {
         DockerDriver
+    }
+
+    /// Every container (running or not) labelled as an instance of the state dir `state_root`:
+    /// (container name, instance name).
+    pub async fn labelled(&self, state_root: &str) -> Result<Vec<(String, String)>, DriverError> {
+        use bollard::query_parameters::ListContainersOptionsBuilder;
+        let docker = self.connect().await?;
+        let filters: std::collections::HashMap<String, Vec<String>> = [(
+            "label".to_string(),
+            vec![format!("{STATE_LABEL}={state_root}")],
+        )]
+        .into_iter()
+        .collect();
+        let list = docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(engine)?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let name = c.names?.first()?.trim_start_matches('/').to_string();
+                let instance = c.labels?.get(LABEL)?.clone();
+                Some((name, instance))
+            })
+            .collect())
+    }
+
+    /// Removes a container by name, stopping it if it runs.
+    pub async fn remove_container(&self, name: &str) -> Result<(), DriverError> {
+        let docker = self.connect().await?;
+        docker
+            .remove_container(
+                name,
+                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+            )
+            .await
+            .map_err(engine)
     }
 
     /// Connects to the engine (honouring DOCKER_HOST) and agrees on an API version.
@@ -149,7 +191,13 @@ impl Driver for DockerDriver {
         crate::check_memory_fits(req.opts.memory, crate::host_memory_bytes())?;
         let docker = self.connect().await?;
         let reference = ensure_image(&docker, req.image).await?;
-        let body = create_body(&reference, req.name, req.opts);
+        let mut body = create_body(&reference, req.name, req.opts);
+        // Which state dir this container belongs to (for `bakeoff prune`).
+        if let Some(root) = req.instance_dir.parent().and_then(|p| p.parent()) {
+            body.labels
+                .get_or_insert_with(Default::default)
+                .insert(STATE_LABEL.to_string(), root.display().to_string());
+        }
         let cname = container_name(req.name);
         let created = docker
             .create_container(

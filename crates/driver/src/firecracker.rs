@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bakeoff_launch::firecracker::{
-    api_requests, check_response, http_request, network_plan, render_firecracker, stop_request,
-    tap_net, ApiRequest, MAX_SLOTS,
+    api_requests, check_response, http_request, network_plan, render_firecracker_run,
+    run_overrides, stop_request, tap_net, ApiRequest, MAX_SLOTS,
 };
+use bakeoff_launch::runfile::run_initrd;
+use bakeoff_launch::NetPlan;
 use bakeoff_spec::Platform;
 use bakeoff_state::{FirecrackerHandle, Handle, Instance, Status};
 
@@ -124,9 +126,67 @@ fn facts() -> FirecrackerFacts {
     }
 }
 
-fn handle(inst: &Instance) -> Result<&FirecrackerHandle, DriverError> {
+/// The slot marking a handle recorded before the slot was claimed (see [`intent_handle`]).
+const NO_SLOT: u16 = u16::MAX;
+
+/// Written in the instance dir as soon as the slot is claimed and before any host network is
+/// set up: what an interrupted start must undo.
+const NETWORK_FILE: &str = "network.json";
+/// Firecracker's PID, written right after it is spawned.
+const PID_FILE: &str = "firecracker.pid";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Claimed {
+    slot: u16,
+    tap: String,
+    net: NetPlan,
+}
+
+/// The handle recorded before anything happens (intent before effect): where the API socket,
+/// console and instance files will be. The PID, slot and network are not known yet; whatever
+/// the start got to is found again from the instance dir by [`completed`].
+pub fn intent_handle(instance_dir: &Path) -> FirecrackerHandle {
+    FirecrackerHandle {
+        pid: 0,
+        socket: instance_dir.join("firecracker.sock"),
+        console: instance_dir.join("console.log"),
+        slot: NO_SLOT,
+        tap: String::new(),
+        net: NetPlan {
+            setup: Vec::new(),
+            teardown: Vec::new(),
+        },
+        config: instance_dir.join("vm_config.json"),
+        memory_mib: 0,
+        instance_dir: instance_dir.to_path_buf(),
+    }
+}
+
+/// `h` with what an interrupted start left filled in: the slot and network from
+/// `network.json`, the PID from `firecracker.pid` or the process whose command line names the
+/// socket. A complete handle is returned as it is.
+pub fn completed(h: &FirecrackerHandle) -> FirecrackerHandle {
+    let mut h = h.clone();
+    if h.slot == NO_SLOT {
+        if let Some(c) = std::fs::read(h.instance_dir.join(NETWORK_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Claimed>(&b).ok())
+        {
+            h.slot = c.slot;
+            h.tap = c.tap;
+            h.net = c.net;
+        }
+    }
+    if h.pid == 0 {
+        h.pid = vmm::find_vmm(&h.instance_dir.join(PID_FILE), &h.socket).unwrap_or(0);
+    }
+    h
+}
+
+fn handle(inst: &Instance) -> Result<FirecrackerHandle, DriverError> {
     inst.handle
         .firecracker()
+        .map(completed)
         .ok_or_else(|| DriverError::wrong_handle(inst, Platform::Firecracker))
 }
 
@@ -141,13 +201,17 @@ fn kill(h: &FirecrackerHandle) {
 
 /// Undoes the network and gives the slot back once (safe to repeat).
 fn clean_up(h: &FirecrackerHandle, name: &str) {
-    kill(h);
+    if h.pid != 0 {
+        kill(h);
+    }
     let done = h.instance_dir.join("net-removed");
     if !done.exists() {
         undo_plan(&h.net);
         let _ = std::fs::write(&done, b"");
     }
-    release_slot(&h.instance_dir, Platform::Firecracker, name, h.slot);
+    if h.slot != NO_SLOT {
+        release_slot(&h.instance_dir, Platform::Firecracker, name, h.slot);
+    }
 }
 
 fn exit_code(h: &FirecrackerHandle) -> Option<i32> {
@@ -166,6 +230,10 @@ impl Driver for FirecrackerDriver {
         firecracker_verdict(&facts()).map_err(DriverError::Unavailable)
     }
 
+    fn intent(&self, req: &StartRequest<'_>) -> Option<Handle> {
+        Some(Handle::Firecracker(intent_handle(req.instance_dir)))
+    }
+
     async fn start(&self, req: StartRequest<'_>) -> Result<Handle, DriverError> {
         let image = req.image;
         crate::check_image(Platform::Firecracker, image)?;
@@ -178,15 +246,47 @@ impl Driver for FirecrackerDriver {
             e
         };
         let log_path = dir.join("firecracker.log");
-        let config = render_firecracker(image, req.opts, req.name, &net, &log_path)
-            .map_err(|e| fail(e.into()))?;
+        // `-e` values and `-- ARGS` never go on the kernel command line: they travel in a
+        // per-run initramfs, 0600 in the instance dir (as with QEMU).
+        let overrides = run_overrides(req.name, req.opts);
+        let per_run = if overrides.is_empty() {
+            None
+        } else {
+            let base =
+                fs_err::read(image.require("initrd", "initrd")?).map_err(|e| fail(e.into()))?;
+            let path = dir.join("initrd-run.img");
+            bakeoff_state::write_private(&path, &run_initrd(&base, &overrides))
+                .map_err(|e| fail(e.into()))?;
+            Some(path)
+        };
+        let config = render_firecracker_run(
+            image,
+            req.opts,
+            req.name,
+            &net,
+            &log_path,
+            per_run.as_deref(),
+        )
+        .map_err(|e| fail(e.into()))?;
         let config_path = dir.join("vm_config.json");
-        fs_err::write(
+        bakeoff_state::write_private(
             &config_path,
-            serde_json::to_vec_pretty(&config).expect("json"),
+            &serde_json::to_vec_pretty(&config).expect("json"),
         )?;
         fs_err::write(&log_path, b"")?;
         let plan = network_plan(&net, &req.opts.publish, req.name);
+        // What to undo, on disk before the host is changed: an interrupted start is cleaned up
+        // from the intent record with it.
+        let claimed = Claimed {
+            slot,
+            tap: net.tap.clone(),
+            net: plan.clone(),
+        };
+        bakeoff_state::write_private(
+            &dir.join(NETWORK_FILE),
+            &serde_json::to_vec(&claimed).expect("json"),
+        )
+        .map_err(|e| fail(e.into()))?;
         apply_plan(&plan).map_err(|e| fail(e.into()))?;
         let socket = dir.join("firecracker.sock");
         let console = dir.join("console.log");
@@ -212,6 +312,8 @@ impl Driver for FirecrackerDriver {
                 }));
             }
         };
+        let _ =
+            bakeoff_state::write_private(&dir.join(PID_FILE), child.id().to_string().as_bytes());
         let memory_mib = config["machine-config"]["mem_size_mib"]
             .as_u64()
             .unwrap_or(0);
@@ -256,14 +358,16 @@ impl Driver for FirecrackerDriver {
 
     async fn status(&self, inst: &Instance) -> Result<Status, DriverError> {
         let h = handle(inst)?;
-        if is_ours(h) {
-            return Ok(match exit_code(h) {
+        if is_ours(&h) {
+            return Ok(match exit_code(&h) {
                 Some(code) => Status::Exited { code: Some(code) },
                 None => Status::Running,
             });
         }
-        clean_up(h, &inst.name);
-        Ok(Status::Exited { code: exit_code(h) })
+        clean_up(&h, &inst.name);
+        Ok(Status::Exited {
+            code: exit_code(&h),
+        })
     }
 
     async fn logs(
@@ -273,30 +377,30 @@ impl Driver for FirecrackerDriver {
         out: LogSink<'_>,
     ) -> Result<(), DriverError> {
         let h = handle(inst)?;
-        vmm::follow_console(&h.console, follow, out, || is_ours(h)).await
+        vmm::follow_console(&h.console, follow, out, || is_ours(&h)).await
     }
 
     async fn stop(&self, inst: &Instance, grace: Duration) -> Result<(), DriverError> {
         let h = handle(inst)?;
-        if is_ours(h) {
+        if is_ours(&h) {
             let _ = call(&h.socket, &stop_request());
             let deadline = Instant::now() + grace;
-            while Instant::now() < deadline && is_ours(h) {
+            while Instant::now() < deadline && is_ours(&h) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        clean_up(h, &inst.name);
+        clean_up(&h, &inst.name);
         Ok(())
     }
 
     async fn remove(&self, inst: &Instance) -> Result<(), DriverError> {
-        clean_up(handle(inst)?, &inst.name);
+        clean_up(&handle(inst)?, &inst.name);
         Ok(())
     }
 
     async fn memory_bytes(&self, inst: &Instance) -> Result<Option<u64>, DriverError> {
         let h = handle(inst)?;
-        if !is_ours(h) {
+        if !is_ours(&h) {
             return Ok(None);
         }
         Ok(vmm::vmm_rss(h.pid))
@@ -389,6 +493,72 @@ mod tests {
             (true, Err(_)) => assert!(verdict.unwrap_err().contains("it needs KVM")),
             (true, Ok(())) => assert_eq!(verdict.is_ok(), f.ip && f.iptables && f.root),
         }
+    }
+
+    /// What a start interrupted after each step leaves is found from the intent record and
+    /// undone: nothing yet (nothing happens), then the claimed slot and network (released and
+    /// torn down), then a running VMM (found by its pid file and killed). No firecracker binary
+    /// is needed: the "VMM" is a process whose command line names the socket, as Firecracker's
+    /// does.
+    #[test]
+    fn an_interrupted_start_is_undone_from_its_intent_record() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("instances/fc1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let intent = intent_handle(&dir);
+        // Killed before anything: the record is complete enough and clean-up runs nothing.
+        let h = completed(&intent);
+        assert_eq!((h.pid, h.slot), (0, NO_SLOT));
+        clean_up(&h, "fc1");
+        std::fs::remove_file(dir.join("net-removed")).unwrap();
+
+        // Killed after the slot and network were claimed (and maybe applied).
+        let slot = claim_slot(&dir, Platform::Firecracker, "fc1", MAX_SLOTS).unwrap();
+        let undone = t.path().join("undone");
+        let claimed = Claimed {
+            slot,
+            tap: "bkfc0".into(),
+            net: NetPlan {
+                setup: vec![],
+                teardown: vec![vec!["touch".into(), undone.display().to_string()]],
+            },
+        };
+        std::fs::write(
+            dir.join(NETWORK_FILE),
+            serde_json::to_vec(&claimed).unwrap(),
+        )
+        .unwrap();
+        // Killed after spawning: a process naming the socket, its pid in the pid file.
+        let mut vmm = Command::new("sh")
+            .arg("-c")
+            .arg("while :; do sleep 0.05; done")
+            .arg(intent.socket.display().to_string())
+            .spawn()
+            .unwrap();
+        std::fs::write(dir.join(PID_FILE), vmm.id().to_string()).unwrap();
+        let h = completed(&intent);
+        assert_eq!((h.pid, h.slot, h.tap.as_str()), (vmm.id(), slot, "bkfc0"));
+        assert!(is_ours(&h));
+        clean_up(&h, "fc1");
+        let ended = Instant::now();
+        while vmm.try_wait().unwrap().is_none() && ended.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(vmm.try_wait().unwrap().is_some(), "the VMM was not ended");
+        assert!(undone.exists(), "the network was not torn down");
+        let slot_file = t.path().join("slots/firecracker").join(slot.to_string());
+        assert!(!slot_file.exists(), "the slot was not released");
+        // Without its pid file, the process is found by its command line.
+        let mut vmm = Command::new("sh")
+            .arg("-c")
+            .arg("while :; do sleep 0.05; done")
+            .arg(intent.socket.display().to_string())
+            .spawn()
+            .unwrap();
+        std::fs::remove_file(dir.join(PID_FILE)).unwrap();
+        assert_eq!(completed(&intent).pid, vmm.id());
+        vmm.kill().unwrap();
+        vmm.wait().unwrap();
     }
 
     /// A fake Firecracker: a Unix socket that records requests and answers like the real API.

@@ -391,6 +391,7 @@ mod tests {
             workdir: "/app".into(),
             hostname: "built-name".into(),
             modules: vec![],
+            user: None,
         }
     }
 

@@ -31,6 +31,12 @@ pub struct GuestConfig {
     /// Kernel modules to load, as absolute paths inside the initramfs, in load order.
     #[cfg_attr(feature = "serde", serde(default))]
     pub modules: Vec<String>,
+    /// Who the app runs as; `None` keeps root.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
+    pub user: Option<crate::RunAs>,
 }
 
 #[cfg(feature = "serde")]
@@ -47,6 +53,7 @@ impl Default for GuestConfig {
             workdir: "/".to_string(),
             hostname: String::new(),
             modules: Vec::new(),
+            user: None,
         }
     }
 }
@@ -66,6 +73,10 @@ impl GuestConfig {
         json::write_string(&mut s, &self.hostname);
         s.push_str(",\"modules\":");
         json::write_string_array(&mut s, &self.modules);
+        if let Some(user) = &self.user {
+            s.push_str(",\"user\":");
+            user.write(&mut s);
+        }
         s.push('}');
         s
     }
@@ -89,6 +100,7 @@ impl GuestConfig {
                 "workdir" => c.workdir = string(value, "workdir").map_err(bad)?,
                 "hostname" => c.hostname = string(value, "hostname").map_err(bad)?,
                 "modules" => c.modules = json::string_array(value, "modules").map_err(bad)?,
+                "user" => c.user = Some(crate::RunAs::read(value).map_err(bad)?),
                 other => return Err(bad(format!("unknown field `{other}`"))),
             }
         }
@@ -239,7 +251,30 @@ mod tests {
             workdir: "/app".into(),
             hostname: "hello".into(),
             modules: vec!["/lib/modules/6.1.0/kernel/drivers/virtio/virtio_ring.ko".into()],
+            user: None,
         }
+    }
+
+    #[test]
+    fn config_with_a_user_round_trips() {
+        let c = GuestConfig {
+            user: Some(crate::RunAs {
+                uid: 107,
+                gid: 113,
+                groups: vec![113],
+            }),
+            ..sample()
+        };
+        let text = c.to_json();
+        assert!(
+            text.ends_with(r#","user":{"uid":107,"gid":113,"groups":[113]}}"#),
+            "{text}"
+        );
+        assert_eq!(GuestConfig::from_json(&text).unwrap(), c);
+        assert!(
+            !sample().to_json().contains("user"),
+            "no user: the old shape"
+        );
     }
 
     #[test]

@@ -13,12 +13,14 @@ pub mod base64url;
 mod cmdline;
 mod config;
 pub mod json;
+mod user;
 
 pub use cmdline::{
     app_launch, normalize_module_name, parse_cmdline, split_cmdline, AppLaunch, BootParams,
     NetConfig, DEFAULT_PATH,
 };
 pub use config::{GuestConfig, RunOverrides};
+pub use user::RunAs;
 
 /// Where the build-time configuration lives inside the initramfs.
 pub const CONFIG_PATH: &str = "/bakeoff/config.json";

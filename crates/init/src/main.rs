@@ -7,6 +7,7 @@
 //! `bakeoff-init: app exited with status N` or `bakeoff-init: app killed by signal S`.
 //! A failure of init itself prints one `bakeoff-init: ...` line and ends the same way with 127.
 
+mod run_as;
 mod sys;
 
 use std::fs;
@@ -132,10 +133,19 @@ fn boot_and_run() -> Result<Exit, String> {
         .envs(launch.env.iter().map(|(k, v)| (k, v)));
     // SAFETY: the closure only calls sigemptyset/sigprocmask, which are async-signal-safe.
     unsafe { command.pre_exec(sys::unblock_all_signals) };
+    if let Some(user) = &config.user {
+        run_as::switch_user(&mut command, user);
+    }
     let child = command
         .spawn()
         .map_err(|e| format!("cannot start {program}: {}", sys::describe(&e)))?;
     let app = child.id() as sys::pid_t;
+    if config.user.is_some() {
+        // What the kernel says the app runs as (spawn returns after the exec succeeded).
+        if let Some(creds) = run_as::credentials(child.id()) {
+            say(&format!("app runs as {creds}"));
+        }
+    }
     drop(child); // we reap with waitpid(-1) ourselves
 
     supervise(app, &sigfd, buttons)

@@ -2,7 +2,7 @@
 //! overrides (base64url JSON on a command line, plain JSON in the per-run file) and the image
 //! config. 256 cases each: nothing panics, and what the host encodes the guest decodes.
 
-use bakeoff_init::{json, parse_cmdline, split_cmdline, GuestConfig, RunOverrides};
+use bakeoff_init::{json, parse_cmdline, split_cmdline, GuestConfig, RunAs, RunOverrides};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
@@ -70,5 +70,19 @@ proptest! {
     fn json_shaped_noise_never_panics(s in "[\\[\\]{}\",:0-9a-z\\\\ ]{0,120}") {
         let _ = json::parse(&s);
         let _ = RunOverrides::from_json(&s);
+    }
+
+    #[test]
+    fn config_with_any_user_round_trips(
+        uid in any::<u32>(),
+        gid in any::<u32>(),
+        groups in proptest::collection::vec(any::<u32>(), 0..6),
+    ) {
+        let c = GuestConfig {
+            command: vec!["/app/x".into()],
+            user: Some(RunAs { uid, gid, groups }),
+            ..GuestConfig::default()
+        };
+        prop_assert_eq!(GuestConfig::from_json(&c.to_json()).unwrap(), c);
     }
 }

@@ -9,6 +9,10 @@ use bollard_stubs::models::{ContainerCreateBody, HostConfig, PortBinding};
 /// The label that marks a container as one of bakeoff's instances.
 pub const LABEL: &str = "bakeoff.instance";
 
+/// The label naming the state directory whose instance the container is, so `bakeoff prune`
+/// finds its own strays and never another state dir's containers.
+pub const STATE_LABEL: &str = "bakeoff.state";
+
 /// The container name of an instance.
 pub fn container_name(instance: &str) -> String {
     format!("bakeoff-{instance}")

@@ -59,6 +59,37 @@ pub fn boot_args(net: &TapNet, instance: &str, opts: &RunOptions) -> String {
     })
 }
 
+/// The run's `-e` values and `-- ARGS` as PID 1 reads them; empty when the run sets none.
+pub fn run_overrides(instance: &str, opts: &RunOptions) -> bakeoff_init::RunOverrides {
+    KernelCmdline::for_run(None, instance, opts).overrides
+}
+
+/// The VM configuration of a run bakeoff starts itself: like [`render_firecracker`], but the
+/// run's `-e` values and `-- ARGS` are not on the kernel command line (which the guest's
+/// `/proc/cmdline` and Firecracker's API log show): they travel in `run_initrd`, the image's
+/// initramfs with the run file appended ([`crate::runfile::run_initrd`], 0600 in the instance
+/// dir), given when the run has any.
+pub fn render_firecracker_run(
+    image: &Image,
+    opts: &RunOptions,
+    instance: &str,
+    net: &TapNet,
+    log_path: &Path,
+    run_initrd: Option<&Path>,
+) -> Result<Value, LaunchError> {
+    let mut config = render_firecracker(image, opts, instance, net, log_path)?;
+    if let Some(initrd) = run_initrd {
+        let quiet = RunOptions {
+            env: Vec::new(),
+            args: Vec::new(),
+            ..opts.clone()
+        };
+        config["boot-source"]["boot_args"] = json!(boot_args(net, instance, &quiet));
+        config["boot-source"]["initrd_path"] = json!(initrd);
+    }
+    Ok(config)
+}
+
 /// The VM configuration: boot-source (vmlinux, initrd, boot_args), machine-config,
 /// network-interfaces (eth0 on the tap) and logger.
 pub fn render_firecracker(
@@ -256,6 +287,45 @@ mod tests {
         )
         .unwrap();
         insta::assert_json_snapshot!("vm_config", config);
+    }
+
+    /// A run's secrets stay off `boot_args`: they are in the per-run initramfs instead, and
+    /// the rest of the configuration is the same.
+    #[test]
+    fn a_runs_env_and_args_travel_in_the_per_run_initrd() {
+        let secret = RunOptions {
+            env: vec![("TOKEN".into(), "s3cret".into())],
+            args: vec!["--flag".into()],
+            ..opts()
+        };
+        let log = Path::new("/state/instances/web/firecracker.log");
+        let per_run = Path::new("/state/instances/web/initrd-run.img");
+        let plain = render_firecracker(&microvm_image(), &secret, "web", &tap_net(0), log).unwrap();
+        let args = plain["boot-source"]["boot_args"].as_str().unwrap();
+        assert!(args.contains("bakeoff.run="), "{args}");
+        let run = render_firecracker_run(
+            &microvm_image(),
+            &secret,
+            "web",
+            &tap_net(0),
+            log,
+            Some(per_run),
+        )
+        .unwrap();
+        let args = run["boot-source"]["boot_args"].as_str().unwrap();
+        assert!(!args.contains("bakeoff.run"), "{args}");
+        assert_eq!(run["boot-source"]["initrd_path"], json!(per_run));
+        let overrides = run_overrides("web", &secret);
+        assert_eq!(
+            overrides.env,
+            vec![("TOKEN".to_string(), "s3cret".to_string())]
+        );
+        assert_eq!(overrides.args, Some(vec!["--flag".to_string()]));
+        // Everything else is as before.
+        let mut same = run.clone();
+        same["boot-source"] = plain["boot-source"].clone();
+        assert_eq!(same, plain);
+        assert!(run_overrides("web", &RunOptions::default()).is_empty());
     }
 
     #[test]

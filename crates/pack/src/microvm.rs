@@ -126,6 +126,11 @@ fn write_image(
         workdir: m.workdir.clone(),
         hostname: m.name.clone(),
         modules: Vec::new(),
+        user: m.user.as_ref().map(|u| bakeoff_init::RunAs {
+            uid: u.uid,
+            gid: u.gid,
+            groups: u.groups.clone(),
+        }),
     };
     let initrd = dir.join("initramfs.cpio.gz");
     let info = bakeoff_guest::write_initramfs(&artifact.rootfs(), &config, &modules, init, &initrd)

@@ -60,6 +60,11 @@ pub fn image_config(m: &ArtifactManifest, diff_id: &str) -> ImageConfiguration {
     if !m.args.is_empty() {
         config = config.cmd(m.args.clone());
     }
+    // Numbers resolved from the image's own /etc/passwd at build time: Docker needs no lookup
+    // and still adds the user's supplementary groups from /etc/group.
+    if let Some(u) = &m.user {
+        config = config.user(u.oci_user());
+    }
     if !m.ports.is_empty() {
         config = config.exposed_ports(
             m.ports

@@ -36,6 +36,14 @@ pub struct BenchConfig {
     pub sweep: Option<Vec<f64>>,
     /// The objective the sustainable rate is measured against.
     pub slo: bakeoff_bench::Slo,
+    /// `-e`, `-p` and `-- ARGS`, as `run` takes them: every bench instance gets the env and
+    /// args; the first `-p` mapping is the one measured (its host port instead of a free one),
+    /// the others are published too.
+    pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
+    pub publish: Vec<PortMapping>,
+    /// `--kernel` for VM platforms.
+    pub kernel: Option<std::path::PathBuf>,
 }
 
 /// How a bench ended.
@@ -157,7 +165,7 @@ impl Runtime {
             }
             return PlatformReport::unavailable(platform, e);
         }
-        let image = match self.image_for(prepared, platform.target(), None) {
+        let image = match self.image_for(prepared, platform.target(), config.kernel.clone()) {
             Ok(i) => i,
             Err(e) => {
                 return PlatformReport::failed(platform, error_chain(&e));
@@ -214,14 +222,22 @@ impl Runtime {
                 format!("run {run}/{}", config.runs)
             };
             self.say(&format!("{platform}: {label}"));
-            let port = free_port()?;
-            let opts = RunOptions {
-                publish: vec![PortMapping {
+            let measured = match config.publish.first() {
+                Some(m) => *m,
+                None => PortMapping {
                     host_ip: Ipv4Addr::LOCALHOST,
-                    host_port: port,
+                    host_port: free_port()?,
                     guest_port,
                     protocol: Protocol::Tcp,
-                }],
+                },
+            };
+            let port = measured.host_port;
+            let opts = RunOptions {
+                publish: std::iter::once(measured)
+                    .chain(config.publish.iter().skip(1).cloned())
+                    .collect(),
+                env: config.env.clone(),
+                args: config.args.clone(),
                 name: Some(format!(
                     "bench-{}-{}-{}-{}",
                     plan.name,
@@ -232,7 +248,6 @@ impl Runtime {
                 detach: true,
                 memory: config.memory.or(plan.memory),
                 cpus: config.cpus.or(plan.cpus),
-                ..Default::default()
             };
             let t0 = Instant::now();
             let inst = self.start(plan, image, platform, opts.clone()).await?;

@@ -21,6 +21,7 @@ mod metrics;
 pub mod placement;
 mod prepare;
 mod profile;
+mod prune;
 mod ready;
 mod registry;
 mod service;
@@ -39,6 +40,7 @@ pub use launch::Launched;
 pub use launch::{pick_target, run_options, Launch, Wait};
 pub use manage::{Ended, Entry};
 pub use prepare::{declare_ports, Prepared};
+pub use prune::Stray;
 pub use ready::{probe_for, Readiness};
 pub use registry::{artifact_tag, rumprun_artifact, PulledImage, Pushed};
 pub use service::{

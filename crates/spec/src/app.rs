@@ -31,6 +31,10 @@ pub struct AppSpec {
     #[serde(default)]
     pub files: Vec<FileSpec>,
     pub rumprun: Option<RumprunSpec>,
+    /// Who the app runs as: `NAME`, `UID`, `NAME:GROUP` or `UID:GID`, looked up in the
+    /// image's own /etc/passwd and /etc/group (a unit's `User=` or an image's `User` otherwise;
+    /// root when nothing says).
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

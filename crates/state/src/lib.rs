@@ -22,8 +22,9 @@ pub enum StateError {
     NameTaken(String),
     #[error("no instance named `{0}` (see `bakeoff ps`)")]
     NotFound(String),
-    /// A reservation older than [`UNRECORDED_AFTER`] without a record: a start killed between
-    /// reserving the name and writing its record.
+    /// A reservation without a record whose reserving process is gone (or, without an owner
+    /// file, older than [`UNRECORDED_AFTER`]): a start killed between reserving the name and
+    /// writing its record.
     #[error("`{0}` has no record (a start was interrupted before writing it); remove it with `bakeoff rm -f {0}`")]
     Unrecorded(String),
     /// A name that is not an instance name (`../x`, `/abs`): refused before any path is made.
@@ -175,18 +176,47 @@ pub fn now_secs() -> u64 {
         .as_secs()
 }
 
-/// How old a reservation without a record must be before it counts as left by an interrupted
-/// start (a start writes its record right after reserving; slow drivers record after starting).
+/// Only for a reservation without an owner file (a start killed between making the directory
+/// and writing the file, or one made by an older bakeoff): how old it must be before it counts
+/// as left by an interrupted start. Every other reservation is judged by its owner.
 pub const UNRECORDED_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// True when `dir` is a reservation without a record, older than [`UNRECORDED_AFTER`].
+/// The file in a reservation naming the process that made it: `PID START`, START being the
+/// process's start time in clock ticks after boot (field 22 of /proc/PID/stat), so a reused PID
+/// is not mistaken for the owner.
+const OWNER_FILE: &str = "reserved-by";
+
+/// `PID START` of a process, from /proc.
+fn process_identity(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state); a zombie has ended.
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    Some(format!("{pid} {}", fields.get(19)?))
+}
+
+/// True when `dir` is a reservation without a record whose start cannot still be under way:
+/// the process named in its owner file is gone, or (no owner file) it is older than
+/// [`UNRECORDED_AFTER`].
 fn stale_reservation(dir: &Path) -> bool {
-    !dir.join("instance.json").exists()
-        && fs_err::metadata(dir)
+    if dir.join("instance.json").exists() {
+        return false;
+    }
+    match std::fs::read_to_string(dir.join(OWNER_FILE)) {
+        Ok(owner) => {
+            let pid = owner.split_whitespace().next().and_then(|p| p.parse().ok());
+            pid.and_then(process_identity).as_deref() != Some(owner.trim())
+        }
+        Err(_) => fs_err::metadata(dir)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > UNRECORDED_AFTER)
+            .is_some_and(|age| age > UNRECORDED_AFTER),
+    }
 }
 
 /// Creates `dir` (and its parents) and makes it 0700: records, consoles and sockets are the
@@ -249,7 +279,12 @@ impl StateDir {
         create_private_dir(&self.root.join("instances"))?;
         let dir = self.instance_dir(name);
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => Ok(dir),
+            Ok(()) => {
+                if let Some(me) = process_identity(std::process::id()) {
+                    write_private(&dir.join(OWNER_FILE), me.as_bytes())?;
+                }
+                Ok(dir)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(StateError::NameTaken(name.to_string()))
             }
@@ -453,6 +488,9 @@ mod tests {
             "a start under way is not listed"
         );
         assert!(matches!(s.remove("fresh"), Err(StateError::NotFound(_))));
+        // No owner file (killed between mkdir and writing it): judged by its age.
+        fs_err::remove_file(dir.join(OWNER_FILE)).unwrap();
+        assert!(s.entries().unwrap().is_empty(), "young: maybe under way");
         let old = std::time::SystemTime::now() - UNRECORDED_AFTER * 2;
         fs_err::File::open(&dir).unwrap().set_modified(old).unwrap();
         match &s.entries().unwrap()[..] {
@@ -465,6 +503,40 @@ mod tests {
         assert!(matches!(s.load("fresh"), Err(StateError::Unrecorded(_))));
         s.remove("fresh").unwrap();
         assert!(!dir.exists());
+    }
+
+    /// The owner file decides at once: a reservation whose process is alive (however old) is a
+    /// start under way; one whose process has ended is listed and removable right away.
+    #[test]
+    fn a_reservation_is_stale_exactly_when_its_owner_is_gone() {
+        let t = tempfile::tempdir().unwrap();
+        let s = StateDir::new(t.path());
+        let dir = s.reserve("mine").unwrap();
+        let owner = fs_err::read_to_string(dir.join(OWNER_FILE)).unwrap();
+        assert!(
+            owner.starts_with(&format!("{} ", std::process::id())),
+            "{owner}"
+        );
+        let old = std::time::SystemTime::now() - UNRECORDED_AFTER * 10;
+        fs_err::File::open(&dir).unwrap().set_modified(old).unwrap();
+        assert!(s.entries().unwrap().is_empty(), "alive owner: under way");
+        assert!(matches!(s.load("mine"), Err(StateError::NotFound(_))));
+
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let identity = process_identity(pid);
+        child.wait().unwrap();
+        let dead = s.reserve("theirs").unwrap();
+        let gone = identity.unwrap_or_else(|| format!("{pid} 1"));
+        fs_err::write(dead.join(OWNER_FILE), &gone).unwrap();
+        assert!(matches!(s.load("theirs"), Err(StateError::Unrecorded(_))));
+        // A reused PID with another start time is not the owner either.
+        let me = process_identity(std::process::id()).unwrap();
+        let pid_only = me.split_whitespace().next().unwrap();
+        fs_err::write(dead.join(OWNER_FILE), format!("{pid_only} 1")).unwrap();
+        assert!(matches!(s.load("theirs"), Err(StateError::Unrecorded(_))));
+        s.remove("theirs").unwrap();
+        assert!(!dead.exists());
     }
 
     #[test]

@@ -19,8 +19,7 @@ use super::{
 };
 use crate::{BuildError, Cache};
 
-/// Data packages kept whole when the interpreter's dependencies bring them.
-const DATA_PACKAGES: &[&str] = &["media-types", "tzdata", "ca-certificates", "netbase"];
+use super::data::DATA_PACKAGES;
 
 /// Which interpreter: its program and which packages to keep whole (by name and source).
 pub(crate) struct Interpreter<'a> {
@@ -50,8 +49,12 @@ pub(crate) fn lay_out(
     fs_err::create_dir_all(&full)?;
     fs_err::create_dir_all(&whole_root)?;
     let mut kept_packages = Vec::new();
+    let mut data_packages = Vec::new();
     for (p, deb) in res.packages.iter().zip(&debs) {
         dpkg_deb(&[Path::new("-x"), deb, &full])?;
+        if DATA_PACKAGES.contains(&p.name.as_str()) {
+            data_packages.push(p.name.clone());
+        }
         if whole(&p.name, &source_of(deb)?) || DATA_PACKAGES.contains(&p.name.as_str()) {
             dpkg_deb(&[Path::new("-x"), deb, &whole_root])?;
             kept_packages.push(format!("{}={}", p.name, p.version));
@@ -100,6 +103,9 @@ pub(crate) fn lay_out(
     let accounts = users::Accounts::base();
     write_file(rootfs, "/etc/passwd", &accounts.passwd(), 0o644)?;
     write_file(rootfs, "/etc/group", &accounts.group_file(), 0o644)?;
+    for made in super::data::configure(rootfs, &data_packages)? {
+        log(&format!("made {made}"));
+    }
     write_file(
         rootfs,
         "/etc/nsswitch.conf",
@@ -137,5 +143,6 @@ pub(crate) fn lay_out(
         command: vec![exe_inside.display().to_string()],
         env,
         workdir: None,
+        user: None,
     })
 }

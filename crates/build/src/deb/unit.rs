@@ -35,6 +35,8 @@ pub(crate) struct Service {
     pub exec_start: Vec<Exec>,
     pub user: Option<String>,
     pub group: Option<String>,
+    /// `DynamicUser=yes`: systemd makes a user (named `User=` or after the unit) for the run.
+    pub dynamic_user: bool,
     pub environment: Vec<(String, String)>,
     /// (path, optional: the `-` prefix).
     pub environment_files: Vec<(String, bool)>,
@@ -103,6 +105,9 @@ pub(crate) fn parse(text: &str) -> Result<Service, String> {
             "ExecStartPre" => s.exec_start_pre.push(exec(value)?),
             "User" => s.user = Some(no_specifier(value)?.to_string()),
             "Group" => s.group = Some(no_specifier(value)?.to_string()),
+            "DynamicUser" => {
+                s.dynamic_user = matches!(value, "yes" | "true" | "on" | "1");
+            }
             "Environment" if value.is_empty() => s.environment.clear(),
             "Environment" => {
                 for word in split_quoted(value)? {
@@ -352,6 +357,8 @@ pub(crate) struct Foreground {
     pub env: Vec<(String, String)>,
     pub user: Option<String>,
     pub group: Option<String>,
+    /// The user does not come from a maintainer script: bakeoff adds it (`DynamicUser=yes`).
+    pub dynamic_user: bool,
     pub workdir: Option<String>,
     /// Directories to make: the unit's `*Directory=` and its `ExecStartPre=mkdir` lines.
     pub directories: Vec<String>,
@@ -433,8 +440,13 @@ pub(crate) fn foreground(
     Ok(Foreground {
         command,
         env,
-        user: svc.user.clone(),
+        // DynamicUser= without User= names the user after the unit (systemd.exec(5)).
+        user: svc.user.clone().or_else(|| {
+            svc.dynamic_user
+                .then(|| unit_name.trim_end_matches(".service").to_string())
+        }),
         group: svc.group.clone(),
+        dynamic_user: svc.dynamic_user,
         workdir: svc.working_directory.clone(),
         directories,
         skipped,
@@ -527,6 +539,24 @@ mod tests {
             expand(&s.exec_start[0], &env),
             vec!["/usr/bin/beanstalkd", "-l", "127.0.0.1", "-p", "11300"]
         );
+    }
+
+    #[test]
+    fn dynamic_user_is_named_after_the_unit_unless_user_says() {
+        let read = |_: &str| None;
+        let dynamic = parse("[Service]\nDynamicUser=yes\nExecStart=/usr/bin/d\n").unwrap();
+        let fg = foreground("d", "d-web.service", &dynamic, &read).unwrap();
+        assert_eq!((fg.user.as_deref(), fg.dynamic_user), (Some("d-web"), true));
+        let named = parse("[Service]\nDynamicUser=true\nUser=web\nGroup=g\nExecStart=/usr/bin/d\n")
+            .unwrap();
+        let fg = foreground("d", "d.service", &named, &read).unwrap();
+        assert_eq!(
+            (fg.user.as_deref(), fg.group.as_deref(), fg.dynamic_user),
+            (Some("web"), Some("g"), true)
+        );
+        let plain = parse("[Service]\nDynamicUser=no\nExecStart=/usr/bin/d\n").unwrap();
+        let fg = foreground("d", "d.service", &plain, &read).unwrap();
+        assert_eq!((fg.user, fg.dynamic_user), (None, false));
     }
 
     #[test]
