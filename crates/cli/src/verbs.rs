@@ -29,6 +29,7 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
         Command::Logs { name, follow } => logs(&name, follow).await,
         Command::Stop { name, time } => stop(&name, time).await,
         Command::Rm { name, force } => rm(&name, force).await,
+        Command::Kernel(k) => crate::kernel::kernel(k),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The `microvm` target: a guest kernel (Debian's, unless `--kernel` names one) and a gzip'd
+//! The `microvm` target: a guest kernel (bakeoff's minimal one when built, else Debian's, unless
+//! `--kernel` names one) and a gzip'd
 //! cpio initramfs holding the artifact's rootfs, the kernel modules networking needs, and
 //! bakeoff's own PID 1. The kernel command line is made per run by the driver.
 
@@ -13,21 +14,54 @@ use crate::{cached_image, sha256_hex, Image, ImageDetails, PackContext, PackErro
 pub struct MicroVmPackager;
 
 /// Bump when what is written (or recorded in image.json) changes, so cached images are redone.
-const FORMAT: &str = "microvm/7";
+const FORMAT: &str = "microvm/8";
 
-/// The kernel to use: `--kernel PATH`, else Debian's package (fetched once into the cache).
+/// The kernel to use:
+/// - `--kernel debian`: Debian's cloud kernel package (fetched once into the cache);
+/// - `--kernel minimal`: bakeoff's own kernel, which `bakeoff kernel build` must have built;
+/// - `--kernel PATH`: the user's bzImage or vmlinux;
+/// - no `--kernel`: bakeoff's own kernel when it is built and the app needs nothing it lacks
+///   (see [`bakeoff_guest::minimal_kernel_lacks`]), else Debian's, with the reason in the log.
 pub fn kernel(ctx: &PackContext) -> Result<Kernel, PackError> {
+    kernel_for(ctx, None)
+}
+
+/// [`kernel`] for an app whose rootfs is `rootfs` (checked for what the minimal kernel lacks).
+pub fn kernel_for(ctx: &PackContext, rootfs: Option<&Path>) -> Result<Kernel, PackError> {
     let dir = ctx.cache.root().to_path_buf();
-    match &ctx.kernel {
-        Some(p) if !p.exists() => Err(PackError::NoKernel(p.clone())),
+    let debian = || {
+        (ctx.log)(&format!(
+            "guest kernel: Debian {} (downloaded once, then from the cache)",
+            bakeoff_guest::KERNEL_METAPACKAGE
+        ));
+        bakeoff_guest::ensure_kernel(&dir).map_err(PackError::from)
+    };
+    match ctx.kernel.as_deref() {
+        Some(p) if p == Path::new("debian") => debian(),
+        Some(p) if p == Path::new("minimal") => match bakeoff_guest::find_minimal_kernel(&dir) {
+            Some(m) => Ok(m.kernel),
+            None => Err(PackError::MinimalKernelMissing),
+        },
+        Some(p) if !p.exists() => Err(PackError::NoKernel(p.to_path_buf())),
         Some(p) => bakeoff_guest::kernel_from_path(p, &dir).map_err(PackError::from),
-        None => {
-            (ctx.log)(&format!(
-                "guest kernel: Debian {} (downloaded once, then from the cache)",
-                bakeoff_guest::KERNEL_METAPACKAGE
-            ));
-            bakeoff_guest::ensure_kernel(&dir).map_err(PackError::from)
-        }
+        None => match bakeoff_guest::find_minimal_kernel(&dir) {
+            Some(m) => match rootfs.and_then(bakeoff_guest::minimal_kernel_lacks) {
+                Some(why) => {
+                    (ctx.log)(&format!(
+                        "guest kernel: Debian's instead of bakeoff's minimal kernel: {why}"
+                    ));
+                    debian()
+                }
+                None => {
+                    (ctx.log)(&format!(
+                        "guest kernel: bakeoff's minimal kernel {} (config {})",
+                        m.kernel.version, m.config_hash
+                    ));
+                    Ok(m.kernel)
+                }
+            },
+            None => debian(),
+        },
     }
 }
 
@@ -58,7 +92,7 @@ impl Packager for MicroVmPackager {
     }
 
     fn pack(&self, artifact: &Artifact, ctx: &PackContext) -> Result<Image, PackError> {
-        let kernel = kernel(ctx)?;
+        let kernel = kernel_for(ctx, Some(&artifact.rootfs()))?;
         let init = bakeoff_guest::init_binary().map_err(PackError::from)?;
         let key = sha256_hex(
             format!(
@@ -155,6 +189,7 @@ fn write_image(
     .collect();
     let details = ImageDetails {
         kernel_version: Some(kernel.version.clone()),
+        kernel_config: kernel.config_sha256(),
         kernel_bytes: Some(bz_size),
         vmlinux_bytes: Some(vmlinux_size),
         initrd_bytes: Some(info.size),

@@ -421,7 +421,12 @@ fn conditions_for(image: &Image, inst: &Instance, opts: &RunOptions) -> Conditio
             };
             let mut c = Conditions::vm(accel, &image.digest);
             c.vmm_flags = handle.vmm_argv().map(<[_]>::to_vec).unwrap_or_default();
-            c.kernel = image.details.kernel_version.clone();
+            // Which kernel booted: version, config hash and size (issue 14).
+            c.kernel = image.details.kernel_version.as_ref().map(|v| {
+                let config = image.details.kernel_config.as_deref().unwrap_or("unknown");
+                let size = image.details.vmlinux_bytes.unwrap_or(0) as f64 / 1e6;
+                format!("{v} (config sha256:{config}, vmlinux {size:.1} MB)")
+            });
             c
         }
     };
