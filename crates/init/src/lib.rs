@@ -13,6 +13,7 @@ pub mod base64url;
 mod cmdline;
 mod config;
 pub mod json;
+pub mod phases;
 
 pub use cmdline::{
     app_launch, normalize_module_name, parse_cmdline, split_cmdline, AppLaunch, BootParams,
