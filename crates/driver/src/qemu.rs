@@ -294,6 +294,10 @@ impl Driver for QemuDriver {
             .unwrap_or(false)
     }
 
+    fn phase_console(&self, inst: &Instance) -> Option<std::path::PathBuf> {
+        handle(inst).ok().map(|h| h.console)
+    }
+
     async fn diagnose(&self, inst: &Instance) -> Option<String> {
         let h = handle(inst).ok()?;
         let console = std::fs::read_to_string(&h.console).unwrap_or_default();

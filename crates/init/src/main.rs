@@ -377,7 +377,8 @@ fn supervise(
                 revents: 0,
             })
             .collect();
-        sys::poll_fds(&mut fds, listen.timeout_ms()).map_err(|e| format!("poll failed: {}", sys::describe(&e)))?;
+        sys::poll_fds(&mut fds, listen.timeout_ms())
+            .map_err(|e| format!("poll failed: {}", sys::describe(&e)))?;
         for (i, pfd) in fds.iter().enumerate().skip(1) {
             if pfd.revents != 0 && power_pressed(&mut buttons[i - 1]) {
                 say("power button pressed: sending SIGTERM to the app");
