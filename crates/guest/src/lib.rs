@@ -33,8 +33,9 @@ pub use kernel::{
     KERNEL_METAPACKAGE,
 };
 pub use minimal::{
-    build_minimal_kernel, find_minimal_kernel, fragment_lines, minimal_config_hash,
-    minimal_kernel_lacks, missing_fragment_lines, MinimalKernel, MINIMAL_FRAGMENT, SOURCE_PACKAGE,
+    build_minimal_kernel, find_minimal_kernel, fragment_lines, is_minimal_kernel,
+    minimal_config_hash, minimal_kernel_lacks, missing_fragment_lines, MinimalKernel,
+    MINIMAL_FRAGMENT, SOURCE_PACKAGE,
 };
 pub use modules::{ModuleFile, NET_MODULES, POWER_MODULES};
 

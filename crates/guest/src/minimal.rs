@@ -452,6 +452,15 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), GuestError> {
     }
 }
 
+/// Whether `kernel` is a minimal kernel built by bakeoff (its directory holds the marker).
+pub fn is_minimal_kernel(kernel: &Kernel) -> bool {
+    kernel.vmlinux.parent().is_some_and(|dir| {
+        dir.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("minimal-"))
+            && load(dir).is_some()
+    })
+}
+
 /// Why an app cannot run on the minimal kernel, if it cannot: the kernel has no module support,
 /// so an app whose files include kernel modules (it expects to load them) needs Debian's kernel.
 /// One phrase naming the feature and the file that shows the need.
