@@ -223,7 +223,14 @@ impl Driver for QemuDriver {
             // The app may have exited while QEMU powers off.
             let console = std::fs::read_to_string(&h.console).unwrap_or_default();
             return Ok(match exit_status_from_console(&console) {
-                Some(code) => Status::Exited { code: Some(code) },
+                Some(code) => {
+                    // A kernel without an ACPI power-off (bakeoff's minimal one) halts after
+                    // "reboot: Power down" instead of ending QEMU: end it here.
+                    if console.contains("reboot: Power down") {
+                        kill(&h);
+                    }
+                    Status::Exited { code: Some(code) }
+                }
                 None => Status::Running,
             });
         }
