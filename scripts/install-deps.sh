@@ -16,6 +16,14 @@ command -v dpkg-deb >/dev/null 2>&1 || need="$need dpkg"
 # The OCI registry (registry 2.8) the push/pull tests start on 127.0.0.1.
 command -v docker-registry >/dev/null 2>&1 || need="$need docker-registry"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"   # registry_e2e: the token service signs its JWTs
+# The minimal guest kernel (`bakeoff kernel build`, docs/kernel.md) is built from Debian's
+# linux-source-6.1 with these tools.
+command -v bc >/dev/null 2>&1 || need="$need bc"
+command -v bison >/dev/null 2>&1 || need="$need bison"
+command -v flex >/dev/null 2>&1 || need="$need flex"
+command -v cpio >/dev/null 2>&1 || need="$need cpio"
+command -v xz >/dev/null 2>&1 || need="$need xz-utils"
+[ -e /usr/include/libelf.h ] || need="$need libelf-dev"
 for extra in "$@"; do
   command -v "$extra" >/dev/null 2>&1 || need="$need $extra"
 done

@@ -17,6 +17,7 @@ pub mod example;
 mod format;
 mod http;
 mod load;
+mod phases;
 mod ready;
 mod recommend;
 mod render;
@@ -29,6 +30,7 @@ pub use load::{
     load, ErrorCounts, LatencySummary, LoadResult, LoadShape, LoadTarget, MAX_CONNECTIONS,
     MAX_DURATION, MAX_RATE, MAX_REQUESTS, REQUEST_TIMEOUT,
 };
+pub use phases::{phase_stats, LaunchPhases, PhaseStat, PHASES};
 pub use ready::{wait_ready, Probe, TCP_HOLD};
 pub use recommend::{recommend, Policy, Recommendation, Verdict, BALANCED_WEIGHTS};
 pub use render::{html, markdown, write_outputs, OutputPaths};

@@ -136,6 +136,10 @@ pub struct PlatformReport {
     /// Latency against offered rate (`bench --sweep`), when swept.
     #[serde(default)]
     pub sweep: Option<Sweep>,
+    /// A VM's launch split into phases (seconds from the start request, over the runs), from
+    /// PID 1's console lines; empty where the platform has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub launch_phases: Vec<crate::PhaseStat>,
 }
 
 impl PlatformReport {
@@ -151,6 +155,7 @@ impl PlatformReport {
             load: None,
             notes: Vec::new(),
             sweep: None,
+            launch_phases: Vec::new(),
         }
     }
 

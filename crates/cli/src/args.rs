@@ -104,6 +104,9 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// bakeoff's own minimal guest kernel: build it once per machine, or show which kernel is used.
+    #[command(subcommand)]
+    Kernel(KernelCommand),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -132,7 +135,8 @@ pub struct BuildArgs {
     pub app: String,
     #[arg(long, value_enum, default_value = "oci")]
     pub target: TargetArg,
-    /// Guest kernel for VM targets (bzImage or vmlinux); default: Debian's linux-image-amd64.
+    /// Guest kernel for VM targets: `minimal` (bakeoff's, the default once `bakeoff kernel build`
+    /// ran), `debian` (Debian's cloud kernel) or a bzImage/vmlinux path.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
     #[arg(long)]
@@ -188,7 +192,7 @@ pub struct AppOptions {
     pub memory: Option<u64>,
     #[arg(long, value_parser = |s: &str| parse_cpus(s).map_err(|e| e.to_string()))]
     pub cpus: Option<f64>,
-    /// Guest kernel for VM platforms (bzImage or vmlinux).
+    /// Guest kernel for VM platforms: `minimal`, `debian` or a bzImage/vmlinux path.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
     /// Arguments for the app, replacing its defaults.
@@ -259,6 +263,9 @@ pub struct BenchCli {
     /// Seconds to wait for each start to answer.
     #[arg(long, default_value_t = 120)]
     pub ready_timeout: u64,
+    /// Guest kernel for the microVM: `minimal`, `debian` or a path (default: minimal when built).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
     /// Load profiles: open-loop load at each of these request rates (e.g. 100,1000,5000),
     /// latency measured from each request's intended send time.
     #[arg(long, value_delimiter = ',', value_parser = parse_rate)]
@@ -465,4 +472,17 @@ impl ExportFormat {
             ExportFormat::K8s => bakeoff_runtime::ExportFormat::K8s,
         }
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KernelCommand {
+    /// Build the minimal microVM kernel from Debian's linux-source-6.1 (minutes, once per machine).
+    Build,
+    /// Print the kernel a microVM uses (for APP when given): version, config hash, size, path.
+    Show {
+        app: Option<String>,
+        /// Guest kernel: `minimal`, `debian` or a path (default: minimal when built).
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+    },
 }

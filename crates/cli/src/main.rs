@@ -1,4 +1,5 @@
 mod args;
+mod kernel;
 mod print;
 mod serve;
 mod verbs;

@@ -36,6 +36,7 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
         Command::Stop { name, time } => stop(&name, time).await,
         Command::Rm { name, force } => rm(&name, force).await,
         Command::Prune { dry_run } => prune(dry_run).await,
+        Command::Kernel(k) => crate::kernel::kernel(k),
     }
 }
 
@@ -303,6 +304,7 @@ async fn bench(b: BenchCli) -> Result<i32> {
         ready_timeout: Duration::from_secs(b.ready_timeout),
         sweep: b.sweep.clone(),
         slo: b.slo,
+        kernel: b.kernel.clone(),
     };
     let (rt, progress) = runtime_with_spinner();
     let prepared = rt.prepare_with_ports(&b.app, &b.port);

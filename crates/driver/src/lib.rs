@@ -166,6 +166,13 @@ pub trait Driver: Send + Sync {
     async fn diagnose(&self, _inst: &Instance) -> Option<String> {
         None
     }
+
+    /// The console log where bakeoff's PID 1 prints its launch phases (`bakeoff-init: phase …`,
+    /// see `bakeoff_init::phases`), for VMs that boot it. Readiness of a TCP app and the bench's
+    /// launch phases are read from it. None where there is no such console.
+    fn phase_console(&self, _inst: &Instance) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// Per-run choices some drivers take (`--accel`, `--machine`).

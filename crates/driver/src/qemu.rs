@@ -173,6 +173,10 @@ impl Driver for QemuDriver {
             )));
         }
         let dir = req.instance_dir;
+        // For `diagnose`: the figure to name when the guest runs out of memory after all.
+        if let Some(floor) = floor {
+            let _ = std::fs::write(dir.join(MIN_MEMORY_FILE), floor.to_string());
+        }
         let initrd = if overrides.is_empty() {
             initrd
         } else {
@@ -219,7 +223,14 @@ impl Driver for QemuDriver {
             // The app may have exited while QEMU powers off.
             let console = std::fs::read_to_string(&h.console).unwrap_or_default();
             return Ok(match exit_status_from_console(&console) {
-                Some(code) => Status::Exited { code: Some(code) },
+                Some(code) => {
+                    // A kernel without an ACPI power-off (bakeoff's minimal one) halts after
+                    // "reboot: Power down" instead of ending QEMU: end it here.
+                    if console.contains("reboot: Power down") {
+                        kill(&h);
+                    }
+                    Status::Exited { code: Some(code) }
+                }
                 None => Status::Running,
             });
         }
@@ -294,6 +305,10 @@ impl Driver for QemuDriver {
             .unwrap_or(false)
     }
 
+    fn phase_console(&self, inst: &Instance) -> Option<std::path::PathBuf> {
+        handle(inst).ok().map(|h| h.console)
+    }
+
     async fn diagnose(&self, inst: &Instance) -> Option<String> {
         let h = handle(inst).ok()?;
         let console = std::fs::read_to_string(&h.console).unwrap_or_default();
@@ -307,18 +322,57 @@ impl Driver for QemuDriver {
         .iter()
         .any(|s| console.contains(s));
         if oom && exit_status_from_console(&console).is_none() {
-            return Some(format!(
-                "the microVM did not boot with {} MiB of memory (the kernel ran out of memory unpacking the initramfs); give it more with --memory",
-                h.memory_mib
-            ));
+            return Some(out_of_memory_sentence(h.memory_mib, &console, &h.console));
         }
         None
     }
 }
 
+/// Beside the console: the image's memory floor (MiB) as computed when the VM was started.
+const MIN_MEMORY_FILE: &str = "min-memory-mib";
+
+/// One sentence for a guest that ran out of memory while booting, naming a `--memory` that
+/// would work: the image's floor when it is above what the VM had, else twice what it had
+/// (the floor model was wrong for this app, so no smaller figure is certain).
+fn out_of_memory_sentence(memory_mib: u64, console: &str, console_path: &Path) -> String {
+    let floor: Option<u64> = std::fs::read_to_string(console_path.with_file_name(MIN_MEMORY_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let suggest = floor
+        .filter(|f| *f > memory_mib)
+        .unwrap_or(memory_mib * 2)
+        .next_multiple_of(8);
+    let what = if console.contains("Initramfs unpacking failed") {
+        "the kernel ran out of memory unpacking the initramfs"
+    } else {
+        "the kernel ran out of memory"
+    };
+    format!(
+        "the microVM did not boot with {memory_mib} MiB of memory ({what}); run it with --memory {suggest}M"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_of_memory_names_a_figure_that_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let console = dir.path().join("console.log");
+        let log = "Initramfs unpacking failed: write error\n";
+        assert_eq!(
+            out_of_memory_sentence(128, log, &console),
+            "the microVM did not boot with 128 MiB of memory (the kernel ran out of memory unpacking the initramfs); run it with --memory 256M"
+        );
+        std::fs::write(dir.path().join(MIN_MEMORY_FILE), "150").unwrap();
+        assert!(out_of_memory_sentence(128, log, &console).ends_with("--memory 152M"));
+        assert!(
+            out_of_memory_sentence(40, "Out of memory", &console).contains(
+                "with 40 MiB of memory (the kernel ran out of memory); run it with --memory 152M"
+            )
+        );
+    }
 
     #[test]
     fn another_drivers_record_is_refused() {

@@ -35,6 +35,26 @@ pub struct Kernel {
     pub modules_root: PathBuf,
 }
 
+impl Kernel {
+    /// The kernel's build configuration, when it is known: `config` beside a minimal kernel's
+    /// vmlinux, or Debian's `boot/config-<version>`.
+    pub fn config_file(&self) -> Option<PathBuf> {
+        let dir = self.vmlinux.parent()?;
+        [
+            dir.join("config"),
+            dir.join(format!("config-{}", self.version)),
+        ]
+        .into_iter()
+        .find(|p| p.is_file())
+    }
+
+    /// 16 hex digits of the SHA-256 of [`Kernel::config_file`] (`sha256sum` of that file).
+    pub fn config_sha256(&self) -> Option<String> {
+        let data = std::fs::read(self.config_file()?).ok()?;
+        Some(hex::encode(Sha256::digest(&data))[..16].to_string())
+    }
+}
+
 /// The bzImage setup header fields we use (Documentation/arch/x86/boot.rst).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BzImageHeader {

@@ -4,6 +4,8 @@
 //! - [`ensure_kernel`] / [`kernel_from_path`]: a guest [`Kernel`] (Debian's, fetched with
 //!   `apt-get download` and unpacked into a cache, or the user's), with the PVH `vmlinux` that
 //!   QEMU's `microvm` machine boots, extracted from the bzImage.
+//! - [`find_minimal_kernel`] / [`build_minimal_kernel`]: bakeoff's own minimal kernel, built
+//!   once per machine from Debian's `linux-source-6.1` (`make tinyconfig` + `kernel/microvm.config`).
 //! - [`Kernel::modules_in_load_order`] with [`NET_MODULES`]: the modules for `eth0`.
 //! - [`write_initramfs`]: a deterministic gzip'd newc cpio with our PID 1 ([`init_binary`]),
 //!   `/bakeoff/config.json` ([`GuestConfig`]), the modules and the app's rootfs.
@@ -17,6 +19,7 @@
 mod elf;
 mod initramfs;
 mod kernel;
+mod minimal;
 mod modules;
 
 use std::borrow::Cow;
@@ -28,6 +31,11 @@ pub use initramfs::{write_initramfs, InitramfsInfo};
 pub use kernel::{
     ensure_kernel, extract_vmlinux, kernel_from_path, parse_bzimage, BzImageHeader, Kernel,
     KERNEL_METAPACKAGE,
+};
+pub use minimal::{
+    build_minimal_kernel, find_minimal_kernel, fragment_lines, is_minimal_kernel,
+    minimal_config_hash, minimal_kernel_lacks, missing_fragment_lines, MinimalKernel,
+    MINIMAL_FRAGMENT, SOURCE_PACKAGE,
 };
 pub use modules::{ModuleFile, NET_MODULES, POWER_MODULES};
 

@@ -14,6 +14,7 @@ mod cmdline;
 mod config;
 pub mod json;
 mod user;
+pub mod phases;
 
 pub use cmdline::{
     app_launch, normalize_module_name, parse_cmdline, split_cmdline, AppLaunch, BootParams,

@@ -9,6 +9,7 @@
 
 mod run_as;
 mod sys;
+mod watch;
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -28,8 +29,13 @@ use sys::Exit;
 const ETH0_WAIT: Duration = Duration::from_secs(5);
 
 fn say(line: &str) {
+    say_raw(&format!("{LOG_PREFIX}{line}"));
+}
+
+/// Prints one whole line as given.
+fn say_raw(line: &str) {
     let mut out = io::stdout().lock();
-    let _ = out.write_all(format!("{LOG_PREFIX}{line}\n").as_bytes());
+    let _ = out.write_all(format!("{line}\n").as_bytes());
     let _ = out.flush();
 }
 
@@ -64,9 +70,7 @@ fn boot_and_run() -> Result<Exit, String> {
         .map_err(|e| format!("cannot set up signal handling: {}", sys::describe(&e)))?;
     mount_api_filesystems()?;
     sys::disable_ctrl_alt_del();
-    if let Some(ms) = uptime_ms() {
-        say(&format!("init started {ms} ms after the kernel"));
-    }
+    watch::report(bakeoff_init::phases::Phase::Pid1);
 
     let cmdline = fs::read_to_string("/proc/cmdline")
         .map_err(|e| format!("cannot read /proc/cmdline: {}", sys::describe(&e)))?;
@@ -112,6 +116,7 @@ fn boot_and_run() -> Result<Exit, String> {
             net.address,
             net.prefix
         ));
+        watch::report(bakeoff_init::phases::Phase::Network);
     }
 
     std::env::set_current_dir(&launch.workdir).map_err(|e| {
@@ -147,6 +152,7 @@ fn boot_and_run() -> Result<Exit, String> {
         }
     }
     drop(child); // we reap with waitpid(-1) ourselves
+    watch::report(bakeoff_init::phases::Phase::App);
 
     supervise(app, &sigfd, buttons)
 }
@@ -211,13 +217,6 @@ fn mount_api_filesystems() -> Result<(), String> {
         let _ = std::os::unix::fs::symlink(target, link);
     }
     Ok(())
-}
-
-/// Milliseconds since the kernel started, from /proc/uptime.
-fn uptime_ms() -> Option<u64> {
-    let text = fs::read_to_string("/proc/uptime").ok()?;
-    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
-    Some((secs * 1000.0) as u64)
 }
 
 /// Loads each module with finit_module, in the given order, with its `module.param=` values.
@@ -377,7 +376,9 @@ fn supervise(
     sigfd: &std::os::fd::OwnedFd,
     mut buttons: Vec<fs::File>,
 ) -> Result<Exit, String> {
+    let mut listen = watch::ListenWatch::new();
     loop {
+        listen.tick();
         let mut fds: Vec<sys::pollfd> = std::iter::once(sigfd.as_raw_fd())
             .chain(buttons.iter().map(|b| b.as_raw_fd()))
             .map(|fd| sys::pollfd {
@@ -386,7 +387,8 @@ fn supervise(
                 revents: 0,
             })
             .collect();
-        sys::poll_fds(&mut fds, -1).map_err(|e| format!("poll failed: {}", sys::describe(&e)))?;
+        sys::poll_fds(&mut fds, listen.timeout_ms())
+            .map_err(|e| format!("poll failed: {}", sys::describe(&e)))?;
         for (i, pfd) in fds.iter().enumerate().skip(1) {
             if pfd.revents != 0 && power_pressed(&mut buttons[i - 1]) {
                 say("power button pressed: sending SIGTERM to the app");

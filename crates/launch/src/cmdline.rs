@@ -1,5 +1,8 @@
 //! The guest kernel command line: boot flags plus the `bakeoff.*` values PID 1 reads.
 
+/// The launch-phase lines PID 1 prints (shared with the guest side).
+pub use bakeoff_init::phases;
+
 use std::net::Ipv4Addr;
 
 use bakeoff_init::RunOverrides;

@@ -68,6 +68,9 @@ pub struct ImageDetails {
     /// microVM: the guest kernel's version (`6.1.0-…-amd64`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_version: Option<String>,
+    /// microVM: 16 hex digits of the SHA-256 of the guest kernel's `.config`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_config: Option<String>,
     /// microVM: bytes of the bzImage, of the PVH vmlinux and of the compressed initramfs.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "num_str")]
     pub kernel_bytes: Option<u64>,

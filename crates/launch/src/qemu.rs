@@ -66,8 +66,10 @@ pub fn qemu_argv(c: &QemuConfig) -> Vec<String> {
     match c.accel {
         // `-cpu host` aborts on an MSR under nested KVM unless arch-capabilities is off.
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host,-arch-capabilities"]),
-        // A 64 MiB translation cache instead of QEMU's 1 GiB default keeps the VMM's RSS honest.
-        Accel::Tcg => push(&["-accel", "tcg,tb-size=64", "-cpu", "max"]),
+        // A 16 MiB translation cache instead of QEMU's 1 GiB default: measured here with the
+        // minimal kernel at -m 32, QEMU's RSS is 90 MiB with 8, 100 with 16, 114 with 32 and 118
+        // with 64 (the cache is touched as it fills); 16 leaves room for an interpreter's code.
+        Accel::Tcg => push(&["-accel", "tcg,tb-size=16", "-cpu", "max"]),
     }
     let mem = format!("{}M", c.memory_mib);
     let smp = c.cpus.max(1).to_string();

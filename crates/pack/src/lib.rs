@@ -30,6 +30,8 @@ pub enum PackError {
     Guest(#[from] bakeoff_guest::GuestError),
     #[error("the kernel {} does not exist", .0.display())]
     NoKernel(PathBuf),
+    #[error("--kernel minimal: bakeoff's minimal kernel is not built yet; run `bakeoff kernel build` (about 9 minutes, once per machine)")]
+    MinimalKernelMissing,
     #[error("{} failed on {}: {output}", tool.display(), file.display())]
     Tool {
         tool: PathBuf,

@@ -42,7 +42,7 @@ pub struct BenchConfig {
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
     pub publish: Vec<PortMapping>,
-    /// `--kernel` for VM platforms.
+    /// `--kernel` for the microVM (`minimal`, `debian` or a path); None: the default.
     pub kernel: Option<std::path::PathBuf>,
 }
 
@@ -211,6 +211,7 @@ impl Runtime {
         let mut conditions = None;
         let mut notes = Vec::new();
         let mut sweep = None;
+        let mut phases = Vec::new();
         if !http {
             notes.push("the app is probed over TCP; load testing needs HTTP, so only start-up and memory were measured".to_string());
         }
@@ -251,10 +252,21 @@ impl Runtime {
             };
             let t0 = Instant::now();
             let inst = self.start(plan, image, platform, opts.clone()).await?;
+            let vmm_s = t0.elapsed().as_secs_f64();
             *current.lock().expect("not poisoned") = Some(inst.clone());
+            let watch = driver
+                .phase_console(&inst)
+                .map(|console| PhaseWatch::spawn(console, t0));
             let mut outcome = self
                 .one_run(config, prepared, driver, &inst, port, http, t0, warmup)
                 .await;
+            if let (Some(w), Ok((ready, ..)), false) = (watch, &outcome, warmup) {
+                phases.push(bakeoff_bench::LaunchPhases::from_observed(
+                    vmm_s,
+                    ready.as_secs_f64(),
+                    &w.finish(),
+                ));
+            }
             if let (Ok(_), Some(rates), true) = (&outcome, &config.sweep, run == config.runs) {
                 if http {
                     match self.sweep(config, rates, driver, &inst, port, plan).await {
@@ -297,6 +309,7 @@ impl Runtime {
             pr.load = Some(LoadStats::from_runs(&loads)?);
         }
         pr.sweep = sweep;
+        pr.launch_phases = bakeoff_bench::phase_stats(&phases)?;
         if platform == Platform::Qemu {
             notes.push(
                 "memory is the QEMU process's resident set (the VMM and the guest's touched RAM)"
@@ -419,6 +432,50 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     msg
 }
 
+/// Watches a VM's console (every 5 ms) for PID 1's phase lines and notes when each was first
+/// seen, in seconds from `t0`; ends itself once the app listens (or after 5 minutes).
+struct PhaseWatch {
+    seen: std::sync::Arc<Mutex<Vec<(String, u64, f64)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PhaseWatch {
+    fn spawn(console: std::path::PathBuf, t0: Instant) -> PhaseWatch {
+        use bakeoff_launch::cmdline::phases::phases_in;
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let out = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut len = 0;
+            while t0.elapsed() < Duration::from_secs(300) {
+                let size = std::fs::metadata(&console).map(|m| m.len()).unwrap_or(0);
+                if size != len {
+                    len = size;
+                    let at = t0.elapsed().as_secs_f64();
+                    let text = std::fs::read_to_string(&console).unwrap_or_default();
+                    let mut seen = out.lock().expect("not poisoned");
+                    for (phase, ms) in phases_in(&text) {
+                        let name = phase.name().to_string();
+                        if !seen.iter().any(|(n, _, _)| *n == name) {
+                            seen.push((name, ms, at));
+                        }
+                    }
+                    if seen.iter().any(|(n, _, _)| n == "listening") {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        PhaseWatch { seen, task }
+    }
+
+    fn finish(self) -> Vec<(String, u64, f64)> {
+        self.task.abort();
+        let seen = self.seen.lock().expect("not poisoned");
+        seen.clone()
+    }
+}
+
 fn free_port() -> Result<u16, RuntimeError> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -436,7 +493,12 @@ fn conditions_for(image: &Image, inst: &Instance, opts: &RunOptions) -> Conditio
             };
             let mut c = Conditions::vm(accel, &image.digest);
             c.vmm_flags = handle.vmm_argv().map(<[_]>::to_vec).unwrap_or_default();
-            c.kernel = image.details.kernel_version.clone();
+            // Which kernel booted: version, config hash and size (issue 14).
+            c.kernel = image.details.kernel_version.as_ref().map(|v| {
+                let config = image.details.kernel_config.as_deref().unwrap_or("unknown");
+                let size = image.details.vmlinux_bytes.unwrap_or(0) as f64 / 1e6;
+                format!("{v} (config sha256:{config}, vmlinux {size:.1} MB)")
+            });
             c
         }
     };

@@ -43,6 +43,50 @@ pub fn probe_for(inst: &Instance, plan: &BuildPlan) -> Option<Probe> {
     })
 }
 
+/// The guest port behind the probe of [`probe_for`].
+fn probe_guest_port(inst: &Instance, plan: &BuildPlan) -> Option<u16> {
+    inst.ports
+        .iter()
+        .find(|p| Some(p.guest_port) == plan.health.port)
+        .or(inst.ports.first())
+        .map(|p| p.guest_port)
+}
+
+/// Waits (polling every 20 ms) until the console shows PID 1's `phase listening` line for
+/// `port`. At the deadline the error names the ports the app does listen on, if any.
+async fn wait_guest_listening(
+    console: &std::path::Path,
+    port: u16,
+    deadline: Instant,
+) -> Result<(), String> {
+    use bakeoff_launch::cmdline::phases::{phases_in, Phase};
+    loop {
+        let text = std::fs::read_to_string(console).unwrap_or_default();
+        let ports: Vec<u16> = phases_in(&text)
+            .into_iter()
+            .filter_map(|(p, _)| match p {
+                Phase::Listening(port) => Some(port),
+                _ => None,
+            })
+            .collect();
+        if ports.contains(&port) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(if ports.is_empty() {
+                format!("the app does not listen on TCP port {port} inside the VM (it listens on no TCP port)")
+            } else {
+                let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+                format!(
+                    "the app does not listen on TCP port {port} inside the VM; it listens on {} (give the right one with --port)",
+                    list.join(", ")
+                )
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl Runtime {
     /// Waits until `inst` answers its health probe (or, without a published port, has been
     /// started and kept running for a moment), at most `limit`. Fails with the exit status, a
@@ -70,7 +114,14 @@ pub(crate) async fn wait_ready_with(
     let ready = async {
         match probe {
             Some(p) => {
-                if matches!(p, Probe::Tcp { .. }) {
+                let console = driver.phase_console(inst);
+                if let (Probe::Tcp { .. }, Some(console), Some(port)) =
+                    (&p, &console, probe_guest_port(inst, plan))
+                {
+                    // Where the app runs: a VM's PID 1 reports the app's listening sockets
+                    // (issue 13 item 6); the forwarder's accept says nothing.
+                    wait_guest_listening(console, port, deadline).await?;
+                } else if matches!(p, Probe::Tcp { .. }) {
                     // A VMM's port forwarder accepts connections before the guest app exists,
                     // and holds them while the guest is still booting: a TCP probe counts only
                     // once the app has been started (then a closed port is refused at once).

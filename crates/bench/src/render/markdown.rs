@@ -132,6 +132,33 @@ pub fn markdown(report: &Report) -> String {
         );
     }
 
+    let phased: Vec<_> = report
+        .platforms
+        .iter()
+        .filter(|p| !p.launch_phases.is_empty())
+        .collect();
+    if !phased.is_empty() {
+        out.push_str(
+            "\nLaunch phases (median seconds from the start request; guest times from PID 1's console lines):\n\n",
+        );
+        let mut head = vec!["platform"];
+        head.extend(crate::PHASES);
+        let rows: Vec<Vec<String>> = phased
+            .iter()
+            .map(|p| {
+                let mut row = vec![p.platform.to_string()];
+                row.extend(crate::PHASES.iter().map(|name| {
+                    p.launch_phases
+                        .iter()
+                        .find(|s| s.phase == *name)
+                        .map_or("-".to_string(), |s| format!("{:.3}", s.at.median))
+                }));
+                row
+            })
+            .collect();
+        table(&mut out, &head, &rows);
+    }
+
     let unmeasured: Vec<_> = report
         .platforms
         .iter()

@@ -1,0 +1,116 @@
+//! A VM launch split into phases (issue 14 item 5): `console`, when the VMM was started and the
+//! guest's console had its first byte (the QEMU driver's start returns then), when the kernel
+//! started, when PID 1, the network, the app started, when the app listened, and the first
+//! successful probe, each in seconds from the start request.
+//!
+//! The host sees PID 1's console lines (`bakeoff-init: phase NAME MS ms`, MS the guest's time
+//! since the kernel started) as they are written; the kernel's start on the host clock is then
+//! the earliest (host time seen − guest time) over those lines, and every guest phase is that
+//! plus its guest time.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{BenchError, Stat};
+
+/// The phases, in launch order; the names used in reports.
+pub const PHASES: [&str; 7] = [
+    "console",
+    "kernel",
+    "pid1",
+    "network",
+    "app",
+    "listening",
+    "first 200",
+];
+
+/// One launch's phases: seconds from the start request, per phase name (absent when unseen).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LaunchPhases {
+    pub at: Vec<(String, f64)>,
+}
+
+impl LaunchPhases {
+    /// From the host-side times (seconds from the start request) of the VMM start (first console
+    /// byte) and of the
+    /// first successful probe, and the guest's phase lines with the host time each was seen:
+    /// `(name, guest_ms, seen_s)`.
+    pub fn from_observed(vmm_s: f64, ready_s: f64, guest: &[(String, u64, f64)]) -> LaunchPhases {
+        let mut at = vec![("console".to_string(), vmm_s)];
+        let kernel = guest
+            .iter()
+            .map(|(_, ms, seen)| seen - *ms as f64 / 1000.0)
+            .fold(f64::INFINITY, f64::min);
+        if kernel.is_finite() {
+            // The guest clock starts when the kernel does; it cannot start before the VMM.
+            let kernel = kernel.max(vmm_s.min(ready_s));
+            at.push(("kernel".into(), kernel));
+            for name in ["pid1", "network", "app", "listening"] {
+                if let Some((_, ms, _)) = guest.iter().find(|(n, _, _)| n == name) {
+                    at.push((name.to_string(), kernel + *ms as f64 / 1000.0));
+                }
+            }
+        }
+        at.push(("first 200".into(), ready_s));
+        LaunchPhases { at }
+    }
+}
+
+/// The median (and spread) of each phase over a platform's runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseStat {
+    pub phase: String,
+    /// Seconds from the start request.
+    pub at: Stat,
+}
+
+/// Per-phase statistics over runs, in launch order; phases seen in no run are left out.
+pub fn phase_stats(runs: &[LaunchPhases]) -> Result<Vec<PhaseStat>, BenchError> {
+    let mut out = Vec::new();
+    for name in PHASES {
+        let samples: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.at.iter().find(|(n, _)| n == name).map(|(_, s)| *s))
+            .collect();
+        if !samples.is_empty() {
+            out.push(PhaseStat {
+                phase: name.to_string(),
+                at: Stat::from_samples(&samples)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_times_are_placed_on_the_host_clock() {
+        let guest = vec![
+            ("pid1".to_string(), 300, 0.42),
+            ("network".to_string(), 320, 0.45),
+            ("app".to_string(), 330, 0.44),
+            ("listening".to_string(), 400, 0.51),
+        ];
+        let p = LaunchPhases::from_observed(0.05, 0.6, &guest);
+        let get = |n: &str| p.at.iter().find(|(x, _)| x == n).unwrap().1;
+        // The earliest (seen − guest): app at 0.44 − 0.33 = 0.11.
+        assert!((get("kernel") - 0.11).abs() < 1e-9);
+        assert!((get("pid1") - 0.41).abs() < 1e-9);
+        assert!((get("listening") - 0.51).abs() < 1e-9);
+        assert_eq!(get("first 200"), 0.6);
+        assert_eq!(get("console"), 0.05);
+    }
+
+    #[test]
+    fn without_guest_lines_only_the_host_phases() {
+        let p = LaunchPhases::from_observed(0.1, 0.3, &[]);
+        let names: Vec<&str> = p.at.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["console", "first 200"]);
+        let s = phase_stats(&[p.clone(), p]).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[1].phase, "first 200");
+        assert_eq!(s[1].at.median, 0.3);
+    }
+}
