@@ -32,6 +32,7 @@ pub const DOM0_MODULES: &[&str] = &[
     "bridge",
     "virtio_pci",
     "virtio_net",
+    "crc32c_generic",
     "ip_tables",
     "iptable_filter",
     "iptable_nat",
