@@ -248,6 +248,9 @@ pub struct BenchCli {
     /// The latency objective of the sweep's sustainable rate (p50|p90|p99|max=DURATION).
     #[arg(long, default_value = "p99=100ms", value_parser = parse_slo)]
     pub slo: bakeoff_bench::Slo,
+    /// Guest kernel for VM platforms (bzImage or vmlinux).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

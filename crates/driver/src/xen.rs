@@ -235,6 +235,35 @@ fn planned(req: &StartRequest<'_>, slot: u16) -> XenHandle {
     }
 }
 
+/// What a bench report says about Xen here: its version, the guest type, and, when Xen itself
+/// runs in a virtual machine (the machine's DMI names QEMU, KVM, ...), that the figures are
+/// nested and say nothing about Xen on hardware.
+pub fn bench_notes(xl_info: &str, target: Target, machine: &str) -> Vec<String> {
+    let field = |k: &str| {
+        xl_info.lines().find_map(|l| {
+            let (key, v) = l.split_once(':')?;
+            (key.trim() == k).then(|| v.trim().to_string())
+        })
+    };
+    let version = field("xen_version").unwrap_or_else(|| "unknown".into());
+    let guest = match target {
+        Target::Rumprun => "PV",
+        _ => "PVH",
+    };
+    let mut notes = vec![format!(
+        "Xen {version}, the guest as a {guest} domain (xl toolstack; virt_caps: {})",
+        field("virt_caps").unwrap_or_else(|| "unknown".into())
+    )];
+    let m = machine.to_ascii_lowercase();
+    if ["qemu", "kvm", "bochs", "virtualbox", "vmware"].iter().any(|v| m.contains(v)) {
+        notes.push(format!(
+            "nested under emulation: Xen itself runs in a virtual machine ({}), so these figures say nothing about Xen on hardware",
+            machine.trim()
+        ));
+    }
+    notes
+}
+
 pub struct XenDriver;
 
 #[async_trait]
@@ -411,6 +440,13 @@ impl Driver for XenDriver {
         }
     }
 
+    async fn bench_notes(&self, image: &bakeoff_launch::Image) -> Vec<String> {
+        let info = xl(&["info"]).unwrap_or_default();
+        let vendor = std::fs::read_to_string("/sys/class/dmi/id/sys_vendor").unwrap_or_default();
+        let product = std::fs::read_to_string("/sys/class/dmi/id/product_name").unwrap_or_default();
+        bench_notes(&info, image.target, &format!("{} {}", vendor.trim(), product.trim()))
+    }
+
     async fn diagnose(&self, inst: &Instance) -> Option<String> {
         let h = handle(inst).ok()?;
         let console = console_text(h);
@@ -441,6 +477,19 @@ mod tests {
             bridge: "xenbr0".into(),
             bridge_exists: true,
         }
+    }
+
+    #[test]
+    fn bench_notes_say_version_guest_type_and_nesting() {
+        let info = "host                   : xenhost\nvirt_caps              : pv hvm hap\nxen_version            : 4.17.7\nfree_memory            : 843\n";
+        let n = bench_notes(info, Target::MicroVm, "QEMU Standard PC (i440FX + PIIX, 1996)");
+        assert_eq!(n[0], "Xen 4.17.7, the guest as a PVH domain (xl toolstack; virt_caps: pv hvm hap)");
+        assert!(n[1].starts_with("nested under emulation: Xen itself runs in a virtual machine (QEMU Standard PC"), "{n:?}");
+        let n = bench_notes(info, Target::Rumprun, "Dell Inc. PowerEdge R640");
+        assert_eq!(n.len(), 1);
+        assert!(n[0].contains("as a PV domain"));
+        assert_eq!(parse_free_memory(info), Some(843));
+        assert_eq!(parse_free_memory("nothing"), None);
     }
 
     #[test]

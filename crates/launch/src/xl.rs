@@ -401,6 +401,56 @@ pub(crate) mod tests {
             .starts_with("Xen cannot boot an OCI image"));
     }
 
+    /// `/sbin/poweroff` sends SIGTERM to PID 1 and exits 0: run here as a child of a shell that
+    /// is PID 1 of a new PID namespace and traps SIGTERM.
+    #[test]
+    fn poweroff_signals_pid_1() {
+        let elf = poweroff_elf();
+        assert_eq!(&elf[..4], b"\x7fELF");
+        assert_eq!(elf.len(), 64 + 56 + 30);
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("poweroff");
+        std::fs::write(&bin, &elf).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = format!(
+            "trap 'echo pid1 got TERM; exit 0' TERM; {} ; echo poweroff exited $?; sleep 5; echo no signal",
+            bin.display()
+        );
+        let out = std::process::Command::new("unshare")
+            .args(["--fork", "--pid", "sh", "-c", &script])
+            .output()
+            .expect("unshare runs (util-linux)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("poweroff exited 0") && text.contains("pid1 got TERM") && !text.contains("no signal"),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The per-run ramdisk: the base, then the run file, `sbin/` and the poweroff program; no
+    /// `-e` value on the command line of a run's config.
+    #[test]
+    fn run_values_travel_in_the_ramdisk_not_the_config() {
+        let bytes = run_archive(b"BASE", &opts());
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("bakeoff-run.json") && text.contains("GREETING") && text.contains("sbin/poweroff"));
+        let d = render_domain_for_run(
+            &microvm_image(),
+            &opts(),
+            "web",
+            &address(0),
+            "xenbr0",
+            Path::new("/state/web/initrd-run.img"),
+        )
+        .unwrap();
+        assert!(d.config.contains("ramdisk = \"/state/web/initrd-run.img\""), "{}", d.config);
+        assert!(!d.config.contains("bakeoff.run"), "{}", d.config);
+        // export (no companion ramdisk) keeps them on the command line
+        assert!(render_xl(&microvm_image(), &opts(), "web").unwrap().contains("bakeoff.run="));
+    }
+
     #[test]
     fn strings_are_quoted_for_xl() {
         assert_eq!(q(r#"/a "b"\c"#), r#""/a \"b\"\\c""#);

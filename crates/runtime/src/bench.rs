@@ -36,6 +36,8 @@ pub struct BenchConfig {
     pub sweep: Option<Vec<f64>>,
     /// The objective the sustainable rate is measured against.
     pub slo: bakeoff_bench::Slo,
+    /// `--kernel` for VM images (None: Debian's).
+    pub kernel: Option<std::path::PathBuf>,
 }
 
 /// How a bench ended.
@@ -157,7 +159,7 @@ impl Runtime {
             }
             return PlatformReport::unavailable(platform, e);
         }
-        let image = match self.pack(&prepared.artifact, platform.target(), None) {
+        let image = match self.pack(&prepared.artifact, platform.target(), config.kernel.clone()) {
             Ok(i) => i,
             Err(e) => {
                 return PlatformReport::failed(platform, error_chain(&e));
@@ -289,6 +291,7 @@ impl Runtime {
             );
             notes.push("the image size includes the guest kernel, shared by every microVM".into());
         }
+        notes.extend(driver.bench_notes(image).await);
         pr.notes = notes;
         Ok(pr)
     }
