@@ -113,6 +113,8 @@ fn domain_exists(domain: &str) -> bool {
 /// Written just before `xl create`: only a domain this instance created is ever destroyed (a
 /// start refused because the name is taken must not destroy the other domain).
 const CREATED_MARKER: &str = "domain-created";
+/// Written just before the DNAT rules are added.
+const NET_MARKER: &str = "net-applied";
 
 /// Xen's free memory in MiB (`xl info`'s `free_memory`).
 fn free_memory_mib() -> Option<u64> {
@@ -160,8 +162,10 @@ fn clean_up(h: &XenHandle, name: &str) {
             vmm::signal(pid, libc::SIGTERM);
         }
     }
+    // Only rules this instance added: a start refused earlier must not delete another
+    // instance's identical rules.
     let done = h.instance_dir.join("net-removed");
-    if !done.exists() {
+    if h.instance_dir.join(NET_MARKER).exists() && !done.exists() {
         undo_plan(&h.net);
         let _ = std::fs::write(&done, b"");
     }
@@ -207,8 +211,7 @@ fn spawn_console(domain: &str, console: &Path, dir: &Path) -> Option<u32> {
         let attached = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .map(|fds| {
                 fds.flatten().any(|fd| {
-                    std::fs::read_link(fd.path())
-                        .is_ok_and(|t| t.starts_with("/dev/pts/"))
+                    std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with("/dev/pts/"))
                 })
             })
             .unwrap_or(false);
@@ -255,7 +258,10 @@ pub fn bench_notes(xl_info: &str, target: Target, machine: &str) -> Vec<String> 
         field("virt_caps").unwrap_or_else(|| "unknown".into())
     )];
     let m = machine.to_ascii_lowercase();
-    if ["qemu", "kvm", "bochs", "virtualbox", "vmware"].iter().any(|v| m.contains(v)) {
+    if ["qemu", "kvm", "bochs", "virtualbox", "vmware"]
+        .iter()
+        .any(|v| m.contains(v))
+    {
         notes.push(format!(
             "nested under emulation: Xen itself runs in a virtual machine ({}), so these figures say nothing about Xen on hardware",
             machine.trim()
@@ -339,7 +345,11 @@ impl Driver for XenDriver {
         // `-e` values and `-- ARGS` travel in a per-run ramdisk (0600), not on the command line
         // or in the config; it also brings the /sbin/poweroff that `xl shutdown` runs.
         let domain = if image.target == Target::MicroVm {
-            let base = fs_err::read(image.require("initrd", "initrd").map_err(|e| fail(&h, e.into()))?)?;
+            let base = fs_err::read(
+                image
+                    .require("initrd", "initrd")
+                    .map_err(|e| fail(&h, e.into()))?,
+            )?;
             let ramdisk = dir.join("initrd-run.img");
             bakeoff_state::write_private(&ramdisk, &xl::run_archive(&base, &opts))?;
             xl::render_domain_for_run(image, &opts, req.name, &addr, &bridge, &ramdisk)
@@ -348,6 +358,7 @@ impl Driver for XenDriver {
         }
         .map_err(|e| fail(&h, e.into()))?;
         bakeoff_state::write_private(&h.config, domain.config.as_bytes())?;
+        fs_err::write(dir.join(NET_MARKER), b"")?;
         apply_plan(&h.net).map_err(|e| fail(&h, e.into()))?;
         let cfg = h.config.display().to_string();
         fs_err::write(dir.join(CREATED_MARKER), b"")?;
@@ -444,7 +455,11 @@ impl Driver for XenDriver {
         let info = xl(&["info"]).unwrap_or_default();
         let vendor = std::fs::read_to_string("/sys/class/dmi/id/sys_vendor").unwrap_or_default();
         let product = std::fs::read_to_string("/sys/class/dmi/id/product_name").unwrap_or_default();
-        bench_notes(&info, image.target, &format!("{} {}", vendor.trim(), product.trim()))
+        bench_notes(
+            &info,
+            image.target,
+            &format!("{} {}", vendor.trim(), product.trim()),
+        )
     }
 
     async fn diagnose(&self, inst: &Instance) -> Option<String> {
@@ -482,9 +497,21 @@ mod tests {
     #[test]
     fn bench_notes_say_version_guest_type_and_nesting() {
         let info = "host                   : xenhost\nvirt_caps              : pv hvm hap\nxen_version            : 4.17.7\nfree_memory            : 843\n";
-        let n = bench_notes(info, Target::MicroVm, "QEMU Standard PC (i440FX + PIIX, 1996)");
-        assert_eq!(n[0], "Xen 4.17.7, the guest as a PVH domain (xl toolstack; virt_caps: pv hvm hap)");
-        assert!(n[1].starts_with("nested under emulation: Xen itself runs in a virtual machine (QEMU Standard PC"), "{n:?}");
+        let n = bench_notes(
+            info,
+            Target::MicroVm,
+            "QEMU Standard PC (i440FX + PIIX, 1996)",
+        );
+        assert_eq!(
+            n[0],
+            "Xen 4.17.7, the guest as a PVH domain (xl toolstack; virt_caps: pv hvm hap)"
+        );
+        assert!(
+            n[1].starts_with(
+                "nested under emulation: Xen itself runs in a virtual machine (QEMU Standard PC"
+            ),
+            "{n:?}"
+        );
         let n = bench_notes(info, Target::Rumprun, "Dell Inc. PowerEdge R640");
         assert_eq!(n.len(), 1);
         assert!(n[0].contains("as a PV domain"));
@@ -519,6 +546,13 @@ mod tests {
         };
         assert_eq!(f.xl, on_path("xl"), "xl on PATH");
         assert_eq!(f.proc_xen, Path::new("/proc/xen").exists(), "/proc/xen");
+        let caps = std::fs::read_to_string("/proc/xen/capabilities").unwrap_or_default();
+        assert_eq!(f.dom0, caps.contains("control_d"), "dom0");
+        assert_eq!(
+            f.bridge_exists,
+            Path::new("/sys/class/net").join(&f.bridge).exists(),
+            "bridge"
+        );
         let verdict = xen_verdict(&f);
         if !f.xl {
             assert!(verdict.unwrap_err().contains("`xl` is not installed"));

@@ -267,7 +267,10 @@ pub fn run_archive(base: &[u8], opts: &RunOptions) -> Vec<u8> {
     crate::runfile::run_initrd_with(
         base,
         &crate::run_overrides(opts),
-        &[("sbin", 0o40755, b""), ("sbin/poweroff", 0o100755, &poweroff)],
+        &[
+            ("sbin", 0o40755, b""),
+            ("sbin/poweroff", 0o100755, &poweroff),
+        ],
     )
 }
 
@@ -423,7 +426,9 @@ pub(crate) mod tests {
             .expect("unshare runs (util-linux)");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
-            text.contains("poweroff exited 0") && text.contains("pid1 got TERM") && !text.contains("no signal"),
+            text.contains("poweroff exited 0")
+                && text.contains("pid1 got TERM")
+                && !text.contains("no signal"),
             "{text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
@@ -435,7 +440,11 @@ pub(crate) mod tests {
     fn run_values_travel_in_the_ramdisk_not_the_config() {
         let bytes = run_archive(b"BASE", &opts());
         let text = String::from_utf8_lossy(&bytes);
-        assert!(text.contains("bakeoff-run.json") && text.contains("GREETING") && text.contains("sbin/poweroff"));
+        assert!(
+            text.contains("bakeoff-run.json")
+                && text.contains("GREETING")
+                && text.contains("sbin/poweroff")
+        );
         let d = render_domain_for_run(
             &microvm_image(),
             &opts(),
@@ -445,10 +454,16 @@ pub(crate) mod tests {
             Path::new("/state/web/initrd-run.img"),
         )
         .unwrap();
-        assert!(d.config.contains("ramdisk = \"/state/web/initrd-run.img\""), "{}", d.config);
+        assert!(
+            d.config.contains("ramdisk = \"/state/web/initrd-run.img\""),
+            "{}",
+            d.config
+        );
         assert!(!d.config.contains("bakeoff.run"), "{}", d.config);
         // export (no companion ramdisk) keeps them on the command line
-        assert!(render_xl(&microvm_image(), &opts(), "web").unwrap().contains("bakeoff.run="));
+        assert!(render_xl(&microvm_image(), &opts(), "web")
+            .unwrap()
+            .contains("bakeoff.run="));
     }
 
     #[test]

@@ -31,7 +31,9 @@ pub use rootfs::{guest_kernel_path, AGENT_PORT, READY_LINE};
 pub enum XenHostError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    #[error("apt cannot find {package}: the package lists are missing or stale; run apt-get update")]
+    #[error(
+        "apt cannot find {package}: the package lists are missing or stale; run apt-get update"
+    )]
     AptLists { package: String },
     #[error("{command} failed: {reason}")]
     Tool { command: String, reason: String },
@@ -39,7 +41,9 @@ pub enum XenHostError {
     Elf(#[from] bakeoff_elf::ElfError),
     #[error(transparent)]
     Guest(#[from] bakeoff_guest::GuestError),
-    #[error("qemu-system-x86_64 is not installed (Debian's qemu-system-x86); the Xen host boots in it")]
+    #[error(
+        "qemu-system-x86_64 is not installed (Debian's qemu-system-x86); the Xen host boots in it"
+    )]
     NoQemu,
     #[error("the Xen host did not boot within {secs} s; its console ended with:\n{tail}")]
     BootTimeout { secs: u64, tail: String },
@@ -110,7 +114,11 @@ pub fn prepare(o: &HostOptions) -> Result<Prepared, XenHostError> {
             .flatten()
             .map(|e| e.path())
             .find(|p| {
-                let n = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                let n = p
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
                 n.starts_with("xen-") && n.ends_with(".gz")
             })
             .ok_or_else(|| XenHostError::Tool {
@@ -257,7 +265,9 @@ pub struct ExecOutput {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// The last `n` lines of a file (the console), for errors.
@@ -280,13 +290,21 @@ impl XenHost {
         let console = o.work_dir.join("console.log");
         fs::write(&console, b"")?;
         let argv = qemu_argv(&prepared, &console, &forwards);
-        (o.log)(&format!("booting Xen under QEMU (TCG): {} {}", qemu.display(), argv.join(" ")));
+        (o.log)(&format!(
+            "booting Xen under QEMU (TCG): {} {}",
+            qemu.display(),
+            argv.join(" ")
+        ));
         let started = Instant::now();
         let child = Command::new(&qemu)
             .args(&argv)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(fs::File::create(o.work_dir.join("qemu.stderr"))?.into_parts().0)
+            .stderr(
+                fs::File::create(o.work_dir.join("qemu.stderr"))?
+                    .into_parts()
+                    .0,
+            )
             .spawn()?;
         let mut host = XenHost {
             child,
@@ -299,7 +317,8 @@ impl XenHost {
         loop {
             if let Ok(Some(status)) = host.child.try_wait() {
                 let mut tail_text = tail(&host.console, 30);
-                let stderr = std::fs::read_to_string(o.work_dir.join("qemu.stderr")).unwrap_or_default();
+                let stderr =
+                    std::fs::read_to_string(o.work_dir.join("qemu.stderr")).unwrap_or_default();
                 if !stderr.trim().is_empty() {
                     tail_text.push_str(&format!("\nqemu: {}", stderr.trim()));
                 }
@@ -309,7 +328,11 @@ impl XenHost {
                 });
             }
             let console = std::fs::read_to_string(&host.console).unwrap_or_default();
-            if console.contains(READY_LINE) && host.exec("true", Duration::from_secs(20)).is_ok_and(|o| o.code == 0) {
+            if console.contains(READY_LINE)
+                && host
+                    .exec("true", Duration::from_secs(20))
+                    .is_ok_and(|o| o.code == 0)
+            {
                 host.boot_time = started.elapsed();
                 return Ok(host);
             }
@@ -366,7 +389,9 @@ impl Channel {
         let port = self.port;
         let deadline = Instant::now() + limit;
         let ch = |e: std::io::Error| XenHostError::Channel(e.to_string());
-        let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(10)).map_err(ch)?;
+        let mut s =
+            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(10))
+                .map_err(ch)?;
         s.write_all(format!("{command}\n").as_bytes()).map_err(ch)?;
         let _ = s.shutdown(Shutdown::Write);
         let mut out = Vec::new();
@@ -380,11 +405,16 @@ impl Channel {
                     String::from_utf8_lossy(&out)
                 )));
             }
-            s.set_read_timeout(Some(left.min(Duration::from_secs(5)))).map_err(ch)?;
+            s.set_read_timeout(Some(left.min(Duration::from_secs(5))))
+                .map_err(ch)?;
             match s.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) => return Err(ch(e)),
             }
         }
@@ -451,11 +481,24 @@ mod tests {
             guest_kernel: None,
             xen_version: "4.17".into(),
         };
-        let argv = qemu_argv(&p, Path::new("/w/console.log"), &[(4000, 7000), (4001, 8080)]);
+        let argv = qemu_argv(
+            &p,
+            Path::new("/w/console.log"),
+            &[(4000, 7000), (4001, 8080)],
+        );
         let s = argv.join(" ");
         assert!(s.contains("-cpu qemu64,+svm,+npt"), "{s}");
-        assert!(s.contains("-kernel /c/xen.elf -append console=com1 dom0_mem=1024M,max:1024M noreboot"), "{s}");
-        assert!(s.contains("-initrd /c/vmlinuz console=hvc0 earlyprintk=xen,/w/initrd.gz"), "{s}");
-        assert!(s.contains("hostfwd=tcp:127.0.0.1:4000-:7000,hostfwd=tcp:127.0.0.1:4001-:8080"), "{s}");
+        assert!(
+            s.contains("-kernel /c/xen.elf -append console=com1 dom0_mem=1024M,max:1024M noreboot"),
+            "{s}"
+        );
+        assert!(
+            s.contains("-initrd /c/vmlinuz console=hvc0 earlyprintk=xen,/w/initrd.gz"),
+            "{s}"
+        );
+        assert!(
+            s.contains("hostfwd=tcp:127.0.0.1:4000-:7000,hostfwd=tcp:127.0.0.1:4001-:8080"),
+            "{s}"
+        );
     }
 }

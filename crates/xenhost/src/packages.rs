@@ -263,7 +263,8 @@ mod tests {
                 }
             ]
         );
-        let policy = "xen-utils-4.17:\n  Installed: (none)\n  Candidate: 4.17.7+13-g2445b30a44-0+deb12u1\n";
+        let policy =
+            "xen-utils-4.17:\n  Installed: (none)\n  Candidate: 4.17.7+13-g2445b30a44-0+deb12u1\n";
         assert_eq!(
             parse_candidate(policy).as_deref(),
             Some("4.17.7+13-g2445b30a44-0+deb12u1")

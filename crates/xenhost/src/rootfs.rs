@@ -115,7 +115,8 @@ esac
 exit 0
 "#;
 
-pub const XL_CONF: &str = "# bakeoff-xenhost\nvif.default.script=\"vif-bakeoff-host\"\nautoballoon=\"off\"\n";
+pub const XL_CONF: &str =
+    "# bakeoff-xenhost\nvif.default.script=\"vif-bakeoff-host\"\nautoballoon=\"off\"\n";
 
 /// What to put into dom0 besides the Xen tools.
 pub struct RootInputs<'a> {
@@ -150,7 +151,12 @@ fn symlink(root: &Path, inside: &str, target: &str) -> Result<(), XenHostError> 
     if std::fs::symlink_metadata(&p).is_ok() {
         return Ok(());
     }
-    std::os::unix::fs::symlink(target, &p).map_err(|e| XenHostError::Io(std::io::Error::new(e.kind(), format!("cannot link {}: {e}", p.display()))))
+    std::os::unix::fs::symlink(target, &p).map_err(|e| {
+        XenHostError::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot link {}: {e}", p.display()),
+        ))
+    })
 }
 
 /// The closure of `exe` without `exe` itself (its libraries and interpreter).
@@ -174,13 +180,18 @@ pub fn lay_out(inputs: &RootInputs<'_>, dest: &Path) -> Result<(), XenHostError>
         copy_into(&c, dest)?;
     }
     // xenstore-read/-write/... are links to `xenstore`.
-    for tool in ["read", "write", "ls", "list", "rm", "exists", "chmod", "watch"] {
+    for tool in [
+        "read", "write", "ls", "list", "rm", "exists", "chmod", "watch",
+    ] {
         symlink(dest, &format!("/usr/bin/xenstore-{tool}"), "xenstore")?;
     }
     // iptables' extensions are dlopen()ed: all of them, with their closures.
     let xt = inputs.packages.join("usr/lib/x86_64-linux-gnu/xtables");
     for e in fs::read_dir(&xt)?.flatten() {
-        let inside = format!("/usr/lib/x86_64-linux-gnu/xtables/{}", e.file_name().to_string_lossy());
+        let inside = format!(
+            "/usr/lib/x86_64-linux-gnu/xtables/{}",
+            e.file_name().to_string_lossy()
+        );
         copy_into(&closure(Path::new(&inside), inputs.packages)?, dest)?;
     }
     for link in ["iptables", "iptables-save", "iptables-restore"] {
@@ -199,16 +210,29 @@ pub fn lay_out(inputs: &RootInputs<'_>, dest: &Path) -> Result<(), XenHostError>
     symlink(dest, "/var/run", "../run")?;
     symlink(dest, "/var/lock", "../run/lock")?;
     write_file(dest, "/etc/xen/xl.conf", XL_CONF.as_bytes(), 0o644)?;
-    write_file(dest, "/etc/xen/scripts/vif-bakeoff-host", VIF_SCRIPT.as_bytes(), 0o755)?;
+    write_file(
+        dest,
+        "/etc/xen/scripts/vif-bakeoff-host",
+        VIF_SCRIPT.as_bytes(),
+        0o755,
+    )?;
     write_file(dest, "/usr/lib/xenhost/start", START.as_bytes(), 0o755)?;
     write_file(dest, "/usr/lib/xenhost/agent", AGENT.as_bytes(), 0o755)?;
-    write_file(dest, "/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)?;
+    write_file(
+        dest,
+        "/etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\n",
+        0o644,
+    )?;
     write_file(dest, "/etc/group", b"root:x:0:\n", 0o644)?;
     // bakeoff, without its debug information (a third of the size).
     let bin = dest.join("usr/local/bin/bakeoff");
     fs::create_dir_all(bin.parent().unwrap_or(dest))?;
     fs::copy(inputs.bakeoff, &bin)?;
-    let _ = std::process::Command::new("strip").arg("--strip-debug").arg(&bin).status();
+    let _ = std::process::Command::new("strip")
+        .arg("--strip-debug")
+        .arg(&bin)
+        .status();
     for (host, inside) in inputs.files {
         let mode = {
             use std::os::unix::fs::PermissionsExt;
@@ -221,7 +245,12 @@ pub fn lay_out(inputs: &RootInputs<'_>, dest: &Path) -> Result<(), XenHostError>
         write_file(dest, &guest_kernel_path(k), &fs::read(&k.vmlinux)?, 0o644)?;
         let builtin = k.modules_root.join("modules.builtin");
         if builtin.is_file() {
-            write_file(dest, &format!("{base}/lib/modules/{}/modules.builtin", k.version), &fs::read(&builtin)?, 0o644)?;
+            write_file(
+                dest,
+                &format!("{base}/lib/modules/{}/modules.builtin", k.version),
+                &fs::read(&builtin)?,
+                0o644,
+            )?;
         }
         for m in modules {
             write_file(dest, &format!("{base}{}", m.dest), &m.read()?, 0o644)?;
@@ -237,7 +266,12 @@ fn busybox_applets(busybox: &Path) -> Vec<String> {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect::<Vec<_>>());
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        });
     listed.filter(|l| !l.is_empty()).unwrap_or_else(|| {
         "sh ash cat echo ls mkdir mount ip brctl sysctl nc grep sed tr sleep ps kill timeout wget head tail env true false test [ printf cp mv rm ln chmod uname free dmesg hostname date awk sort wc seq cut xargs find"
             .split(' ')
@@ -248,7 +282,11 @@ fn busybox_applets(busybox: &Path) -> Vec<String> {
 
 /// The dom0 initramfs: the root in `root_dir` with bakeoff's PID 1 running [`START`] after
 /// loading `modules`.
-pub fn write_initramfs(root_dir: &Path, modules: &[ModuleFile], out: &Path) -> Result<(), XenHostError> {
+pub fn write_initramfs(
+    root_dir: &Path,
+    modules: &[ModuleFile],
+    out: &Path,
+) -> Result<(), XenHostError> {
     let config = GuestConfig {
         command: vec!["/bin/sh".into(), "/usr/lib/xenhost/start".into()],
         hostname: "xenhost".into(),
@@ -275,7 +313,11 @@ mod tests {
                 .args(["-n", "-c", text])
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         assert!(START.contains(READY_LINE.trim_start_matches("xenhost: ")));
         assert!(START.contains(&format!("nc -ll -p {AGENT_PORT}")));
