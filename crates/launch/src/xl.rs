@@ -417,7 +417,7 @@ pub(crate) mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         let script = format!(
-            "trap 'echo pid1 got TERM; exit 0' TERM; {} ; echo poweroff exited $?; sleep 5; echo no signal",
+            "got=no; trap 'got=yes' TERM; {}; echo poweroff exited $?; echo pid1 got TERM: $got",
             bin.display()
         );
         let out = std::process::Command::new("unshare")
