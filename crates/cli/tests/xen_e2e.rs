@@ -309,6 +309,11 @@ fn the_example_runs_as_a_pvh_domain_on_nested_xen() {
     assert!(report.contains("nested"), "{report}");
     assert!(report.contains("4.17"), "{report}");
     assert!(report.contains("as a PVH domain"), "{report}");
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(
+        report["platforms"][0]["conditions"]["emulated"], true,
+        "{report}"
+    );
 
     host.shutdown(Duration::from_secs(60));
     eprintln!(
