@@ -263,9 +263,6 @@ pub struct BenchCli {
     /// Seconds to wait for each start to answer.
     #[arg(long, default_value_t = 120)]
     pub ready_timeout: u64,
-    /// Guest kernel for the microVM: `minimal`, `debian` or a path (default: minimal when built).
-    #[arg(long)]
-    pub kernel: Option<PathBuf>,
     /// Load profiles: open-loop load at each of these request rates (e.g. 100,1000,5000),
     /// latency measured from each request's intended send time.
     #[arg(long, value_delimiter = ',', value_parser = parse_rate)]

@@ -304,7 +304,6 @@ async fn bench(b: BenchCli) -> Result<i32> {
         ready_timeout: Duration::from_secs(b.ready_timeout),
         sweep: b.sweep.clone(),
         slo: b.slo,
-        kernel: b.kernel.clone(),
     };
     let (rt, progress) = runtime_with_spinner();
     let prepared = rt.prepare_with_ports(&b.app, &b.port);

@@ -162,6 +162,12 @@ pub trait Driver: Send + Sync {
         true
     }
 
+    /// Notes for a bench report about how this platform ran `image` here (e.g. Xen's version,
+    /// the guest type, and whether the hypervisor itself is nested).
+    async fn bench_notes(&self, _image: &Image) -> Vec<String> {
+        Vec::new()
+    }
+
     /// A specific sentence about why an instance ended early (e.g. too little memory to boot).
     async fn diagnose(&self, _inst: &Instance) -> Option<String> {
         None

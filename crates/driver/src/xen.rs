@@ -5,7 +5,7 @@
 //! `xl create -p` and `xl unpause`. The console is `xl console` copied into `console.log`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -103,26 +103,58 @@ fn xl(args: &[&str]) -> Result<String, CommandError> {
         .chain(args.iter().copied())
         .map(String::from)
         .collect();
-    run_cmd(&argv, Duration::from_secs(30))
+    run_cmd(&argv, Duration::from_secs(60))
 }
 
 fn domain_exists(domain: &str) -> bool {
     xl(&["domid", domain]).is_ok()
 }
 
+/// Written just before `xl create`: only a domain this instance created is ever destroyed (a
+/// start refused because the name is taken must not destroy the other domain).
+const CREATED_MARKER: &str = "domain-created";
+/// Written just before the DNAT rules are added.
+const NET_MARKER: &str = "net-applied";
+
+/// Xen's free memory in MiB (`xl info`'s `free_memory`).
+fn free_memory_mib() -> Option<u64> {
+    parse_free_memory(&xl(&["info"]).ok()?)
+}
+
+/// `free_memory            : 843` in `xl info` output.
+pub fn parse_free_memory(info: &str) -> Option<u64> {
+    info.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == "free_memory").then(|| v.trim().parse().ok())?
+    })
+}
+
+/// The console text: what `xl console` copied, or else xenconsoled's own log of the guest
+/// (`--log=guest`), when the host keeps one.
+fn console_text(h: &XenHandle) -> String {
+    let text = vmm::read_console(&h.console);
+    if !text.trim().is_empty() {
+        return text;
+    }
+    vmm::read_console(&Path::new(GUEST_LOG_DIR).join(format!("guest-{}.log", h.domain)))
+}
+
+/// Where xenconsoled writes guest consoles with `--log=guest` (Debian's default directory).
+const GUEST_LOG_DIR: &str = "/var/log/xen/console";
+
 /// The exit status the guest printed: our init's line (microVM) or Rumprun's `_exit(N)`.
 fn ended(h: &XenHandle) -> Option<Option<i32>> {
-    let console = vmm::read_console(&h.console);
+    let console = console_text(h);
     match h.target {
         Target::Rumprun => vmm::rumprun_ended_from_console(&console),
         _ => vmm::exit_status_from_console(&console).map(Some),
     }
 }
 
-/// Removes what the domain holds on the host: the domain, the console copier, the DNAT rules,
-/// the address slot. Safe to repeat.
+/// Removes what the domain holds on the host: the domain (only one this instance created), the
+/// console copier, the DNAT rules, the address slot. Safe to repeat.
 fn clean_up(h: &XenHandle, name: &str) {
-    if domain_exists(&h.domain) {
+    if h.instance_dir.join(CREATED_MARKER).exists() && domain_exists(&h.domain) {
         let _ = xl(&["destroy", &h.domain]);
     }
     if let Some(pid) = h.console_pid {
@@ -130,12 +162,112 @@ fn clean_up(h: &XenHandle, name: &str) {
             vmm::signal(pid, libc::SIGTERM);
         }
     }
+    // Only rules this instance added: a start refused earlier must not delete another
+    // instance's identical rules.
     let done = h.instance_dir.join("net-removed");
-    if !done.exists() {
+    if h.instance_dir.join(NET_MARKER).exists() && !done.exists() {
         undo_plan(&h.net);
         let _ = std::fs::write(&done, b"");
     }
     release_slot(&h.instance_dir, Platform::Xen, name, h.slot);
+}
+
+/// `xl console DOMAIN` copying the guest's console into `console`. Its input is a FIFO it holds
+/// open for reading and writing, so it never sees the end of its input (which would end it).
+fn spawn_console(domain: &str, console: &Path, dir: &Path) -> Option<u32> {
+    use std::os::unix::process::CommandExt;
+    let fifo = dir.join("console.in");
+    let _ = std::fs::remove_file(&fifo);
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        return None;
+    }
+    let input = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .ok()?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(console)
+        .ok()?;
+    let mut child = Command::new("xl")
+        .args(["console", domain])
+        .stdin(input)
+        .stdout(out.try_clone().ok()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .ok()?;
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    // Wait (briefly) until it holds the guest's pty, so the first lines are not missed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let attached = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|fds| {
+                fds.flatten().any(|fd| {
+                    std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with("/dev/pts/"))
+                })
+            })
+            .unwrap_or(false);
+        if attached || !vmm::pid_alive(pid) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(pid)
+}
+
+/// The handle of `req` in address slot `slot`: everything is known before `xl create`.
+fn planned(req: &StartRequest<'_>, slot: u16) -> XenHandle {
+    let addr = address(slot as u8);
+    XenHandle {
+        domain: xl::domain_name(req.name),
+        target: req.image.target,
+        slot,
+        config: req.instance_dir.join("domain.cfg"),
+        console: req.instance_dir.join("console.log"),
+        console_pid: None,
+        net: publish_plan(&bridge(), xl::GATEWAY, addr.ip, &req.opts.publish, req.name),
+        instance_dir: req.instance_dir.to_path_buf(),
+    }
+}
+
+/// What a bench report says about Xen here: its version, the guest type, and, when Xen itself
+/// runs in a virtual machine (the machine's DMI names QEMU, KVM, ...), that the figures are
+/// nested and say nothing about Xen on hardware.
+pub fn bench_notes(xl_info: &str, target: Target, machine: &str) -> Vec<String> {
+    let field = |k: &str| {
+        xl_info.lines().find_map(|l| {
+            let (key, v) = l.split_once(':')?;
+            (key.trim() == k).then(|| v.trim().to_string())
+        })
+    };
+    let version = field("xen_version").unwrap_or_else(|| "unknown".into());
+    let guest = match target {
+        Target::Rumprun => "PV",
+        _ => "PVH",
+    };
+    let mut notes = vec![format!(
+        "Xen {version}, the guest as a {guest} domain (xl toolstack; virt_caps: {})",
+        field("virt_caps").unwrap_or_else(|| "unknown".into())
+    )];
+    let m = machine.to_ascii_lowercase();
+    if ["qemu", "kvm", "bochs", "virtualbox", "vmware"]
+        .iter()
+        .any(|v| m.contains(v))
+    {
+        notes.push(format!(
+            "nested under emulation: Xen itself runs in a virtual machine ({}), so these figures say nothing about Xen on hardware",
+            machine.trim()
+        ));
+    }
+    notes
 }
 
 pub struct XenDriver;
@@ -150,6 +282,18 @@ impl Driver for XenDriver {
         xen_verdict(&facts()).map_err(DriverError::Unavailable)
     }
 
+    /// The domain name, address slot and DNAT plan, recorded before `xl create`.
+    fn intent(&self, req: &StartRequest<'_>) -> Option<Handle> {
+        let slot = claim_slot(
+            req.instance_dir,
+            Platform::Xen,
+            req.name,
+            u16::from(xl::MAX_SLOTS),
+        )
+        .ok()?;
+        Some(Handle::Xen(planned(req, slot)))
+    }
+
     async fn start(&self, req: StartRequest<'_>) -> Result<Handle, DriverError> {
         self.available().await?;
         let image = req.image;
@@ -157,70 +301,80 @@ impl Driver for XenDriver {
         if image.target == Target::Rumprun && which("xenstore-write").is_none() {
             return Err(DriverError::Unavailable("Rumprun on Xen needs `xenstore-write` (Debian's xenstore-utils) to pass its configuration".into()));
         }
-        let bridge = bridge();
+        let domain_name = xl::domain_name(req.name);
+        if domain_exists(&domain_name) {
+            return Err(DriverError::Refused(format!(
+                "a Xen domain named {domain_name} already exists (`xl list` shows it); choose another --name or remove that domain"
+            )));
+        }
+        // The same floor as on QEMU: below it the kernel cannot unpack the initramfs.
+        let floor = image.details.min_memory_mib;
+        let memory_mib = req
+            .opts
+            .memory
+            .map(|b| b.div_ceil(1 << 20))
+            .unwrap_or(bakeoff_launch::DEFAULT_MEMORY_MIB.max(floor.unwrap_or(0)));
+        if let Some(floor) = floor.filter(|f| memory_mib < *f) {
+            return Err(DriverError::Refused(format!(
+                "--memory {memory_mib}M is too small to boot this microVM: it needs at least {floor} MiB (its kernel takes most of it; `--kernel` can give a smaller one)"
+            )));
+        }
+        if let Some(free) = free_memory_mib().filter(|f| memory_mib > *f) {
+            return Err(DriverError::Refused(format!(
+                "--memory {memory_mib}M is more than Xen's free memory ({free} MiB, `xl info`); give the domain less or stop other domains"
+            )));
+        }
+        let opts = bakeoff_spec::RunOptions {
+            memory: Some(memory_mib << 20),
+            ..req.opts.clone()
+        };
         let slot = claim_slot(
             req.instance_dir,
             Platform::Xen,
             req.name,
             u16::from(xl::MAX_SLOTS),
         )?;
-        let addr = address(slot as u8);
-        let fail = |e: DriverError| {
-            release_slot(req.instance_dir, Platform::Xen, req.name, slot);
+        let mut h = planned(&req, slot);
+        let fail = |h: &XenHandle, e: DriverError| {
+            clean_up(h, req.name);
             e
         };
-        let domain =
-            render_domain(image, req.opts, req.name, &addr, &bridge).map_err(|e| fail(e.into()))?;
-        let config = req.instance_dir.join("domain.cfg");
-        fs_err::write(&config, &domain.config)?;
-        let net = publish_plan(&bridge, xl::GATEWAY, addr.ip, &req.opts.publish, req.name);
-        apply_plan(&net).map_err(|e| fail(e.into()))?;
-        let cfg = config.display().to_string();
-        let created = match &domain.rumprun_cfg {
-            None => xl(&["create", &cfg]).map(|_| ()),
-            Some(json) => xl(&["create", "-p", &cfg]).and_then(|_| {
-                let domid = xl(&["domid", &domain.name])?.trim().to_string();
-                let key = format!("/local/domain/{domid}/{RUMPRUN_CFG_KEY}");
+        let addr = address(slot as u8);
+        let bridge = bridge();
+        let dir = req.instance_dir;
+        // `-e` values and `-- ARGS` travel in a per-run ramdisk (0600), not on the command line
+        // or in the config; it also brings the /sbin/poweroff that `xl shutdown` runs.
+        let domain = if image.target == Target::MicroVm {
+            let base = fs_err::read(
+                image
+                    .require("initrd", "initrd")
+                    .map_err(|e| fail(&h, e.into()))?,
+            )?;
+            let ramdisk = dir.join("initrd-run.img");
+            bakeoff_state::write_private(&ramdisk, &xl::run_archive(&base, &opts))?;
+            xl::render_domain_for_run(image, &opts, req.name, &addr, &bridge, &ramdisk)
+        } else {
+            render_domain(image, &opts, req.name, &addr, &bridge)
+        }
+        .map_err(|e| fail(&h, e.into()))?;
+        bakeoff_state::write_private(&h.config, domain.config.as_bytes())?;
+        fs_err::write(dir.join(NET_MARKER), b"")?;
+        apply_plan(&h.net).map_err(|e| fail(&h, e.into()))?;
+        let cfg = h.config.display().to_string();
+        fs_err::write(dir.join(CREATED_MARKER), b"")?;
+        xl(&["create", "-p", &cfg]).map_err(|e| fail(&h, e.into()))?;
+        if let Some(json) = &domain.rumprun_cfg {
+            let written = xl(&["domid", &domain.name]).and_then(|domid| {
+                let key = format!("/local/domain/{}/{RUMPRUN_CFG_KEY}", domid.trim());
                 run_cmd(
                     &["xenstore-write".into(), key, json.clone()],
                     Duration::from_secs(10),
-                )?;
-                xl(&["unpause", &domain.name]).map(|_| ())
-            }),
-        };
-        if let Err(e) = created {
-            let _ = xl(&["destroy", &domain.name]);
-            undo_plan(&net);
-            return Err(fail(e.into()));
-        }
-        let console = req.instance_dir.join("console.log");
-        let out = fs_err::File::create(&console)?;
-        use std::os::unix::process::CommandExt;
-        let console_pid = Command::new("xl")
-            .args(["console", &domain.name])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?.into_parts().0)
-            .stderr(out.into_parts().0)
-            .process_group(0)
-            .spawn()
-            .ok()
-            .map(|mut c| {
-                let pid = c.id();
-                std::thread::spawn(move || {
-                    let _ = c.wait();
-                });
-                pid
+                )
             });
-        let h = XenHandle {
-            domain: domain.name,
-            target: image.target,
-            slot,
-            config,
-            console,
-            console_pid,
-            net,
-            instance_dir: req.instance_dir.to_path_buf(),
-        };
+            written.map_err(|e| fail(&h, e.into()))?;
+        }
+        h.console_pid = spawn_console(&domain.name, &h.console, dir);
+        xl(&["unpause", &domain.name]).map_err(|e| fail(&h, e.into()))?;
         Ok(Handle::Xen(h))
     }
 
@@ -244,7 +398,12 @@ impl Driver for XenDriver {
         out: LogSink<'_>,
     ) -> Result<(), DriverError> {
         let h = handle(inst)?;
-        vmm::follow_console(&h.console, follow, out, || {
+        let console = if vmm::read_console(&h.console).trim().is_empty() {
+            Path::new(GUEST_LOG_DIR).join(format!("guest-{}.log", h.domain))
+        } else {
+            h.console.clone()
+        };
+        vmm::follow_console(&console, follow, out, || {
             domain_exists(&h.domain) && ended(h).is_none()
         })
         .await
@@ -252,8 +411,9 @@ impl Driver for XenDriver {
 
     async fn stop(&self, inst: &Instance, grace: Duration) -> Result<(), DriverError> {
         let h = handle(inst)?;
-        if domain_exists(&h.domain) {
-            // The guest's orderly shutdown (xenstore control/shutdown), then the hard way.
+        if h.instance_dir.join(CREATED_MARKER).exists() && domain_exists(&h.domain) {
+            // The guest's orderly shutdown (xenstore control/shutdown → /sbin/poweroff → SIGTERM
+            // to our init → the app), then the hard way.
             let _ = xl(&["shutdown", &h.domain]);
             let deadline = Instant::now() + grace;
             while Instant::now() < deadline && domain_exists(&h.domain) {
@@ -282,6 +442,41 @@ impl Driver for XenDriver {
             .and_then(|m| m.parse::<u64>().ok())
             .map(|m| m << 20))
     }
+
+    async fn app_started(&self, inst: &Instance) -> bool {
+        let Ok(h) = handle(inst) else { return true };
+        match h.target {
+            Target::MicroVm => console_text(h).contains("bakeoff-init: starting "),
+            _ => true,
+        }
+    }
+
+    async fn bench_notes(&self, image: &bakeoff_launch::Image) -> Vec<String> {
+        let info = xl(&["info"]).unwrap_or_default();
+        let vendor = std::fs::read_to_string("/sys/class/dmi/id/sys_vendor").unwrap_or_default();
+        let product = std::fs::read_to_string("/sys/class/dmi/id/product_name").unwrap_or_default();
+        bench_notes(
+            &info,
+            image.target,
+            &format!("{} {}", vendor.trim(), product.trim()),
+        )
+    }
+
+    async fn diagnose(&self, inst: &Instance) -> Option<String> {
+        let h = handle(inst).ok()?;
+        let console = console_text(h);
+        let oom = [
+            "Out of memory",
+            "Initramfs unpacking failed",
+            "System is deadlocked on memory",
+            "Kernel panic - not syncing: VFS",
+        ]
+        .iter()
+        .any(|s| console.contains(s));
+        (oom && vmm::exit_status_from_console(&console).is_none()).then(|| {
+            "the domain did not boot with the memory it was given (the kernel ran out of memory unpacking the initramfs); give it more with --memory".to_string()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -297,6 +492,31 @@ mod tests {
             bridge: "xenbr0".into(),
             bridge_exists: true,
         }
+    }
+
+    #[test]
+    fn bench_notes_say_version_guest_type_and_nesting() {
+        let info = "host                   : xenhost\nvirt_caps              : pv hvm hap\nxen_version            : 4.17.7\nfree_memory            : 843\n";
+        let n = bench_notes(
+            info,
+            Target::MicroVm,
+            "QEMU Standard PC (i440FX + PIIX, 1996)",
+        );
+        assert_eq!(
+            n[0],
+            "Xen 4.17.7, the guest as a PVH domain (xl toolstack; virt_caps: pv hvm hap)"
+        );
+        assert!(
+            n[1].starts_with(
+                "nested under emulation: Xen itself runs in a virtual machine (QEMU Standard PC"
+            ),
+            "{n:?}"
+        );
+        let n = bench_notes(info, Target::Rumprun, "Dell Inc. PowerEdge R640");
+        assert_eq!(n.len(), 1);
+        assert!(n[0].contains("as a PV domain"));
+        assert_eq!(parse_free_memory(info), Some(843));
+        assert_eq!(parse_free_memory("nothing"), None);
     }
 
     #[test]
@@ -326,6 +546,13 @@ mod tests {
         };
         assert_eq!(f.xl, on_path("xl"), "xl on PATH");
         assert_eq!(f.proc_xen, Path::new("/proc/xen").exists(), "/proc/xen");
+        let caps = std::fs::read_to_string("/proc/xen/capabilities").unwrap_or_default();
+        assert_eq!(f.dom0, caps.contains("control_d"), "dom0");
+        assert_eq!(
+            f.bridge_exists,
+            Path::new("/sys/class/net").join(&f.bridge).exists(),
+            "bridge"
+        );
         let verdict = xen_verdict(&f);
         if !f.xl {
             assert!(verdict.unwrap_err().contains("`xl` is not installed"));

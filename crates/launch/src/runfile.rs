@@ -8,11 +8,23 @@ use bakeoff_init::{RunOverrides, RUN_PATH};
 /// `base` (the image's initramfs), padded to 4 bytes, then an uncompressed newc archive with
 /// the run file (mode 0400, owned by root).
 pub fn run_initrd(base: &[u8], overrides: &RunOverrides) -> Vec<u8> {
+    run_initrd_with(base, overrides, &[])
+}
+
+/// One more entry of the appended archive: a path without the leading `/`, its mode (with the
+/// file type bits, e.g. `0o40755` for a directory) and its contents.
+pub type RunEntry<'a> = (&'a str, u32, &'a [u8]);
+
+/// [`run_initrd`] with `extra` entries after the run file (directories before their files).
+pub fn run_initrd_with(base: &[u8], overrides: &RunOverrides, extra: &[RunEntry<'_>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(base.len() + 1024);
     out.extend_from_slice(base);
     pad4(&mut out);
     let name = RUN_PATH.trim_start_matches('/');
     newc_entry(&mut out, 1, name, 0o100400, overrides.to_json().as_bytes());
+    for (i, (name, mode, data)) in extra.iter().enumerate() {
+        newc_entry(&mut out, 2 + i as u32, name, *mode, data);
+    }
     newc_entry(&mut out, 0, "TRAILER!!!", 0, b"");
     pad4(&mut out);
     out

@@ -9,6 +9,7 @@
 //! [`SUBNET`]; the bridge must carry [`GATEWAY`].
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 use bakeoff_spec::{RunOptions, Target};
 
@@ -77,13 +78,25 @@ fn common(lines: &mut Vec<String>, memory: u64, vcpus: u32, addr: &GuestAddress,
     lines.push("on_crash = \"destroy\"".into());
 }
 
-/// The microVM image as a PVH domain.
+/// The microVM image as a PVH domain, every run-time value on its command line (what
+/// `bakeoff export --format xl` gives: a file with no companion).
 pub fn render_pvh(
     image: &Image,
     opts: &RunOptions,
     instance: &str,
     addr: &GuestAddress,
     bridge: &str,
+) -> Result<XlDomain, LaunchError> {
+    render_pvh_with(image, opts, instance, addr, bridge, None)
+}
+
+fn render_pvh_with(
+    image: &Image,
+    opts: &RunOptions,
+    instance: &str,
+    addr: &GuestAddress,
+    bridge: &str,
+    run_ramdisk: Option<&Path>,
 ) -> Result<XlDomain, LaunchError> {
     if image.target != Target::MicroVm {
         return Err(LaunchError::WrongImage(format!(
@@ -93,6 +106,15 @@ pub fn render_pvh(
     }
     let kernel = image.require("vmlinux", "vmlinux (a PVH kernel)")?;
     let initrd = image.require("initrd", "initrd")?;
+    let initrd = run_ramdisk.map(Path::to_path_buf).unwrap_or(initrd);
+    let for_run = KernelCmdline::for_run(Some(addr.into()), instance, opts);
+    // With a per-run ramdisk, `-e` and `-- ARGS` travel in it, not on the command line (which
+    // every dom0 user can read in `xl list -l`).
+    let overrides = if run_ramdisk.is_some() {
+        Default::default()
+    } else {
+        for_run.overrides.clone()
+    };
     let name = domain_name(instance);
     let mut lines = vec![
         format!(
@@ -107,7 +129,8 @@ pub fn render_pvh(
             "cmdline = {}",
             q(&kernel_cmdline(&KernelCmdline {
                 console: Console::Hvc0,
-                ..KernelCmdline::for_run(Some(addr.into()), instance, opts)
+                overrides,
+                ..for_run
             }))
         ),
     ];
@@ -179,6 +202,76 @@ pub fn render_domain(
             "Xen cannot boot an OCI image; build the microvm or rumprun target".into(),
         )),
     }
+}
+
+/// The domain for a run: like [`render_domain`], but a PVH guest boots `run_ramdisk` (the
+/// image's initramfs with [`run_archive`] appended) and its command line carries no `-e` value
+/// or argument.
+pub fn render_domain_for_run(
+    image: &Image,
+    opts: &RunOptions,
+    instance: &str,
+    addr: &GuestAddress,
+    bridge: &str,
+    run_ramdisk: &Path,
+) -> Result<XlDomain, LaunchError> {
+    match image.target {
+        Target::MicroVm => render_pvh_with(image, opts, instance, addr, bridge, Some(run_ramdisk)),
+        _ => render_domain(image, opts, instance, addr, bridge),
+    }
+}
+
+/// `/sbin/poweroff` for a PVH guest: what Linux runs when `xl shutdown` asks the domain to power
+/// off (xenstore `control/shutdown`; a PVH guest has no ACPI power button). It sends SIGTERM to
+/// PID 1, bakeoff's init, which passes it to the app and powers the domain off once the app has
+/// ended. A 158-byte static x86_64 ELF: `kill(1, SIGTERM); exit(0)`.
+pub fn poweroff_elf() -> Vec<u8> {
+    const BASE: u64 = 0x40_0000;
+    #[rustfmt::skip]
+    let code: [u8; 30] = [
+        0xb8, 62, 0, 0, 0, // mov eax, SYS_kill
+        0xbf, 1, 0, 0, 0, // mov edi, 1
+        0xbe, 15, 0, 0, 0, // mov esi, SIGTERM
+        0x0f, 0x05, // syscall
+        0xb8, 60, 0, 0, 0, // mov eax, SYS_exit
+        0x31, 0xff, // xor edi, edi
+        0x0f, 0x05, // syscall
+        0xf4, 0xf4, 0xf4, 0xf4, // hlt (never reached)
+    ];
+    let total = (64 + 56 + code.len()) as u64;
+    let mut e = Vec::with_capacity(total as usize);
+    e.extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    e.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.extend_from_slice(&(BASE + 64 + 56).to_le_bytes()); // e_entry
+    e.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    e.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    e.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    for v in [64u16, 56, 1, 64, 0, 0] {
+        e.extend_from_slice(&v.to_le_bytes()); // ehsize phentsize phnum shentsize shnum shstrndx
+    }
+    e.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    e.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    for v in [0, BASE, BASE, total, total, 0x1000u64] {
+        e.extend_from_slice(&v.to_le_bytes()); // offset vaddr paddr filesz memsz align
+    }
+    e.extend_from_slice(&code);
+    e
+}
+
+/// The per-run ramdisk of a PVH guest: the image's initramfs `base`, then an archive with the
+/// run's `-e` values and arguments (0400, read and removed by PID 1) and `/sbin/poweroff`.
+pub fn run_archive(base: &[u8], opts: &RunOptions) -> Vec<u8> {
+    let poweroff = poweroff_elf();
+    crate::runfile::run_initrd_with(
+        base,
+        &crate::run_overrides(opts),
+        &[
+            ("sbin", 0o40755, b""),
+            ("sbin/poweroff", 0o100755, &poweroff),
+        ],
+    )
 }
 
 /// What `bakeoff export --format xl` prints: the xl.cfg of the first guest slot on
@@ -309,6 +402,68 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("Xen cannot boot an OCI image"));
+    }
+
+    /// `/sbin/poweroff` sends SIGTERM to PID 1 and exits 0: run here as a child of a shell that
+    /// is PID 1 of a new PID namespace and traps SIGTERM.
+    #[test]
+    fn poweroff_signals_pid_1() {
+        let elf = poweroff_elf();
+        assert_eq!(&elf[..4], b"\x7fELF");
+        assert_eq!(elf.len(), 64 + 56 + 30);
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("poweroff");
+        std::fs::write(&bin, &elf).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = format!(
+            "got=no; trap 'got=yes' TERM; {}; echo poweroff exited $?; echo pid1 got TERM: $got",
+            bin.display()
+        );
+        let out = std::process::Command::new("unshare")
+            .args(["--fork", "--pid", "sh", "-c", &script])
+            .output()
+            .expect("unshare runs (util-linux)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("poweroff exited 0")
+                && text.contains("pid1 got TERM")
+                && !text.contains("no signal"),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The per-run ramdisk: the base, then the run file, `sbin/` and the poweroff program; no
+    /// `-e` value on the command line of a run's config.
+    #[test]
+    fn run_values_travel_in_the_ramdisk_not_the_config() {
+        let bytes = run_archive(b"BASE", &opts());
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.contains("bakeoff-run.json")
+                && text.contains("GREETING")
+                && text.contains("sbin/poweroff")
+        );
+        let d = render_domain_for_run(
+            &microvm_image(),
+            &opts(),
+            "web",
+            &address(0),
+            "xenbr0",
+            Path::new("/state/web/initrd-run.img"),
+        )
+        .unwrap();
+        assert!(
+            d.config.contains("ramdisk = \"/state/web/initrd-run.img\""),
+            "{}",
+            d.config
+        );
+        assert!(!d.config.contains("bakeoff.run"), "{}", d.config);
+        // export (no companion ramdisk) keeps them on the command line
+        assert!(render_xl(&microvm_image(), &opts(), "web")
+            .unwrap()
+            .contains("bakeoff.run="));
     }
 
     #[test]

@@ -317,6 +317,18 @@ impl Runtime {
             );
             notes.push("the image size includes the guest kernel, shared by every microVM".into());
         }
+        let platform_notes = driver.bench_notes(image).await;
+        // A hypervisor that itself runs under emulation (the nested Xen host): its figures are
+        // labelled emulated, like QEMU's under TCG.
+        if platform_notes
+            .iter()
+            .any(|n| n.starts_with("nested under emulation"))
+        {
+            if let Some(c) = pr.conditions.as_mut() {
+                c.emulated = true;
+            }
+        }
+        notes.extend(platform_notes);
         pr.notes = notes;
         Ok(pr)
     }
