@@ -13,8 +13,8 @@ pub mod base64url;
 mod cmdline;
 mod config;
 pub mod json;
-mod user;
 pub mod phases;
+mod user;
 
 pub use cmdline::{
     app_launch, normalize_module_name, parse_cmdline, split_cmdline, AppLaunch, BootParams,
