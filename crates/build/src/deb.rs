@@ -352,12 +352,17 @@ pub(crate) fn lay_out(
 
     // What the maintainer scripts and the init system would have done.
     let mut accounts = users::Accounts::base();
+    // `chown OWNER PATH` lines: (owner, path), given to the daemon's user below.
+    let mut chowned: Vec<(String, String)> = Vec::new();
     for (p, _) in res.packages.iter().zip(&whole).filter(|(_, w)| **w) {
         let script = control.join(&p.name).join("postinst");
         let Ok(text) = std::fs::read_to_string(&script) else {
             continue;
         };
         for action in postinst::actions(&text) {
+            if let postinst::Action::Chown { owner, path } = &action {
+                chowned.push((owner.clone(), path.clone()));
+            }
             apply(&action, rootfs, &full, &mut accounts)?;
         }
         // dh_nginx's loop: `for confpair in mod-x.conf:50-mod-x.conf ; do ... ln -sf ...`.
@@ -390,7 +395,7 @@ pub(crate) fn lay_out(
     for made in data::configure(rootfs, &data_packages)? {
         log(&format!("made {made}"));
     }
-    let user = match from_unit
+    let mut user = match from_unit
         .as_ref()
         .and_then(|f| f.user.as_ref().map(|u| (u, f)))
     {
@@ -430,6 +435,29 @@ pub(crate) fn lay_out(
     make_link(rootfs, "/var/run", "/run")?;
     for dir in from_unit.iter().flat_map(|f| &f.directories) {
         make_dirs(rootfs, dir, 0o755)?;
+    }
+    // What belongs to the daemon's user, as systemd and the maintainer scripts would have made
+    // it: the unit's Runtime/State/Cache/LogsDirectory= and the paths its scripts chown to it.
+    // Docker gets the owner in the layer; the microVM's PID 1 chowns them before the start.
+    if let Some(u) = user.as_mut() {
+        let name = u.spec.split(':').next().unwrap_or_default().to_string();
+        let mut owns: Vec<String> = from_unit
+            .iter()
+            .flat_map(|f| f.directories.iter().cloned())
+            .chain(
+                chowned
+                    .iter()
+                    .filter(|(owner, _)| *owner == name || *owner == u.uid.to_string())
+                    .map(|(_, path)| path.clone()),
+            )
+            .filter(|p| resolve_in(rootfs, Path::new(p)).is_some())
+            .collect();
+        owns.sort();
+        owns.dedup();
+        if !owns.is_empty() {
+            log(&format!("{} owns {}", u.spec, owns.join(", ")));
+        }
+        u.owns = owns;
     }
     if let Some(f) = FIXUPS.iter().find(|f| f.source == main_source) {
         for (dir, mode) in f.dirs {
@@ -828,6 +856,7 @@ fn apply(
             accounts.add_group(name);
         }
         Action::Mkdir { path } => make_dir(rootfs, path, 0o755)?,
+        Action::Chown { .. } => {} // given to the daemon's user with its unit's directories
         Action::Symlink { target, link } => make_link(rootfs, link, target)?,
         Action::Copy { from, to } => {
             let from_path = Path::new(from);

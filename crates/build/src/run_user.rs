@@ -23,6 +23,10 @@ pub struct RunUser {
     /// The user's home directory from `/etc/passwd`, if the user is listed there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home: Option<String>,
+    /// Absolute paths in the image that belong to this user (each with what is below it): a
+    /// unit's `RuntimeDirectory=`, `StateDirectory=` ... and what its maintainer scripts chown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owns: Vec<String>,
 }
 
 impl RunUser {
@@ -162,6 +166,7 @@ pub(crate) fn resolve_in(
         gid,
         groups: ids,
         home: entry.map(|e| e.home.clone()),
+        owns: Vec::new(),
     })
 }
 

@@ -226,6 +226,99 @@ fn proc_credentials(pid: u32) -> String {
     )
 }
 
+/// `deb:prometheus-alertmanager` runs as `prometheus` (its unit's `User=`) and writes its state
+/// under /var/lib/prometheus/alertmanager, which its postinst chowns to that user: the directory
+/// must be the user's in the image (Docker) and on the guest (PID 1 gives it before the start),
+/// else the daemon's writes fail with "permission denied".
+fn daemon_writes_what_it_owns(platform: &str, limit: Duration) {
+    let test = format!("deb_daemon_writes_what_it_owns_on_{platform}");
+    let env = Env::new();
+    let app = "deb:prometheus-alertmanager";
+    if !deb_or_skip(&env, &test, app) {
+        return;
+    }
+    let built: serde_json::Value =
+        serde_json::from_str(&env.ok(&["build", app, "--json"])).unwrap();
+    let dir = "/var/lib/prometheus/alertmanager";
+    assert!(
+        built["user"]["owns"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|p| p == dir)),
+        "{built}"
+    );
+    let uid = built["user"]["uid"].as_u64().unwrap();
+    let port = free_port();
+    let name = format!("e2e-deb-owns-{platform}-{port}");
+    let publish = format!("127.0.0.1:{port}:9093");
+    let args = [
+        "run", app, "--on", platform, "-p", &publish, "--name", &name, "-d",
+    ];
+    assert_eq!(env.ok(&args).trim(), name);
+    wait_http(port, limit);
+    if platform == "docker" {
+        use std::os::unix::fs::MetadataExt;
+        let pid = container_pid(&format!("bakeoff-{name}"));
+        let meta = std::fs::metadata(format!("/proc/{pid}/root{dir}")).unwrap();
+        assert_eq!(u64::from(meta.uid()), uid, "{dir} in the container");
+    }
+    // A silence is state the daemon writes to its directory when it stops.
+    let silence = r#"{"matchers":[{"name":"job","value":"e2e","isRegex":false}],"startsAt":"2026-01-01T00:00:00Z","endsAt":"2036-01-01T00:00:00Z","createdBy":"e2e","comment":"owned"}"#;
+    let posted = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "10",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            silence,
+        ])
+        .arg(format!("http://127.0.0.1:{port}/api/v2/silences"))
+        .output()
+        .unwrap();
+    let posted = String::from_utf8_lossy(&posted.stdout);
+    assert!(posted.contains("silenceID"), "{posted}");
+    env.ok(&["stop", &name]);
+    let logs = env.ok(&["logs", &name]);
+    assert!(logs.contains("Received SIGTERM"), "{logs}");
+    assert!(!logs.to_lowercase().contains("permission denied"), "{logs}");
+    if platform == "docker" {
+        // The snapshot it wrote on the way out holds the silence.
+        let out = env.dir.path().join("silences");
+        let cp = std::process::Command::new("docker")
+            .arg("cp")
+            .arg(format!("bakeoff-{name}:{dir}/silences"))
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            cp.status.success(),
+            "{}",
+            String::from_utf8_lossy(&cp.stderr)
+        );
+        let saved = std::fs::read(&out).unwrap();
+        assert!(
+            String::from_utf8_lossy(&saved).contains("owned"),
+            "{saved:?}"
+        );
+    }
+    env.ok(&["rm", "-f", &name]);
+}
+
+#[test]
+fn deb_daemon_writes_what_it_owns_on_docker() {
+    if docker_or_skip("deb_daemon_writes_what_it_owns_on_docker") {
+        daemon_writes_what_it_owns("docker", Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn deb_daemon_writes_what_it_owns_on_qemu() {
+    if qemu_or_skip("deb_daemon_writes_what_it_owns_on_qemu") {
+        daemon_writes_what_it_owns("qemu", BOOT);
+    }
+}
+
 #[test]
 fn deb_daemon_from_its_unit_alone_on_docker() {
     if docker_or_skip("deb_daemon_from_its_unit_alone_on_docker") {

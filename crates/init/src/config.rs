@@ -262,6 +262,7 @@ mod tests {
                 uid: 107,
                 gid: 113,
                 groups: vec![113],
+                owns: Vec::new(),
             }),
             ..sample()
         };

@@ -139,6 +139,7 @@ fn boot_and_run() -> Result<Exit, String> {
     // SAFETY: the closure only calls sigemptyset/sigprocmask, which are async-signal-safe.
     unsafe { command.pre_exec(sys::unblock_all_signals) };
     if let Some(user) = &config.user {
+        run_as::give_owned(user, say);
         run_as::switch_user(&mut command, user);
     }
     let child = command

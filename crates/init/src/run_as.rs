@@ -37,6 +37,34 @@ pub fn switch_user(command: &mut Command, user: &RunAs) {
     };
 }
 
+/// Gives the user what it owns ([`RunAs::owns`]): each path is made if missing (a unit's
+/// `RuntimeDirectory=` lies under the fresh tmpfs on /run) and it and everything below it get
+/// the user's uid and gid (symbolic links themselves, never their targets). Runs as root before
+/// the start; what cannot be changed is said on the console, and the app starts anyway.
+pub fn give_owned(user: &RunAs, say: impl Fn(&str)) {
+    fn walk(path: &std::path::Path, uid: u32, gid: u32) -> io::Result<()> {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+        if std::fs::symlink_metadata(path)?.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                walk(&entry?.path(), uid, gid)?;
+            }
+        }
+        Ok(())
+    }
+    for path in &user.owns {
+        let p = std::path::Path::new(path);
+        if std::fs::symlink_metadata(p).is_err() {
+            if let Err(e) = std::fs::create_dir_all(p) {
+                say(&format!("cannot make {path} for the app's user: {e}"));
+                continue;
+            }
+        }
+        if let Err(e) = walk(p, user.uid, user.gid) {
+            say(&format!("cannot give {path} to uid {}: {e}", user.uid));
+        }
+    }
+}
+
 /// The `Uid:`, `Gid:` and `Groups:` of a running process as the kernel reports them in
 /// `/proc/PID/status`, e.g. `uid=107 gid=113 groups=113`.
 pub fn credentials(pid: u32) -> Option<String> {

@@ -2,7 +2,8 @@
 //! `user`), resolved to numbers on the host at build time from the image's own `/etc/passwd`
 //! and `/etc/group`, so PID 1 needs no name lookup inside the guest.
 //!
-//! JSON shape inside `/bakeoff/config.json`: `"user":{"uid":100,"gid":101,"groups":[101]}`.
+//! JSON shape inside `/bakeoff/config.json`: `"user":{"uid":100,"gid":101,"groups":[101]}`,
+//! with `"owns":["/var/lib/x"]` when the user owns paths of the image.
 
 use crate::json::Value;
 
@@ -21,6 +22,14 @@ pub struct RunAs {
     /// group of `/etc/group` listing the user).
     #[cfg_attr(feature = "serde", serde(default))]
     pub groups: Vec<u32>,
+    /// Absolute paths that belong to the user (each with what is below it): PID 1 makes each
+    /// directory that is missing (a `RuntimeDirectory=` under the fresh /run) and gives it and
+    /// its contents to uid:gid before the start, as systemd does for a unit's directories.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
+    pub owns: Vec<String>,
 }
 
 impl RunAs {
@@ -31,14 +40,19 @@ impl RunAs {
         ));
         let groups: Vec<String> = self.groups.iter().map(u32::to_string).collect();
         out.push_str(&groups.join(","));
-        out.push_str("]}");
+        out.push(']');
+        if !self.owns.is_empty() {
+            out.push_str(",\"owns\":");
+            crate::json::write_string_array(out, &self.owns);
+        }
+        out.push('}');
     }
 
     pub(crate) fn read(value: &Value) -> Result<RunAs, String> {
         let Value::Object(fields) = value else {
             return Err(format!("`user` must be an object, found {}", value.kind()));
         };
-        let (mut uid, mut gid, mut groups) = (None, None, Vec::new());
+        let (mut uid, mut gid, mut groups, mut owns) = (None, None, Vec::new(), Vec::new());
         for (key, v) in fields {
             match key.as_str() {
                 "uid" => uid = Some(number(v, "user.uid")?),
@@ -55,6 +69,12 @@ impl RunAs {
                         .map(|g| number(g, "user.groups"))
                         .collect::<Result<_, _>>()?;
                 }
+                "owns" => {
+                    owns = crate::json::string_array(v, "user.owns")?;
+                    if let Some(p) = owns.iter().find(|p| !p.starts_with('/')) {
+                        return Err(format!("`user.owns` must hold absolute paths, found {p:?}"));
+                    }
+                }
                 other => return Err(format!("unknown field `user.{other}`")),
             }
         }
@@ -62,6 +82,7 @@ impl RunAs {
             uid: uid.ok_or("`user` needs `uid`")?,
             gid: gid.ok_or("`user` needs `gid`")?,
             groups,
+            owns,
         })
     }
 }
@@ -86,11 +107,28 @@ mod tests {
             uid: 100,
             gid: 101,
             groups: vec![101, 4],
+            owns: Vec::new(),
         };
         let mut s = String::new();
         u.write(&mut s);
         assert_eq!(s, r#"{"uid":100,"gid":101,"groups":[101,4]}"#);
-        assert_eq!(RunAs::read(&json::parse(&s).unwrap()), Ok(u));
+        assert_eq!(RunAs::read(&json::parse(&s).unwrap()), Ok(u.clone()));
+        let owner = RunAs {
+            owns: vec!["/run/x".into(), "/var/lib/a \"b\"".into()],
+            ..u
+        };
+        let mut s = String::new();
+        owner.write(&mut s);
+        assert_eq!(
+            s,
+            r#"{"uid":100,"gid":101,"groups":[101,4],"owns":["/run/x","/var/lib/a \"b\""]}"#
+        );
+        assert_eq!(RunAs::read(&json::parse(&s).unwrap()), Ok(owner));
+        assert!(
+            RunAs::read(&json::parse(r#"{"uid":1,"gid":1,"owns":["x"]}"#).unwrap())
+                .unwrap_err()
+                .contains("absolute")
+        );
         for (text, msg) in [
             (
                 r#"{"uid":-1,"gid":0}"#,

@@ -77,10 +77,11 @@ proptest! {
         uid in any::<u32>(),
         gid in any::<u32>(),
         groups in proptest::collection::vec(any::<u32>(), 0..6),
+        owns in proptest::collection::vec("/[ -~]{0,20}", 0..4),
     ) {
         let c = GuestConfig {
             command: vec!["/app/x".into()],
-            user: Some(RunAs { uid, gid, groups }),
+            user: Some(RunAs { uid, gid, groups, owns }),
             ..GuestConfig::default()
         };
         prop_assert_eq!(GuestConfig::from_json(&c.to_json()).unwrap(), c);

@@ -183,6 +183,7 @@ fn write_image(
             uid: u.uid,
             gid: u.gid,
             groups: u.groups.clone(),
+            owns: u.owns.clone(),
         }),
     };
     let initrd = dir.join("initramfs.cpio.gz");

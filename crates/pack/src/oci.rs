@@ -108,14 +108,31 @@ pub fn image_manifest(config: (&str, u64), layer: (&str, u64)) -> ImageManifest 
         .expect("all manifest fields set")
 }
 
-/// The uncompressed layer: every rootfs entry owned by root, mtime 0, sorted.
+/// Whether `path` (relative to the image root) is one of `owns` (absolute) or below one.
+fn owned(owns: &[String], path: &str) -> bool {
+    owns.iter().any(|o| {
+        let o = o.trim_matches('/');
+        path == o
+            || path
+                .strip_prefix(o)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
+/// The uncompressed layer: every rootfs entry owned by root (but what the app's user owns,
+/// [`bakeoff_build::RunUser::owns`]), mtime 0, sorted.
 pub fn layer_tar(artifact: &Artifact) -> Result<Vec<u8>, PackError> {
     let mut b = tar::Builder::new(Vec::new());
+    let user = artifact.manifest.user.as_ref();
     for e in artifact.entries()? {
         let mut h = tar::Header::new_gnu();
         h.set_mode(e.mode);
-        h.set_uid(0);
-        h.set_gid(0);
+        let (uid, gid) = match user {
+            Some(u) if owned(&u.owns, &e.path) => (u.uid, u.gid),
+            _ => (0, 0),
+        };
+        h.set_uid(uid.into());
+        h.set_gid(gid.into());
         h.set_mtime(0);
         match &e.kind {
             EntryKind::Dir => {
@@ -244,6 +261,23 @@ fn write_image(artifact: &Artifact, dir: &Path) -> Result<Image, PackError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn what_the_user_owns_is_the_path_and_what_is_below_it() {
+        let owns = ["/var/lib/am".to_string(), "/run/x/".to_string()];
+        for (path, want) in [
+            ("var/lib/am", true),
+            ("var/lib/am/silences", true),
+            ("var/lib/amx", false),
+            ("var/lib", false),
+            ("run/x", true),
+            ("run/x/pid", true),
+            ("run", false),
+        ] {
+            assert_eq!(owned(&owns, path), want, "{path}");
+        }
+        assert!(!owned(&[], "var/lib/am"));
+    }
+
     use super::*;
     use bakeoff_build::{build, Cache};
 

@@ -1,7 +1,7 @@
 //! What a maintainer script (`postinst`) does that a daemon relies on, read from the script
 //! without running it: system users and groups (`adduser`, `useradd`, `addgroup`, `groupadd`),
-//! directories (`mkdir`), symbolic links (`ln -s`) and copies (`cp`) with literal absolute
-//! paths. A small shell reader: continuation lines, quotes, `;`/`&&`/`||`/`|` and simple
+//! directories (`mkdir`), owners (`chown`), symbolic links (`ln -s`) and copies (`cp`) with
+//! literal absolute paths. A small shell reader: continuation lines, quotes, `;`/`&&`/`||`/`|` and simple
 //! `VAR=value` assignments; a command whose words still hold `$` after substitution is skipped.
 //! Conditions are not evaluated: on a fresh install they hold for these commands.
 
@@ -11,10 +11,25 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     User(UserSpec),
-    Group { name: String },
-    Mkdir { path: String },
-    Symlink { target: String, link: String },
-    Copy { from: String, to: String },
+    Group {
+        name: String,
+    },
+    Mkdir {
+        path: String,
+    },
+    /// `chown [-R] OWNER[:GROUP] PATH...`: the path belongs to the owner (a name or a number).
+    Chown {
+        owner: String,
+        path: String,
+    },
+    Symlink {
+        target: String,
+        link: String,
+    },
+    Copy {
+        from: String,
+        to: String,
+    },
 }
 
 /// A system user as `adduser --system` / `useradd --system` would create it.
@@ -64,6 +79,21 @@ pub fn actions(script: &str) -> Vec<Action> {
                 for path in operands(args, &["-m", "--mode"]) {
                     if safe_path(&path) {
                         out.push(Action::Mkdir { path });
+                    }
+                }
+            }
+            "chown" => {
+                if let Some((owner, paths)) =
+                    operands(args, &["--reference", "--from"]).split_first()
+                {
+                    let owner = owner.split([':', '.']).next().unwrap_or_default();
+                    if !owner.is_empty() {
+                        for path in paths.iter().filter(|p| safe_path(p)) {
+                            out.push(Action::Chown {
+                                owner: owner.to_string(),
+                                path: path.clone(),
+                            });
+                        }
                     }
                 }
             }
@@ -364,6 +394,28 @@ exit 0
 "#;
 
     #[test]
+    fn chown_names_the_owner_of_each_path() {
+        let script = "if [ -d /var/lib/prometheus/alertmanager ]; then\n  chown prometheus:prometheus /var/lib/prometheus/alertmanager\nfi\nchown -R foo.bar /a /b 2>/dev/null\nchown root:adm $logdir\nchown :grp /c\n";
+        assert_eq!(
+            actions(script),
+            vec![
+                Action::Chown {
+                    owner: "prometheus".into(),
+                    path: "/var/lib/prometheus/alertmanager".into()
+                },
+                Action::Chown {
+                    owner: "foo".into(),
+                    path: "/a".into()
+                },
+                Action::Chown {
+                    owner: "foo".into(),
+                    path: "/b".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
     fn redirections_are_not_paths_to_create() {
         let a = actions("mkdir -p /var/lib/x 2> /dev/null\nmkdir /var/log/x >/dev/null 2>&1\nmkdir -p /run/y 1>> /tmp/log || true\n");
         assert_eq!(
@@ -382,6 +434,10 @@ exit 0
         assert_eq!(
             actions(NGINX_COMMON),
             vec![
+                Action::Chown {
+                    owner: "root".into(),
+                    path: "/var/log/nginx".into()
+                },
                 Action::Symlink {
                     target: "/etc/nginx/sites-available/default".into(),
                     link: "/etc/nginx/sites-enabled/default".into()
