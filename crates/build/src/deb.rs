@@ -38,7 +38,7 @@ pub use apt::{resolve, Resolution};
 use crate::{BuildError, Cache};
 
 /// Bump when the layout rules change, so cached deb artifacts are rebuilt.
-pub(crate) const LAYOUT_VERSION: &str = "bakeoff-deb-layout/6";
+pub(crate) const LAYOUT_VERSION: &str = "bakeoff-deb-layout/7";
 
 /// Where programs are looked up when `command[0]` is not an absolute path.
 const PATH_DIRS: &[&str] = &[
