@@ -230,3 +230,55 @@ fn port_in_use_and_duplicate_names_are_refused() {
     env.ok(&["rm", "-f", &name]);
     assert_eq!(engine_container_status(&format!("bakeoff-{name}")), "404");
 }
+
+/// A TCP app (health kind tcp) in a container is ready when its own network namespace shows it
+/// listening (the engine's port proxy accepts before that); with the wrong guest port it is
+/// never "ready", and the warning names the port it does listen on.
+#[test]
+fn a_tcp_app_is_ready_when_it_listens_in_its_container() {
+    let test = "a_tcp_app_is_ready_when_it_listens_in_its_container";
+    if !docker_or_skip(test) {
+        return;
+    }
+    let env = Env::new();
+    let dir = env.dir.path().join("tcp-app");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        repo_root().join("examples/hello/hello.c"),
+        dir.join("hello.c"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("bakeoff.toml"),
+        "name = \"tcphello\"\nports = [8080]\n[health]\nkind = \"tcp\"\n",
+    )
+    .unwrap();
+    let app = dir.display().to_string();
+    let port = free_port();
+    let name = format!("e2e-docker-tcp-{port}");
+    let publish = format!("127.0.0.1:{port}:8080");
+    let out = env.run(&[
+        "run", &app, "--on", "docker", "-p", &publish, "--name", &name, "-d",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("not ready"), "{err}");
+    let (status, _) = http_get(port, "/").expect("the app answers right after `run -d`");
+    assert_eq!(status, 200);
+    env.ok(&["rm", "-f", &name]);
+
+    let port = free_port();
+    let name = format!("e2e-docker-tcp-wrong-{port}");
+    let publish = format!("127.0.0.1:{port}:9999");
+    let out = env.run(&[
+        "run", &app, "--on", "docker", "--port", "9999", "-p", &publish, "--name", &name, "-d",
+        "--wait", "5",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not ready"), "{err}");
+    assert!(
+        err.contains("does not listen on TCP port 9999 in its container; it listens on 8080"),
+        "{err}"
+    );
+    env.ok(&["rm", "-f", &name]);
+}

@@ -253,6 +253,25 @@ impl Driver for DockerDriver {
         }
     }
 
+    async fn listening_ports(&self, inst: &Instance) -> Option<Vec<u16>> {
+        // The container's network namespace, seen through its main process on this host.
+        let docker = self.connect().await.ok()?;
+        let c = docker
+            .inspect_container(container_id(inst).ok()?, None::<InspectContainerOptions>)
+            .await
+            .ok()?;
+        let pid = c.state?.pid.filter(|p| *p > 0)?;
+        let mut ports = Vec::new();
+        for table in ["tcp", "tcp6"] {
+            if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) {
+                ports.extend(bakeoff_launch::cmdline::phases::listening_ports(&text));
+            }
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        Some(ports)
+    }
+
     async fn logs(
         &self,
         inst: &Instance,

@@ -173,6 +173,13 @@ pub trait Driver: Send + Sync {
         None
     }
 
+    /// The TCP ports the app listens on, seen where it runs (a container's own network
+    /// namespace), for platforms that can look there; None where they cannot. Readiness of a
+    /// TCP app waits for its port here rather than trusting a port forwarder's accept.
+    async fn listening_ports(&self, _inst: &Instance) -> Option<Vec<u16>> {
+        None
+    }
+
     /// The console log where bakeoff's PID 1 prints its launch phases (`bakeoff-init: phase …`,
     /// see `bakeoff_init::phases`), for VMs that boot it. Readiness of a TCP app and the bench's
     /// launch phases are read from it. None where there is no such console.

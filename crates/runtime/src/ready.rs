@@ -87,6 +87,34 @@ async fn wait_guest_listening(
     }
 }
 
+/// Waits (polling every 20 ms) until the driver sees the app listening on TCP `port` where it
+/// runs. At the deadline the error names the ports it does listen on, if any.
+async fn wait_listening_in(
+    driver: &dyn Driver,
+    inst: &Instance,
+    port: u16,
+    deadline: Instant,
+) -> Result<(), String> {
+    loop {
+        let ports = driver.listening_ports(inst).await.unwrap_or_default();
+        if ports.contains(&port) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(if ports.is_empty() {
+                format!("the app does not listen on TCP port {port} in its container (it listens on no TCP port)")
+            } else {
+                let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+                format!(
+                    "the app does not listen on TCP port {port} in its container; it listens on {} (give the right one with --port)",
+                    list.join(", ")
+                )
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 impl Runtime {
     /// Waits until `inst` answers its health probe (or, without a published port, has been
     /// started and kept running for a moment), at most `limit`. Fails with the exit status, a
@@ -121,6 +149,14 @@ pub(crate) async fn wait_ready_with(
                     // Where the app runs: a VM's PID 1 reports the app's listening sockets
                     // (issue 13 item 6); the forwarder's accept says nothing.
                     wait_guest_listening(console, port, deadline).await?;
+                } else if let (Probe::Tcp { .. }, Some(port), Some(_)) = (
+                    &p,
+                    probe_guest_port(inst, plan),
+                    driver.listening_ports(inst).await,
+                ) {
+                    // A container's own network namespace says when the app listens (the
+                    // engine's port proxy accepts before that).
+                    wait_listening_in(driver, inst, port, deadline).await?;
                 } else if matches!(p, Probe::Tcp { .. }) {
                     // A VMM's port forwarder accepts connections before the guest app exists,
                     // and holds them while the guest is still booting: a TCP probe counts only
