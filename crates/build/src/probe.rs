@@ -103,6 +103,10 @@ fn probe(artifact: &Artifact, bound: Duration) -> Result<Observation, BuildError
         c.current_dir(&rootfs);
         c
     };
+    // A killed bakeoff (Ctrl-C, SIGKILL) must not leave the probe running: it dies with the
+    // thread that started it, and `unshare --kill-child` takes the app with it.
+    // SAFETY: prctl is a plain system call; the hook allocates nothing.
+    unsafe { cmd.pre_exec(die_with_parent) };
     cmd.args(rest.iter().map(|s| s.as_str()))
         .env_clear()
         .envs(m.env.iter().map(|(k, v)| (k, v)))
@@ -172,6 +176,16 @@ fn probe(artifact: &Artifact, bound: Duration) -> Result<Observation, BuildError
         ),
     };
     Ok(Observation::Nothing { reason })
+}
+
+/// Asks the kernel to SIGKILL the calling process when the thread that forked it ends.
+/// Runs between fork and exec.
+fn die_with_parent() -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Moves the calling process into a new network namespace and brings its loopback up (a new

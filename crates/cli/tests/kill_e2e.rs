@@ -265,6 +265,15 @@ fn killing_build_corrupts_nothing_and_leaves_no_scratch() {
             let _ = std::fs::remove_dir_all(cache.join("images"));
         }
     }
+    // Nothing a killed build started lives on (the port probe runs the app from the cache).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut strays = processes_naming(&cache);
+    while !strays.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        strays = processes_naming(&cache);
+    }
+    eprintln!("build: {} processes left running", strays.len());
+    assert!(strays.is_empty(), "killed builds left {strays:?}");
     let again = digest(build(&cache));
     let left: Vec<String> = std::fs::read_dir(cache.join("tmp"))
         .map(|d| {
@@ -282,6 +291,27 @@ fn killing_build_corrupts_nothing_and_leaves_no_scratch() {
     );
     assert_eq!(again, reference);
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// Live processes whose command line names `dir` (not zombies): (pid, command line).
+fn processes_naming(dir: &std::path::Path) -> Vec<(u32, String)> {
+    let needle = dir.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+        if cmd.contains(&needle) && !zombie {
+            out.push((pid, cmd));
+        }
+    }
+    out
 }
 
 /// Processes whose environment names this state dir (detached fronts and anything they run),

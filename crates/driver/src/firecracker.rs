@@ -536,6 +536,12 @@ mod tests {
             .spawn()
             .unwrap();
         std::fs::write(dir.join(PID_FILE), vmm.id().to_string()).unwrap();
+        // The new process's command line reads empty for a moment after spawn returns (the
+        // kernel sets it late in exec): wait until it names the socket, as a later `rm` sees it.
+        let seen = Instant::now();
+        while !vmm::is_ours(vmm.id(), &intent.socket) && seen.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let h = completed(&intent);
         assert_eq!((h.pid, h.slot, h.tap.as_str()), (vmm.id(), slot, "bkfc0"));
         assert!(is_ours(&h));
@@ -556,6 +562,10 @@ mod tests {
             .spawn()
             .unwrap();
         std::fs::remove_file(dir.join(PID_FILE)).unwrap();
+        let seen = Instant::now();
+        while !vmm::is_ours(vmm.id(), &intent.socket) && seen.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(completed(&intent).pid, vmm.id());
         vmm.kill().unwrap();
         vmm.wait().unwrap();
