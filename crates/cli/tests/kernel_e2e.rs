@@ -159,19 +159,7 @@ fn a_tcp_app_is_ready_when_it_listens_in_the_vm() {
         return;
     }
     let env = Env::new();
-    let dir = env.dir.path().join("tcp-app");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(
-        repo_root().join("examples/hello/hello.c"),
-        dir.join("hello.c"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("bakeoff.toml"),
-        "name = \"tcphello\"\nports = [8080]\n[health]\nkind = \"tcp\"\n",
-    )
-    .unwrap();
-    let app = dir.display().to_string();
+    let app = tcp_hello(&env);
     let port = free_port();
     let name = format!("e2e-kernel-tcp-{port}");
     let out = env.run(&[

@@ -506,6 +506,14 @@ mod tests {
         let dir = t.path().join("instances/fc1");
         std::fs::create_dir_all(&dir).unwrap();
         let intent = intent_handle(&dir);
+        // A new process's command line reads empty for a moment after spawn returns (the kernel
+        // sets it late in exec): wait until it names the socket, as a later `rm` sees it.
+        let visible = |pid: u32| {
+            let seen = Instant::now();
+            while !vmm::is_ours(pid, &intent.socket) && seen.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
         // Killed before anything: the record is complete enough and clean-up runs nothing.
         let h = completed(&intent);
         assert_eq!((h.pid, h.slot), (0, NO_SLOT));
@@ -536,12 +544,7 @@ mod tests {
             .spawn()
             .unwrap();
         std::fs::write(dir.join(PID_FILE), vmm.id().to_string()).unwrap();
-        // The new process's command line reads empty for a moment after spawn returns (the
-        // kernel sets it late in exec): wait until it names the socket, as a later `rm` sees it.
-        let seen = Instant::now();
-        while !vmm::is_ours(vmm.id(), &intent.socket) && seen.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        visible(vmm.id());
         let h = completed(&intent);
         assert_eq!((h.pid, h.slot, h.tap.as_str()), (vmm.id(), slot, "bkfc0"));
         assert!(is_ours(&h));
@@ -562,10 +565,7 @@ mod tests {
             .spawn()
             .unwrap();
         std::fs::remove_file(dir.join(PID_FILE)).unwrap();
-        let seen = Instant::now();
-        while !vmm::is_ours(vmm.id(), &intent.socket) && seen.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        visible(vmm.id());
         assert_eq!(completed(&intent).pid, vmm.id());
         vmm.kill().unwrap();
         vmm.wait().unwrap();

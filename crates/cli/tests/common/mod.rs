@@ -234,3 +234,21 @@ pub fn c_file(env: &Env, name: &str, text: &str) -> String {
     std::fs::write(&p, text).unwrap();
     p.display().to_string()
 }
+
+/// examples/hello as a TCP app (`[health] kind = "tcp"`, port 8080) in a directory of `env`:
+/// ready means it listens, not that it answers HTTP. Returns the directory.
+pub fn tcp_hello(env: &Env) -> String {
+    let dir = env.dir.path().join("tcp-app");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        repo_root().join("examples/hello/hello.c"),
+        dir.join("hello.c"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("bakeoff.toml"),
+        "name = \"tcphello\"\nports = [8080]\n[health]\nkind = \"tcp\"\n",
+    )
+    .unwrap();
+    dir.display().to_string()
+}
