@@ -387,6 +387,16 @@ impl Driver for XenDriver {
         if domain_exists(&h.domain) {
             return Ok(Status::Running);
         }
+        // The domain is gone, but the console copy can lag the guest's last lines (the exit
+        // status our init prints just before it powers off): give it a moment to catch up.
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Some(code) = ended(h) {
+                clean_up(h, &inst.name);
+                return Ok(Status::Exited { code });
+            }
+        }
         clean_up(h, &inst.name);
         Ok(Status::Exited { code: None })
     }
