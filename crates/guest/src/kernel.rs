@@ -257,18 +257,7 @@ fn ensure_kernel_with(cache_dir: &Path, apt_options: &[&str]) -> Result<Kernel, 
     }
     fs::create_dir_all(&kernels)?;
     remove_stale_unpacks(&kernels);
-    let tmp = tempfile::Builder::new()
-        .prefix(".unpack-")
-        .tempdir_in(&kernels)
-        .map_err(|e| {
-            GuestError::Io(std::io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot create a temporary directory in {}: {e}",
-                    kernels.display()
-                ),
-            ))
-        })?;
+    let tmp = scratch_dir(&kernels, ".unpack-")?;
     let deb = apt_download(&package, tmp.path(), apt_options)?;
     let root = tmp.path().join("root");
     run(
@@ -523,6 +512,22 @@ pub fn kernel_from_path(path: &Path, cache_dir: &Path) -> Result<Kernel, GuestEr
         vmlinux,
         modules_root,
     })
+}
+
+/// A temporary directory in `kernels` (renamed into place when complete, removed otherwise).
+pub(crate) fn scratch_dir(kernels: &Path, prefix: &str) -> Result<tempfile::TempDir, GuestError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(kernels)
+        .map_err(|e| {
+            GuestError::Io(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot create a temporary directory in {}: {e}",
+                    kernels.display()
+                ),
+            ))
+        })
 }
 
 #[cfg(test)]

@@ -182,18 +182,7 @@ pub fn build_minimal_kernel(
     fs::create_dir_all(&kernels)?;
     remove_stale_builds(&kernels);
     let started = Instant::now();
-    let tmp = tempfile::Builder::new()
-        .prefix(".build-")
-        .tempdir_in(&kernels)
-        .map_err(|e| {
-            GuestError::Io(std::io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot create a temporary directory in {}: {e}",
-                    kernels.display()
-                ),
-            ))
-        })?;
+    let tmp = crate::kernel::scratch_dir(&kernels, ".build-")?;
     let deb = source_deb(cache_dir, &version, progress)?;
     progress(&format!("unpacking {SOURCE_PACKAGE} {version}"));
     let pkg = tmp.path().join("pkg");

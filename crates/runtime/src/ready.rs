@@ -52,33 +52,31 @@ fn probe_guest_port(inst: &Instance, plan: &BuildPlan) -> Option<u16> {
         .map(|p| p.guest_port)
 }
 
-/// Waits (polling every 20 ms) until the console shows PID 1's `phase listening` line for
-/// `port`. At the deadline the error names the ports the app does listen on, if any.
-async fn wait_guest_listening(
-    console: &std::path::Path,
+/// Waits (polling every 20 ms) until `ports` (what the app listens on, seen where it runs)
+/// holds `port`. At the deadline the error names the ports it does listen on, if any; `place`
+/// says where they were seen ("inside the VM", "in its container").
+async fn wait_listening<F, Fut>(
+    mut ports: F,
     port: u16,
+    place: &str,
     deadline: Instant,
-) -> Result<(), String> {
-    use bakeoff_launch::cmdline::phases::{phases_in, Phase};
+) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<u16>>,
+{
     loop {
-        let text = std::fs::read_to_string(console).unwrap_or_default();
-        let ports: Vec<u16> = phases_in(&text)
-            .into_iter()
-            .filter_map(|(p, _)| match p {
-                Phase::Listening(port) => Some(port),
-                _ => None,
-            })
-            .collect();
-        if ports.contains(&port) {
+        let seen = ports().await;
+        if seen.contains(&port) {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(if ports.is_empty() {
-                format!("the app does not listen on TCP port {port} inside the VM (it listens on no TCP port)")
+            return Err(if seen.is_empty() {
+                format!("the app does not listen on TCP port {port} {place} (it listens on no TCP port)")
             } else {
-                let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+                let list: Vec<String> = seen.iter().map(u16::to_string).collect();
                 format!(
-                    "the app does not listen on TCP port {port} inside the VM; it listens on {} (give the right one with --port)",
+                    "the app does not listen on TCP port {port} {place}; it listens on {} (give the right one with --port)",
                     list.join(", ")
                 )
             });
@@ -87,32 +85,17 @@ async fn wait_guest_listening(
     }
 }
 
-/// Waits (polling every 20 ms) until the driver sees the app listening on TCP `port` where it
-/// runs. At the deadline the error names the ports it does listen on, if any.
-async fn wait_listening_in(
-    driver: &dyn Driver,
-    inst: &Instance,
-    port: u16,
-    deadline: Instant,
-) -> Result<(), String> {
-    loop {
-        let ports = driver.listening_ports(inst).await.unwrap_or_default();
-        if ports.contains(&port) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(if ports.is_empty() {
-                format!("the app does not listen on TCP port {port} in its container (it listens on no TCP port)")
-            } else {
-                let list: Vec<String> = ports.iter().map(u16::to_string).collect();
-                format!(
-                    "the app does not listen on TCP port {port} in its container; it listens on {} (give the right one with --port)",
-                    list.join(", ")
-                )
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// The ports PID 1 reported listening on (`phase listening` lines) in a VM's console.
+fn console_listening(console: &std::path::Path) -> Vec<u16> {
+    use bakeoff_launch::cmdline::phases::{phases_in, Phase};
+    let text = std::fs::read_to_string(console).unwrap_or_default();
+    phases_in(&text)
+        .into_iter()
+        .filter_map(|(p, _)| match p {
+            Phase::Listening(port) => Some(port),
+            _ => None,
+        })
+        .collect()
 }
 
 impl Runtime {
@@ -148,7 +131,14 @@ pub(crate) async fn wait_ready_with(
                 {
                     // Where the app runs: a VM's PID 1 reports the app's listening sockets
                     // (issue 13 item 6); the forwarder's accept says nothing.
-                    wait_guest_listening(console, port, deadline).await?;
+                    let console = console.clone();
+                    wait_listening(
+                        || std::future::ready(console_listening(&console)),
+                        port,
+                        "inside the VM",
+                        deadline,
+                    )
+                    .await?;
                 } else if let (Probe::Tcp { .. }, Some(port), Some(_)) = (
                     &p,
                     probe_guest_port(inst, plan),
@@ -156,7 +146,13 @@ pub(crate) async fn wait_ready_with(
                 ) {
                     // A container's own network namespace says when the app listens (the
                     // engine's port proxy accepts before that).
-                    wait_listening_in(driver, inst, port, deadline).await?;
+                    wait_listening(
+                        || async { driver.listening_ports(inst).await.unwrap_or_default() },
+                        port,
+                        "in its container",
+                        deadline,
+                    )
+                    .await?;
                 } else if matches!(p, Probe::Tcp { .. }) {
                     // A VMM's port forwarder accepts connections before the guest app exists,
                     // and holds them while the guest is still booting: a TCP probe counts only
