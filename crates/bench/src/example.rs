@@ -168,7 +168,7 @@ pub fn report() -> Report {
                 "-kernel",
                 "/var/lib/bakeoff/kernels/vmlinuz-6.1.0-28-amd64",
                 "-initrd",
-                "/var/lib/bakeoff/images/hello/initramfs.cpio.gz",
+                "/var/lib/bakeoff/images/hello/initramfs.cpio.lz4",
                 "-append",
                 "console=ttyS0 reboot=t panic=-1 tsc=reliable quiet",
                 "-netdev",

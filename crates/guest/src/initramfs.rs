@@ -1,5 +1,6 @@
-//! The initramfs: a deterministic gzip'd newc cpio holding our PID 1, its config, the kernel
-//! modules and the app's rootfs.
+//! The initramfs: a deterministic newc cpio holding our PID 1, its config, the kernel modules and
+//! the app's rootfs, in LZ4's legacy frame: of the formats the kernel unpacks, the fastest to
+//! unpack (under TCG, gzip took about 0.5 s of the boot).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Write};
@@ -332,11 +333,8 @@ pub fn write_initramfs(
 
     let mut entries = 0;
     let (size, sha256) = crate::write_atomically_hashed(out, |w| {
-        let gz = flate2::GzBuilder::new()
-            .mtime(0)
-            .write(w, flate2::Compression::best());
         let mut cpio = CpioWriter {
-            w: io::BufWriter::new(gz),
+            w: crate::lz4::Lz4Writer::new(w)?,
             ino: 0,
         };
         for (name, node) in &tree.0 {
@@ -344,8 +342,7 @@ pub fn write_initramfs(
             entries += 1;
         }
         cpio.trailer()?;
-        let gz = cpio.w.into_inner().map_err(|e| e.into_error())?;
-        gz.finish()?;
+        cpio.w.finish()?;
         Ok(())
     })?;
     Ok(InitramfsInfo {
@@ -446,7 +443,6 @@ impl<W: Write> CpioWriter<W> {
 mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
-    use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
 
     /// One entry of a parsed newc archive.
@@ -462,11 +458,9 @@ mod tests {
     }
 
     /// An independent newc reader for the tests.
-    pub(crate) fn read_cpio_gz(path: &Path) -> Vec<Entry> {
+    pub(crate) fn read_cpio(path: &Path) -> Vec<Entry> {
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap())
-            .read_to_end(&mut raw)
-            .unwrap();
+        crate::lz4::decode(&std::fs::read(path).unwrap(), &mut raw).unwrap();
         let mut out = Vec::new();
         let mut p = 0;
         let field = |raw: &[u8], p: usize, i: usize| {
@@ -543,7 +537,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = rootfs(dir.path());
         let m = module(dir.path());
-        let out = dir.path().join("out/initrd.gz");
+        let out = dir.path().join("out/initrd.lz4");
         std::fs::create_dir_all(out.parent().unwrap()).unwrap();
         let info = write_initramfs(&r, &config(), std::slice::from_ref(&m), b"PID1", &out).unwrap();
         assert_eq!(info.size, std::fs::metadata(&out).unwrap().len());
@@ -552,7 +546,7 @@ mod tests {
             hex::encode(Sha256::digest(std::fs::read(&out).unwrap()))
         );
 
-        let entries = read_cpio_gz(&out);
+        let entries = read_cpio(&out);
         assert_eq!(info.entries, entries.len());
         let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
         let mut sorted = names.clone();
@@ -634,7 +628,7 @@ mod tests {
     fn rejects_what_would_not_boot() {
         let dir = tempfile::tempdir().unwrap();
         let r = rootfs(dir.path());
-        let out = dir.path().join("x.gz");
+        let out = dir.path().join("x.lz4");
         let missing = GuestConfig {
             command: vec!["/app/nope".into()],
             ..GuestConfig::default()

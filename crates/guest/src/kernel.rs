@@ -112,43 +112,6 @@ fn payload_format(p: &[u8]) -> &'static str {
 }
 
 /// Decompresses a bzImage's payload into the vmlinux ELF and checks that it has a PVH entry.
-/// The kernel's LZ4 payload is LZ4's legacy frame (`lz4 -l`): the magic 0x184C2102, then blocks
-/// of at most 8 MiB each as `[u32 LE compressed size][block]`; the kernel build appends the
-/// uncompressed size as 4 trailing bytes, and a new magic may start another stream.
-fn lz4_legacy_decode(data: &[u8], out: &mut Vec<u8>) -> std::io::Result<usize> {
-    const MAGIC: u32 = 0x184C_2102;
-    const BLOCK: usize = 8 << 20;
-    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
-    let u32_at = |p: usize| {
-        data.get(p..p + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    if u32_at(0) != Some(MAGIC) {
-        return Err(bad("no LZ4 legacy magic"));
-    }
-    let start = out.len();
-    let mut pos = 4;
-    while let Some(size) = u32_at(pos) {
-        if size == MAGIC {
-            pos += 4;
-            continue;
-        }
-        let size = size as usize;
-        let Some(block) = data.get(pos + 4..pos + 4 + size) else {
-            break; // the trailing uncompressed-size field, or padding
-        };
-        let mut buf = vec![0u8; BLOCK];
-        let n = lz4_flex::block::decompress_into(block, &mut buf)
-            .map_err(|e| bad(&format!("corrupt LZ4 block: {e}")))?;
-        out.extend_from_slice(&buf[..n]);
-        pos += 4 + size;
-    }
-    if out.len() == start {
-        return Err(bad("the LZ4 stream holds no block"));
-    }
-    Ok(out.len() - start)
-}
-
 pub fn extract_vmlinux(bzimage: &[u8]) -> Result<Vec<u8>, String> {
     let h = parse_bzimage(bzimage).ok_or("no bzImage setup header")?;
     let payload = h
@@ -169,7 +132,7 @@ pub fn extract_vmlinux(bzimage: &[u8]) -> Result<Vec<u8>, String> {
         "zstd" => ruzstd::decoding::StreamingDecoder::new(payload)
             .map_err(std::io::Error::other)
             .and_then(|mut d| d.read_to_end(&mut out)),
-        "lz4" => lz4_legacy_decode(payload, &mut out),
+        "lz4" => crate::lz4::decode(payload, &mut out),
         other => {
             return Err(format!("its payload is compressed with {other}, which bakeoff cannot decompress (gzip, xz, lzma, lz4 and zstd work); pass an uncompressed vmlinux instead"));
         }

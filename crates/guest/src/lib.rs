@@ -7,7 +7,7 @@
 //! - [`find_minimal_kernel`] / [`build_minimal_kernel`]: bakeoff's own minimal kernel, built
 //!   once per machine from Debian's `linux-source-6.1` (`make tinyconfig` + `kernel/microvm.config`).
 //! - [`Kernel::modules_in_load_order`] with [`NET_MODULES`]: the modules for `eth0`.
-//! - [`write_initramfs`]: a deterministic gzip'd newc cpio with our PID 1 ([`init_binary`]),
+//! - [`write_initramfs`]: a deterministic lz4'd newc cpio with our PID 1 ([`init_binary`]),
 //!   `/bakeoff/config.json` ([`GuestConfig`]), the modules and the app's rootfs.
 //!
 //! The kernel command line that carries the run-time `bakeoff.*` values is rendered by
@@ -19,6 +19,7 @@
 mod elf;
 mod initramfs;
 mod kernel;
+pub mod lz4;
 mod minimal;
 mod modules;
 
@@ -27,6 +28,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 pub use bakeoff_init::{GuestConfig, RunOverrides};
+pub use elf::without_zero_gaps;
 pub use initramfs::{write_initramfs, InitramfsInfo};
 pub use kernel::{
     ensure_kernel, extract_vmlinux, kernel_from_path, parse_bzimage, BzImageHeader, Kernel,

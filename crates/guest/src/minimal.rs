@@ -26,9 +26,10 @@ pub const MINIMAL_FRAGMENT: &str = include_str!("../kernel/microvm.config");
 pub const SOURCE_PACKAGE: &str = "linux-source-6.1";
 
 /// What the build does, in words; part of the cache key, so change it whenever the steps change.
-const RECIPE: &str = "recipe 1: tar -xJf linux-source-6.1.tar.xz; make O=out tinyconfig; \
+const RECIPE: &str = "recipe 2: tar -xJf linux-source-6.1.tar.xz; make O=out tinyconfig; \
 append microvm.config to out/.config; make O=out olddefconfig; check every fragment line; \
-nice make O=out -j2 vmlinux KBUILD_BUILD_USER=bakeoff KBUILD_BUILD_HOST=bakeoff";
+nice make O=out -j2 vmlinux KBUILD_BUILD_USER=bakeoff KBUILD_BUILD_HOST=bakeoff; \
+keep the loadable segments without zero runs of 64 KiB or more (elf::without_zero_gaps)";
 
 /// Written last into `minimal-<hash>/`: `key=value` lines (source, release, config_hash,
 /// build_seconds). A directory without it is never used.
@@ -59,13 +60,22 @@ pub fn fragment_lines(fragment: &str) -> Vec<&str> {
         .collect()
 }
 
-/// The fragment's option lines that are not in `config` (a `.config`): options Kconfig dropped
-/// because a dependency is missing or the value is invalid.
+/// The fragment's option lines that `config` (a `.config`) does not honour: a `CONFIG_X=v` that
+/// is not in it (Kconfig dropped it: a dependency is missing or the value is invalid), or a
+/// `# CONFIG_X is not set` whose option is set anyway (another option selects it). An option
+/// that is off and hidden has no line at all, which honours `is not set`.
 pub fn missing_fragment_lines(fragment: &str, config: &str) -> Vec<String> {
     let have: std::collections::HashSet<&str> = config.lines().map(str::trim).collect();
+    let set: std::collections::HashSet<&str> = have
+        .iter()
+        .filter_map(|l| l.split_once('=').map(|(name, _)| name))
+        .collect();
     fragment_lines(fragment)
         .into_iter()
-        .filter(|l| !have.contains(l))
+        .filter(|l| match l.strip_prefix("# ") {
+            Some(off) => set.contains(off.trim_end_matches(" is not set")),
+            None => !have.contains(l),
+        })
         .map(str::to_string)
         .collect()
 }
@@ -238,10 +248,17 @@ pub fn build_minimal_kernel(
     let release = std::fs::read_to_string(out.join("include/config/kernel.release"))
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| version.split('-').next().unwrap_or(&version).to_string());
-    let vmlinux = fs::read(out.join("vmlinux"))?;
+    // Only what boots: the loadable segments without their long zero runs (the 2 MiB-aligned
+    // entry text leaves ~3.4 MB of zeros) and without symbols or section headers. QEMU maps the
+    // file and copies it into the guest, so each byte here costs the VMM's memory twice.
+    let built = out.join("vmlinux");
+    let vmlinux = elf::without_zero_gaps(&fs::read(&built)?).ok_or_else(|| GuestError::Kernel {
+        path: built.clone(),
+        reason: "the build's vmlinux is not an x86_64 executable ELF".into(),
+    })?;
     if !elf::has_pvh_note(&vmlinux) {
         return Err(GuestError::Kernel {
-            path: out.join("vmlinux"),
+            path: built,
             reason: "the build has no PVH entry note although CONFIG_PVH=y".into(),
         });
     }
@@ -508,6 +525,10 @@ mod tests {
         );
         let full = "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=y\nCONFIG_D=y\n";
         assert!(missing_fragment_lines(f, full).is_empty());
+        // An option that is off and hidden by its dependencies has no line: that is `not set`.
+        assert!(missing_fragment_lines(f, "CONFIG_A=y\nCONFIG_C=y\n").is_empty());
+        // `CONFIG_BB=y` does not set `CONFIG_B`.
+        assert!(missing_fragment_lines(f, "CONFIG_A=y\nCONFIG_BB=y\nCONFIG_C=y\n").is_empty());
         // A value must match exactly, not as a prefix.
         assert_eq!(
             missing_fragment_lines("CONFIG_HZ=100\n", "CONFIG_HZ=1000\n"),

@@ -132,7 +132,7 @@ mod tests {
             memory_mib: 64,
             cpus: 1,
             kernel: "/cache/kernels/6.1/vmlinux".into(),
-            initrd: Some("/cache/images/microvm/abc/initramfs.cpio.gz".into()),
+            initrd: Some("/cache/images/microvm/abc/initramfs.cpio.lz4".into()),
             cmdline: "console=ttyS0 panic=-1 bakeoff.ip=10.0.2.15/24".into(),
             forwards: vec![
                 bakeoff_spec::parse_publish("8080:80").unwrap(),

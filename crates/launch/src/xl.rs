@@ -309,7 +309,7 @@ pub(crate) mod tests {
             digest: "sha256:1".into(),
             dir: PathBuf::from("/cache/images/microvm/abc"),
             files: [
-                ("initrd".to_string(), PathBuf::from("initramfs.cpio.gz")),
+                ("initrd".to_string(), PathBuf::from("initramfs.cpio.lz4")),
                 (
                     "kernel".to_string(),
                     PathBuf::from("/cache/kernels/6.1.0-27-amd64/vmlinuz"),

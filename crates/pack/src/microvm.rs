@@ -1,5 +1,5 @@
 //! The `microvm` target: a guest kernel (bakeoff's minimal one when built, else Debian's, unless
-//! `--kernel` names one) and a gzip'd
+//! `--kernel` names one) and an lz4'd
 //! cpio initramfs holding the artifact's rootfs, the kernel modules networking needs, and
 //! bakeoff's own PID 1. The kernel command line is made per run by the driver.
 
@@ -14,7 +14,7 @@ use crate::{cached_image, sha256_hex, Image, ImageDetails, PackContext, PackErro
 pub struct MicroVmPackager;
 
 /// Bump when what is written (or recorded in image.json) changes, so cached images are redone.
-const FORMAT: &str = "microvm/9";
+const FORMAT: &str = "microvm/10";
 
 /// The kernel to use:
 /// - `--kernel debian`: Debian's cloud kernel package (fetched once into the cache);
@@ -112,17 +112,20 @@ impl Packager for MicroVmPackager {
     }
 }
 
-/// Bytes the kernel occupies once loaded (the sum of its PT_LOAD segments, bss included).
+/// Bytes the kernel occupies once loaded (from its lowest to its highest loaded byte, bss included).
 fn kernel_load_size(vmlinux: &Path) -> Option<u64> {
     let data = fs_err::read(vmlinux).ok()?;
     let elf = goblin::elf::Elf::parse(&data).ok()?;
-    Some(
+    // The span from the lowest to the highest loaded byte: the kernel reserves all of it at
+    // boot, also where bakeoff's minimal kernel leaves padding out of the file.
+    let loads = || {
         elf.program_headers
             .iter()
             .filter(|p| p.p_type == goblin::elf::program_header::PT_LOAD)
-            .map(|p| p.p_memsz)
-            .sum(),
-    )
+    };
+    let low = loads().map(|p| p.p_paddr).min()?;
+    let high = loads().map(|p| p.p_paddr + p.p_memsz).max()?;
+    Some(high - low)
 }
 
 /// The smallest `--memory` (MiB) the microVM boots with: the loaded kernel, the compressed
@@ -186,7 +189,7 @@ fn write_image(
             owns: u.owns.clone(),
         }),
     };
-    let initrd = dir.join("initramfs.cpio.gz");
+    let initrd = dir.join("initramfs.cpio.lz4");
     let info = bakeoff_guest::write_initramfs(&artifact.rootfs(), &config, &modules, init, &initrd)
         .map_err(PackError::from)?;
     let size = |p: &Path| fs_err::metadata(p).map(|m| m.len()).unwrap_or(0);
@@ -211,7 +214,7 @@ fn write_image(
         sha256_hex(format!("{}|{}|{}", info.sha256, kernel.version, vmlinux_size).as_bytes())
     );
     let files = [
-        ("initrd".to_string(), PathBuf::from("initramfs.cpio.gz")),
+        ("initrd".to_string(), PathBuf::from("initramfs.cpio.lz4")),
         // Kernels stay in the shared kernel cache (absolute paths).
         ("kernel".to_string(), kernel.bzimage.clone()),
         ("vmlinux".to_string(), kernel.vmlinux.clone()),

@@ -19,7 +19,7 @@ pub const EMPTY: &str = "application/vnd.oci.empty.v1+json";
 /// The microVM: a PVH vmlinux, the initramfs with bakeoff's PID 1, the run config.
 pub const MICROVM_ARTIFACT: &str = "application/vnd.bakeoff.microvm.v1";
 pub const MICROVM_KERNEL: &str = "application/vnd.bakeoff.microvm.kernel.v1";
-pub const MICROVM_INITRD: &str = "application/vnd.bakeoff.microvm.initrd.v1.cpio+gzip";
+pub const MICROVM_INITRD: &str = "application/vnd.bakeoff.microvm.initrd.v1.cpio+lz4";
 pub const MICROVM_CONFIG: &str = "application/vnd.bakeoff.microvm.config.v1+json";
 
 /// The Rumprun unikernel: the baked `hw_virtio` kernel and its run config (the JSON Rumprun
@@ -125,7 +125,7 @@ pub fn microvm_annotations(
         (urunc::TYPE, "linux"),
         (urunc::HYPERVISOR, "qemu"),
         (urunc::BINARY, "/vmlinux"),
-        (urunc::INITRD, "/initramfs.cpio.gz"),
+        (urunc::INITRD, "/initramfs.cpio.lz4"),
         (TITLE, name),
         (ANNOT_ARTIFACT, artifact_id),
         (ANNOT_KERNEL, kernel_version),
@@ -214,7 +214,7 @@ mod tests {
                 },
                 Layer {
                     media_type: MICROVM_INITRD,
-                    title: "initramfs.cpio.gz",
+                    title: "initramfs.cpio.lz4",
                     data: Bytes::from_static(b"an initramfs"),
                 },
                 Layer {

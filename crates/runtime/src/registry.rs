@@ -193,7 +193,7 @@ impl Runtime {
                 },
                 Layer {
                     media_type: MICROVM_INITRD,
-                    title: "initramfs.cpio.gz",
+                    title: "initramfs.cpio.lz4",
                     data: read(&role("initrd")?)?,
                 },
                 Layer {
@@ -466,7 +466,7 @@ impl Runtime {
                 MICROVM_ARTIFACT,
                 &[
                     (MICROVM_KERNEL, "vmlinux"),
-                    (MICROVM_INITRD, "initramfs.cpio.gz"),
+                    (MICROVM_INITRD, "initramfs.cpio.lz4"),
                     (MICROVM_CONFIG, "artifact.json"),
                 ],
             ),
@@ -587,7 +587,7 @@ fn pulled_image(
     let (files, details, size_bytes, compressed): (Vec<(&str, &str)>, ImageDetails, u64, u64) =
         match target {
             Target::MicroVm => {
-                let initrd = size("initramfs.cpio.gz")?;
+                let initrd = size("initramfs.cpio.lz4")?;
                 let details = ImageDetails {
                     kernel_version: m.annotations.get(art::ANNOT_KERNEL).cloned(),
                     vmlinux_bytes: Some(size("vmlinux")?),
@@ -603,7 +603,7 @@ fn pulled_image(
                     vec![
                         ("kernel", "vmlinux"),
                         ("vmlinux", "vmlinux"),
-                        ("initrd", "initramfs.cpio.gz"),
+                        ("initrd", "initramfs.cpio.lz4"),
                     ],
                     details,
                     initrd,

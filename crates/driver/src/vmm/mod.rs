@@ -269,17 +269,18 @@ pub async fn spawn_vmm(
     fs_err::write(console, b"")?;
     let vmm_log = dir.join("qemu.log");
     let log = fs_err::File::create(&vmm_log)?;
-    let mut child = Command::new(program)
-        .args(argv)
+    let mut cmd = Command::new(program);
+    cmd.args(argv)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?.into_parts().0)
         .stderr(log.into_parts().0)
-        .process_group(0)
-        .spawn()
-        .map_err(|source| DriverError::Spawn {
-            program: program.to_path_buf(),
-            source,
-        })?;
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe { cmd.pre_exec(small_pages) };
+    let mut child = cmd.spawn().map_err(|source| DriverError::Spawn {
+        program: program.to_path_buf(),
+        source,
+    })?;
     let pid = child.id();
     let start = Instant::now();
     loop {
@@ -306,6 +307,19 @@ pub async fn spawn_vmm(
         let _ = child.wait();
     });
     Ok(pid)
+}
+
+/// Runs in the VMM's process before exec: no transparent huge pages (PR_SET_THP_DISABLE, kept
+/// across exec). QEMU asks for huge pages on the guest's RAM and its translation cache, so each
+/// page the guest touches made 2 MiB resident: measured here, the minimal kernel's VM held 30
+/// MiB of guest RAM at `-m 32` and `-m 64` alike, 23 MiB with small pages, and its RSS went from
+/// 96 to 85 MiB. Resident memory is then what the guest really uses, as the bench reports it.
+fn small_pages() -> std::io::Result<()> {
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A console log as text (empty when it cannot be read).
