@@ -250,9 +250,9 @@ impl Runtime {
                 memory: config.memory.or(plan.memory),
                 cpus: config.cpus.or(plan.cpus),
             };
-            let t0 = Instant::now();
+            let (t0, t0_wall) = (Instant::now(), std::time::SystemTime::now());
             let inst = self.start(plan, image, platform, opts.clone()).await?;
-            let vmm_s = t0.elapsed().as_secs_f64();
+            let console_s = t0.elapsed().as_secs_f64();
             *current.lock().expect("not poisoned") = Some(inst.clone());
             let watch = driver
                 .phase_console(&inst)
@@ -262,7 +262,8 @@ impl Runtime {
                 .await;
             if let (Some(w), Ok((ready, ..)), false) = (watch, &outcome, warmup) {
                 phases.push(bakeoff_bench::LaunchPhases::from_observed(
-                    vmm_s,
+                    vmm_started(driver.phase_console(&inst).as_deref(), t0_wall),
+                    console_s,
                     ready.as_secs_f64(),
                     &w.finish(),
                 ));
@@ -486,6 +487,14 @@ impl PhaseWatch {
         let seen = self.seen.lock().expect("not poisoned");
         seen.clone()
     }
+}
+
+/// When the VMM started, in seconds after `t0`: the modification time of the pid file QEMU
+/// writes at its start, next to the console (None for other VMMs).
+fn vmm_started(console: Option<&std::path::Path>, t0: std::time::SystemTime) -> Option<f64> {
+    let pidfile = console?.with_file_name("qemu.pid");
+    let written = std::fs::metadata(pidfile).ok()?.modified().ok()?;
+    Some(written.duration_since(t0).ok()?.as_secs_f64())
 }
 
 fn free_port() -> Result<u16, RuntimeError> {
