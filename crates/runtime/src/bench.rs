@@ -313,7 +313,8 @@ impl Runtime {
         pr.launch_phases = bakeoff_bench::phase_stats(&phases)?;
         if platform == Platform::Qemu {
             notes.push(
-                "memory is the QEMU process's resident set (the VMM and the guest's touched RAM)"
+                "memory is the QEMU process's resident set (the VMM, its translation cache and \
+                 the guest's touched RAM, in small pages: QEMU runs without transparent huge pages)"
                     .into(),
             );
             notes.push("the image size includes the guest kernel, shared by every microVM".into());
