@@ -224,11 +224,14 @@ impl Driver for QemuDriver {
             let console = std::fs::read_to_string(&h.console).unwrap_or_default();
             return Ok(match exit_status_from_console(&console) {
                 Some(code) => {
-                    // A kernel without an ACPI power-off (bakeoff's minimal one) halts after
-                    // "reboot: Power down" instead of ending QEMU: end it here.
-                    if console.contains("reboot: Power down") {
-                        kill(&h);
+                    // PID 1 powers the VM off right after the app's exit line and QEMU ends by
+                    // itself a moment later; a kernel without an ACPI power-off halts instead.
+                    // Either way an exited app leaves no QEMU behind: give it 2 s, then end it.
+                    let deadline = Instant::now() + Duration::from_secs(2);
+                    while is_our_qemu(&h) && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
                     }
+                    kill(&h);
                     Status::Exited { code: Some(code) }
                 }
                 None => Status::Running,
