@@ -35,14 +35,9 @@ fn handle(inst: &Instance) -> Result<QemuHandle, DriverError> {
         .cloned()
         .ok_or_else(|| DriverError::wrong_handle(inst, Platform::Qemu))?;
     if h.pid == 0 {
-        h.pid = vmm::find_vmm(&pidfile_of(&h.console), &h.console).unwrap_or(0);
+        h.pid = vmm::find_vmm(&vmm::qemu_pidfile(&h.console), &h.console).unwrap_or(0);
     }
     Ok(h)
-}
-
-/// QEMU's pid file, beside the console in the instance dir.
-fn pidfile_of(console: &Path) -> std::path::PathBuf {
-    console.with_file_name("qemu.pid")
 }
 
 /// The PID is still our QEMU (not a reused PID): its command line names our console log.
@@ -200,7 +195,7 @@ impl Driver for QemuDriver {
             open_network: self.options.host_loopback,
             serial_log: console.clone(),
             qmp_socket: Some(qmp_sock.clone()),
-            pidfile: Some(pidfile_of(&console)),
+            pidfile: Some(vmm::qemu_pidfile(&console)),
         };
         let argv = qemu_argv(&config);
         let pid = vmm::spawn_vmm(&qemu, &argv, dir, &console).await?;

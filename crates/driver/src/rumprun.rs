@@ -97,7 +97,7 @@ fn handle(inst: &Instance) -> Result<RumprunHandle, DriverError> {
         .cloned()
         .ok_or_else(|| DriverError::wrong_handle(inst, Platform::Rumprun))?;
     if h.pid == 0 {
-        h.pid = vmm::find_vmm(&h.console.with_file_name("qemu.pid"), &h.console).unwrap_or(0);
+        h.pid = vmm::find_vmm(&vmm::qemu_pidfile(&h.console), &h.console).unwrap_or(0);
     }
     Ok(h)
 }

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::LaunchError;
 
 /// A packed image, described by `image.json` in its directory.
+/// The microVM image's initramfs, in the image's directory and as the registry artifact's
+/// layer title: an LZ4 (legacy frame) newc cpio.
+pub const MICROVM_INITRD_FILE: &str = "initramfs.cpio.lz4";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Image {
     pub target: Target,

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use bakeoff_spec::{RunOptions, Target};
 
 pub use cmdline::{check_cmdline, kernel_cmdline, run_overrides, Console, GuestNet, KernelCmdline};
-pub use image::{Image, ImageDetails, RumprunBake};
+pub use image::{Image, ImageDetails, RumprunBake, MICROVM_INITRD_FILE};
 pub use net::{publish_plan, GuestAddress, NetPlan};
 
 /// Errors of rendering a launch: the image does not fit the platform, or a run value cannot be

@@ -189,7 +189,7 @@ fn write_image(
             owns: u.owns.clone(),
         }),
     };
-    let initrd = dir.join("initramfs.cpio.lz4");
+    let initrd = dir.join(bakeoff_launch::MICROVM_INITRD_FILE);
     let info = bakeoff_guest::write_initramfs(&artifact.rootfs(), &config, &modules, init, &initrd)
         .map_err(PackError::from)?;
     let size = |p: &Path| fs_err::metadata(p).map(|m| m.len()).unwrap_or(0);
@@ -214,7 +214,10 @@ fn write_image(
         sha256_hex(format!("{}|{}|{}", info.sha256, kernel.version, vmlinux_size).as_bytes())
     );
     let files = [
-        ("initrd".to_string(), PathBuf::from("initramfs.cpio.lz4")),
+        (
+            "initrd".to_string(),
+            PathBuf::from(bakeoff_launch::MICROVM_INITRD_FILE),
+        ),
         // Kernels stay in the shared kernel cache (absolute paths).
         ("kernel".to_string(), kernel.bzimage.clone()),
         ("vmlinux".to_string(), kernel.vmlinux.clone()),

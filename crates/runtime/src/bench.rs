@@ -493,7 +493,7 @@ impl PhaseWatch {
 /// When the VMM started, in seconds after `t0`: the modification time of the pid file QEMU
 /// writes at its start, next to the console (None for other VMMs).
 fn vmm_started(console: Option<&std::path::Path>, t0: std::time::SystemTime) -> Option<f64> {
-    let pidfile = console?.with_file_name("qemu.pid");
+    let pidfile = bakeoff_driver::vmm::qemu_pidfile(console?);
     let written = std::fs::metadata(pidfile).ok()?.modified().ok()?;
     Some(written.duration_since(t0).ok()?.as_secs_f64())
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use bakeoff_launch::{Image, ImageDetails};
+use bakeoff_launch::{Image, ImageDetails, MICROVM_INITRD_FILE};
 use bakeoff_registry::artifact::{self as art, Layer};
 use bakeoff_registry::{Client, Reference, RegistryError};
 use bakeoff_spec::Target;
@@ -193,7 +193,7 @@ impl Runtime {
                 },
                 Layer {
                     media_type: MICROVM_INITRD,
-                    title: "initramfs.cpio.lz4",
+                    title: MICROVM_INITRD_FILE,
                     data: read(&role("initrd")?)?,
                 },
                 Layer {
@@ -466,7 +466,7 @@ impl Runtime {
                 MICROVM_ARTIFACT,
                 &[
                     (MICROVM_KERNEL, "vmlinux"),
-                    (MICROVM_INITRD, "initramfs.cpio.lz4"),
+                    (MICROVM_INITRD, MICROVM_INITRD_FILE),
                     (MICROVM_CONFIG, "artifact.json"),
                 ],
             ),
@@ -587,7 +587,7 @@ fn pulled_image(
     let (files, details, size_bytes, compressed): (Vec<(&str, &str)>, ImageDetails, u64, u64) =
         match target {
             Target::MicroVm => {
-                let initrd = size("initramfs.cpio.lz4")?;
+                let initrd = size(MICROVM_INITRD_FILE)?;
                 let details = ImageDetails {
                     kernel_version: m.annotations.get(art::ANNOT_KERNEL).cloned(),
                     vmlinux_bytes: Some(size("vmlinux")?),
@@ -603,7 +603,7 @@ fn pulled_image(
                     vec![
                         ("kernel", "vmlinux"),
                         ("vmlinux", "vmlinux"),
-                        ("initrd", "initramfs.cpio.lz4"),
+                        ("initrd", MICROVM_INITRD_FILE),
                     ],
                     details,
                     initrd,

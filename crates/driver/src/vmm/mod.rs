@@ -322,6 +322,11 @@ fn small_pages() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The pid file QEMU writes at its start (`-pidfile`), next to the instance's console.
+pub fn qemu_pidfile(console: &Path) -> PathBuf {
+    console.with_file_name("qemu.pid")
+}
+
 /// A console log as text (empty when it cannot be read).
 pub fn read_console(console: &Path) -> String {
     std::fs::read(console)
