@@ -1,6 +1,7 @@
-//! The bench flow: for each platform, N launch-to-ready runs after a warm-up, memory, and a
-//! load phase with the built-in generator; one [`Report`] with a recommendation. Every instance
-//! it starts is removed, also when it is interrupted.
+//! The bench flow: N launch-to-ready runs of each platform after a warm-up, in rounds that
+//! alternate the platforms; memory, and a load phase with the built-in generator; one
+//! [`Report`] with a recommendation. Every instance it starts is removed, also when it is
+//! interrupted.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -56,6 +57,25 @@ pub enum BenchOutcome {
 /// One run's figures: launch-to-ready, host memory, load, guest memory.
 type RunFigures = (Duration, Option<u64>, Option<LoadResult>, Option<u64>);
 
+/// One platform through the rounds of a bench: what it runs and what its runs measured.
+struct Lane {
+    platform: Platform,
+    driver: Box<dyn Driver>,
+    image: Image,
+    guest_port: u16,
+    http: bool,
+    /// Why its runs stopped; the other platforms go on.
+    failed: Option<String>,
+    ready_s: Vec<f64>,
+    mem: Vec<f64>,
+    guest_mem: Vec<f64>,
+    loads: Vec<LoadResult>,
+    conditions: Option<Conditions>,
+    notes: Vec<String>,
+    sweep: Option<bakeoff_bench::Sweep>,
+    phases: Vec<bakeoff_bench::LaunchPhases>,
+}
+
 impl Runtime {
     /// Benchmarks `prepared` on every platform of `config` and recommends one.
     pub async fn bench(
@@ -91,23 +111,34 @@ impl Runtime {
             .platforms
             .clone()
             .unwrap_or_else(|| Platform::ALL.to_vec());
+        // Every platform is set up first; then the runs go in rounds, one run of each platform
+        // per round, the order reversed every other round (A B, B A, ...). A slow spell of the
+        // host (itself a VM here, whose speed drifts over minutes) then lands on every platform
+        // alike instead of on whichever ran in it, so the ratios hold from one bench to the next.
+        let mut lanes = Vec::new();
+        for &platform in &platforms {
+            lanes.push(self.open_lane(prepared, config, platform, explicit).await);
+        }
         // The instance being measured, so an interruption can remove it.
         let current: Mutex<Option<Instance>> = Mutex::new(None);
         let run_all = async {
-            let mut out = Vec::new();
-            for &platform in &platforms {
-                out.push(
-                    self.bench_platform(prepared, config, platform, explicit, &current)
-                        .await,
-                );
+            for run in 0..=config.runs {
+                for i in round_order(run, lanes.len()) {
+                    let Ok(lane) = &mut lanes[i] else { continue };
+                    if lane.failed.is_some() {
+                        continue;
+                    }
+                    if let Err(e) = self.run_lane(prepared, config, lane, run, &current).await {
+                        lane.failed = Some(error_chain(&e));
+                    }
+                }
             }
-            out
         };
-        let measured = tokio::select! {
-            r = run_all => Some(r),
-            _ = interrupt => None,
+        let finished = tokio::select! {
+            _ = run_all => true,
+            _ = interrupt => false,
         };
-        let Some(measured) = measured else {
+        if !finished {
             let inst = current.lock().expect("not poisoned").take();
             if let Some(inst) = inst {
                 self.say(&format!("interrupted; removing {}", inst.name));
@@ -115,7 +146,14 @@ impl Runtime {
                 let _ = self.state.remove(&inst.name);
             }
             return Ok(BenchOutcome::Interrupted);
-        };
+        }
+        let mut measured = Vec::new();
+        for lane in lanes {
+            measured.push(match lane {
+                Ok(lane) => self.close_lane(lane).await,
+                Err(report) => report,
+            });
+        }
         report.platforms = measured;
         if !report.platforms.iter().any(|p| p.is_measured()) {
             let reasons: Vec<String> = report
@@ -138,23 +176,23 @@ impl Runtime {
         Ok(BenchOutcome::Done(Box::new(report)))
     }
 
-    async fn bench_platform(
+    /// Readies one platform for the rounds, or says why it cannot be measured.
+    async fn open_lane(
         &self,
         prepared: &Prepared,
         config: &BenchConfig,
         platform: Platform,
         explicit: bool,
-        current: &Mutex<Option<Instance>>,
-    ) -> PlatformReport {
+    ) -> Result<Lane, PlatformReport> {
         let plan = &prepared.plan;
         if let Err(e) = prepared.check(platform) {
             let RuntimeError::CannotRun { reasons, .. } = e else {
-                return PlatformReport::failed(platform, e.to_string());
+                return Err(PlatformReport::failed(platform, e.to_string()));
             };
-            return PlatformReport::unavailable(
+            return Err(PlatformReport::unavailable(
                 platform,
                 format!("{} cannot run here: {}", plan.name, reasons.join("; ")),
-            );
+            ));
         }
         let driver = self.driver(platform);
         if let Err(e) = available_with(&*driver, platform, plan).await {
@@ -163,138 +201,174 @@ impl Runtime {
                     "{platform} is unavailable ({e}); continuing with the other platforms"
                 ));
             }
-            return PlatformReport::unavailable(platform, e);
+            return Err(PlatformReport::unavailable(platform, e));
         }
-        let image = match self.image_for(prepared, platform.target(), config.kernel.clone()) {
-            Ok(i) => i,
-            Err(e) => {
-                return PlatformReport::failed(platform, error_chain(&e));
-            }
+        let image = self
+            .image_for(prepared, platform.target(), config.kernel.clone())
+            .map_err(|e| PlatformReport::failed(platform, error_chain(&e)))?;
+        let guest_port =
+            plan.health
+                .port
+                .or(plan.ports.first().copied())
+                .ok_or_else(|| {
+                    PlatformReport::failed(
+                        platform,
+                        match &plan.ports_from {
+                            bakeoff_detect::PortsFrom::Nothing { reason } => format!(
+                                "{} listens on no port, so there is nothing to load: {reason}; \
+                             if it should listen, set `ports` in bakeoff.toml",
+                                plan.name
+                            ),
+                            _ => "the app declares no port to probe; set `ports` in bakeoff.toml"
+                                .into(),
+                        },
+                    )
+                })?;
+        let http = plan.health.kind == HealthKind::Http;
+        let mut lane = Lane {
+            platform,
+            driver,
+            image,
+            guest_port,
+            http,
+            failed: None,
+            ready_s: Vec::new(),
+            mem: Vec::new(),
+            guest_mem: Vec::new(),
+            loads: Vec::new(),
+            conditions: None,
+            notes: Vec::new(),
+            sweep: None,
+            phases: Vec::new(),
         };
-        match self
-            .measure(prepared, config, &image, &*driver, platform, current)
-            .await
-        {
+        if !http {
+            lane.notes.push("the app is probed over TCP; load testing needs HTTP, so only start-up and memory were measured".to_string());
+        }
+        Ok(lane)
+    }
+
+    /// One run of one platform (run 0 is its warm-up): start, ready, memory, load, remove.
+    async fn run_lane(
+        &self,
+        prepared: &Prepared,
+        config: &BenchConfig,
+        lane: &mut Lane,
+        run: u32,
+        current: &Mutex<Option<Instance>>,
+    ) -> Result<(), RuntimeError> {
+        let plan = &prepared.plan;
+        let (platform, driver, http) = (lane.platform, &*lane.driver, lane.http);
+        let warmup = run == 0;
+        let label = if warmup {
+            "warm-up".to_string()
+        } else {
+            format!("run {run}/{}", config.runs)
+        };
+        self.say(&format!("{platform}: {label}"));
+        let measured = match config.publish.first() {
+            Some(m) => *m,
+            None => PortMapping {
+                host_ip: Ipv4Addr::LOCALHOST,
+                host_port: free_port()?,
+                guest_port: lane.guest_port,
+                protocol: Protocol::Tcp,
+            },
+        };
+        let port = measured.host_port;
+        let opts = RunOptions {
+            publish: std::iter::once(measured)
+                .chain(config.publish.iter().skip(1).cloned())
+                .collect(),
+            env: config.env.clone(),
+            args: config.args.clone(),
+            name: Some(format!(
+                "bench-{}-{}-{}-{}",
+                plan.name,
+                platform,
+                std::process::id(),
+                run
+            )),
+            detach: true,
+            memory: config.memory.or(plan.memory),
+            cpus: config.cpus.or(plan.cpus),
+        };
+        let (t0, t0_wall) = (Instant::now(), std::time::SystemTime::now());
+        let inst = self
+            .start(plan, &lane.image, platform, opts.clone())
+            .await?;
+        let console_s = t0.elapsed().as_secs_f64();
+        *current.lock().expect("not poisoned") = Some(inst.clone());
+        let watch = driver
+            .phase_console(&inst)
+            .map(|console| PhaseWatch::spawn(console, t0));
+        let mut outcome = self
+            .one_run(config, prepared, driver, &inst, port, http, t0, warmup)
+            .await;
+        if let (Some(w), Ok((ready, ..)), false) = (watch, &outcome, warmup) {
+            lane.phases.push(bakeoff_bench::LaunchPhases::from_observed(
+                vmm_started(driver.phase_console(&inst).as_deref(), t0_wall),
+                console_s,
+                ready.as_secs_f64(),
+                &w.finish(),
+            ));
+        }
+        if let (Ok(_), Some(rates), true) = (&outcome, &config.sweep, run == config.runs) {
+            if http {
+                match self.sweep(config, rates, driver, &inst, port, plan).await {
+                    Ok(s) => lane.sweep = Some(s),
+                    Err(e) => outcome = Err(e),
+                }
+            } else {
+                lane.notes
+                    .push("no sweep: load profiles need an HTTP app".to_string());
+            }
+        }
+        let _ = driver.remove(&inst).await;
+        let _ = self.state.remove(&inst.name);
+        *current.lock().expect("not poisoned") = None;
+        let (ready, memory, load, guest) = outcome?;
+        if lane.conditions.is_none() {
+            lane.conditions = Some(conditions_for(&lane.image, &inst, &opts));
+        }
+        if !warmup {
+            lane.ready_s.push(ready.as_secs_f64());
+            lane.mem.extend(memory.map(|m| m as f64));
+            lane.guest_mem.extend(guest.map(|g| g as f64));
+            lane.loads.extend(load);
+        }
+        Ok(())
+    }
+
+    /// One platform's report from its samples (or the reason its runs stopped).
+    async fn close_lane(&self, lane: Lane) -> PlatformReport {
+        let platform = lane.platform;
+        if let Some(reason) = lane.failed {
+            return PlatformReport::failed(platform, reason);
+        }
+        match self.summarize(lane).await {
             Ok(pr) => pr,
             Err(e) => PlatformReport::failed(platform, error_chain(&e)),
         }
     }
 
-    /// Samples of one platform: N launch-to-ready (after one warm-up), memory, and load.
-    async fn measure(
-        &self,
-        prepared: &Prepared,
-        config: &BenchConfig,
-        image: &Image,
-        driver: &dyn Driver,
-        platform: Platform,
-        current: &Mutex<Option<Instance>>,
-    ) -> Result<PlatformReport, RuntimeError> {
-        let plan = &prepared.plan;
-        let guest_port = plan
-            .health
-            .port
-            .or(plan.ports.first().copied())
-            .ok_or_else(|| {
-                RuntimeError::Invalid(match &plan.ports_from {
-                    bakeoff_detect::PortsFrom::Nothing { reason } => format!(
-                        "{} listens on no port, so there is nothing to load: {reason}; \
-                         if it should listen, set `ports` in bakeoff.toml",
-                        plan.name
-                    ),
-                    _ => "the app declares no port to probe; set `ports` in bakeoff.toml".into(),
-                })
-            })?;
-        let http = plan.health.kind == HealthKind::Http;
-        let (mut ready_s, mut mem, mut guest_mem, mut loads) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut conditions = None;
-        let mut notes = Vec::new();
-        let mut sweep = None;
-        let mut phases = Vec::new();
-        if !http {
-            notes.push("the app is probed over TCP; load testing needs HTTP, so only start-up and memory were measured".to_string());
-        }
-        for run in 0..=config.runs {
-            let warmup = run == 0;
-            let label = if warmup {
-                "warm-up".to_string()
-            } else {
-                format!("run {run}/{}", config.runs)
-            };
-            self.say(&format!("{platform}: {label}"));
-            let measured = match config.publish.first() {
-                Some(m) => *m,
-                None => PortMapping {
-                    host_ip: Ipv4Addr::LOCALHOST,
-                    host_port: free_port()?,
-                    guest_port,
-                    protocol: Protocol::Tcp,
-                },
-            };
-            let port = measured.host_port;
-            let opts = RunOptions {
-                publish: std::iter::once(measured)
-                    .chain(config.publish.iter().skip(1).cloned())
-                    .collect(),
-                env: config.env.clone(),
-                args: config.args.clone(),
-                name: Some(format!(
-                    "bench-{}-{}-{}-{}",
-                    plan.name,
-                    platform,
-                    std::process::id(),
-                    run
-                )),
-                detach: true,
-                memory: config.memory.or(plan.memory),
-                cpus: config.cpus.or(plan.cpus),
-            };
-            let (t0, t0_wall) = (Instant::now(), std::time::SystemTime::now());
-            let inst = self.start(plan, image, platform, opts.clone()).await?;
-            let console_s = t0.elapsed().as_secs_f64();
-            *current.lock().expect("not poisoned") = Some(inst.clone());
-            let watch = driver
-                .phase_console(&inst)
-                .map(|console| PhaseWatch::spawn(console, t0));
-            let mut outcome = self
-                .one_run(config, prepared, driver, &inst, port, http, t0, warmup)
-                .await;
-            if let (Some(w), Ok((ready, ..)), false) = (watch, &outcome, warmup) {
-                phases.push(bakeoff_bench::LaunchPhases::from_observed(
-                    vmm_started(driver.phase_console(&inst).as_deref(), t0_wall),
-                    console_s,
-                    ready.as_secs_f64(),
-                    &w.finish(),
-                ));
-            }
-            if let (Ok(_), Some(rates), true) = (&outcome, &config.sweep, run == config.runs) {
-                if http {
-                    match self.sweep(config, rates, driver, &inst, port, plan).await {
-                        Ok(s) => sweep = Some(s),
-                        Err(e) => outcome = Err(e),
-                    }
-                } else {
-                    notes.push("no sweep: load profiles need an HTTP app".to_string());
-                }
-            }
-            let _ = driver.remove(&inst).await;
-            let _ = self.state.remove(&inst.name);
-            *current.lock().expect("not poisoned") = None;
-            let (ready, memory, load, guest) = outcome?;
-            if conditions.is_none() {
-                conditions = Some(conditions_for(image, &inst, &opts));
-            }
-            if !warmup {
-                ready_s.push(ready.as_secs_f64());
-                mem.extend(memory.map(|m| m as f64));
-                guest_mem.extend(guest.map(|g| g as f64));
-                loads.extend(load);
-            }
-        }
+    async fn summarize(&self, lane: Lane) -> Result<PlatformReport, RuntimeError> {
+        let Lane {
+            platform,
+            driver,
+            image,
+            conditions,
+            ready_s,
+            mem,
+            guest_mem,
+            loads,
+            sweep,
+            phases,
+            mut notes,
+            ..
+        } = lane;
         let mut pr = PlatformReport::measured(platform, conditions.expect("at least one run"));
         pr.launch_to_ready = Some(Stat::from_samples(&ready_s)?);
-        pr.image_size = Some(image_size(image));
+        pr.image_size = Some(image_size(&image));
         if !mem.is_empty() {
             let guest_bytes = if guest_mem.is_empty() {
                 None
@@ -319,7 +393,7 @@ impl Runtime {
             );
             notes.push("the image size includes the guest kernel, shared by every microVM".into());
         }
-        let platform_notes = driver.bench_notes(image).await;
+        let platform_notes = driver.bench_notes(&image).await;
         // A hypervisor that itself runs under emulation (the nested Xen host): its figures are
         // labelled emulated, like QEMU's under TCG.
         if platform_notes
@@ -498,6 +572,17 @@ fn vmm_started(console: Option<&std::path::Path>, t0: std::time::SystemTime) -> 
     Some(written.duration_since(t0).ok()?.as_secs_f64())
 }
 
+/// The order of the platforms in round `run` (0 is the warm-up): as given in the odd rounds,
+/// reversed in the even ones, so that no platform always runs right after another's.
+fn round_order(run: u32, platforms: usize) -> Vec<usize> {
+    let order = 0..platforms;
+    if run % 2 == 1 {
+        order.collect()
+    } else {
+        order.rev().collect()
+    }
+}
+
 fn free_port() -> Result<u16, RuntimeError> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -534,5 +619,34 @@ fn image_size(image: &Image) -> ImageSize {
     ImageSize {
         bytes: image.size_bytes + kernel,
         compressed_bytes: Some(image.compressed_bytes + kernel),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_order;
+
+    #[test]
+    fn rounds_alternate_the_platforms_and_measured_runs_start_in_the_given_order() {
+        let rounds: Vec<Vec<usize>> = (0..=4).map(|run| round_order(run, 3)).collect();
+        assert_eq!(
+            rounds,
+            [
+                vec![2, 1, 0],
+                vec![0, 1, 2],
+                vec![2, 1, 0],
+                vec![0, 1, 2],
+                vec![2, 1, 0]
+            ]
+        );
+        // Over an even number of measured runs, each platform is as often early as late.
+        let mean_slot = |p: usize| -> f64 {
+            (1..=4)
+                .map(|run| round_order(run, 3).iter().position(|&q| q == p).unwrap() as f64)
+                .sum::<f64>()
+                / 4.0
+        };
+        assert_eq!((mean_slot(0), mean_slot(1), mean_slot(2)), (1.0, 1.0, 1.0));
+        assert_eq!(round_order(1, 0), Vec::<usize>::new());
     }
 }
