@@ -18,7 +18,7 @@ fn bench_of_the_example_on_docker_and_qemu() {
     let env = Env::new();
     let out = env.dir.path().join("report");
     let out_s = out.display().to_string();
-    let stdout = env.ok(&[
+    let out_put = env.run(&[
         "bench",
         "examples/hello",
         "--on",
@@ -32,6 +32,30 @@ fn bench_of_the_example_on_docker_and_qemu() {
         "--out",
         &out_s,
     ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out_put.stdout).to_string(),
+        String::from_utf8_lossy(&out_put.stderr).to_string(),
+    );
+    assert!(out_put.status.success(), "{stderr}");
+    // The runs go in rounds, one run of each platform per round, the order reversed every
+    // other round: a slow spell of the host lands on both platforms, not on one.
+    let order: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("bakeoff: "))
+        .filter(|l| l.contains(": warm-up") || l.contains(": run "))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "qemu: warm-up",
+            "docker: warm-up",
+            "docker: run 1/2",
+            "qemu: run 1/2",
+            "qemu: run 2/2",
+            "docker: run 2/2"
+        ],
+        "{stderr}"
+    );
     // The terminal table has both platforms and a recommendation.
     assert!(
         stdout.contains("| docker") && stdout.contains("| qemu"),
