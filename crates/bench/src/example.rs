@@ -8,8 +8,8 @@ use bakeoff_spec::Platform;
 
 use crate::{
     recommend, Accelerator, AppInfo, Conditions, ErrorCounts, HostInfo, ImageSize, LatencyMs,
-    LatencySummary, LoadShape, LoadStats, MemoryStats, PlatformReport, Policy, Report, Slo, Stat,
-    Sweep, SweepPoint, Verdict, SCHEMA_VERSION,
+    LatencySummary, LoadShape, LoadStats, MemoryPart, MemoryStats, PlatformReport, Policy, Report,
+    Slo, Stat, Sweep, SweepPoint, Verdict, SCHEMA_VERSION,
 };
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -121,6 +121,7 @@ pub fn report() -> Report {
     docker.memory = Some(MemoryStats {
         host_bytes: mib(&[1.9, 1.8, 2.0, 1.9, 1.9]),
         guest_bytes: None,
+        host_parts: Vec::new(),
     });
     docker.load = Some(load(
         &[18_420.0, 18_950.0, 17_880.0, 18_610.0, 18_300.0],
@@ -198,6 +199,19 @@ pub fn report() -> Report {
     qemu.memory = Some(MemoryStats {
         host_bytes: mib(&[182.0, 179.5, 185.2, 181.1, 183.0]),
         guest_bytes: Some(mib(&[21.4, 21.3, 21.6, 21.4, 21.5])),
+        host_parts: [
+            ("guest_ram", [60.1, 59.8, 61.0, 60.2, 60.4]),
+            ("translation_cache", [32.0, 32.0, 32.0, 32.0, 32.0]),
+            ("vmm_code", [32.4, 32.3, 32.5, 32.4, 32.4]),
+            ("boot_files", [18.0, 18.0, 18.0, 18.0, 18.0]),
+            ("other", [39.5, 37.4, 41.7, 38.5, 40.2]),
+        ]
+        .into_iter()
+        .map(|(part, samples)| MemoryPart {
+            part: part.into(),
+            bytes: mib(&samples),
+        })
+        .collect(),
     });
     qemu.load = Some(load(
         &[2_950.0, 3_020.0, 2_870.0, 2_990.0, 2_910.0],
@@ -254,6 +268,7 @@ pub fn report() -> Report {
     rumprun.memory = Some(MemoryStats {
         host_bytes: mib(&[41.2, 40.8, 41.9, 41.0, 41.3]),
         guest_bytes: None,
+        host_parts: Vec::new(),
     });
     rumprun.load = Some(load(
         &[3_910.0, 3_870.0, 4_020.0, 3_760.0, 3_950.0],

@@ -511,6 +511,7 @@ mod tests {
         r.memory = f.mem.map(|m| MemoryStats {
             host_bytes: Stat::single(m * 1048576.0).unwrap(),
             guest_bytes: None,
+            host_parts: Vec::new(),
         });
         r.image_size = f.size.map(|s| ImageSize {
             bytes: (s * 1048576.0) as u64,

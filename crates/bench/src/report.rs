@@ -308,6 +308,59 @@ pub struct MemoryStats {
     pub host_bytes: Stat,
     /// What the guest reports as used, when it reports it.
     pub guest_bytes: Option<Stat>,
+    /// Where the VMM's resident memory is (VMs whose VMM bakeoff runs): `guest_ram`,
+    /// `translation_cache`, `vmm_code`, `boot_files`, `other`, in that order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_parts: Vec<MemoryPart>,
+}
+
+/// One part of a VMM's resident memory over N runs, in bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryPart {
+    pub part: String,
+    pub bytes: Stat,
+}
+
+impl MemoryPart {
+    /// Per-part statistics over runs of `(part, bytes)` samples, in the order parts first
+    /// appear; a part missing from a run counts as zero there.
+    pub fn from_runs(runs: &[Vec<(String, u64)>]) -> Result<Vec<MemoryPart>, BenchError> {
+        let mut names: Vec<&str> = Vec::new();
+        for (name, _) in runs.iter().flatten() {
+            if !names.contains(&name.as_str()) {
+                names.push(name);
+            }
+        }
+        names
+            .into_iter()
+            .map(|name| {
+                let samples: Vec<f64> = runs
+                    .iter()
+                    .map(|run| {
+                        run.iter()
+                            .find(|(n, _)| n == name)
+                            .map_or(0.0, |(_, b)| *b as f64)
+                    })
+                    .collect();
+                Ok(MemoryPart {
+                    part: name.to_string(),
+                    bytes: Stat::from_samples(&samples)?,
+                })
+            })
+            .collect()
+    }
+
+    /// How the report names a part.
+    pub fn label(&self) -> &str {
+        match self.part.as_str() {
+            "guest_ram" => "guest RAM",
+            "translation_cache" => "translation cache",
+            "vmm_code" => "VMM code",
+            "boot_files" => "kernel + initramfs files",
+            "other" => "heap, stacks, other",
+            other => other,
+        }
+    }
 }
 
 /// Latency percentiles in milliseconds, over every response of every run.
@@ -486,6 +539,26 @@ mod tests {
     use super::*;
     use crate::LatencySummary;
     use std::time::Duration;
+
+    #[test]
+    fn memory_parts_over_runs_keep_their_order_and_count_a_missing_part_as_zero() {
+        let runs = vec![
+            vec![("guest_ram".to_string(), 20), ("other".to_string(), 4)],
+            vec![
+                ("guest_ram".to_string(), 22),
+                ("translation_cache".to_string(), 16),
+                ("other".to_string(), 6),
+            ],
+            vec![("guest_ram".to_string(), 21), ("other".to_string(), 5)],
+        ];
+        let parts = MemoryPart::from_runs(&runs).unwrap();
+        let names: Vec<&str> = parts.iter().map(|p| p.part.as_str()).collect();
+        assert_eq!(names, ["guest_ram", "other", "translation_cache"]);
+        assert_eq!(parts[0].bytes.median, 21.0);
+        assert_eq!(parts[2].bytes.samples, [0.0, 16.0, 0.0]);
+        assert_eq!(parts[2].label(), "translation cache");
+        assert!(MemoryPart::from_runs(&[]).unwrap().is_empty());
+    }
 
     fn run(rate: f64, latencies_us: &[u64], errors: ErrorCounts) -> LoadResult {
         let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();

@@ -105,6 +105,32 @@ fn bench_of_the_example_on_docker_and_qemu() {
         .as_f64()
         .expect("guest memory of the microVM");
     assert!(guest > 4e6 && guest < 128.0 * 1048576.0, "{guest}");
+    // Where QEMU's resident memory is: the parts, from its smaps, add up to about its RSS.
+    let qemu_memory = &platform("qemu")["memory"];
+    let parts = qemu_memory["host_parts"].as_array().expect("host_parts");
+    let part = |name: &str| {
+        parts
+            .iter()
+            .find(|p| p["part"] == name)
+            .and_then(|p| p["bytes"]["median"].as_f64())
+            .unwrap_or(0.0)
+    };
+    assert!(part("guest_ram") > 4e6, "{qemu_memory}");
+    assert!(part("vmm_code") > 4e6, "{qemu_memory}");
+    assert!(part("boot_files") > 1e6, "{qemu_memory}");
+    if platform("qemu")["conditions"]["accelerator"] == "tcg" {
+        assert!(part("translation_cache") > 1e6, "{qemu_memory}");
+    }
+    let sum: f64 = parts
+        .iter()
+        .map(|p| p["bytes"]["median"].as_f64().unwrap())
+        .sum();
+    let rss = qemu_memory["host_bytes"]["median"].as_f64().unwrap();
+    assert!(
+        (sum / rss - 1.0).abs() < 0.2,
+        "parts {sum} vs RSS {rss}: {qemu_memory}"
+    );
+    assert!(platform("docker")["memory"]["host_parts"].is_null());
     // A platform this host lacks appears with its reason, never as zeros.
     let fc = platform("firecracker");
     assert_eq!(fc["status"]["state"], "unavailable", "{fc}");

@@ -151,6 +151,12 @@ pub trait Driver: Send + Sync {
     /// Memory used on the host by the instance (cgroup usage, VMM RSS), when known.
     async fn memory_bytes(&self, inst: &Instance) -> Result<Option<u64>, DriverError>;
 
+    /// Where a VMM's resident memory is, as `(part, bytes)` (see [`vmm::vmm_rss_parts`]);
+    /// empty where the platform has no VMM process of bakeoff's.
+    async fn memory_parts(&self, _inst: &Instance) -> Vec<(String, u64)> {
+        Vec::new()
+    }
+
     /// Memory in use as the guest itself counts it (a VM's kernel), when the platform can say.
     async fn guest_memory_bytes(&self, _inst: &Instance) -> Option<u64> {
         None

@@ -284,6 +284,16 @@ impl Driver for QemuDriver {
         Ok(vmm::vmm_rss(h.pid))
     }
 
+    async fn memory_parts(&self, inst: &Instance) -> Vec<(String, u64)> {
+        let Ok(h) = handle(inst) else {
+            return Vec::new();
+        };
+        if !is_our_qemu(&h) {
+            return Vec::new();
+        }
+        vmm::vmm_rss_parts(h.pid, h.memory_mib << 20, &vmm::boot_files(&h.argv)).unwrap_or_default()
+    }
+
     async fn guest_memory_bytes(&self, inst: &Instance) -> Option<u64> {
         let h = handle(inst).ok()?;
         if !is_our_qemu(&h) {

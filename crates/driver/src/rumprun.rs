@@ -327,6 +327,16 @@ impl Driver for RumprunDriver {
         Ok(vmm::vmm_rss(h.pid))
     }
 
+    async fn memory_parts(&self, inst: &Instance) -> Vec<(String, u64)> {
+        let Ok(h) = handle(inst) else {
+            return Vec::new();
+        };
+        if !is_our_qemu(&h) {
+            return Vec::new();
+        }
+        vmm::vmm_rss_parts(h.pid, h.memory_mib << 20, &vmm::boot_files(&h.argv)).unwrap_or_default()
+    }
+
     async fn app_started(&self, inst: &Instance) -> bool {
         let Ok(h) = handle(inst) else { return true };
         let h = &h;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bakeoff_bench::{
     Accelerator, AppInfo, Conditions, ImageSize, LoadResult, LoadShape, LoadStats, LoadTarget,
-    MemoryStats, PlatformReport, Policy, Report, Stat,
+    MemoryPart, MemoryStats, PlatformReport, Policy, Report, Stat,
 };
 use bakeoff_driver::Driver;
 use bakeoff_launch::Image;
@@ -54,8 +54,15 @@ pub enum BenchOutcome {
     Interrupted,
 }
 
-/// One run's figures: launch-to-ready, host memory, load, guest memory.
-type RunFigures = (Duration, Option<u64>, Option<LoadResult>, Option<u64>);
+/// One run's figures: launch-to-ready, host memory, load, guest memory, where the VMM's
+/// memory is.
+type RunFigures = (
+    Duration,
+    Option<u64>,
+    Option<LoadResult>,
+    Option<u64>,
+    Vec<(String, u64)>,
+);
 
 /// One platform through the rounds of a bench: what it runs and what its runs measured.
 struct Lane {
@@ -69,6 +76,7 @@ struct Lane {
     ready_s: Vec<f64>,
     mem: Vec<f64>,
     guest_mem: Vec<f64>,
+    mem_parts: Vec<Vec<(String, u64)>>,
     loads: Vec<LoadResult>,
     conditions: Option<Conditions>,
     notes: Vec<String>,
@@ -235,6 +243,7 @@ impl Runtime {
             ready_s: Vec::new(),
             mem: Vec::new(),
             guest_mem: Vec::new(),
+            mem_parts: Vec::new(),
             loads: Vec::new(),
             conditions: None,
             notes: Vec::new(),
@@ -326,7 +335,7 @@ impl Runtime {
         let _ = driver.remove(&inst).await;
         let _ = self.state.remove(&inst.name);
         *current.lock().expect("not poisoned") = None;
-        let (ready, memory, load, guest) = outcome?;
+        let (ready, memory, load, guest, parts) = outcome?;
         if lane.conditions.is_none() {
             lane.conditions = Some(conditions_for(&lane.image, &inst, &opts));
         }
@@ -334,6 +343,9 @@ impl Runtime {
             lane.ready_s.push(ready.as_secs_f64());
             lane.mem.extend(memory.map(|m| m as f64));
             lane.guest_mem.extend(guest.map(|g| g as f64));
+            if !parts.is_empty() {
+                lane.mem_parts.push(parts);
+            }
             lane.loads.extend(load);
         }
         Ok(())
@@ -360,6 +372,7 @@ impl Runtime {
             ready_s,
             mem,
             guest_mem,
+            mem_parts,
             loads,
             sweep,
             phases,
@@ -378,6 +391,7 @@ impl Runtime {
             pr.memory = Some(MemoryStats {
                 host_bytes: Stat::from_samples(&mem)?,
                 guest_bytes,
+                host_parts: MemoryPart::from_runs(&mem_parts)?,
             });
         }
         if !loads.is_empty() {
@@ -457,13 +471,17 @@ impl Runtime {
             (true, Some(after)) => Some(after.max(memory.unwrap_or(0))),
             _ => memory,
         };
-        // The guest's own count, after the load, where the platform reports one.
-        let guest = if warmup {
-            None
+        // The guest's own count, after the load, where the platform reports one, and where
+        // the VMM's memory is.
+        let (guest, parts) = if warmup {
+            (None, Vec::new())
         } else {
-            driver.guest_memory_bytes(inst).await
+            (
+                driver.guest_memory_bytes(inst).await,
+                driver.memory_parts(inst).await,
+            )
         };
-        Ok((ready, memory, load, guest))
+        Ok((ready, memory, load, guest, parts))
     }
 }
 

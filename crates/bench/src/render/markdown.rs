@@ -159,6 +159,45 @@ pub fn markdown(report: &Report) -> String {
         table(&mut out, &head, &rows);
     }
 
+    let parted: Vec<_> = report
+        .platforms
+        .iter()
+        .filter_map(|p| Some((p, p.memory.as_ref().filter(|m| !m.host_parts.is_empty())?)))
+        .collect();
+    if !parted.is_empty() {
+        out.push_str(
+            "\nWhere the VMM's resident memory is (medians over the runs, from /proc/PID/smaps):\n\n",
+        );
+        let mut labels: Vec<&str> = Vec::new();
+        for (_, m) in &parted {
+            for part in &m.host_parts {
+                if !labels.contains(&part.label()) {
+                    labels.push(part.label());
+                }
+            }
+        }
+        let mut head = vec!["platform"];
+        head.extend(&labels);
+        head.push("resident in all");
+        let rows: Vec<Vec<String>> = parted
+            .iter()
+            .map(|(p, m)| {
+                let mut row = vec![p.platform.to_string()];
+                row.extend(labels.iter().map(|label| {
+                    m.host_parts
+                        .iter()
+                        .find(|part| part.label() == *label)
+                        .map_or("-".to_string(), |part| {
+                            crate::format::bytes(part.bytes.median)
+                        })
+                }));
+                row.push(crate::format::bytes(m.host_bytes.median));
+                row
+            })
+            .collect();
+        table(&mut out, &head, &rows);
+    }
+
     let unmeasured: Vec<_> = report
         .platforms
         .iter()

@@ -434,6 +434,93 @@ pub fn vmm_rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Where a VMM's resident memory is, as `(part, bytes)` in a fixed order (the parts with nothing
+/// resident are left out), from `/proc/PID/smaps`: `guest_ram` (the anonymous mapping of the
+/// guest's memory, `ram_bytes` long), `translation_cache` (TCG's executable anonymous buffer),
+/// `vmm_code` (the VMM's binary and libraries), `boot_files` (its mappings of `boot_files`: the
+/// kernel and initramfs it loads) and `other` (heap, stacks, thread arenas).
+pub fn vmm_rss_parts(
+    pid: u32,
+    ram_bytes: u64,
+    boot_files: &[PathBuf],
+) -> Option<Vec<(String, u64)>> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let parts = rss_parts(&smaps, ram_bytes, boot_files);
+    (!parts.is_empty()).then_some(parts)
+}
+
+/// The files a QEMU command line loads: the values of `-kernel` and `-initrd`.
+pub fn boot_files(argv: &[String]) -> Vec<PathBuf> {
+    argv.windows(2)
+        .filter(|w| w[0] == "-kernel" || w[0] == "-initrd")
+        .map(|w| PathBuf::from(&w[1]))
+        .collect()
+}
+
+pub const RSS_PARTS: [&str; 5] = [
+    "guest_ram",
+    "translation_cache",
+    "vmm_code",
+    "boot_files",
+    "other",
+];
+
+/// [`vmm_rss_parts`] of a smaps text. Lines it does not understand are skipped.
+pub fn rss_parts(smaps: &str, ram_bytes: u64, boot_files: &[PathBuf]) -> Vec<(String, u64)> {
+    let mut totals = [0u64; RSS_PARTS.len()];
+    let mut current: Option<usize> = None;
+    for line in smaps.lines() {
+        if let Some(rss) = line.strip_prefix("Rss:") {
+            let kb = rss.trim().trim_end_matches("kB").trim().parse::<u64>();
+            if let (Some(i), Ok(kb)) = (current, kb) {
+                totals[i] = totals[i].saturating_add(kb.saturating_mul(1024));
+            }
+            continue;
+        }
+        // A mapping's header: "start-end perms offset dev inode [path]" (a path may hold spaces).
+        let mut rest = line;
+        let mut field = [""; 5];
+        for f in field.iter_mut() {
+            rest = rest.trim_start();
+            let (a, b) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            *f = a;
+            rest = b;
+        }
+        let [range, perms, ..] = field;
+        let Some((start, end)) = range.split_once('-').and_then(|(a, b)| {
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        }) else {
+            continue;
+        };
+        if perms.len() != 4 {
+            continue;
+        }
+        let path = rest.trim();
+        let size = end.saturating_sub(start);
+        let anonymous = path.is_empty() || path.starts_with('[');
+        current = Some(if anonymous && perms.contains('x') {
+            1
+        } else if anonymous && ram_bytes > 0 && size >= ram_bytes && size <= ram_bytes + (4 << 20) {
+            0
+        } else if boot_files.iter().any(|f| Path::new(path) == f) {
+            3
+        } else if path.starts_with('/') {
+            2
+        } else {
+            4
+        });
+    }
+    RSS_PARTS
+        .iter()
+        .zip(totals)
+        .filter(|(_, b)| *b > 0)
+        .map(|(n, b)| (n.to_string(), b))
+        .collect()
+}
+
 /// Sends QMP commands (after the capabilities handshake); returns the replies.
 pub fn qmp(socket: &Path, commands: &[serde_json::Value]) -> std::io::Result<Vec<String>> {
     let mut s = UnixStream::connect(socket)?;
@@ -593,5 +680,117 @@ mod tests {
         );
         let e = run_cmd(&["sleep".into(), "5".into()], Duration::from_millis(200)).unwrap_err();
         assert_eq!(e.to_string(), "`sleep 5` did not finish within 0.2 s");
+    }
+
+    /// One mapping of a smaps file: its header and the lines the kernel writes after it.
+    fn mapping(start: u64, len: u64, perms: &str, path: &str, rss_kb: u64) -> String {
+        format!(
+            "{start:x}-{:x} {perms} 00000000 00:00 0          {path}\nSize:           {} kB\nRss:            {rss_kb} kB\nPss:            {rss_kb} kB\nVmFlags: rd wr mr mw me ac sd\n",
+            start + len,
+            len / 1024
+        )
+    }
+
+    #[test]
+    fn rss_parts_of_a_qemu_process_are_told_apart() {
+        let kernel = "/cache/kernels/minimal-1/vmlinux";
+        let initrd = "/cache/images/microvm/x/initramfs.cpio.lz4";
+        let smaps = [
+            mapping(
+                0x5649_0000_0000,
+                4 << 20,
+                "r--p",
+                "/usr/bin/qemu-system-x86_64",
+                4124,
+            ),
+            mapping(
+                0x5649_1000_0000,
+                6 << 20,
+                "r-xp",
+                "/usr/bin/qemu-system-x86_64",
+                5496,
+            ),
+            mapping(0x5649_2000_0000, 9 << 20, "rw-p", "[heap]", 4556),
+            mapping(0x7f7a_a800_0000, 4 << 20, "rw-p", "", 3848),
+            // The guest's RAM: 128 MiB plus QEMU's 2 MiB of alignment.
+            mapping(0x7f7a_af00_0000, 130 << 20, "rw-p", "", 20920),
+            mapping(0x7f7a_be00_0000, 2 << 20, "r--p", initrd, 1244),
+            mapping(0x7f7a_bf00_0000, 5 << 20, "rw-p", kernel, 5100),
+            // TCG's translation cache.
+            mapping(0x7f7a_c000_0000, 16 << 20, "rwxp", "", 16380),
+            mapping(
+                0x7f7a_d000_0000,
+                2 << 20,
+                "r-xp",
+                "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                1112,
+            ),
+            mapping(
+                0x7f7a_e000_0000,
+                1 << 20,
+                "r--p",
+                "/tmp/a b/lib (deleted)",
+                8,
+            ),
+            mapping(0x7ffc_0000_0000, 1 << 20, "rw-p", "[stack]", 132),
+        ]
+        .concat();
+        let parts = rss_parts(
+            &smaps,
+            128 << 20,
+            &boot_files(&[
+                "-kernel".into(),
+                kernel.into(),
+                "-initrd".into(),
+                initrd.into(),
+                "-append".into(),
+                "console=ttyS0".into(),
+            ]),
+        );
+        let kb = |n: u64| n * 1024;
+        assert_eq!(
+            parts,
+            [
+                ("guest_ram".to_string(), kb(20920)),
+                ("translation_cache".to_string(), kb(16380)),
+                ("vmm_code".to_string(), kb(4124 + 5496 + 1112 + 8)),
+                ("boot_files".to_string(), kb(1244 + 5100)),
+                ("other".to_string(), kb(4556 + 3848 + 132)),
+            ]
+        );
+        // Without the guest's size, its RAM is not guessed.
+        let unknown = rss_parts(&smaps, 0, &[]);
+        assert!(unknown.iter().all(|(p, _)| p != "guest_ram"), "{unknown:?}");
+        assert_eq!(
+            unknown.iter().map(|(_, b)| b).sum::<u64>(),
+            parts.iter().map(|(_, b)| b).sum::<u64>()
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rss_parts_never_panic_and_count_every_mapping_once(
+            maps in proptest::collection::vec(
+                (1u64..1 << 30, 0usize..4, 0usize..5, 0u64..1 << 20),
+                0..24,
+            ),
+            ram_mib in 0u64..512,
+            garbage in ".{0,200}",
+        ) {
+            let perms = ["rw-p", "rwxp", "r-xp", "r--s"];
+            let paths = ["", "[heap]", "/usr/bin/qemu", "/k/vmlinux", "/x y/z"];
+            let mut text = String::new();
+            let mut start = 0x1000_0000u64;
+            let mut total = 0;
+            for (len, p, q, rss) in &maps {
+                text.push_str(&mapping(start, *len, perms[*p], paths[*q], *rss));
+                start += len + 4096;
+                total += rss * 1024;
+            }
+            let parts = rss_parts(&text, ram_mib << 20, &[PathBuf::from("/k/vmlinux")]);
+            proptest::prop_assert_eq!(parts.iter().map(|(_, b)| b).sum::<u64>(), total);
+            // Lines of any kind around the mappings: no panic.
+            let _ = rss_parts(&format!("{garbage}\n{text}{garbage}"), ram_mib << 20, &[]);
+        }
     }
 }
