@@ -285,13 +285,10 @@ impl Driver for QemuDriver {
     }
 
     async fn memory_parts(&self, inst: &Instance) -> Vec<(String, u64)> {
-        let Ok(h) = handle(inst) else {
-            return Vec::new();
-        };
-        if !is_our_qemu(&h) {
-            return Vec::new();
+        match handle(inst) {
+            Ok(h) if is_our_qemu(&h) => vmm::vmm_rss_parts(h.pid, h.memory_mib, &h.argv),
+            _ => Vec::new(),
         }
-        vmm::vmm_rss_parts(h.pid, h.memory_mib << 20, &vmm::boot_files(&h.argv)).unwrap_or_default()
     }
 
     async fn guest_memory_bytes(&self, inst: &Instance) -> Option<u64> {

@@ -434,30 +434,27 @@ pub fn vmm_rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Where a VMM's resident memory is, as `(part, bytes)` in a fixed order (the parts with nothing
-/// resident are left out), from `/proc/PID/smaps`: `guest_ram` (the anonymous mapping of the
-/// guest's memory, `ram_bytes` long), `translation_cache` (TCG's executable anonymous buffer),
-/// `vmm_code` (the VMM's binary and libraries), `boot_files` (its mappings of `boot_files`: the
-/// kernel and initramfs it loads) and `other` (heap, stacks, thread arenas).
-pub fn vmm_rss_parts(
-    pid: u32,
-    ram_bytes: u64,
-    boot_files: &[PathBuf],
-) -> Option<Vec<(String, u64)>> {
-    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
-    let parts = rss_parts(&smaps, ram_bytes, boot_files);
-    (!parts.is_empty()).then_some(parts)
+/// Where a QEMU process's resident memory is, as `(part, bytes)` in a fixed order (the parts
+/// with nothing resident are left out; empty if its smaps cannot be read), from
+/// `/proc/PID/smaps`: `guest_ram` (the anonymous mapping of the guest's `memory_mib`),
+/// `translation_cache` (TCG's executable anonymous buffer), `vmm_code` (QEMU's binary and
+/// libraries), `boot_files` (its mappings of the `-kernel` and `-initrd` of `argv`) and `other`
+/// (heap, stacks, thread arenas).
+pub fn vmm_rss_parts(pid: u32, memory_mib: u64, argv: &[String]) -> Vec<(String, u64)> {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+        .map(|smaps| rss_parts(&smaps, memory_mib << 20, &boot_files(argv)))
+        .unwrap_or_default()
 }
 
 /// The files a QEMU command line loads: the values of `-kernel` and `-initrd`.
-pub fn boot_files(argv: &[String]) -> Vec<PathBuf> {
+fn boot_files(argv: &[String]) -> Vec<PathBuf> {
     argv.windows(2)
         .filter(|w| w[0] == "-kernel" || w[0] == "-initrd")
         .map(|w| PathBuf::from(&w[1]))
         .collect()
 }
 
-pub const RSS_PARTS: [&str; 5] = [
+const RSS_PARTS: [&str; 5] = [
     "guest_ram",
     "translation_cache",
     "vmm_code",
@@ -465,7 +462,8 @@ pub const RSS_PARTS: [&str; 5] = [
     "other",
 ];
 
-/// [`vmm_rss_parts`] of a smaps text. Lines it does not understand are skipped.
+/// [`vmm_rss_parts`] of a smaps text, the guest's RAM being `ram_bytes` long. Lines it does not
+/// understand are skipped.
 pub fn rss_parts(smaps: &str, ram_bytes: u64, boot_files: &[PathBuf]) -> Vec<(String, u64)> {
     let mut totals = [0u64; RSS_PARTS.len()];
     let mut current: Option<usize> = None;
