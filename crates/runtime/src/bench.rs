@@ -123,13 +123,13 @@ impl Runtime {
         // per round, the order reversed every other round (A B, B A, ...). A slow spell of the
         // host (itself a VM here, whose speed drifts over minutes) then lands on every platform
         // alike instead of on whichever ran in it, so the ratios hold from one bench to the next.
-        let mut lanes = Vec::new();
-        for &platform in &platforms {
-            lanes.push(self.open_lane(prepared, config, platform, explicit).await);
-        }
         // The instance being measured, so an interruption can remove it.
         let current: Mutex<Option<Instance>> = Mutex::new(None);
         let run_all = async {
+            let mut lanes = Vec::new();
+            for &platform in &platforms {
+                lanes.push(self.open_lane(prepared, config, platform, explicit).await);
+            }
             for run in 0..=config.runs {
                 for i in round_order(run, lanes.len()) {
                     let Ok(lane) = &mut lanes[i] else { continue };
@@ -141,12 +141,13 @@ impl Runtime {
                     }
                 }
             }
+            lanes
         };
-        let finished = tokio::select! {
-            _ = run_all => true,
-            _ = interrupt => false,
+        let lanes = tokio::select! {
+            lanes = run_all => Some(lanes),
+            _ = interrupt => None,
         };
-        if !finished {
+        let Some(lanes) = lanes else {
             let inst = current.lock().expect("not poisoned").take();
             if let Some(inst) = inst {
                 self.say(&format!("interrupted; removing {}", inst.name));
@@ -154,7 +155,7 @@ impl Runtime {
                 let _ = self.state.remove(&inst.name);
             }
             return Ok(BenchOutcome::Interrupted);
-        }
+        };
         let mut measured = Vec::new();
         for lane in lanes {
             measured.push(match lane {
