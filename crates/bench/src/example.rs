@@ -118,6 +118,7 @@ pub fn report() -> Report {
         compressed_bytes: Some(331_776),
     });
     docker.launch_to_ready = Some(stat(&[0.27, 0.25, 0.31, 0.26, 0.28]));
+    docker.host_reference = Some(stat(&[0.025, 0.026, 0.034, 0.025, 0.026]));
     docker.memory = Some(MemoryStats {
         host_bytes: mib(&[1.9, 1.8, 2.0, 1.9, 1.9]),
         guest_bytes: None,
@@ -196,6 +197,7 @@ pub fn report() -> Report {
         compressed_bytes: Some(8_912_896),
     });
     qemu.launch_to_ready = Some(stat(&[2.21, 2.05, 2.61, 2.18, 2.33]));
+    qemu.host_reference = Some(stat(&[0.026, 0.025, 0.036, 0.025, 0.027]));
     qemu.memory = Some(MemoryStats {
         host_bytes: mib(&[182.0, 179.5, 185.2, 181.1, 183.0]),
         guest_bytes: Some(mib(&[21.4, 21.3, 21.6, 21.4, 21.5])),

@@ -6,6 +6,7 @@
 //! - [`Slo`]: a latency objective such as `p99=20ms`; [`Sweep`]: latency against offered rate,
 //!   and the highest rate sustained within an objective;
 //! - [`wait_ready`]: polls an address until the app really answers (launch-to-ready);
+//! - [`reference_seconds`]: a fixed workload timed before every launch, the host's own speed;
 //! - [`Report`]: the stable JSON record of one bench, with [`Stat`] summaries of N runs;
 //! - [`recommend`]: picks a platform for a [`Policy`], with reasons in words;
 //! - [`markdown`], [`html`], [`write_outputs`]: pure renderings of a report.
@@ -15,6 +16,7 @@
 mod error;
 pub mod example;
 mod format;
+mod hostspeed;
 mod http;
 mod load;
 mod phases;
@@ -26,6 +28,7 @@ mod slo;
 mod stat;
 
 pub use error::BenchError;
+pub use hostspeed::{host_speed_sentence, reference_seconds, spread, STEADY_SPREAD};
 pub use load::{
     load, ErrorCounts, LatencySummary, LoadResult, LoadShape, LoadTarget, MAX_CONNECTIONS,
     MAX_DURATION, MAX_RATE, MAX_REQUESTS, REQUEST_TIMEOUT,

@@ -140,6 +140,11 @@ pub struct PlatformReport {
     /// PID 1's console lines; empty where the platform has none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub launch_phases: Vec<crate::PhaseStat>,
+    /// Seconds a fixed reference workload took just before each run's launch, in the order of
+    /// `launch_to_ready`'s samples: the host's own speed at that moment
+    /// ([`crate::reference_seconds`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_reference: Option<Stat>,
 }
 
 impl PlatformReport {
@@ -156,6 +161,7 @@ impl PlatformReport {
             notes: Vec::new(),
             sweep: None,
             launch_phases: Vec::new(),
+            host_reference: None,
         }
     }
 

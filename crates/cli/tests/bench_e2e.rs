@@ -92,7 +92,17 @@ fn bench_of_the_example_on_docker_and_qemu() {
             "{p}"
         );
         assert!(p["image_size"]["bytes"].as_u64().unwrap() > 0, "{p}");
+        // The host's speed just before each measured run: one reference per launch sample.
+        let refs = p["host_reference"]["samples"]
+            .as_array()
+            .expect("host_reference");
+        assert_eq!(refs.len(), 2, "{p}");
+        assert!(refs.iter().all(|r| r.as_f64().unwrap() > 0.0), "{p}");
     }
+    assert!(
+        stdout.contains("a fixed reference workload, timed before every launch, took"),
+        "{stdout}"
+    );
     assert_eq!(
         platform("qemu")["conditions"]["accelerator"]
             .as_str()

@@ -74,6 +74,8 @@ struct Lane {
     /// Why its runs stopped; the other platforms go on.
     failed: Option<String>,
     ready_s: Vec<f64>,
+    /// The host reference's seconds just before each measured run, aligned with `ready_s`.
+    host_ref: Vec<f64>,
     mem: Vec<f64>,
     guest_mem: Vec<f64>,
     mem_parts: Vec<Vec<(String, u64)>>,
@@ -242,6 +244,7 @@ impl Runtime {
             http,
             failed: None,
             ready_s: Vec::new(),
+            host_ref: Vec::new(),
             mem: Vec::new(),
             guest_mem: Vec::new(),
             mem_parts: Vec::new(),
@@ -302,6 +305,10 @@ impl Runtime {
             memory: config.memory.or(plan.memory),
             cpus: config.cpus.or(plan.cpus),
         };
+        // The host's own speed right now, so that a slow run can be told from a slow platform.
+        let reference = tokio::task::spawn_blocking(bakeoff_bench::reference_seconds)
+            .await
+            .map_err(|e| std::io::Error::other(format!("timing the host reference: {e}")))?;
         let (t0, t0_wall) = (Instant::now(), std::time::SystemTime::now());
         let inst = self
             .start(plan, &lane.image, platform, opts.clone())
@@ -342,6 +349,7 @@ impl Runtime {
         }
         if !warmup {
             lane.ready_s.push(ready.as_secs_f64());
+            lane.host_ref.push(reference);
             lane.mem.extend(memory.map(|m| m as f64));
             lane.guest_mem.extend(guest.map(|g| g as f64));
             if !parts.is_empty() {
@@ -371,6 +379,7 @@ impl Runtime {
             image,
             conditions,
             ready_s,
+            host_ref,
             mem,
             guest_mem,
             mem_parts,
@@ -382,6 +391,7 @@ impl Runtime {
         } = lane;
         let mut pr = PlatformReport::measured(platform, conditions.expect("at least one run"));
         pr.launch_to_ready = Some(Stat::from_samples(&ready_s)?);
+        pr.host_reference = Some(Stat::from_samples(&host_ref)?);
         pr.image_size = Some(image_size(&image));
         if !mem.is_empty() {
             let guest_bytes = if guest_mem.is_empty() {

@@ -4,7 +4,7 @@ use super::{
     cells, describe_app, describe_conditions, describe_host, describe_load, describe_sustained,
     describe_sweep, sweep_cells, Ratio, SWEEP_HEAD,
 };
-use crate::Report;
+use crate::{Report, Stat};
 
 /// Escapes a table cell.
 fn cell(s: &str) -> String {
@@ -152,6 +152,43 @@ pub fn markdown(report: &Report) -> String {
                         .iter()
                         .find(|s| s.phase == *name)
                         .map_or("-".to_string(), |s| format!("{:.3}", s.at.median))
+                }));
+                row
+            })
+            .collect();
+        table(&mut out, &head, &rows);
+    }
+
+    let referenced: Vec<_> = report
+        .platforms
+        .iter()
+        .filter_map(|p| Some((p, p.host_reference.as_ref()?)))
+        .collect();
+    let stats: Vec<&Stat> = referenced.iter().map(|(_, s)| *s).collect();
+    if let Some(sentence) = crate::host_speed_sentence(&stats) {
+        let _ = writeln!(
+            out,
+            "\n{sentence} Each run, the reference just before it → its launch→ready:\n"
+        );
+        let runs = referenced
+            .iter()
+            .map(|(_, s)| s.samples.len())
+            .max()
+            .unwrap_or(0);
+        let titles: Vec<String> = (1..=runs).map(|i| format!("run {i}")).collect();
+        let mut head = vec!["platform"];
+        head.extend(titles.iter().map(String::as_str));
+        let rows: Vec<Vec<String>> = referenced
+            .iter()
+            .map(|(p, s)| {
+                let launch = p.launch_to_ready.as_ref().map(|l| &l.samples);
+                let mut row = vec![p.platform.to_string()];
+                row.extend((0..runs).map(|i| {
+                    match (s.samples.get(i), launch.and_then(|l| l.get(i))) {
+                        (Some(r), Some(l)) => format!("{:.0} ms → {l:.2} s", r * 1000.0),
+                        (Some(r), None) => format!("{:.0} ms", r * 1000.0),
+                        _ => "-".to_string(),
+                    }
                 }));
                 row
             })
