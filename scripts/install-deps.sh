@@ -21,6 +21,7 @@ command -v openssl >/dev/null 2>&1 || need="$need openssl"   # registry_e2e: the
 command -v bc >/dev/null 2>&1 || need="$need bc"
 command -v bison >/dev/null 2>&1 || need="$need bison"
 command -v flex >/dev/null 2>&1 || need="$need flex"
+command -v patch >/dev/null 2>&1 || need="$need patch"   # crates/guest/kernel/*.patch
 command -v cpio >/dev/null 2>&1 || need="$need cpio"
 command -v xz >/dev/null 2>&1 || need="$need xz-utils"
 [ -e /usr/include/libelf.h ] || need="$need libelf-dev"

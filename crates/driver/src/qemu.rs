@@ -152,6 +152,11 @@ impl Driver for QemuDriver {
         let cmdline = kernel_cmdline(&KernelCmdline {
             microvm: machine == Machine::Microvm,
             tsc_khz: vmm::host_tsc_khz(),
+            lapic_timer_period: image
+                .details
+                .kernel_timer_hz
+                .filter(|hz| *hz > 0)
+                .map(|hz| (bakeoff_launch::qemu::APIC_BUS_HZ / u64::from(hz)) as u32),
             overrides: Default::default(),
             ..for_run
         });

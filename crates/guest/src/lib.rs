@@ -37,7 +37,7 @@ pub use kernel::{
 pub use minimal::{
     build_minimal_kernel, find_minimal_kernel, fragment_lines, is_minimal_kernel,
     minimal_config_hash, minimal_kernel_lacks, missing_fragment_lines, MinimalKernel,
-    MINIMAL_FRAGMENT, SOURCE_PACKAGE,
+    MINIMAL_FRAGMENT, MINIMAL_HZ, PATCHES, SOURCE_PACKAGE,
 };
 pub use modules::{ModuleFile, NET_MODULES, POWER_MODULES};
 

@@ -22,11 +22,25 @@ use crate::{elf, GuestError};
 /// The configuration fragment applied on top of `make tinyconfig`.
 pub const MINIMAL_FRAGMENT: &str = include_str!("../kernel/microvm.config");
 
+/// Patches applied to the source before configuring (`patch -p1`), by file name. One, two
+/// hunks: `lapic_timer_period=` (a VMM that knows its APIC bus frequency spares the boot the
+/// APIC timer's ~0.1 s calibration) and, with `tsc_early_khz=`, no probing for a PIT that
+/// QEMU's microvm does not have (~20 ms). Both are waits under emulation, not work.
+pub const PATCHES: [(&str, &str); 1] = [(
+    "boot-timers.patch",
+    include_str!("../kernel/boot-timers.patch"),
+)];
+
+/// The minimal kernel's CONFIG_HZ (the fragment's `CONFIG_HZ_100=y`): what a VMM divides its
+/// APIC bus frequency by for `lapic_timer_period=`.
+pub const MINIMAL_HZ: u32 = 100;
+
 /// The Debian source package the kernel is built from (fetched with `apt-get download`).
 pub const SOURCE_PACKAGE: &str = "linux-source-6.1";
 
 /// What the build does, in words; part of the cache key, so change it whenever the steps change.
-const RECIPE: &str = "recipe 2: tar -xJf linux-source-6.1.tar.xz; make O=out tinyconfig; \
+const RECIPE: &str = "recipe 3: tar -xJf linux-source-6.1.tar.xz; patch -p1 with each of \
+PATCHES in order; make O=out tinyconfig; \
 append microvm.config to out/.config; make O=out olddefconfig; check every fragment line; \
 nice make O=out -j2 vmlinux KBUILD_BUILD_USER=bakeoff KBUILD_BUILD_HOST=bakeoff; \
 keep the loadable segments without zero runs of 64 KiB or more (elf::without_zero_gaps)";
@@ -83,7 +97,11 @@ pub fn missing_fragment_lines(fragment: &str, config: &str) -> Vec<String> {
 /// The cache key of a minimal kernel built from `source_version` with this fragment and recipe.
 pub fn minimal_config_hash(source_version: &str) -> String {
     let mut h = Sha256::new();
-    for part in [source_version, MINIMAL_FRAGMENT, RECIPE] {
+    let patches = PATCHES.iter().flat_map(|(name, text)| [*name, *text]);
+    for part in [source_version, MINIMAL_FRAGMENT, RECIPE]
+        .into_iter()
+        .chain(patches)
+    {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -168,7 +186,7 @@ fn source_version() -> Result<String, GuestError> {
 
 /// Builds the minimal kernel unless it is already in the cache, and returns it. `progress`
 /// receives one line per step and, while `make` runs, one line every 30 s. Takes minutes
-/// (about 9 with `make -j2` on a 2-core machine); needs bc, bison, flex, libelf-dev, xz and make
+/// (about 9 with `make -j2` on a 2-core machine); needs bc, bison, flex, libelf-dev, xz, patch and make
 /// (scripts/install-deps.sh installs them).
 pub fn build_minimal_kernel(
     cache_dir: &Path,
@@ -181,11 +199,11 @@ pub fn build_minimal_kernel(
     if let Some(k) = load(&final_dir) {
         return Ok(k);
     }
-    for tool in ["make", "gcc", "bc", "bison", "flex", "tar", "xz"] {
+    for tool in ["make", "gcc", "bc", "bison", "flex", "tar", "xz", "patch"] {
         if which(tool).is_none() {
             return Err(GuestError::Tool {
                 command: tool.into(),
-                reason: "it is not installed; run scripts/install-deps.sh (the kernel build needs make, gcc, bc, bison, flex, libelf-dev and xz-utils)".into(),
+                reason: "it is not installed; run scripts/install-deps.sh (the kernel build needs make, gcc, bc, bison, flex, libelf-dev, xz-utils and patch)".into(),
             });
         }
     }
@@ -211,6 +229,18 @@ pub fn build_minimal_kernel(
     )?;
     let _ = std::fs::remove_dir_all(&pkg);
     let src = tmp.path().join("linux-source-6.1");
+    for (name, text) in PATCHES {
+        progress(&format!("applying crates/guest/kernel/{name}"));
+        let file = tmp.path().join(name);
+        fs::write(&file, text)?;
+        run(
+            Command::new("patch")
+                .args(["-p1", "--forward", "--batch", "--silent", "-i"])
+                .arg(&file)
+                .current_dir(&src),
+            &format!("patch -p1 -i {name}"),
+        )?;
+    }
     let out = tmp.path().join("out");
     fs::create_dir_all(&out)?;
     let make = |args: &[&str]| {
@@ -504,6 +534,26 @@ pub fn minimal_kernel_lacks(rootfs: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_patches_are_unified_diffs_and_the_fragment_sets_their_hz() {
+        for (name, text) in PATCHES {
+            assert!(name.ends_with(".patch"));
+            assert!(text.starts_with("--- a/"), "{name}");
+            assert!(
+                text.contains("\n+++ b/") && text.contains("\n@@ "),
+                "{name}"
+            );
+        }
+        // The APIC timer's ticks per jiffy that a VMM passes depend on the kernel's HZ.
+        assert!(fragment_lines(MINIMAL_FRAGMENT)
+            .contains(&format!("CONFIG_HZ_{MINIMAL_HZ}=y").as_str()));
+        // A change to a patch is a new kernel.
+        let h = minimal_config_hash("6.1.192-3");
+        assert_eq!(h.len(), 16);
+        assert_eq!(h, minimal_config_hash("6.1.192-3"));
+        assert_ne!(h, minimal_config_hash("6.1.192-4"));
+    }
 
     #[test]
     fn fragment_lines_are_the_option_lines() {

@@ -90,6 +90,10 @@ pub struct ImageDetails {
     /// microVM: the least memory it boots with.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "num_str")]
     pub min_memory_mib: Option<u64>,
+    /// microVM: set when the guest kernel takes `lapic_timer_period=` (bakeoff's minimal kernel,
+    /// patched for it): its CONFIG_HZ, by which a VMM divides its APIC bus frequency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_timer_hz: Option<u32>,
 
     /// Rumprun: sizes of each baked kernel (after and before stripping).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "num_str")]

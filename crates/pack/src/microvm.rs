@@ -201,8 +201,9 @@ fn write_image(
             .iter()
             .map(|m| m.read().map(|d| d.len() as u64).unwrap_or(0))
             .sum::<u64>();
+    let minimal = bakeoff_guest::is_minimal_kernel(kernel);
     let min_memory = kernel_load_size(&kernel.vmlinux).map(|k| {
-        let overhead = if bakeoff_guest::is_minimal_kernel(kernel) {
+        let overhead = if minimal {
             MINIMAL_KERNEL_OVERHEAD_MIB
         } else {
             24
@@ -239,6 +240,7 @@ fn write_image(
         ),
         initramfs_unpacked_bytes: Some(unpacked),
         min_memory_mib: min_memory,
+        kernel_timer_hz: minimal.then_some(bakeoff_guest::MINIMAL_HZ),
         ..ImageDetails::default()
     };
     Ok(Image {
