@@ -75,28 +75,24 @@ fn the_minimal_kernel_takes_its_apic_timer_rate_from_the_command_line() {
     });
     let dir = tempfile::tempdir().unwrap();
     let console = dir.path().join("console.log");
+    // The microVM's own QEMU command line (bakeoff_launch), without network or initramfs.
+    let argv = bakeoff_launch::qemu::qemu_argv(&bakeoff_launch::qemu::QemuConfig {
+        machine: bakeoff_launch::qemu::Machine::Microvm,
+        accel: bakeoff_launch::qemu::Accel::Tcg,
+        memory_mib: 64,
+        cpus: 1,
+        kernel: k.kernel.vmlinux.clone(),
+        initrd: None,
+        cmdline,
+        forwards: Vec::new(),
+        network: false,
+        open_network: false,
+        serial_log: console.clone(),
+        qmp_socket: None,
+        pidfile: None,
+    });
     let mut qemu = std::process::Command::new("qemu-system-x86_64")
-        .args([
-            "-M",
-            "microvm,pit=off,pic=off",
-            "-accel",
-            "tcg",
-            "-cpu",
-            "max",
-            "-m",
-            "64M",
-        ])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-nographic",
-            "-no-reboot",
-            "-serial",
-        ])
-        .arg(format!("file:{}", console.display()))
-        .arg("-kernel")
-        .arg(&k.kernel.vmlinux)
-        .args(["-append", &cmdline])
+        .args(&argv)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
