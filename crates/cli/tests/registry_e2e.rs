@@ -219,6 +219,21 @@ fn push_then_run_from_the_registry_on_docker_and_qemu_and_refuse_a_tampered_blob
         .map(|l| l["size"].as_u64().unwrap())
         .sum();
     assert!(pushed[1]["bytes"].as_u64().unwrap() > sizes);
+    // It names the guest kernel's config, and its timer rate when the kernel is bakeoff's
+    // minimal one (which takes `lapic_timer_period=`), so a pull boots like the push.
+    let shown = env.ok(&["kernel", "show", "examples/hello"]);
+    let config = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("config: sha256:"))
+        .unwrap_or_else(|| panic!("no config line in {shown}"));
+    assert_eq!(
+        vm["annotations"]["dev.bakeoff.kernel-config"].as_str(),
+        (config != "unknown").then_some(config),
+        "{shown}"
+    );
+    let minimal = shown.contains("kernel: minimal ");
+    let timer_hz = vm["annotations"]["dev.bakeoff.kernel-timer-hz"].as_str();
+    assert_eq!(timer_hz, minimal.then_some("100"), "{shown}");
 
     // A fresh cache: nothing local, everything comes from the registry; each platform boots
     // what was pushed for it.
@@ -265,6 +280,14 @@ fn push_then_run_from_the_registry_on_docker_and_qemu_and_refuse_a_tampered_blob
         let body = wait_http(port, Duration::from_secs(limit));
         assert!(body.contains("greeting=pulled"), "{body}");
         assert!(body.contains(&format!("host={name}")), "{body}");
+        if platform == "qemu" {
+            // The pulled image kept the timer hint: QEMU passes the rate to the minimal kernel.
+            let pids = qemu_pids(&name);
+            assert_eq!(pids.len(), 1, "{pids:?}");
+            let cmd = std::fs::read(format!("/proc/{}/cmdline", pids[0])).unwrap();
+            let cmd = String::from_utf8_lossy(&cmd);
+            assert_eq!(cmd.contains(" lapic_timer_period="), minimal, "{cmd}");
+        }
         // The instance runs the pushed image: its digest is the one the push printed.
         let ps: serde_json::Value =
             serde_json::from_slice(&run(&env, &["ps", "--json"]).stdout).unwrap();

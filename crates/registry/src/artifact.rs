@@ -45,6 +45,11 @@ pub const ANNOT_KERNEL: &str = "dev.bakeoff.kernel";
 pub const ANNOT_OCI_MANIFEST: &str = "dev.bakeoff.oci-manifest";
 /// The least memory (MiB) the image boots with.
 pub const ANNOT_MIN_MEMORY: &str = "dev.bakeoff.min-memory-mib";
+/// 16 hex digits of the SHA-256 of the guest kernel's `.config` (the bench report names it).
+pub const ANNOT_KERNEL_CONFIG: &str = "dev.bakeoff.kernel-config";
+/// The guest kernel's CONFIG_HZ, set only when it takes `lapic_timer_period=` (bakeoff's
+/// minimal kernel): without it a pulled microVM boots with the APIC timer's calibration.
+pub const ANNOT_KERNEL_TIMER_HZ: &str = "dev.bakeoff.kernel-timer-hz";
 pub const TITLE: &str = "org.opencontainers.image.title";
 
 /// One file of an artifact.
@@ -112,14 +117,36 @@ pub fn artifact(
     Artifact { blobs, manifest }
 }
 
+/// What a microVM artifact's annotations say of its guest, so that a pulled image boots and is
+/// reported like the one pushed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MicrovmFacts {
+    pub kernel_version: String,
+    pub kernel_config: Option<String>,
+    pub kernel_timer_hz: Option<u32>,
+    pub min_memory_mib: Option<u64>,
+}
+
+impl MicrovmFacts {
+    /// The facts the annotations of a pulled artifact give (unknown or unreadable ones are
+    /// `None`: an artifact pushed by an older bakeoff has fewer).
+    pub fn from_annotations(a: &BTreeMap<String, String>) -> Self {
+        Self {
+            kernel_version: a.get(ANNOT_KERNEL).cloned().unwrap_or_default(),
+            kernel_config: a.get(ANNOT_KERNEL_CONFIG).cloned(),
+            kernel_timer_hz: a.get(ANNOT_KERNEL_TIMER_HZ).and_then(|v| v.parse().ok()),
+            min_memory_mib: a.get(ANNOT_MIN_MEMORY).and_then(|v| v.parse().ok()),
+        }
+    }
+}
+
 /// The annotations of a microVM artifact: urunc's (a Linux guest under QEMU, its kernel and
 /// initrd by file name) and bakeoff's.
 pub fn microvm_annotations(
     name: &str,
     artifact_id: &str,
-    kernel_version: &str,
     oci_manifest: &str,
-    min_memory_mib: Option<u64>,
+    facts: &MicrovmFacts,
 ) -> BTreeMap<String, String> {
     let mut a: BTreeMap<String, String> = [
         (urunc::TYPE, "linux"),
@@ -128,14 +155,27 @@ pub fn microvm_annotations(
         (urunc::INITRD, "/initramfs.cpio.lz4"),
         (TITLE, name),
         (ANNOT_ARTIFACT, artifact_id),
-        (ANNOT_KERNEL, kernel_version),
+        (ANNOT_KERNEL, facts.kernel_version.as_str()),
         (ANNOT_OCI_MANIFEST, oci_manifest),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    if let Some(m) = min_memory_mib {
-        a.insert(ANNOT_MIN_MEMORY.to_string(), m.to_string());
+    let optional = [
+        (ANNOT_KERNEL_CONFIG, facts.kernel_config.clone()),
+        (
+            ANNOT_KERNEL_TIMER_HZ,
+            facts.kernel_timer_hz.map(|v| v.to_string()),
+        ),
+        (
+            ANNOT_MIN_MEMORY,
+            facts.min_memory_mib.map(|v| v.to_string()),
+        ),
+    ];
+    for (k, v) in optional {
+        if let Some(v) = v {
+            a.insert(k.to_string(), v);
+        }
     }
     a
 }
@@ -204,6 +244,12 @@ mod tests {
 
     #[test]
     fn microvm_manifest() {
+        let facts = MicrovmFacts {
+            kernel_version: "6.1.192".into(),
+            kernel_config: Some("d5aff39ae0f45381".into()),
+            kernel_timer_hz: Some(100),
+            min_memory_mib: Some(32),
+        };
         let a = artifact(
             MICROVM_ARTIFACT,
             vec![
@@ -223,17 +269,25 @@ mod tests {
                     data: Bytes::from_static(b"{\"name\":\"hello\"}"),
                 },
             ],
-            microvm_annotations(
-                "hello",
-                "0123abcd",
-                "6.1.0-28-cloud-amd64",
-                "sha256:5e5e",
-                Some(72),
-            ),
+            microvm_annotations("hello", "0123abcd", "sha256:5e5e", &facts),
         );
         assert_eq!(a.blobs.len(), 4);
         assert_eq!(&a.blobs[0][..], b"{}");
         insta::assert_json_snapshot!(text(&a));
+        // A pull reads back what the push wrote.
+        let v: serde_json::Value = serde_json::from_slice(&a.manifest).unwrap();
+        let annotations: BTreeMap<String, String> =
+            serde_json::from_value(v["annotations"].clone()).unwrap();
+        assert_eq!(MicrovmFacts::from_annotations(&annotations), facts);
+        // An artifact from an older push, with only the kernel's version, has no other facts.
+        let old = [(ANNOT_KERNEL.to_string(), "6.1.0-28-cloud-amd64".to_string())].into();
+        assert_eq!(
+            MicrovmFacts::from_annotations(&old),
+            MicrovmFacts {
+                kernel_version: "6.1.0-28-cloud-amd64".into(),
+                ..MicrovmFacts::default()
+            }
+        );
         // The same input gives the same bytes (the digest a re-push compares).
         let b = artifact(MICROVM_ARTIFACT, Vec::new(), BTreeMap::new());
         let c = artifact(MICROVM_ARTIFACT, Vec::new(), BTreeMap::new());

@@ -205,9 +205,13 @@ impl Runtime {
             art::microvm_annotations(
                 &m.name,
                 &m.id,
-                vm.details.kernel_version.as_deref().unwrap_or_default(),
                 &oci_digest,
-                vm.details.min_memory_mib,
+                &art::MicrovmFacts {
+                    kernel_version: vm.details.kernel_version.clone().unwrap_or_default(),
+                    kernel_config: vm.details.kernel_config.clone(),
+                    kernel_timer_hz: vm.details.kernel_timer_hz,
+                    min_memory_mib: vm.details.min_memory_mib,
+                },
             ),
         );
         out.push(self.push_one(
@@ -588,14 +592,14 @@ fn pulled_image(
         match target {
             Target::MicroVm => {
                 let initrd = size(MICROVM_INITRD_FILE)?;
+                let facts = art::MicrovmFacts::from_annotations(&m.annotations);
                 let details = ImageDetails {
                     kernel_version: m.annotations.get(art::ANNOT_KERNEL).cloned(),
+                    kernel_config: facts.kernel_config,
+                    kernel_timer_hz: facts.kernel_timer_hz,
                     vmlinux_bytes: Some(size("vmlinux")?),
                     initrd_bytes: Some(initrd),
-                    min_memory_mib: m
-                        .annotations
-                        .get(art::ANNOT_MIN_MEMORY)
-                        .and_then(|v| v.parse().ok()),
+                    min_memory_mib: facts.min_memory_mib,
                     ..ImageDetails::default()
                 };
                 // The PVH vmlinux serves both machines (QEMU boots a PVH ELF on q35 too).
