@@ -198,6 +198,21 @@ pub fn report() -> Report {
     });
     qemu.launch_to_ready = Some(stat(&[2.21, 2.05, 2.61, 2.18, 2.33]));
     qemu.host_reference = Some(stat(&[0.026, 0.025, 0.036, 0.025, 0.027]));
+    qemu.launch_phases = [
+        ("vmm", [0.031, 0.030, 0.034, 0.029, 0.032]),
+        ("kernel", [0.21, 0.20, 0.26, 0.21, 0.22]),
+        ("pid1", [1.52, 1.41, 1.83, 1.49, 1.60]),
+        ("network", [1.55, 1.44, 1.86, 1.52, 1.63]),
+        ("app", [1.56, 1.45, 1.87, 1.53, 1.64]),
+        ("listening", [2.05, 1.90, 2.41, 2.02, 2.16]),
+        ("first 200", [2.21, 2.05, 2.61, 2.18, 2.33]),
+    ]
+    .into_iter()
+    .map(|(phase, samples)| crate::PhaseStat {
+        phase: phase.into(),
+        at: stat(&samples),
+    })
+    .collect();
     qemu.memory = Some(MemoryStats {
         host_bytes: mib(&[182.0, 179.5, 185.2, 181.1, 183.0]),
         guest_bytes: Some(mib(&[21.4, 21.3, 21.6, 21.4, 21.5])),

@@ -873,6 +873,7 @@ pub fn html(report: &Report) -> String {
     o.push_str("</div>");
 
     sweeps(&mut o, report);
+    breakdowns(&mut o, report);
     conditions(&mut o, report);
     unmeasured(&mut o, report);
     host(&mut o, report);
@@ -1058,6 +1059,38 @@ fn conditions(o: &mut String, report: &Report) {
     o.push_str("</table></div>");
     if !all_notes.is_empty() {
         let _ = write!(o, r#"<ul class="notes">{}</ul>"#, all_notes.concat());
+    }
+}
+
+/// Where each launch and each VMM's memory went: the same tables as the Markdown report.
+fn breakdowns(o: &mut String, report: &Report) {
+    let tables = super::breakdowns(report);
+    if tables.is_empty() {
+        return;
+    }
+    o.push_str(r#"<h2>Where the time and memory go</h2>"#);
+    for t in tables {
+        let _ = write!(
+            o,
+            r#"<p class="meta">{}</p><div class="wrap"><table class="breakdown"><tr>"#,
+            esc(&t.caption)
+        );
+        for h in &t.head {
+            let _ = write!(o, "<th>{}</th>", esc(h));
+        }
+        o.push_str("</tr>");
+        for row in &t.rows {
+            o.push_str("<tr>");
+            for (i, c) in row.iter().enumerate() {
+                if i == 0 {
+                    let _ = write!(o, "<td><b>{}</b></td>", esc(c));
+                } else {
+                    let _ = write!(o, r#"<td class="num">{}</td>"#, esc(c));
+                }
+            }
+            o.push_str("</tr>");
+        }
+        o.push_str("</table></div>");
     }
 }
 

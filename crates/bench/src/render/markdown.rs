@@ -4,7 +4,7 @@ use super::{
     cells, describe_app, describe_conditions, describe_host, describe_load, describe_sustained,
     describe_sweep, sweep_cells, Ratio, SWEEP_HEAD,
 };
-use crate::{Report, Stat};
+use crate::Report;
 
 /// Escapes a table cell.
 fn cell(s: &str) -> String {
@@ -132,107 +132,10 @@ pub fn markdown(report: &Report) -> String {
         );
     }
 
-    let phased: Vec<_> = report
-        .platforms
-        .iter()
-        .filter(|p| !p.launch_phases.is_empty())
-        .collect();
-    if !phased.is_empty() {
-        out.push_str(
-            "\nLaunch phases (median seconds from the start request; guest times from PID 1's console lines):\n\n",
-        );
-        let mut head = vec!["platform"];
-        head.extend(crate::PHASES);
-        let rows: Vec<Vec<String>> = phased
-            .iter()
-            .map(|p| {
-                let mut row = vec![p.platform.to_string()];
-                row.extend(crate::PHASES.iter().map(|name| {
-                    p.launch_phases
-                        .iter()
-                        .find(|s| s.phase == *name)
-                        .map_or("-".to_string(), |s| format!("{:.3}", s.at.median))
-                }));
-                row
-            })
-            .collect();
-        table(&mut out, &head, &rows);
-    }
-
-    let referenced: Vec<_> = report
-        .platforms
-        .iter()
-        .filter_map(|p| Some((p, p.host_reference.as_ref()?)))
-        .collect();
-    let stats: Vec<&Stat> = referenced.iter().map(|(_, s)| *s).collect();
-    if let Some(sentence) = crate::host_speed_sentence(&stats) {
-        let _ = writeln!(
-            out,
-            "\n{sentence} Each run, the reference just before it → its launch→ready:\n"
-        );
-        let runs = referenced
-            .iter()
-            .map(|(_, s)| s.samples.len())
-            .max()
-            .unwrap_or(0);
-        let titles: Vec<String> = (1..=runs).map(|i| format!("run {i}")).collect();
-        let mut head = vec!["platform"];
-        head.extend(titles.iter().map(String::as_str));
-        let rows: Vec<Vec<String>> = referenced
-            .iter()
-            .map(|(p, s)| {
-                let launch = p.launch_to_ready.as_ref().map(|l| &l.samples);
-                let mut row = vec![p.platform.to_string()];
-                row.extend((0..runs).map(|i| {
-                    match (s.samples.get(i), launch.and_then(|l| l.get(i))) {
-                        (Some(r), Some(l)) => format!("{:.0} ms → {l:.2} s", r * 1000.0),
-                        (Some(r), None) => format!("{:.0} ms", r * 1000.0),
-                        _ => "-".to_string(),
-                    }
-                }));
-                row
-            })
-            .collect();
-        table(&mut out, &head, &rows);
-    }
-
-    let parted: Vec<_> = report
-        .platforms
-        .iter()
-        .filter_map(|p| Some((p, p.memory.as_ref().filter(|m| !m.host_parts.is_empty())?)))
-        .collect();
-    if !parted.is_empty() {
-        out.push_str(
-            "\nWhere the VMM's resident memory is (medians over the runs, from /proc/PID/smaps):\n\n",
-        );
-        let mut labels: Vec<&str> = Vec::new();
-        for (_, m) in &parted {
-            for part in &m.host_parts {
-                if !labels.contains(&part.label()) {
-                    labels.push(part.label());
-                }
-            }
-        }
-        let mut head = vec!["platform"];
-        head.extend(&labels);
-        head.push("resident in all");
-        let rows: Vec<Vec<String>> = parted
-            .iter()
-            .map(|(p, m)| {
-                let mut row = vec![p.platform.to_string()];
-                row.extend(labels.iter().map(|label| {
-                    m.host_parts
-                        .iter()
-                        .find(|part| part.label() == *label)
-                        .map_or("-".to_string(), |part| {
-                            crate::format::bytes(part.bytes.median)
-                        })
-                }));
-                row.push(crate::format::bytes(m.host_bytes.median));
-                row
-            })
-            .collect();
-        table(&mut out, &head, &rows);
+    for t in super::breakdowns(report) {
+        let _ = writeln!(out, "\n{}\n", t.caption);
+        let head: Vec<&str> = t.head.iter().map(String::as_str).collect();
+        table(&mut out, &head, &t.rows);
     }
 
     let unmeasured: Vec<_> = report

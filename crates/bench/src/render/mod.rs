@@ -36,6 +36,124 @@ pub fn write_outputs(report: &Report, out_dir: &Path) -> Result<OutputPaths, Ben
     Ok(paths)
 }
 
+/// A table both renderings draw the same: a caption, the column heads and the rows' cells.
+struct Breakdown {
+    caption: String,
+    head: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+/// The tables that say where each launch and each VMM's memory went, in the order shown: the
+/// launch phases, the host's own speed before each run (with its sentence), and the VMM's
+/// resident memory by part. A table with nothing to show is left out.
+fn breakdowns(report: &Report) -> Vec<Breakdown> {
+    let mut out = Vec::new();
+    let row_head = |p: &PlatformReport| vec![p.platform.to_string()];
+
+    let phased: Vec<_> = report
+        .platforms
+        .iter()
+        .filter(|p| !p.launch_phases.is_empty())
+        .collect();
+    if !phased.is_empty() {
+        let mut head = vec!["platform".to_string()];
+        head.extend(crate::PHASES.iter().map(|s| s.to_string()));
+        let rows = phased
+            .iter()
+            .map(|p| {
+                let mut row = row_head(p);
+                row.extend(crate::PHASES.iter().map(|name| {
+                    p.launch_phases
+                        .iter()
+                        .find(|s| s.phase == *name)
+                        .map_or("-".to_string(), |s| format!("{:.3}", s.at.median))
+                }));
+                row
+            })
+            .collect();
+        out.push(Breakdown {
+            caption: "Launch phases (median seconds from the start request; guest times from PID 1's console lines):".into(),
+            head,
+            rows,
+        });
+    }
+
+    let referenced: Vec<_> = report
+        .platforms
+        .iter()
+        .filter_map(|p| Some((p, p.host_reference.as_ref()?)))
+        .collect();
+    let stats: Vec<&crate::Stat> = referenced.iter().map(|(_, s)| *s).collect();
+    if let Some(sentence) = crate::host_speed_sentence(&stats) {
+        let runs = stats.iter().map(|s| s.samples.len()).max().unwrap_or(0);
+        let mut head = vec!["platform".to_string()];
+        head.extend((1..=runs).map(|i| format!("run {i}")));
+        let rows = referenced
+            .iter()
+            .map(|(p, s)| {
+                let launch = p.launch_to_ready.as_ref().map(|l| &l.samples);
+                let mut row = row_head(p);
+                row.extend((0..runs).map(|i| {
+                    match (s.samples.get(i), launch.and_then(|l| l.get(i))) {
+                        (Some(r), Some(l)) => format!("{:.0} ms → {l:.2} s", r * 1000.0),
+                        (Some(r), None) => format!("{:.0} ms", r * 1000.0),
+                        _ => "-".to_string(),
+                    }
+                }));
+                row
+            })
+            .collect();
+        out.push(Breakdown {
+            caption: format!(
+                "{sentence} Each run, the reference just before it → its launch→ready:"
+            ),
+            head,
+            rows,
+        });
+    }
+
+    let parted: Vec<_> = report
+        .platforms
+        .iter()
+        .filter_map(|p| Some((p, p.memory.as_ref().filter(|m| !m.host_parts.is_empty())?)))
+        .collect();
+    if !parted.is_empty() {
+        let mut labels: Vec<&str> = Vec::new();
+        for (_, m) in &parted {
+            for part in &m.host_parts {
+                if !labels.contains(&part.label()) {
+                    labels.push(part.label());
+                }
+            }
+        }
+        let mut head = vec!["platform".to_string()];
+        head.extend(labels.iter().map(|l| l.to_string()));
+        head.push("resident in all".into());
+        let rows = parted
+            .iter()
+            .map(|(p, m)| {
+                let mut row = row_head(p);
+                row.extend(labels.iter().map(|label| {
+                    m.host_parts
+                        .iter()
+                        .find(|part| part.label() == *label)
+                        .map_or("-".to_string(), |part| format::bytes(part.bytes.median))
+                }));
+                row.push(format::bytes(m.host_bytes.median));
+                row
+            })
+            .collect();
+        out.push(Breakdown {
+            caption:
+                "Where the VMM's resident memory is (medians over the runs, from /proc/PID/smaps):"
+                    .into(),
+            head,
+            rows,
+        });
+    }
+    out
+}
+
 /// "—": a figure that was not measured (never shown as zero).
 const NONE: &str = "—";
 
