@@ -3,6 +3,8 @@
 //! - `vmm`: the VMM process started (QEMU's pid file was written);
 //! - `console`: the guest's console had its first byte (the driver's start returns then);
 //! - `kernel`: the guest's clock started, placed on the host's clock;
+//! - `resumed`, instead of `kernel` and `pid1` for a warm start (a guest restored from a
+//!   snapshot): PID 1 got its run's values; its later phases count from there;
 //! - `pid1`, `network`, `app`, `listening`: PID 1's console lines;
 //! - `first 200`: the first successful probe.
 //!
@@ -18,10 +20,11 @@ use serde::{Deserialize, Serialize};
 use crate::{BenchError, Stat};
 
 /// The phases, in launch order; the names used in reports.
-pub const PHASES: [&str; 8] = [
+pub const PHASES: [&str; 9] = [
     "vmm",
     "console",
     "kernel",
+    "resumed",
     "pid1",
     "network",
     "app",
@@ -58,7 +61,13 @@ impl LaunchPhases {
             // The guest clock starts with the kernel; it cannot start before the VMM (a line
             // seen early by a coarse clock could say so) nor after the first success.
             let kernel = kernel.max(vmm_s.unwrap_or(0.0)).min(ready_s);
-            at.push(("kernel".into(), kernel));
+            // A warm start's guest times count from its resumption, not from its boot.
+            let origin = if guest.iter().any(|(n, _, _)| n == "resumed") {
+                "resumed"
+            } else {
+                "kernel"
+            };
+            at.push((origin.into(), kernel));
             for name in ["pid1", "network", "app", "listening"] {
                 if let Some((_, ms, _)) = guest.iter().find(|(n, _, _)| n == name) {
                     at.push((name.to_string(), kernel + *ms as f64 / 1000.0));
@@ -119,10 +128,40 @@ mod tests {
         assert_eq!(get("console"), 0.3);
         assert_eq!(get("vmm"), 0.02);
         let names: Vec<&str> = p.at.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, PHASES);
+        let cold: Vec<&str> = PHASES.into_iter().filter(|n| *n != "resumed").collect();
+        assert_eq!(names, cold);
         // Never before the VMM started.
         let p = LaunchPhases::from_observed(Some(0.2), 0.3, 0.6, &guest);
         assert_eq!(p.at.iter().find(|(x, _)| x == "kernel").unwrap().1, 0.2);
+    }
+
+    /// A warm start: the guest's clock went on from the snapshot's boot, and its times count
+    /// from the moment PID 1 got its run's values.
+    #[test]
+    fn a_warm_start_counts_from_its_resumption() {
+        let guest = vec![
+            ("resumed".to_string(), 0, 0.10),
+            ("network".to_string(), 40, 0.15),
+            ("app".to_string(), 70, 0.17),
+            ("listening".to_string(), 120, 0.22),
+        ];
+        let p = LaunchPhases::from_observed(Some(0.02), 0.1, 0.25, &guest);
+        let names: Vec<&str> = p.at.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "vmm",
+                "console",
+                "resumed",
+                "network",
+                "app",
+                "listening",
+                "first 200"
+            ]
+        );
+        let get = |n: &str| p.at.iter().find(|(x, _)| x == n).unwrap().1;
+        assert!((get("resumed") - 0.10).abs() < 1e-9);
+        assert!((get("listening") - 0.22).abs() < 1e-9);
     }
 
     #[test]

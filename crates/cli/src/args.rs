@@ -175,6 +175,10 @@ pub struct RunArgs {
     /// its network only takes the -p forwards (see docs/security.md).
     #[arg(long)]
     pub host_loopback: bool,
+    /// Start a microVM on QEMU from a snapshot of its booted guest instead of booting it (the
+    /// snapshot is made by the first such run of an image at a memory size; see docs/warm.md).
+    #[arg(long)]
+    pub warm: bool,
     /// Seconds to wait for the app to become ready with -d (default: the app's health timeout, else 120).
     #[arg(long)]
     pub wait: Option<u64>,
@@ -260,6 +264,10 @@ pub struct BenchCli {
     pub opts: AppOptions,
     #[arg(long, value_enum)]
     pub accel: Option<AccelArg>,
+    /// Start the microVM on QEMU from a snapshot of its booted guest (as `run --warm`); the
+    /// snapshot is made before the first timed run.
+    #[arg(long)]
+    pub warm: bool,
     /// Seconds to wait for each start to answer.
     #[arg(long, default_value_t = 120)]
     pub ready_timeout: u64,

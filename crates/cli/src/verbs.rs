@@ -217,6 +217,7 @@ async fn run(a: RunArgs) -> Result<i32> {
     let (rt, progress) = runtime_with_spinner();
     let mut options = driver_options(a.accel, a.machine);
     options.qemu.host_loopback = a.host_loopback;
+    options.qemu.warm = a.warm;
     let rt = rt.with_options(options);
     let prepared = rt.prepare_with_ports(&a.app, &a.port);
     let prepared = match prepared {
@@ -309,7 +310,9 @@ async fn bench(b: BenchCli) -> Result<i32> {
     let prepared = rt.prepare_with_ports(&b.app, &b.port);
     progress.done();
     let prepared = prepared?;
-    let rt = runtime_with_lines().with_options(driver_options(b.accel, None));
+    let mut options = driver_options(b.accel, None);
+    options.qemu.warm = b.warm;
+    let rt = runtime_with_lines().with_options(options);
     let report = match rt.bench(&prepared, &config, ctrl_c()).await? {
         BenchOutcome::Done(r) => r,
         BenchOutcome::Interrupted => {

@@ -90,6 +90,8 @@ fn the_minimal_kernel_takes_its_apic_timer_rate_from_the_command_line() {
         serial_log: console.clone(),
         qmp_socket: None,
         pidfile: None,
+        console_socket: None,
+        incoming: None,
     });
     let mut qemu = std::process::Command::new("qemu-system-x86_64")
         .args(&argv)

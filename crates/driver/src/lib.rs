@@ -11,6 +11,7 @@ pub mod firecracker;
 pub mod qemu;
 pub mod rumprun;
 pub mod vmm;
+pub mod warm;
 pub mod xen;
 
 use std::net::TcpListener;

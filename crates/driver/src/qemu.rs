@@ -143,12 +143,27 @@ impl Driver for QemuDriver {
             })?,
             Machine::Q35 => bzimage,
         };
+        let warm = self.options.warm;
+        if warm && machine != Machine::Microvm {
+            return Err(DriverError::Refused(
+                "--warm starts microVMs on QEMU's `microvm` machine only; leave out --machine q35"
+                    .into(),
+            ));
+        }
         let (accel, accel_reason) = self.choose_accel(&qemu, &kernel);
         let network = true;
         // `-e` values and `-- ARGS` never go on the command line (which every local user can
         // read in `ps`): they travel in a per-run initramfs, 0600 in the instance dir.
         let for_run = KernelCmdline::for_run(Some(GuestNet::qemu_user()), req.name, req.opts);
         let overrides = for_run.overrides.clone();
+        // A warm start boots (once) a template whose command line is the same for every run:
+        // a placeholder hostname and PID 1 waiting on the console for the run's own values.
+        let template = KernelCmdline {
+            hostname: "bakeoff".into(),
+            extra: vec![crate::warm::WAIT_FLAG.to_string()],
+            ..for_run.clone()
+        };
+        let for_run = if warm { template } else { for_run };
         let cmdline = kernel_cmdline(&KernelCmdline {
             microvm: machine == Machine::Microvm,
             tsc_khz: vmm::host_tsc_khz(),
@@ -177,7 +192,7 @@ impl Driver for QemuDriver {
         if let Some(floor) = floor {
             let _ = std::fs::write(dir.join(MIN_MEMORY_FILE), floor.to_string());
         }
-        let initrd = if overrides.is_empty() {
+        let initrd = if overrides.is_empty() || warm {
             initrd
         } else {
             let per_run = dir.join("initrd-run.img");
@@ -201,9 +216,35 @@ impl Driver for QemuDriver {
             serial_log: console.clone(),
             qmp_socket: Some(qmp_sock.clone()),
             pidfile: Some(vmm::qemu_pidfile(&console)),
+            console_socket: None,
+            incoming: None,
         };
-        let argv = qemu_argv(&config);
-        let pid = vmm::spawn_vmm(&qemu, &argv, dir, &console).await?;
+        let (argv, pid) = if warm {
+            let cache = self.options.cache_dir.as_deref().ok_or_else(|| {
+                DriverError::Refused("--warm needs bakeoff's cache directory".into())
+            })?;
+            let state = crate::warm::snapshot(&qemu, &config, cache).await?;
+            let console_sock = dir.join("console.sock");
+            let config = QemuConfig {
+                console_socket: Some(console_sock.clone()),
+                incoming: Some(state),
+                ..config
+            };
+            let argv = qemu_argv(&config);
+            let ready = || qmp_sock.exists();
+            let pid = vmm::spawn_vmm_until(&qemu, &argv, dir, &console, &ready).await?;
+            if let Err(e) =
+                crate::warm::resume(pid, &qmp_sock, &console_sock, req.name, overrides).await
+            {
+                vmm::kill_vmm(pid, &console);
+                return Err(e);
+            }
+            (argv, pid)
+        } else {
+            let argv = qemu_argv(&config);
+            let pid = vmm::spawn_vmm(&qemu, &argv, dir, &console).await?;
+            (argv, pid)
+        };
         let h = QemuHandle {
             pid,
             machine,

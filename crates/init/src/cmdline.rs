@@ -30,6 +30,9 @@ pub struct BootParams {
     pub net: Option<NetConfig>,
     pub hostname: Option<String>,
     pub run: RunOverrides,
+    /// `bakeoff.wait=console`: a warm-start template. PID 1 waits for the run's values on its
+    /// console ([`crate::resume`]) before it configures the network and starts the app.
+    pub wait_for_run: bool,
     /// `(module, "param=value")` from every `module.param=value`, module names with `-` as `_`.
     pub module_params: Vec<(String, String)>,
 }
@@ -171,6 +174,14 @@ pub fn parse_cmdline(line: &str) -> Result<BootParams, InitError> {
                     )));
                 }
                 p.hostname = Some(value);
+            }
+            "wait" => {
+                if value != "console" {
+                    return Err(bad(format!(
+                        "bakeoff.wait=`{value}`: the only way to wait is `console`"
+                    )));
+                }
+                p.wait_for_run = true;
             }
             "run" => {
                 p.run =
@@ -316,6 +327,11 @@ mod tests {
         assert_eq!(p.hostname.as_deref(), Some("web"));
         assert_eq!(p.run, run);
         assert!(p.module_params.is_empty());
+        assert!(!p.wait_for_run);
+        // A warm-start template waits for its run on the console; nothing else is a way to wait.
+        assert!(parse_cmdline("bakeoff.wait=console").unwrap().wait_for_run);
+        let e = parse_cmdline("bakeoff.wait=disk").unwrap_err().to_string();
+        assert!(e.contains("the only way to wait is `console`"), "{e}");
     }
 
     #[test]

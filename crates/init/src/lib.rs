@@ -14,6 +14,7 @@ mod cmdline;
 mod config;
 pub mod json;
 pub mod phases;
+pub mod resume;
 mod user;
 
 pub use cmdline::{

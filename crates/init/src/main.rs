@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bakeoff_init::{
-    app_launch, normalize_module_name, parse_cmdline, BootParams, GuestConfig, NetConfig,
+    app_launch, normalize_module_name, parse_cmdline, resume, BootParams, GuestConfig, NetConfig,
     CONFIG_PATH, LOG_PREFIX, RUN_PATH,
 };
 use sys::Exit;
@@ -89,12 +89,6 @@ fn boot_and_run() -> Result<Exit, String> {
     let config_text = fs::read_to_string(CONFIG_PATH)
         .map_err(|e| format!("cannot read {CONFIG_PATH}: {}", sys::describe(&e)))?;
     let config = GuestConfig::from_json(&config_text).map_err(|e| e.to_string())?;
-    let launch = app_launch(&config, &boot);
-
-    if let Some(name) = &launch.hostname {
-        sys::set_hostname(name)
-            .map_err(|e| format!("cannot set the hostname to {name}: {}", sys::describe(&e)))?;
-    }
 
     let t = Instant::now();
     load_modules(&config.modules, &boot)?;
@@ -105,16 +99,34 @@ fn boot_and_run() -> Result<Exit, String> {
             config.modules.len()
         ));
     }
+    if boot.wait_for_run {
+        // A warm-start template: its network is the same in every copy (user networking's
+        // fixed addresses), so it is brought up before the snapshot; the run's values come after.
+        bring_up_network(boot.net.as_ref())?;
+        wait_for_run(&mut boot)?;
+    }
+    let launch = app_launch(&config, &boot);
+
+    if let Some(name) = &launch.hostname {
+        sys::set_hostname(name)
+            .map_err(|e| format!("cannot set the hostname to {name}: {}", sys::describe(&e)))?;
+    }
 
     let t = Instant::now();
-    setup_network(boot.net.as_ref(), launch.hostname.as_deref())?;
+    if !boot.wait_for_run {
+        bring_up_network(boot.net.as_ref())?;
+    }
+    write_hosts(boot.net.as_ref(), launch.hostname.as_deref())?;
     if let Some(net) = &boot.net {
         let via = net.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+        let when = if boot.wait_for_run {
+            "before the snapshot".to_string()
+        } else {
+            format!("in {} ms", t.elapsed().as_millis())
+        };
         say(&format!(
-            "network up in {} ms (eth0 {}/{}{via})",
-            t.elapsed().as_millis(),
-            net.address,
-            net.prefix
+            "network up {when} (eth0 {}/{}{via})",
+            net.address, net.prefix
         ));
         watch::report(bakeoff_init::phases::Phase::Network);
     }
@@ -156,6 +168,37 @@ fn boot_and_run() -> Result<Exit, String> {
     watch::report(bakeoff_init::phases::Phase::App);
 
     supervise(app, &sigfd, buttons)
+}
+
+/// A warm-start template (`bakeoff.wait=console`): waits on the console for the run's values
+/// (`bakeoff_init::resume`). The VMM snapshots the guest while it waits here and writes the line
+/// into each copy it restores: the wall clock, fresh randomness, the hostname and the overrides.
+fn wait_for_run(boot: &mut BootParams) -> Result<(), String> {
+    use std::io::BufRead;
+    let console = |e: &io::Error| {
+        format!(
+            "cannot read the run's values on the console: {}",
+            sys::describe(e)
+        )
+    };
+    let old = sys::raw_terminal(0).map_err(|e| console(&e))?;
+    say(resume::WAITING);
+    let mut line = Vec::new();
+    io::stdin()
+        .lock()
+        .take(resume::MAX_RUN_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| console(&e))?;
+    let _ = sys::restore_terminal(0, &old);
+    let run = resume::RunLine::parse(&String::from_utf8_lossy(&line))?;
+    sys::set_wall_clock(run.unix_ns)
+        .map_err(|e| format!("cannot set the clock: {}", sys::describe(&e)))?;
+    sys::add_entropy_and_reseed(&run.seed)
+        .map_err(|e| format!("cannot reseed the random generator: {}", sys::describe(&e)))?;
+    boot.hostname = Some(run.hostname);
+    boot.run = run.run;
+    watch::resumed();
+    Ok(())
 }
 
 /// Mounts proc, sysfs, devtmpfs (+ devpts, /dev/shm), and tmpfs on /tmp and /run.
@@ -248,7 +291,8 @@ fn module_name(path: &str) -> String {
     normalize_module_name(stem)
 }
 
-fn setup_network(net: Option<&NetConfig>, hostname: Option<&str>) -> Result<(), String> {
+/// Brings up `lo`, and `eth0` with its address, route and resolver when `net` is given.
+fn bring_up_network(net: Option<&NetConfig>) -> Result<(), String> {
     let ctl = sys::NetCtl::open().map_err(|e| {
         format!(
             "cannot open a network control socket: {}",
@@ -260,8 +304,6 @@ fn setup_network(net: Option<&NetConfig>, hostname: Option<&str>) -> Result<(), 
         .and_then(|()| ctl.bring_up("lo"))
         .map_err(|e| format!("cannot bring up lo: {}", sys::describe(&e)))?;
 
-    let mut hosts =
-        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     if let Some(net) = net {
         let deadline = Instant::now() + ETH0_WAIT;
         while !ctl.exists("eth0") {
@@ -299,11 +341,18 @@ fn setup_network(net: Option<&NetConfig>, hostname: Option<&str>) -> Result<(), 
                 .collect();
             replace_file("/etc/resolv.conf", &text)?;
         }
-        if let Some(h) = hostname {
-            hosts.push_str(&format!("{}\t{h}\n", net.address));
-        }
-    } else if let Some(h) = hostname {
-        hosts.push_str(&format!("127.0.1.1\t{h}\n"));
+    }
+    Ok(())
+}
+
+/// /etc/hosts: localhost, and the hostname on eth0's address (or 127.0.1.1 without a network).
+fn write_hosts(net: Option<&NetConfig>, hostname: Option<&str>) -> Result<(), String> {
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    match (net, hostname) {
+        (Some(net), Some(h)) => hosts.push_str(&format!("{}\t{h}\n", net.address)),
+        (None, Some(h)) => hosts.push_str(&format!("127.0.1.1\t{h}\n")),
+        (_, None) => {}
     }
     replace_file("/etc/hosts", &hosts)
 }

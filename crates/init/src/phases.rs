@@ -19,6 +19,10 @@ use crate::LOG_PREFIX;
 pub enum Phase {
     /// PID 1 started (the kernel finished booting).
     Pid1,
+    /// A warm start: PID 1 of a guest restored from a snapshot got its run's values. Its time
+    /// is 0, and every later phase of that guest counts from it (the guest's clock went on
+    /// from the snapshot's boot).
+    Resumed,
     /// `eth0` configured.
     Network,
     /// The app's process started.
@@ -32,6 +36,7 @@ impl Phase {
     pub fn name(&self) -> &'static str {
         match self {
             Phase::Pid1 => "pid1",
+            Phase::Resumed => "resumed",
             Phase::Network => "network",
             Phase::App => "app",
             Phase::Listening(_) => "listening",
@@ -61,6 +66,7 @@ pub fn parse_phase_line(line: &str) -> Option<(Phase, u64)> {
     }
     let phase = match name {
         "pid1" => Phase::Pid1,
+        "resumed" => Phase::Resumed,
         "network" => Phase::Network,
         "app" => Phase::App,
         "listening" => {
@@ -108,6 +114,7 @@ mod tests {
     fn lines_round_trip() {
         for p in [
             Phase::Pid1,
+            Phase::Resumed,
             Phase::Network,
             Phase::App,
             Phase::Listening(8080),

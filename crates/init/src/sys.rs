@@ -95,7 +95,37 @@ extern "C" {
     fn signalfd(fd: c_int, mask: *const sigset_t, flags: c_int) -> c_int;
     fn poll(fds: *mut pollfd, nfds: c_ulong, timeout: c_int) -> c_int;
     fn read(fd: c_int, buf: *mut c_void, count: usize) -> isize;
+    fn clock_settime(clock: c_int, ts: *const timespec) -> c_int;
 }
+
+#[repr(C)]
+struct timespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
+
+/// The kernel's `struct termios` (what TCGETS/TCSETS take): four flag words, the line
+/// discipline, then 19 control characters.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Termios {
+    iflag: u32,
+    oflag: u32,
+    cflag: u32,
+    lflag: u32,
+    line: u8,
+    cc: [u8; 19],
+}
+
+const TCGETS: c_ulong = 0x5401;
+const TCSETS: c_ulong = 0x5402;
+const ICANON: u32 = 0o2;
+const ECHO: u32 = 0o10;
+const VTIME: usize = 5;
+const VMIN: usize = 6;
+/// `_IOW('R', 0x03, int[2])` and `_IO('R', 0x07)`.
+const RNDADDENTROPY: c_ulong = 0x4008_5203;
+const RNDRESEEDCRNG: c_ulong = 0x5207;
 
 pub const SIGHUP: c_int = 1;
 pub const SIGINT: c_int = 2;
@@ -182,6 +212,67 @@ pub fn finit_module(file: &std::fs::File, params: &str) -> io::Result<()> {
 pub fn set_hostname(name: &str) -> io::Result<()> {
     // SAFETY: pointer and length describe `name`.
     check(unsafe { sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
+/// Puts the terminal on `fd` in raw input mode (no echo, no line editing, no line-length limit),
+/// returning its previous settings for [`restore_terminal`].
+pub fn raw_terminal(fd: c_int) -> io::Result<Termios> {
+    let mut t = Termios {
+        iflag: 0,
+        oflag: 0,
+        cflag: 0,
+        lflag: 0,
+        line: 0,
+        cc: [0; 19],
+    };
+    // SAFETY: TCGETS writes one kernel termios into `t`.
+    check(unsafe { ioctl(fd, TCGETS, &mut t as *mut Termios) })?;
+    let old = t;
+    t.lflag &= !(ICANON | ECHO);
+    t.cc[VMIN] = 1;
+    t.cc[VTIME] = 0;
+    // SAFETY: TCSETS reads one kernel termios from `t`.
+    check(unsafe { ioctl(fd, TCSETS, &t as *const Termios) })?;
+    Ok(old)
+}
+
+pub fn restore_terminal(fd: c_int, t: &Termios) -> io::Result<()> {
+    // SAFETY: TCSETS reads one kernel termios from `t`.
+    check(unsafe { ioctl(fd, TCSETS, t as *const Termios) }).map(drop)
+}
+
+/// Sets the wall clock (CLOCK_REALTIME) to `unix_ns`.
+pub fn set_wall_clock(unix_ns: u64) -> io::Result<()> {
+    let ts = timespec {
+        tv_sec: (unix_ns / 1_000_000_000) as i64,
+        tv_nsec: (unix_ns % 1_000_000_000) as i64,
+    };
+    // SAFETY: `ts` is a valid timespec for the duration of the call.
+    check(unsafe { clock_settime(0, &ts) }).map(drop)
+}
+
+/// Mixes `seed` into the kernel's random pool, credited as entropy, then reseeds the kernel's
+/// generator at once so that nothing drawn after this repeats what another copy of the same
+/// snapshot draws.
+pub fn add_entropy_and_reseed(seed: &[u8; 32]) -> io::Result<()> {
+    #[repr(C)]
+    struct PoolInfo {
+        entropy_count: c_int,
+        buf_size: c_int,
+        buf: [u8; 32],
+    }
+    let info = PoolInfo {
+        entropy_count: 256,
+        buf_size: 32,
+        buf: *seed,
+    };
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")?;
+    // SAFETY: RNDADDENTROPY reads a rand_pool_info of `buf_size` bytes of data from `info`.
+    check(unsafe { ioctl(f.as_raw_fd(), RNDADDENTROPY, &info as *const PoolInfo) })?;
+    // SAFETY: RNDRESEEDCRNG takes no argument.
+    check(unsafe { ioctl(f.as_raw_fd(), RNDRESEEDCRNG) }).map(drop)
 }
 
 /// Makes Ctrl-Alt-Del send SIGINT to PID 1 instead of rebooting at once.

@@ -30,9 +30,19 @@ pub fn uptime_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
+/// The guest time later phases count from: 0, or the moment a warm start resumed.
+static ORIGIN_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Prints the phase line for `phase`, now.
 pub fn report(phase: Phase) {
-    super::say_raw(&phase_line(phase, uptime_ms()));
+    let origin = ORIGIN_MS.load(std::sync::atomic::Ordering::Relaxed);
+    super::say_raw(&phase_line(phase, uptime_ms().saturating_sub(origin)));
+}
+
+/// A warm start resumed now: prints `phase resumed 0 ms`, and later phases count from here.
+pub fn resumed() {
+    ORIGIN_MS.store(uptime_ms(), std::sync::atomic::Ordering::Relaxed);
+    super::say_raw(&phase_line(Phase::Resumed, 0));
 }
 
 /// Watches /proc/net/tcp{,6} for the app's listening sockets and prints one `phase listening`

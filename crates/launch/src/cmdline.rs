@@ -147,12 +147,7 @@ pub fn kernel_cmdline(c: &KernelCmdline) -> String {
             parts.push(format!("bakeoff.dns={}", list.join(",")));
         }
     }
-    let hostname: String = c
-        .hostname
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        .take(64)
-        .collect();
+    let hostname = guest_hostname(&c.hostname);
     if !hostname.is_empty() {
         parts.push(format!("bakeoff.hostname={hostname}"));
     }
@@ -165,6 +160,15 @@ pub fn kernel_cmdline(c: &KernelCmdline) -> String {
         }
     }
     parts.join(" ")
+}
+
+/// The guest's hostname for an instance name: characters outside `[A-Za-z0-9._-]` dropped, at
+/// most 64 kept (empty when nothing is left).
+pub fn guest_hostname(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(64)
+        .collect()
 }
 
 /// Fails when the command line is longer than the kernel keeps (it would cut `bakeoff.run`).

@@ -56,6 +56,13 @@ pub struct QemuConfig {
     pub serial_log: PathBuf,
     pub qmp_socket: Option<PathBuf>,
     pub pidfile: Option<PathBuf>,
+    /// A warm start: the console also takes input from this socket (the run's values, written
+    /// once after the restore); its output still goes to `serial_log`.
+    #[serde(default)]
+    pub console_socket: Option<PathBuf>,
+    /// A warm start: the guest's state is loaded from this snapshot instead of booting.
+    #[serde(default)]
+    pub incoming: Option<PathBuf>,
 }
 
 /// The argv (without the program name, which is `qemu-system-x86_64`).
@@ -83,8 +90,17 @@ pub fn qemu_argv(c: &QemuConfig) -> Vec<String> {
     if c.machine == Machine::Q35 {
         push(&["-vga", "none"]);
     }
-    let serial = format!("file:{}", c.serial_log.display());
-    push(&["-serial", &serial]);
+    match &c.console_socket {
+        None => push(&["-serial", &format!("file:{}", c.serial_log.display())]),
+        Some(sock) => {
+            let chardev = format!(
+                "socket,id=console,path={},server=on,wait=off,logfile={}",
+                sock.display(),
+                c.serial_log.display()
+            );
+            push(&["-chardev", &chardev, "-serial", "chardev:console"]);
+        }
+    }
     push(&["-kernel", &c.kernel.display().to_string()]);
     if let Some(initrd) = &c.initrd {
         push(&["-initrd", &initrd.display().to_string()]);
@@ -123,6 +139,10 @@ pub fn qemu_argv(c: &QemuConfig) -> Vec<String> {
     if let Some(p) = &c.pidfile {
         push(&["-pidfile", &p.display().to_string()]);
     }
+    if let Some(state) = &c.incoming {
+        // QEMU runs this through `sh -c`; bakeoff's cache paths have no quote (the caller checks).
+        push(&["-incoming", &format!("exec:cat '{}'", state.display())]);
+    }
     a
 }
 
@@ -148,7 +168,41 @@ mod tests {
             serial_log: "/state/instances/web/console.log".into(),
             qmp_socket: Some("/state/instances/web/qmp.sock".into()),
             pidfile: Some("/state/instances/web/qemu.pid".into()),
+            console_socket: None,
+            incoming: None,
         }
+    }
+
+    /// A warm start differs from a boot only in the console (a socket that also logs) and the
+    /// state it loads: the rest must stay the same for the snapshot to load.
+    #[test]
+    fn a_warm_start_adds_a_console_socket_and_the_snapshot() {
+        let boot = config(Machine::Microvm, Accel::Tcg);
+        let warm = QemuConfig {
+            console_socket: Some("/state/instances/web/console.sock".into()),
+            incoming: Some("/cache/snapshots/abc/state".into()),
+            ..boot.clone()
+        };
+        let (a, b) = (qemu_argv(&boot), qemu_argv(&warm));
+        let serial = |argv: &[String]| argv.iter().position(|x| x == "-serial").unwrap();
+        assert_eq!(a[serial(&a) + 1], "file:/state/instances/web/console.log");
+        assert_eq!(b[serial(&b) + 1], "chardev:console");
+        assert_eq!(
+            b[serial(&b) - 1],
+            "socket,id=console,path=/state/instances/web/console.sock,server=on,wait=off,logfile=/state/instances/web/console.log"
+        );
+        assert_eq!(
+            b[b.len() - 2..],
+            ["-incoming", "exec:cat '/cache/snapshots/abc/state'"]
+        );
+        let strip = |argv: &[String]| -> Vec<String> {
+            argv.iter()
+                .filter(|x| !x.contains("console") && !x.contains("snapshots"))
+                .filter(|x| !matches!(x.as_str(), "-serial" | "-chardev" | "-incoming"))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(strip(&a), strip(&b));
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //! - a service whose front process is gone (removed with every backend it started), or a
 //!   service name reserved by a `serve` killed before it wrote its record (older than
 //!   [`bakeoff_state::UNRECORDED_AFTER`]);
-//! - build scratch `tmp/work-<pid>-*` of a build that no longer runs, and kernel unpack
-//!   directories `kernels/.unpack-*` that no process uses.
+//! - build scratch `tmp/work-<pid>-*` of a build that no longer runs, kernel unpack
+//!   directories `kernels/.unpack-*` and half-made warm-start snapshots `snapshots/.making-*`
+//!   that no process uses.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -189,17 +190,28 @@ impl Runtime {
                 }
             }
         }
-        if let Ok(entries) = std::fs::read_dir(self.cache.root().join("kernels")) {
+        for (dir, prefix, what) in [
+            (
+                "kernels",
+                ".unpack-",
+                "an interrupted kernel unpack; no process uses it",
+            ),
+            (
+                "snapshots",
+                ".making-",
+                "an interrupted warm-start snapshot; no process uses it",
+            ),
+        ] {
+            let Ok(entries) = std::fs::read_dir(self.cache.root().join(dir)) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let path = e.path();
-                if e.file_name().to_string_lossy().starts_with(".unpack-")
+                if e.file_name().to_string_lossy().starts_with(prefix)
                     && older_than(&path, UNPACK_IDLE)
                     && !in_use(&path)
                 {
-                    scratch.push((
-                        path,
-                        "an interrupted kernel unpack; no process uses it".into(),
-                    ));
+                    scratch.push((path, what.into()));
                 }
             }
         }

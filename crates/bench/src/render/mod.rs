@@ -56,13 +56,22 @@ fn breakdowns(report: &Report) -> Vec<Breakdown> {
         .filter(|p| !p.launch_phases.is_empty())
         .collect();
     if !phased.is_empty() {
+        // The phases some platform has (a warm start has `resumed`, a boot `kernel` and `pid1`).
+        let names: Vec<&str> = crate::PHASES
+            .into_iter()
+            .filter(|n| {
+                phased
+                    .iter()
+                    .any(|p| p.launch_phases.iter().any(|s| s.phase == *n))
+            })
+            .collect();
         let mut head = vec!["platform".to_string()];
-        head.extend(crate::PHASES.iter().map(|s| s.to_string()));
+        head.extend(names.iter().map(|s| s.to_string()));
         let rows = phased
             .iter()
             .map(|p| {
                 let mut row = row_head(p);
-                row.extend(crate::PHASES.iter().map(|name| {
+                row.extend(names.iter().map(|name| {
                     p.launch_phases
                         .iter()
                         .find(|s| s.phase == *name)

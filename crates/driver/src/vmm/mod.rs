@@ -30,6 +30,8 @@ pub struct QemuOptions {
     /// `--host-loopback`: the microVM may reach the host's loopback (and the outside) through
     /// slirp; by default its network is restricted to the `-p` forwards.
     pub host_loopback: bool,
+    /// `--warm`: start microVMs from a snapshot of their booted guest (see [`crate::warm`]).
+    pub warm: bool,
 }
 
 /// A program's path on PATH.
@@ -266,6 +268,23 @@ pub async fn spawn_vmm(
     dir: &Path,
     console: &Path,
 ) -> Result<u32, DriverError> {
+    let printed = || {
+        fs_err::metadata(console)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+    };
+    spawn_vmm_until(program, argv, dir, console, &printed).await
+}
+
+/// [`spawn_vmm`], waiting for `ready` instead of the guest's first output (a VMM loading a
+/// snapshot prints nothing until it is resumed).
+pub async fn spawn_vmm_until(
+    program: &Path,
+    argv: &[String],
+    dir: &Path,
+    console: &Path,
+    ready: &(dyn Fn() -> bool + Sync),
+) -> Result<u32, DriverError> {
     fs_err::write(console, b"")?;
     let vmm_log = dir.join("qemu.log");
     let log = fs_err::File::create(&vmm_log)?;
@@ -294,11 +313,7 @@ pub async fn spawn_vmm(
             };
             return Err(DriverError::VmmExited { status, why });
         }
-        if fs_err::metadata(console)
-            .map(|m| m.len() > 0)
-            .unwrap_or(false)
-            || start.elapsed() > Duration::from_secs(5)
-        {
+        if ready() || start.elapsed() > Duration::from_secs(5) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
