@@ -106,17 +106,26 @@ pub async fn snapshot(
         ..template.clone()
     };
     let log = fs_err::File::create(tmp.path().join("qemu.log"))?;
-    let mut child = Command::new(qemu)
-        .args(qemu_argv(&config))
+    let mut cmd = Command::new(qemu);
+    cmd.args(qemu_argv(&config))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?.into_parts().0)
         .stderr(log.into_parts().0)
-        .process_group(0)
-        .spawn()
-        .map_err(|source| DriverError::Spawn {
-            program: qemu.to_path_buf(),
-            source,
-        })?;
+        .process_group(0);
+    // The template has no instance record: if bakeoff dies while making it, so does QEMU.
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let mut child = cmd.spawn().map_err(|source| DriverError::Spawn {
+        program: qemu.to_path_buf(),
+        source,
+    })?;
     fs_err::write(tmp.path().join("key.txt"), key_text(qemu, template))?;
     let made = save(&mut child, &console, &qmp_sock, &tmp.path().join("state")).await;
     let _ = child.kill();
