@@ -99,6 +99,22 @@ fn warm_runs_share_one_snapshot_and_each_gets_its_own_values() {
     );
     assert!(counts[0] >= 1);
     assert_eq!(counts[0], counts[1], "the second run made another snapshot");
+    // The template zeroed its free memory before it was saved (so copies do not load it).
+    let newest = std::fs::read_dir(shared_cache().join("snapshots"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("state").is_file())
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .unwrap()
+        .path();
+    let template = std::fs::read_to_string(newest.join("template.log")).unwrap_or_default();
+    let zeroed: u64 = template
+        .lines()
+        .find_map(|l| l.strip_prefix("bakeoff-init: zeroed "))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `zeroed` line in {}: {template}", newest.display()));
+    assert!(zeroed > 0, "{template}");
 
     // A server from a snapshot: serves with its own values, stops gracefully.
     let port = free_port();

@@ -136,7 +136,9 @@ pub async fn snapshot(
         // Another run made it meanwhile: keep theirs.
         let _ = std::fs::remove_dir_all(&kept);
     }
-    for f in ["console.log", "qmp.sock", "qemu.log"] {
+    // The template's console stays beside its state (what its boot printed: `zeroed … MiB`).
+    let _ = std::fs::rename(dir.join("console.log"), dir.join("template.log"));
+    for f in ["qmp.sock", "qemu.log"] {
         let _ = std::fs::remove_file(dir.join(f));
     }
     if state.is_file() {

@@ -181,6 +181,11 @@ fn wait_for_run(boot: &mut BootParams) -> Result<(), String> {
             sys::describe(e)
         )
     };
+    let zeroed = zero_free_memory();
+    say(&format!(
+        "zeroed {} MiB of free memory for the snapshot",
+        zeroed >> 20
+    ));
     let old = sys::raw_terminal(0).map_err(|e| console(&e))?;
     say(resume::WAITING);
     let mut line = Vec::new();
@@ -199,6 +204,23 @@ fn wait_for_run(boot: &mut BootParams) -> Result<(), String> {
     boot.run = run.run;
     watch::resumed();
     Ok(())
+}
+
+/// Touches most of the guest's free memory once, so that the kernel zeroes it, and gives it
+/// back ([`resume::free_memory_to_zero`] says why and how much); returns the bytes touched.
+fn zero_free_memory() -> usize {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let n = resume::free_memory_to_zero(&meminfo) as usize;
+    let mut block: Vec<u8> = Vec::new();
+    if n == 0 || block.try_reserve_exact(n).is_err() {
+        return 0;
+    }
+    let p = block.as_mut_ptr();
+    for offset in (0..n).step_by(4096) {
+        // SAFETY: offset < n ≤ the block's capacity; the bytes are written, never read.
+        unsafe { p.add(offset).write_volatile(0) };
+    }
+    n
 }
 
 /// Mounts proc, sysfs, devtmpfs (+ devpts, /dev/shm), and tmpfs on /tmp and /run.

@@ -96,6 +96,24 @@ impl RunLine {
     }
 }
 
+/// How many bytes of the guest's free memory a template's PID 1 touches (and so has the kernel
+/// zero) before the snapshot, from the text of `/proc/meminfo`: `MemFree` less a 32nd of it, at
+/// least 4 MiB (above the kernel's reclaim watermarks at any size bakeoff allows), kept back so
+/// that the kernel never has to reclaim or kill. Memory the boot
+/// used and freed (the compressed initramfs, the kernel's init sections) is otherwise saved in
+/// the snapshot and loaded into every copy; zeroed, QEMU saves it as a zero page and a copy
+/// never touches it. 0 when `MemFree` cannot be read.
+pub fn free_memory_to_zero(meminfo: &str) -> u64 {
+    let free_kib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemFree:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let keep_kib = (free_kib / 32).max(4096);
+    free_kib.saturating_sub(keep_kib).saturating_mul(1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +174,30 @@ mod tests {
         #[test]
         fn any_input_is_parsed_or_refused_without_panicking(line in "\\PC{0,200}") {
             let _ = RunLine::parse(&line);
+        }
+    }
+
+    #[test]
+    fn a_template_zeroes_its_free_memory_but_keeps_some_back() {
+        let meminfo = "MemTotal:          25652 kB\nMemFree:           16384 kB\nMemAvailable:      15000 kB\n";
+        assert_eq!(free_memory_to_zero(meminfo), (16384 - 4096) * 1024);
+        let big = "MemFree:          102400 kB\n";
+        assert_eq!(free_memory_to_zero(big), (102400 - 4096) * 1024);
+        let huge = "MemFree:          262144 kB\n";
+        assert_eq!(free_memory_to_zero(huge), (262144 - 8192) * 1024);
+        assert_eq!(free_memory_to_zero("MemFree:    3000 kB\n"), 0);
+        assert_eq!(free_memory_to_zero("MemFree: lots\n"), 0);
+        assert_eq!(free_memory_to_zero(""), 0);
+    }
+
+    proptest::proptest! {
+        /// Whatever /proc/meminfo says, never more than what is free.
+        #[test]
+        fn never_more_than_is_free(text in ".*", free in 0u64..(1 << 40)) {
+            proptest::prop_assume!(!text.contains("MemFree:"));
+            let with = format!("{text}\nMemFree: {free} kB\n");
+            proptest::prop_assert!(free_memory_to_zero(&with) <= free.saturating_mul(1024));
+            let _ = free_memory_to_zero(&text);
         }
     }
 }
