@@ -69,6 +69,13 @@ fn show(app: Option<&str>, kernel: Option<std::path::PathBuf>) -> Result<i32> {
         "config: sha256:{}",
         d.kernel_config.as_deref().unwrap_or("unknown")
     );
+    if let Some(bz) = image.files.get("kernel").filter(|k| **k != vmlinux) {
+        println!(
+            "bzImage: {} ({} bytes)",
+            bz.display(),
+            d.kernel_bytes.unwrap_or(0)
+        );
+    }
     println!(
         "vmlinux: {} ({} bytes)",
         vmlinux.display(),
@@ -99,5 +106,9 @@ fn print_kernel(which: &str, k: &Kernel, m: Option<&bakeoff_guest::MinimalKernel
         "config: sha256:{}",
         k.config_sha256().unwrap_or_else(|| "unknown".into())
     );
+    if k.bzimage != k.vmlinux {
+        let bz = std::fs::metadata(&k.bzimage).map(|m| m.len()).unwrap_or(0);
+        println!("bzImage: {} ({bz} bytes)", k.bzimage.display());
+    }
     println!("vmlinux: {} ({size} bytes)", k.vmlinux.display());
 }

@@ -50,6 +50,29 @@ fn the_built_config_has_every_line_of_the_fragment() {
     assert!(shown.contains("config: sha256:"), "{shown}");
     let built = env.ok(&["kernel", "build"]);
     assert_eq!(built, shown);
+    // Its bzImage (what an image counts as its kernel, and q35 boots) holds the same kernel as
+    // the vmlinux that microvm and Xen load, XZ-compressed to under half its size.
+    let bz = std::fs::read(&k.kernel.bzimage).unwrap();
+    let vmlinux = std::fs::read(&k.kernel.vmlinux).unwrap();
+    assert!(
+        shown.contains(&format!(
+            "bzImage: {} ({} bytes)",
+            k.kernel.bzimage.display(),
+            bz.len()
+        )),
+        "{shown}"
+    );
+    let inner = bakeoff_guest::extract_vmlinux(&bz).unwrap();
+    assert!(
+        bakeoff_guest::without_zero_gaps(&inner).unwrap() == vmlinux,
+        "the bzImage's payload is not the vmlinux"
+    );
+    assert!(
+        bz.len() * 2 < vmlinux.len(),
+        "bzImage {} vs vmlinux {}",
+        bz.len(),
+        vmlinux.len()
+    );
 }
 
 /// The minimal kernel's patch (crates/guest/kernel/boot-timers.patch) takes the APIC timer's

@@ -234,6 +234,25 @@ fn push_then_run_from_the_registry_on_docker_and_qemu_and_refuse_a_tampered_blob
     let minimal = shown.contains("kernel: minimal ");
     let timer_hz = vm["annotations"]["dev.bakeoff.kernel-timer-hz"].as_str();
     assert_eq!(timer_hz, minimal.then_some("100"), "{shown}");
+    // Its kernel layer is the image's compressed kernel (the bzImage `kernel show` names, a
+    // third of the vmlinux); a pull extracts the vmlinux that the microVM below boots.
+    let bz_bytes: u64 = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("bzImage: "))
+        .and_then(|l| l.rsplit_once(" ("))
+        .and_then(|(_, n)| n.trim_end_matches(" bytes)").parse().ok())
+        .unwrap_or_else(|| panic!("no bzImage line in {shown}"));
+    let kernel_layer = &vm["layers"][0];
+    assert_eq!(
+        kernel_layer["annotations"]["org.opencontainers.image.title"],
+        "bzImage"
+    );
+    assert_eq!(
+        kernel_layer["size"].as_u64(),
+        Some(bz_bytes),
+        "{kernel_layer}"
+    );
+    assert_eq!(vm["annotations"]["com.urunc.unikernel.binary"], "/bzImage");
 
     // A fresh cache: nothing local, everything comes from the registry; each platform boots
     // what was pushed for it.

@@ -16,7 +16,7 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// The empty config of an artifact (`{}`).
 pub const EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
-/// The microVM: a PVH vmlinux, the initramfs with bakeoff's PID 1, the run config.
+/// The microVM: its kernel (a bzImage, or a PVH vmlinux), the initramfs with bakeoff's PID 1, the run config.
 pub const MICROVM_ARTIFACT: &str = "application/vnd.bakeoff.microvm.v1";
 pub const MICROVM_KERNEL: &str = "application/vnd.bakeoff.microvm.kernel.v1";
 pub const MICROVM_INITRD: &str = "application/vnd.bakeoff.microvm.initrd.v1.cpio+lz4";
@@ -141,17 +141,19 @@ impl MicrovmFacts {
 }
 
 /// The annotations of a microVM artifact: urunc's (a Linux guest under QEMU, its kernel and
-/// initrd by file name) and bakeoff's.
+/// initrd by file name: `kernel_file` is the kernel layer's title) and bakeoff's.
 pub fn microvm_annotations(
     name: &str,
     artifact_id: &str,
+    kernel_file: &str,
     oci_manifest: &str,
     facts: &MicrovmFacts,
 ) -> BTreeMap<String, String> {
+    let binary = format!("/{kernel_file}");
     let mut a: BTreeMap<String, String> = [
         (urunc::TYPE, "linux"),
         (urunc::HYPERVISOR, "qemu"),
-        (urunc::BINARY, "/vmlinux"),
+        (urunc::BINARY, binary.as_str()),
         (urunc::INITRD, "/initramfs.cpio.lz4"),
         (TITLE, name),
         (ANNOT_ARTIFACT, artifact_id),
@@ -269,7 +271,7 @@ mod tests {
                     data: Bytes::from_static(b"{\"name\":\"hello\"}"),
                 },
             ],
-            microvm_annotations("hello", "0123abcd", "sha256:5e5e", &facts),
+            microvm_annotations("hello", "0123abcd", "vmlinux", "sha256:5e5e", &facts),
         );
         assert_eq!(a.blobs.len(), 4);
         assert_eq!(&a.blobs[0][..], b"{}");

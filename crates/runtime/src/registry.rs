@@ -183,13 +183,21 @@ impl Runtime {
                 RuntimeError::Unavailable(format!("the microVM image has no {role}"))
             })
         };
+        // The kernel as compressed as the image has it (the minimal kernel's or Debian's
+        // bzImage); a pull extracts the vmlinux that microvm and Xen load.
+        let kernel = role("kernel")?;
+        let kernel_title = if kernel == role("vmlinux")? {
+            "vmlinux"
+        } else {
+            "bzImage"
+        };
         let vm_artifact = art::artifact(
             MICROVM_ARTIFACT,
             vec![
                 Layer {
                     media_type: MICROVM_KERNEL,
-                    title: "vmlinux",
-                    data: read(&role("vmlinux")?)?,
+                    title: kernel_title,
+                    data: read(&kernel)?,
                 },
                 Layer {
                     media_type: MICROVM_INITRD,
@@ -205,6 +213,7 @@ impl Runtime {
             art::microvm_annotations(
                 &m.name,
                 &m.id,
+                kernel_title,
                 &oci_digest,
                 &art::MicrovmFacts {
                     kernel_version: vm.details.kernel_version.clone().unwrap_or_default(),
@@ -469,7 +478,7 @@ impl Runtime {
             Target::MicroVm => (
                 MICROVM_ARTIFACT,
                 &[
-                    (MICROVM_KERNEL, "vmlinux"),
+                    (MICROVM_KERNEL, "kernel"),
                     (MICROVM_INITRD, MICROVM_INITRD_FILE),
                     (MICROVM_CONFIG, "artifact.json"),
                 ],
@@ -543,6 +552,9 @@ impl Runtime {
                 bytes += data.len() as u64;
                 fs_err::write(part.join(file), data)?;
             }
+            if target == Target::MicroVm {
+                vmlinux_of_pulled_kernel(&part).map_err(unexpected)?;
+            }
             let image = pulled_image(target, &r, &manifest.digest, &m, &part)?;
             fs_err::write(
                 part.join("image.json"),
@@ -569,6 +581,22 @@ impl Runtime {
     }
 }
 
+/// The vmlinux of a pulled microVM's `kernel` file, as `vmlinux` beside it: extracted when the
+/// kernel is a bzImage (without its padding, as a packed image has it), the file itself when it
+/// is one already (an artifact pushed before the kernel layer became the bzImage).
+fn vmlinux_of_pulled_kernel(dir: &Path) -> Result<(), String> {
+    let kernel = dir.join("kernel");
+    let data = fs_err::read(&kernel).map_err(|e| e.to_string())?;
+    if bakeoff_guest::parse_bzimage(&data).is_none() {
+        return fs_err::rename(&kernel, dir.join("vmlinux")).map_err(|e| e.to_string());
+    }
+    let vmlinux = bakeoff_guest::extract_vmlinux(&data)
+        .map_err(|e| format!("has a kernel bakeoff cannot boot: {e}"))?;
+    let vmlinux = bakeoff_guest::without_zero_gaps(&vmlinux)
+        .ok_or("has a kernel whose payload is not an x86_64 ELF")?;
+    fs_err::write(dir.join("vmlinux"), vmlinux).map_err(|e| e.to_string())
+}
+
 /// The [`Image`] of a pulled artifact whose files are in `dir`.
 fn pulled_image(
     target: Target,
@@ -593,19 +621,25 @@ fn pulled_image(
             Target::MicroVm => {
                 let initrd = size(MICROVM_INITRD_FILE)?;
                 let facts = art::MicrovmFacts::from_annotations(&m.annotations);
+                // The bzImage when one was pushed, else the vmlinux (which QEMU boots on q35 too).
+                let kernel = if dir.join("kernel").is_file() {
+                    "kernel"
+                } else {
+                    "vmlinux"
+                };
                 let details = ImageDetails {
                     kernel_version: m.annotations.get(art::ANNOT_KERNEL).cloned(),
                     kernel_config: facts.kernel_config,
                     kernel_timer_hz: facts.kernel_timer_hz,
+                    kernel_bytes: Some(size(kernel)?),
                     vmlinux_bytes: Some(size("vmlinux")?),
                     initrd_bytes: Some(initrd),
                     min_memory_mib: facts.min_memory_mib,
                     ..ImageDetails::default()
                 };
-                // The PVH vmlinux serves both machines (QEMU boots a PVH ELF on q35 too).
                 (
                     vec![
-                        ("kernel", "vmlinux"),
+                        ("kernel", kernel),
                         ("vmlinux", "vmlinux"),
                         ("initrd", MICROVM_INITRD_FILE),
                     ],
