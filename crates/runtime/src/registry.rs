@@ -553,7 +553,10 @@ impl Runtime {
                 fs_err::write(part.join(file), data)?;
             }
             if target == Target::MicroVm {
-                vmlinux_of_pulled_kernel(&part).map_err(unexpected)?;
+                if let Err(e) = vmlinux_of_pulled_kernel(&part) {
+                    let _ = fs_err::remove_dir_all(&part);
+                    return Err(unexpected(e));
+                }
             }
             let image = pulled_image(target, &r, &manifest.digest, &m, &part)?;
             fs_err::write(
