@@ -76,11 +76,20 @@ fn probe(artifact: &Artifact, bound: Duration) -> Result<Observation, BuildError
         });
     };
     let isolated = euid_is_root();
+    // A killed bakeoff (Ctrl-C, SIGKILL) must not leave the probe running: it dies with the
+    // thread that started it, and `unshare --kill-child` takes the app with it. First of the
+    // hooks: a new network namespace takes milliseconds, and a bakeoff killed meanwhile would
+    // be gone before the request.
+    let parent = std::process::id();
+    let die_with_parent = move || die_with_parent(parent);
     let mut cmd = if isolated {
         let mut c = Command::new("unshare");
-        // SAFETY: the hook only makes system calls (unshare, socket, ioctl, close) on values it
-        // owns; it allocates nothing.
-        unsafe { c.pre_exec(own_network_with_loopback) };
+        // SAFETY: both hooks only make system calls (prctl, getppid, unshare, socket, ioctl,
+        // close) on values they own; they allocate nothing.
+        unsafe {
+            c.pre_exec(die_with_parent);
+            c.pre_exec(own_network_with_loopback);
+        }
         c.arg("--pid").arg("--kill-child");
         // A fresh /proc of the namespace where the rootfs has the mount point (Debian layouts).
         if rootfs.join("proc").is_dir() {
@@ -101,12 +110,10 @@ fn probe(artifact: &Artifact, bound: Duration) -> Result<Observation, BuildError
         let host = rootfs.join(program.trim_start_matches('/'));
         let mut c = Command::new(host);
         c.current_dir(&rootfs);
+        // SAFETY: prctl and getppid are plain system calls; the hook allocates nothing.
+        unsafe { c.pre_exec(die_with_parent) };
         c
     };
-    // A killed bakeoff (Ctrl-C, SIGKILL) must not leave the probe running: it dies with the
-    // thread that started it, and `unshare --kill-child` takes the app with it.
-    // SAFETY: prctl is a plain system call; the hook allocates nothing.
-    unsafe { cmd.pre_exec(die_with_parent) };
     cmd.args(rest.iter().map(|s| s.as_str()))
         .env_clear()
         .envs(m.env.iter().map(|(k, v)| (k, v)))
@@ -178,12 +185,24 @@ fn probe(artifact: &Artifact, bound: Duration) -> Result<Observation, BuildError
     Ok(Observation::Nothing { reason })
 }
 
-/// Asks the kernel to SIGKILL the calling process when the thread that forked it ends.
-/// Runs between fork and exec.
-fn die_with_parent() -> std::io::Result<()> {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes plain integers.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+/// Asks the kernel to SIGKILL the calling process when the thread that forked it ends, and
+/// fails when that parent (`parent`, its PID before the fork) has already ended: the request
+/// would then never fire. Runs between fork and exec.
+fn die_with_parent(parent: u32) -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid take plain integers.
+    let (set, ppid) = unsafe {
+        (
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL),
+            libc::getppid(),
+        )
+    };
+    if set != 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    if ppid as u32 != parent {
+        return Err(std::io::Error::other(
+            "bakeoff ended before the probe started",
+        ));
     }
     Ok(())
 }

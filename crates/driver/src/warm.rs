@@ -112,12 +112,17 @@ pub async fn snapshot(
         .stdout(log.try_clone()?.into_parts().0)
         .stderr(log.into_parts().0)
         .process_group(0);
-    // The template has no instance record: if bakeoff dies while making it, so does QEMU.
-    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    // The template has no instance record: if bakeoff dies while making it, so does QEMU (and
+    // if bakeoff died before the request, QEMU does not start).
+    let parent = std::process::id();
+    // SAFETY: prctl and getppid are async-signal-safe and touch no memory of ours.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("bakeoff ended before QEMU started"));
             }
             Ok(())
         })
