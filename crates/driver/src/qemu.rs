@@ -243,6 +243,8 @@ impl Driver for QemuDriver {
         } else {
             let argv = qemu_argv(&config);
             let pid = vmm::spawn_vmm(&qemu, &argv, dir, &console).await?;
+            // The guest has printed: its firmware has copied the kernel and initrd in.
+            vmm::page_out_boot_files(pid, &argv);
             (argv, pid)
         };
         let h = QemuHandle {

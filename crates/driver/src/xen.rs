@@ -139,6 +139,27 @@ fn console_text(h: &XenHandle) -> String {
     vmm::read_console(&Path::new(GUEST_LOG_DIR).join(format!("guest-{}.log", h.domain)))
 }
 
+/// Where `xl create` logs a domain's life (`xl-NAME.log`: how and why it shut down).
+const XL_LOG_DIR: &str = "/var/log/xen";
+
+/// The last `n` non-empty lines of `text`, each indented.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn or_nothing(text: &str) -> &str {
+    if text.trim().is_empty() {
+        "  (nothing)"
+    } else {
+        text
+    }
+}
+
 /// Where xenconsoled writes guest consoles with `--log=guest` (Debian's default directory).
 const GUEST_LOG_DIR: &str = "/var/log/xen/console";
 
@@ -483,8 +504,21 @@ impl Driver for XenDriver {
         ]
         .iter()
         .any(|s| console.contains(s));
-        (oom && vmm::exit_status_from_console(&console).is_none()).then(|| {
-            "the domain did not boot with the memory it was given (the kernel ran out of memory unpacking the initramfs); give it more with --memory".to_string()
+        let no_status = vmm::exit_status_from_console(&console).is_none();
+        if oom && no_status {
+            return Some("the domain did not boot with the memory it was given (the kernel ran out of memory unpacking the initramfs); give it more with --memory".to_string());
+        }
+        // A domain that vanished without a word (on_crash = "destroy"): what xl and Xen said
+        // about its end is the only trace left.
+        (no_status && !domain_exists(&h.domain)).then(|| {
+            let xl_log = vmm::tail(&Path::new(XL_LOG_DIR).join(format!("xl-{}.log", h.domain)), 6);
+            let dmesg = xl(&["dmesg"]).unwrap_or_default();
+            let xen_log = last_lines(&dmesg, 6);
+            format!(
+                "the domain ended without an exit status; xl's log of it:\n{}\nXen's last messages:\n{}",
+                or_nothing(&xl_log),
+                or_nothing(&xen_log)
+            )
         })
     }
 }
@@ -492,6 +526,18 @@ impl Driver for XenDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_lines_keep_the_end_indented() {
+        let dmesg = "(XEN) one\n\n(XEN) two\n(XEN) d3v0 Triple fault\n";
+        assert_eq!(
+            last_lines(dmesg, 2),
+            "  (XEN) two\n  (XEN) d3v0 Triple fault"
+        );
+        assert_eq!(last_lines("", 6), "");
+        assert_eq!(or_nothing(""), "  (nothing)");
+        assert_eq!(or_nothing("  x"), "  x");
+    }
 
     fn facts() -> XenFacts {
         XenFacts {
