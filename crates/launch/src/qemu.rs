@@ -81,10 +81,11 @@ pub fn qemu_argv(c: &QemuConfig) -> Vec<String> {
         // A small translation cache instead of QEMU's 1 GiB default (it is touched as it fills):
         // measured here with the minimal kernel at -m 32, QEMU's RSS is 90 MiB with 8, 100 with
         // 16, 114 with 32 and 118 with 64; a boot writes ~27 MB of translated code and is slower
-        // with 8 than with 16. A warm start translates no boot code: with 12 MiB its RSS is
-        // 2.5 MiB lower than with 16 and its launch the same, with 10 or 8 the launch is slower.
+        // with 8 than with 16 (and with 12: PID 1 ~60 ms later). A warm start translates no boot
+        // code: with 11 MiB its RSS is 3.5 MiB lower than with 16 and its launch the same; with
+        // 10 or 8 the launch is slower.
         Accel::Tcg => {
-            let mib = if c.incoming.is_some() { 12 } else { 16 };
+            let mib = if c.incoming.is_some() { 11 } else { 16 };
             push(&["-accel", &format!("tcg,tb-size={mib}"), "-cpu", "max"]);
         }
     }
@@ -203,7 +204,7 @@ mod tests {
         );
         // A smaller translation cache: a warm start translates no boot code.
         assert!(a.contains(&"tcg,tb-size=16".to_string()), "{a:?}");
-        assert!(b.contains(&"tcg,tb-size=12".to_string()), "{b:?}");
+        assert!(b.contains(&"tcg,tb-size=11".to_string()), "{b:?}");
         let strip = |argv: &[String]| -> Vec<String> {
             argv.iter()
                 .filter(|x| !x.contains("console") && !x.contains("snapshots"))
