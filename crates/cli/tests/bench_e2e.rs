@@ -127,7 +127,9 @@ fn bench_of_the_example_on_docker_and_qemu() {
     };
     assert!(part("guest_ram") > 4e6, "{qemu_memory}");
     assert!(part("vmm_code") > 4e6, "{qemu_memory}");
-    assert!(part("boot_files") > 1e6, "{qemu_memory}");
+    // QEMU maps the 5 MB vmlinux and the initramfs to load them; once the guest runs, the
+    // driver has the host reclaim those pages (they would serve only a reset).
+    assert!(part("boot_files") < 1e6, "{qemu_memory}");
     if platform("qemu")["conditions"]["accelerator"] == "tcg" {
         assert!(part("translation_cache") > 1e6, "{qemu_memory}");
     }
