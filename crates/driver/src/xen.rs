@@ -142,19 +142,9 @@ fn console_text(h: &XenHandle) -> String {
 /// Where `xl create` logs a domain's life (`xl-NAME.log`: how and why it shut down).
 const XL_LOG_DIR: &str = "/var/log/xen";
 
-/// The last `n` non-empty lines of `text`, each indented.
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| format!("  {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 fn or_nothing(text: &str) -> &str {
     if text.trim().is_empty() {
-        "  (nothing)"
+        "(nothing)"
     } else {
         text
     }
@@ -513,7 +503,7 @@ impl Driver for XenDriver {
         (no_status && !domain_exists(&h.domain)).then(|| {
             let xl_log = vmm::tail(&Path::new(XL_LOG_DIR).join(format!("xl-{}.log", h.domain)), 6);
             let dmesg = xl(&["dmesg"]).unwrap_or_default();
-            let xen_log = last_lines(&dmesg, 6);
+            let xen_log = vmm::last_lines(&dmesg, 6);
             format!(
                 "the domain ended without an exit status; xl's log of it:\n{}\nXen's last messages:\n{}",
                 or_nothing(&xl_log),
@@ -528,15 +518,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn last_lines_keep_the_end_indented() {
-        let dmesg = "(XEN) one\n\n(XEN) two\n(XEN) d3v0 Triple fault\n";
+    fn a_vanished_domain_is_told_by_the_end_of_the_logs() {
+        let dmesg = "(XEN) one\n\n(XEN) two\r\n(XEN) d3v0 Triple fault\n";
         assert_eq!(
-            last_lines(dmesg, 2),
-            "  (XEN) two\n  (XEN) d3v0 Triple fault"
+            vmm::last_lines(dmesg, 2),
+            "(XEN) two\n(XEN) d3v0 Triple fault"
         );
-        assert_eq!(last_lines("", 6), "");
-        assert_eq!(or_nothing(""), "  (nothing)");
-        assert_eq!(or_nothing("  x"), "  x");
+        assert_eq!(vmm::last_lines("", 6), "");
+        assert_eq!(or_nothing(""), "(nothing)");
+        assert_eq!(or_nothing("x"), "x");
     }
 
     fn facts() -> XenFacts {

@@ -351,7 +351,11 @@ pub fn read_console(console: &Path) -> String {
 
 /// The last `n` non-empty lines of a file, for error messages.
 pub fn tail(path: &Path, n: usize) -> String {
-    let text = read_console(path);
+    last_lines(&read_console(path), n)
+}
+
+/// The last `n` non-empty lines of `text`.
+pub fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text
         .lines()
         .map(|l| l.trim_end_matches('\r'))
