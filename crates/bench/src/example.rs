@@ -213,6 +213,18 @@ pub fn report() -> Report {
         at: stat(&samples),
     })
     .collect();
+    qemu.translation = Some(crate::TranslationStats {
+        blocks: stat(&[19_206.0, 19_410.0, 18_977.0, 19_380.0, 19_122.0]),
+        code_bytes: stat(&[
+            11_117_523.0,
+            11_240_118.0,
+            10_986_040.0,
+            11_201_775.0,
+            11_073_902.0,
+        ]),
+        capacity_bytes: stat(&[16_772_096.0; 5]),
+        flushes: stat(&[1.0; 5]),
+    });
     qemu.memory = Some(MemoryStats {
         host_bytes: mib(&[182.0, 179.5, 185.2, 181.1, 183.0]),
         guest_bytes: Some(mib(&[21.4, 21.3, 21.6, 21.4, 21.5])),

@@ -39,7 +39,8 @@ pub use recommend::{recommend, Policy, Recommendation, Verdict, BALANCED_WEIGHTS
 pub use render::{html, markdown, write_outputs, OutputPaths};
 pub use report::{
     sustainable_rate, Accelerator, AppInfo, Conditions, HostInfo, ImageSize, LatencyMs, LoadStats,
-    MemoryPart, MemoryStats, PlatformReport, Report, Status, Sweep, SweepPoint, SCHEMA_VERSION,
+    MemoryPart, MemoryStats, PlatformReport, Report, Status, Sweep, SweepPoint, TranslationStats,
+    SCHEMA_VERSION,
 };
 pub use slo::{Quantile, Slo};
 pub use stat::Stat;

@@ -145,6 +145,10 @@ pub struct PlatformReport {
     /// ([`crate::reference_seconds`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_reference: Option<Stat>,
+    /// What the VMM's translator held when each launch first answered (QEMU under TCG), over
+    /// the runs; absent where nothing is translated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub translation: Option<TranslationStats>,
 }
 
 impl PlatformReport {
@@ -162,6 +166,7 @@ impl PlatformReport {
             sweep: None,
             launch_phases: Vec::new(),
             host_reference: None,
+            translation: None,
         }
     }
 
@@ -318,6 +323,22 @@ pub struct MemoryStats {
     /// `translation_cache`, `vmm_code`, `boot_files`, `other`, in that order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_parts: Vec<MemoryPart>,
+}
+
+/// An emulating VMM's translation work at the first successful probe of each launch, over N
+/// runs (QEMU's `info jit` under TCG): under emulation a boot's time goes mostly to translating
+/// the guest's code, so these tell a launch that translated more, or flushed its cache, from one
+/// that ran on a slower host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranslationStats {
+    /// Blocks of guest code translated since the cache's last flush.
+    pub blocks: Stat,
+    /// Host code those blocks take in the translation cache.
+    pub code_bytes: Stat,
+    /// The translation cache's size.
+    pub capacity_bytes: Stat,
+    /// Times the cache filled up and was emptied during the launch.
+    pub flushes: Stat,
 }
 
 /// One part of a VMM's resident memory over N runs, in bytes.

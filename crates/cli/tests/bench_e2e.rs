@@ -132,7 +132,17 @@ fn bench_of_the_example_on_docker_and_qemu() {
     assert!(part("boot_files") < 1e6, "{qemu_memory}");
     if platform("qemu")["conditions"]["accelerator"] == "tcg" {
         assert!(part("translation_cache") > 1e6, "{qemu_memory}");
+        // What QEMU had translated by the first 200 (its `info jit`): thousands of blocks of
+        // the kernel's, PID 1's and the app's code, within the cache's size.
+        let t = &platform("qemu")["translation"];
+        let median = |k: &str| t[k]["median"].as_f64().unwrap_or(-1.0);
+        assert!(median("blocks") > 5000.0, "{t}");
+        assert!(median("code_bytes") > 1e6, "{t}");
+        assert!(median("code_bytes") <= median("capacity_bytes"), "{t}");
+        assert!(median("flushes") >= 0.0, "{t}");
+        assert!(stdout.contains("What the emulator had translated"), "{stdout}");
     }
+    assert!(platform("docker")["translation"].is_null());
     let sum: f64 = parts
         .iter()
         .map(|p| p["bytes"]["median"].as_f64().unwrap())

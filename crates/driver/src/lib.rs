@@ -163,6 +163,12 @@ pub trait Driver: Send + Sync {
         None
     }
 
+    /// What the VMM's translator has done for the instance so far (QEMU under TCG); None where
+    /// there is no translator.
+    async fn translation(&self, _inst: &Instance) -> Option<vmm::Translation> {
+        None
+    }
+
     /// True once the app itself has been started (a VM has booted to it). Until then a
     /// running instance is still booting.
     async fn app_started(&self, _inst: &Instance) -> bool {

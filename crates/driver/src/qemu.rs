@@ -351,6 +351,23 @@ impl Driver for QemuDriver {
             .flatten()
     }
 
+    async fn translation(&self, inst: &Instance) -> Option<vmm::Translation> {
+        let h = handle(inst).ok()?;
+        if !is_our_qemu(&h) {
+            return None;
+        }
+        let cmd = serde_json::json!({"execute": "human-monitor-command",
+            "arguments": {"command-line": "info jit"}});
+        tokio::task::spawn_blocking(move || {
+            let replies = qmp(&h.qmp, &[cmd]).ok()?;
+            let reply: serde_json::Value = serde_json::from_str(replies.last()?).ok()?;
+            vmm::parse_info_jit(reply["return"].as_str()?)
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
     async fn app_started(&self, inst: &Instance) -> bool {
         let Ok(h) = handle(inst) else { return true };
         std::fs::read_to_string(&h.console)

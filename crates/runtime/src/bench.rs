@@ -56,13 +56,19 @@ pub enum BenchOutcome {
 
 /// One run's figures: launch-to-ready, host memory, load, guest memory, where the VMM's
 /// memory is.
-type RunFigures = (
-    Duration,
-    Option<u64>,
-    Option<LoadResult>,
-    Option<u64>,
-    Vec<(String, u64)>,
-);
+struct RunFigures {
+    /// Start request to the first successful probe.
+    ready: Duration,
+    /// The host's memory for the instance (after the load, if one ran).
+    memory: Option<u64>,
+    load: Option<LoadResult>,
+    /// The guest's own count of its memory in use.
+    guest: Option<u64>,
+    /// Where the VMM's resident memory is.
+    parts: Vec<(String, u64)>,
+    /// The VMM's translation work when the app first answered (QEMU under TCG).
+    translation: Option<bakeoff_driver::vmm::Translation>,
+}
 
 /// One platform through the rounds of a bench: what it runs and what its runs measured.
 struct Lane {
@@ -84,6 +90,7 @@ struct Lane {
     notes: Vec<String>,
     sweep: Option<bakeoff_bench::Sweep>,
     phases: Vec<bakeoff_bench::LaunchPhases>,
+    translations: Vec<bakeoff_driver::vmm::Translation>,
 }
 
 impl Runtime {
@@ -253,6 +260,7 @@ impl Runtime {
             notes: Vec::new(),
             sweep: None,
             phases: Vec::new(),
+            translations: Vec::new(),
         };
         if !http {
             lane.notes.push("the app is probed over TCP; load testing needs HTTP, so only start-up and memory were measured".to_string());
@@ -321,7 +329,7 @@ impl Runtime {
         let mut outcome = self
             .one_run(config, prepared, driver, &inst, port, http, t0, warmup)
             .await;
-        if let (Some(w), Ok((ready, ..)), false) = (watch, &outcome, warmup) {
+        if let (Some(w), Ok(RunFigures { ready, .. }), false) = (watch, &outcome, warmup) {
             lane.phases.push(bakeoff_bench::LaunchPhases::from_observed(
                 vmm_started(driver.phase_console(&inst).as_deref(), t0_wall),
                 console_s,
@@ -343,7 +351,14 @@ impl Runtime {
         let _ = driver.remove(&inst).await;
         let _ = self.state.remove(&inst.name);
         *current.lock().expect("not poisoned") = None;
-        let (ready, memory, load, guest, parts) = outcome?;
+        let RunFigures {
+            ready,
+            memory,
+            load,
+            guest,
+            parts,
+            translation,
+        } = outcome?;
         if lane.conditions.is_none() {
             lane.conditions = Some(conditions_for(&lane.image, &inst, &opts));
         }
@@ -356,6 +371,7 @@ impl Runtime {
                 lane.mem_parts.push(parts);
             }
             lane.loads.extend(load);
+            lane.translations.extend(translation);
         }
         Ok(())
     }
@@ -386,6 +402,7 @@ impl Runtime {
             loads,
             sweep,
             phases,
+            translations,
             mut notes,
             ..
         } = lane;
@@ -410,6 +427,18 @@ impl Runtime {
         }
         pr.sweep = sweep;
         pr.launch_phases = bakeoff_bench::phase_stats(&phases)?;
+        if !translations.is_empty() {
+            let of = |f: fn(&bakeoff_driver::vmm::Translation) -> u64| {
+                let v: Vec<f64> = translations.iter().map(|t| f(t) as f64).collect();
+                Stat::from_samples(&v)
+            };
+            pr.translation = Some(bakeoff_bench::TranslationStats {
+                blocks: of(|t| t.blocks)?,
+                code_bytes: of(|t| t.code_bytes)?,
+                capacity_bytes: of(|t| t.capacity_bytes)?,
+                flushes: of(|t| t.flushes)?,
+            });
+        }
         if platform == Platform::Qemu {
             notes.push(
                 "memory is the QEMU process's resident set (the VMM, its translation cache and \
@@ -465,6 +494,12 @@ impl Runtime {
         }
         // Launch-to-ready counts from the start request.
         let ready = t0.elapsed();
+        // What the launch translated, before the load translates more.
+        let translation = if warmup {
+            None
+        } else {
+            driver.translation(inst).await
+        };
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let memory = driver.memory_bytes(inst).await.ok().flatten();
         let load = if http && !warmup {
@@ -492,7 +527,14 @@ impl Runtime {
                 driver.memory_parts(inst).await,
             )
         };
-        Ok((ready, memory, load, guest, parts))
+        Ok(RunFigures {
+            ready,
+            memory,
+            load,
+            guest,
+            parts,
+            translation,
+        })
     }
 }
 

@@ -121,6 +121,37 @@ fn breakdowns(report: &Report) -> Vec<Breakdown> {
         });
     }
 
+    let translated: Vec<_> = report
+        .platforms
+        .iter()
+        .filter_map(|p| Some((p, p.translation.as_ref()?)))
+        .collect();
+    if !translated.is_empty() {
+        let head = ["platform", "blocks", "host code", "cache", "flushes"]
+            .map(String::from)
+            .to_vec();
+        let rows = translated
+            .iter()
+            .map(|(p, t)| {
+                let mut row = row_head(p);
+                row.push(format::count(t.blocks.median.round() as u64));
+                row.push(format::bytes(t.code_bytes.median));
+                row.push(format::bytes(t.capacity_bytes.median));
+                row.push(if t.flushes.min == t.flushes.max {
+                    format!("{}", t.flushes.median)
+                } else {
+                    format!("{} ({}–{})", t.flushes.median, t.flushes.min, t.flushes.max)
+                });
+                row
+            })
+            .collect();
+        out.push(Breakdown {
+            caption: "What the emulator had translated when the app first answered (medians over the runs; under emulation a boot's time goes mostly to translating the guest's code, and a flush empties the cache so that code is translated again):".into(),
+            head,
+            rows,
+        });
+    }
+
     let parted: Vec<_> = report
         .platforms
         .iter()
