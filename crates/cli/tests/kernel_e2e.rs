@@ -179,15 +179,19 @@ fn the_example_boots_the_minimal_kernel_and_debians_on_request() {
     ]);
     let body = wait_http(port, BOOT);
     assert!(body.contains("greeting=from-the-minimal-kernel"), "{body}");
-    // The VMM gives the minimal kernel its APIC timer's rate (Debian's kernel below: never).
+    // The VMM gives the minimal kernel its APIC timer's rate and the order from which it
+    // reports free memory (Debian's kernel below: neither), and offers free page reporting.
     let pids = qemu_pids(&name);
     assert_eq!(pids.len(), 1, "{pids:?}");
-    let cmd = std::fs::read(format!("/proc/{}/cmdline", pids[0])).unwrap();
+    let cmd =
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{}/cmdline", pids[0])).unwrap())
+            .replace('\0', " ");
+    assert!(cmd.contains(" lapic_timer_period=10000000"), "{cmd}");
     assert!(
-        String::from_utf8_lossy(&cmd).contains(" lapic_timer_period=10000000"),
-        "{}",
-        String::from_utf8_lossy(&cmd)
+        cmd.contains(" page_reporting.page_reporting_order=3"),
+        "{cmd}"
     );
+    assert!(cmd.contains(",free-page-reporting=on"), "{cmd}");
     let logs = env.ok(&["logs", &name]);
     for line in [
         "bakeoff-init: phase pid1 ",
@@ -226,8 +230,11 @@ fn the_example_boots_the_minimal_kernel_and_debians_on_request() {
     assert!(body.contains(&format!("host={name}")), "{body}");
     let pids = qemu_pids(&name);
     assert_eq!(pids.len(), 1, "{pids:?}");
-    let cmd = std::fs::read(format!("/proc/{}/cmdline", pids[0])).unwrap();
-    assert!(!String::from_utf8_lossy(&cmd).contains("lapic_timer_period"));
+    let cmd =
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{}/cmdline", pids[0])).unwrap())
+            .to_string();
+    assert!(!cmd.contains("lapic_timer_period"), "{cmd}");
+    assert!(!cmd.contains("page_reporting_order"), "{cmd}");
     env.ok(&["rm", "-f", &name]);
 
     // Below the floor: one sentence with the figure.

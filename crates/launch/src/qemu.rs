@@ -134,10 +134,17 @@ pub fn qemu_argv(c: &QemuConfig) -> Vec<String> {
         };
         push(&["-device", nic]);
     }
-    // The guest reports its own memory use through the balloon's statistics (read over QMP).
+    // The guest reports its own memory use through the balloon's statistics (read over QMP),
+    // and gives back the memory it freed (free page reporting: QEMU drops those pages).
     match c.machine {
-        Machine::Microvm => push(&["-device", "virtio-balloon-device,id=balloon0"]),
-        Machine::Q35 => push(&["-device", "virtio-balloon-pci,id=balloon0"]),
+        Machine::Microvm => push(&[
+            "-device",
+            "virtio-balloon-device,id=balloon0,free-page-reporting=on",
+        ]),
+        Machine::Q35 => push(&[
+            "-device",
+            "virtio-balloon-pci,id=balloon0,free-page-reporting=on",
+        ]),
     }
     if let Some(q) = &c.qmp_socket {
         push(&["-qmp", &format!("unix:{},server=on,wait=off", q.display())]);
