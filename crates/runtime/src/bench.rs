@@ -351,27 +351,20 @@ impl Runtime {
         let _ = driver.remove(&inst).await;
         let _ = self.state.remove(&inst.name);
         *current.lock().expect("not poisoned") = None;
-        let RunFigures {
-            ready,
-            memory,
-            load,
-            guest,
-            parts,
-            translation,
-        } = outcome?;
+        let figures = outcome?;
         if lane.conditions.is_none() {
             lane.conditions = Some(conditions_for(&lane.image, &inst, &opts));
         }
         if !warmup {
-            lane.ready_s.push(ready.as_secs_f64());
+            lane.ready_s.push(figures.ready.as_secs_f64());
             lane.host_ref.push(reference);
-            lane.mem.extend(memory.map(|m| m as f64));
-            lane.guest_mem.extend(guest.map(|g| g as f64));
-            if !parts.is_empty() {
-                lane.mem_parts.push(parts);
+            lane.mem.extend(figures.memory.map(|m| m as f64));
+            lane.guest_mem.extend(figures.guest.map(|g| g as f64));
+            if !figures.parts.is_empty() {
+                lane.mem_parts.push(figures.parts);
             }
-            lane.loads.extend(load);
-            lane.translations.extend(translation);
+            lane.loads.extend(figures.load);
+            lane.translations.extend(figures.translation);
         }
         Ok(())
     }
