@@ -363,16 +363,10 @@ impl Driver for QemuDriver {
         if !is_our_qemu(&h) {
             return None;
         }
-        let cmd = serde_json::json!({"execute": "human-monitor-command",
-            "arguments": {"command-line": "info jit"}});
-        tokio::task::spawn_blocking(move || {
-            let replies = qmp(&h.qmp, &[cmd]).ok()?;
-            let reply: serde_json::Value = serde_json::from_str(replies.last()?).ok()?;
-            vmm::parse_info_jit(reply["return"].as_str()?)
-        })
-        .await
-        .ok()
-        .flatten()
+        tokio::task::spawn_blocking(move || vmm::translation(&h.qmp))
+            .await
+            .ok()
+            .flatten()
     }
 
     async fn app_started(&self, inst: &Instance) -> bool {
