@@ -76,7 +76,9 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
         auto,
         metrics: a.metrics,
     };
-    if !adopted {
+    if adopted {
+        rt.adopt_reservation(&name)?;
+    } else {
         // Refusals the user should see at once, in one sentence, before anything starts.
         if a.platform.platform().is_some() {
             prepared.check(platform)?;

@@ -198,6 +198,17 @@ fn front_alive(pid: u32) -> bool {
     !zombie && String::from_utf8_lossy(&cmdline).contains("bakeoff")
 }
 
+/// When a live, non-zombie process started (clock ticks since boot, `/proc/PID/stat` field 22).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
+    // After the command: state (field 3) … starttime (field 22).
+    if rest.next()? == "Z" {
+        return None;
+    }
+    rest.nth(18)?.parse().ok()
+}
+
 impl Runtime {
     fn services_root(&self) -> PathBuf {
         self.state.root().join("services")
@@ -222,7 +233,10 @@ impl Runtime {
         bakeoff_spec::validate_name(name).is_ok() && self.service_dir(name).is_dir()
     }
 
-    /// Reserves a service name (its directory, created atomically, owner-only).
+    /// Reserves a service name (its directory, created atomically, owner-only), for this
+    /// process: `reserver` holds its pid until the record is written. A reservation whose
+    /// process died before writing the record held nothing else (no backend starts before the
+    /// record), so it is taken over here and pruned by `services`.
     pub fn reserve_service(&self, name: &str) -> Result<PathBuf, RuntimeError> {
         bakeoff_spec::validate_name(name)?;
         owner_only_dir(&self.services_root())?;
@@ -232,14 +246,64 @@ impl Runtime {
                 "an instance named `{name}` already exists; choose another --name"
             )));
         }
+        if self.abandoned_reservation(name) {
+            self.release_service(name);
+        }
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => Ok(dir),
+            Ok(()) => {
+                self.adopt_reservation(name)?;
+                Ok(dir)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(RuntimeError::Invalid(format!(
                     "a service named `{name}` already exists; choose another --name or remove it with `bakeoff rm -f {name}`"
                 )))
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Makes this process the holder of a reservation (a detached front takes it over from
+    /// the `serve -d` that made it).
+    pub fn adopt_reservation(&self, name: &str) -> Result<(), RuntimeError> {
+        let dir = self.service_dir(name);
+        if !dir.is_dir() {
+            return Err(RuntimeError::Invalid(format!(
+                "the reservation of service `{name}` is gone (its `serve -d` was killed)"
+            )));
+        }
+        let tmp = dir.join("reserver.tmp");
+        let pid = std::process::id();
+        let started = process_start(pid).unwrap_or(0);
+        fs_err::write(&tmp, format!("{pid} {started}"))?;
+        fs_err::rename(&tmp, dir.join("reserver"))?;
+        Ok(())
+    }
+
+    /// A service directory without a record whose reserving process is gone (or, for a
+    /// directory made in the instant before its reserver wrote its pid, older than 10 s).
+    fn abandoned_reservation(&self, name: &str) -> bool {
+        let dir = self.service_dir(name);
+        if !dir.is_dir() || dir.join("service.json").exists() {
+            return false;
+        }
+        match std::fs::read_to_string(dir.join("reserver")) {
+            // The pid and its start time, so that a recycled pid does not count as alive.
+            Ok(text) => {
+                let mut it = text.split_whitespace().map(str::parse::<u64>);
+                match (it.next(), it.next()) {
+                    (Some(Ok(pid)), Some(Ok(started))) => u32::try_from(pid)
+                        .ok()
+                        .and_then(process_start)
+                        .is_none_or(|now| now != started),
+                    _ => true,
+                }
+            }
+            Err(_) => std::fs::metadata(&dir)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(10)),
         }
     }
 
@@ -287,6 +351,10 @@ impl Runtime {
         for e in fs_err::read_dir(&root)? {
             let name = e?.file_name().to_string_lossy().into_owned();
             let Ok(record) = self.load_service(&name) else {
+                // Starting (its record comes in a moment), or abandoned before it had one.
+                if self.abandoned_reservation(&name) {
+                    self.release_service(&name);
+                }
                 continue;
             };
             let status = match record.status {

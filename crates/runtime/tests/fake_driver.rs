@@ -379,3 +379,35 @@ fn pick_target_takes_the_default_or_a_kind_the_platform_boots() {
         "qemu boots microvm images, not oci images"
     );
 }
+
+/// A `serve` SIGKILLed between reserving its name and writing its record left a directory that
+/// `ps` did not list and that blocked the name (seen once in CI's kill test).
+#[test]
+fn a_reservation_whose_serve_died_is_pruned_and_its_name_free_again() {
+    let s = setup(Script::default());
+    let dir = s.rt.reserve_service("svc").unwrap();
+    let reserver = std::fs::read_to_string(dir.join("reserver")).unwrap();
+    assert!(
+        reserver.starts_with(&format!("{} ", std::process::id())),
+        "{reserver}"
+    );
+    // Held by a live process: listed nowhere yet, but kept and refused to a second `serve`.
+    assert!(s.rt.services().unwrap().is_empty());
+    assert!(dir.is_dir());
+    let err = s.rt.reserve_service("svc").unwrap_err().to_string();
+    assert!(err.contains("already exists"), "{err}");
+    // Its reserver dies (a pid that has exited) before writing the record.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    std::fs::write(dir.join("reserver"), format!("{dead} 1")).unwrap();
+    assert!(s.rt.services().unwrap().is_empty());
+    assert!(!dir.exists(), "ps prunes the abandoned reservation");
+    // The name is free, even when no `ps` ran in between.
+    s.rt.reserve_service("svc").unwrap();
+    // Or a live pid with another start time: the pid was recycled.
+    let other = reserver.split(' ').next().unwrap();
+    std::fs::write(dir.join("reserver"), format!("{other} 1")).unwrap();
+    s.rt.reserve_service("svc").unwrap();
+    s.rt.release_service("svc");
+}
