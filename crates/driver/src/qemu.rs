@@ -240,12 +240,13 @@ impl Driver for QemuDriver {
                 vmm::kill_vmm(pid, &console);
                 return Err(e);
             }
+            vmm::page_out_read_once(pid, &argv);
             (argv, pid)
         } else {
             let argv = qemu_argv(&config);
             let pid = vmm::spawn_vmm(&qemu, &argv, dir, &console).await?;
             // The guest has printed: its firmware has copied the kernel and initrd in.
-            vmm::page_out_boot_files(pid, &argv);
+            vmm::page_out_read_once(pid, &argv);
             (argv, pid)
         };
         let h = QemuHandle {

@@ -663,7 +663,12 @@ fn conditions_for(image: &Image, inst: &Instance, opts: &RunOptions) -> Conditio
                 bakeoff_launch::qemu::Accel::Tcg => Accelerator::Tcg,
             };
             let mut c = Conditions::vm(accel, &image.digest);
-            c.vmm_flags = handle.vmm_argv().map(<[_]>::to_vec).unwrap_or_default();
+            // Its environment first, as a shell would write it.
+            c.vmm_flags = bakeoff_driver::vmm::VMM_ENV
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .chain(handle.vmm_argv().unwrap_or_default().iter().cloned())
+                .collect();
             // Which kernel booted: version, config hash and size (issue 14).
             c.kernel = image.details.kernel_version.as_ref().map(|v| {
                 let config = image.details.kernel_config.as_deref().unwrap_or("unknown");
