@@ -387,6 +387,7 @@ fn push(app: &str, reference: &str, json: bool) -> Result<i32> {
 
 async fn ps(json: bool) -> Result<i32> {
     let rt = Runtime::from_env();
+    rt.forget_abandoned_services();
     let services = rt.services()?;
     let mut windows = Vec::new();
     for s in &services {

@@ -9,8 +9,8 @@
 //! - a VMM process (QEMU, Firecracker) whose instance directory has no record;
 //! - a reservation whose start was interrupted before it wrote a record (its process is gone);
 //! - a service whose front process is gone (removed with every backend it started), or a
-//!   service name reserved by a `serve` killed before it wrote its record (older than
-//!   [`bakeoff_state::UNRECORDED_AFTER`]);
+//!   service name reserved by a `serve` killed before it wrote its record (its process is gone;
+//!   `ps` forgets these too);
 //! - build scratch `tmp/work-<pid>-*` of a build that no longer runs, kernel unpack
 //!   directories `kernels/.unpack-*` and half-made warm-start snapshots `snapshots/.making-*`
 //!   that no process uses.
@@ -156,10 +156,7 @@ impl Runtime {
             for e in entries.flatten() {
                 let dir = e.path();
                 let name = e.file_name().to_string_lossy().into_owned();
-                if bakeoff_spec::validate_name(&name).is_ok()
-                    && !dir.join("service.json").exists()
-                    && older_than(&dir, bakeoff_state::UNRECORDED_AFTER)
-                {
+                if bakeoff_spec::validate_name(&name).is_ok() && self.abandoned_reservation(&name) {
                     let error = if dry_run {
                         None
                     } else {

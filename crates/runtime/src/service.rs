@@ -198,17 +198,6 @@ fn front_alive(pid: u32) -> bool {
     !zombie && String::from_utf8_lossy(&cmdline).contains("bakeoff")
 }
 
-/// When a live, non-zombie process started (clock ticks since boot, `/proc/PID/stat` field 22).
-fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
-    // After the command: state (field 3) … starttime (field 22).
-    if rest.next()? == "Z" {
-        return None;
-    }
-    rest.nth(18)?.parse().ok()
-}
-
 impl Runtime {
     fn services_root(&self) -> PathBuf {
         self.state.root().join("services")
@@ -234,7 +223,7 @@ impl Runtime {
     }
 
     /// Reserves a service name (its directory, created atomically, owner-only), for this
-    /// process: `reserver` holds its pid until the record is written. A reservation whose
+    /// process, named in the directory's owner file as an instance reservation is. A reservation whose
     /// process died before writing the record held nothing else (no backend starts before the
     /// record), so it is taken over here and pruned by `services`.
     pub fn reserve_service(&self, name: &str) -> Result<PathBuf, RuntimeError> {
@@ -272,39 +261,31 @@ impl Runtime {
                 "the reservation of service `{name}` is gone (its `serve -d` was killed)"
             )));
         }
-        let tmp = dir.join("reserver.tmp");
-        let pid = std::process::id();
-        let started = process_start(pid).unwrap_or(0);
-        fs_err::write(&tmp, format!("{pid} {started}"))?;
-        fs_err::rename(&tmp, dir.join("reserver"))?;
+        bakeoff_state::claim_reservation(&dir)?;
         Ok(())
     }
 
-    /// A service directory without a record whose reserving process is gone (or, for a
-    /// directory made in the instant before its reserver wrote its pid, older than 10 s).
-    fn abandoned_reservation(&self, name: &str) -> bool {
-        let dir = self.service_dir(name);
-        if !dir.is_dir() || dir.join("service.json").exists() {
-            return false;
-        }
-        match std::fs::read_to_string(dir.join("reserver")) {
-            // The pid and its start time, so that a recycled pid does not count as alive.
-            Ok(text) => {
-                let mut it = text.split_whitespace().map(str::parse::<u64>);
-                match (it.next(), it.next()) {
-                    (Some(Ok(pid)), Some(Ok(started))) => u32::try_from(pid)
-                        .ok()
-                        .and_then(process_start)
-                        .is_none_or(|now| now != started),
-                    _ => true,
-                }
-            }
-            Err(_) => std::fs::metadata(&dir)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > Duration::from_secs(10)),
-        }
+    /// A service directory without a record whose reserving process is gone.
+    pub fn abandoned_reservation(&self, name: &str) -> bool {
+        bakeoff_state::stale_reservation_of(&self.service_dir(name), "service.json")
+    }
+
+    /// Removes the reservations of `serve`s killed before they wrote a record (they hold
+    /// nothing: no backend starts before the record), so that `ps` lists every service
+    /// directory there is. Returns their names.
+    pub fn forget_abandoned_services(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.services_root()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| {
+                bakeoff_spec::validate_name(name).is_ok()
+                    && self.abandoned_reservation(name)
+                    && std::fs::remove_dir_all(self.service_dir(name)).is_ok()
+            })
+            .collect()
     }
 
     /// Frees a reservation whose service never started.
@@ -350,11 +331,9 @@ impl Runtime {
         let mut out = Vec::new();
         for e in fs_err::read_dir(&root)? {
             let name = e?.file_name().to_string_lossy().into_owned();
+            // Without a record: starting (it comes in a moment), or abandoned before it had
+            // one (see `forget_abandoned_services`).
             let Ok(record) = self.load_service(&name) else {
-                // Starting (its record comes in a moment), or abandoned before it had one.
-                if self.abandoned_reservation(&name) {
-                    self.release_service(&name);
-                }
                 continue;
             };
             let status = match record.status {

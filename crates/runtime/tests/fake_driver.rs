@@ -386,13 +386,14 @@ fn pick_target_takes_the_default_or_a_kind_the_platform_boots() {
 fn a_reservation_whose_serve_died_is_pruned_and_its_name_free_again() {
     let s = setup(Script::default());
     let dir = s.rt.reserve_service("svc").unwrap();
-    let reserver = std::fs::read_to_string(dir.join("reserver")).unwrap();
+    let reserver = std::fs::read_to_string(dir.join("reserved-by")).unwrap();
     assert!(
         reserver.starts_with(&format!("{} ", std::process::id())),
         "{reserver}"
     );
     // Held by a live process: listed nowhere yet, but kept and refused to a second `serve`.
     assert!(s.rt.services().unwrap().is_empty());
+    assert!(s.rt.forget_abandoned_services().is_empty());
     assert!(dir.is_dir());
     let err = s.rt.reserve_service("svc").unwrap_err().to_string();
     assert!(err.contains("already exists"), "{err}");
@@ -400,14 +401,17 @@ fn a_reservation_whose_serve_died_is_pruned_and_its_name_free_again() {
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let dead = child.id();
     child.wait().unwrap();
-    std::fs::write(dir.join("reserver"), format!("{dead} 1")).unwrap();
+    std::fs::write(dir.join("reserved-by"), format!("{dead} 1")).unwrap();
+    assert!(s.rt.abandoned_reservation("svc"));
     assert!(s.rt.services().unwrap().is_empty());
-    assert!(!dir.exists(), "ps prunes the abandoned reservation");
+    assert!(dir.exists(), "listing services changes nothing");
+    assert_eq!(s.rt.forget_abandoned_services(), ["svc"]);
+    assert!(!dir.exists(), "ps forgets the abandoned reservation");
     // The name is free, even when no `ps` ran in between.
     s.rt.reserve_service("svc").unwrap();
     // Or a live pid with another start time: the pid was recycled.
     let other = reserver.split(' ').next().unwrap();
-    std::fs::write(dir.join("reserver"), format!("{other} 1")).unwrap();
+    std::fs::write(dir.join("reserved-by"), format!("{other} 1")).unwrap();
     s.rt.reserve_service("svc").unwrap();
     s.rt.release_service("svc");
 }

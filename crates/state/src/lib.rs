@@ -199,11 +199,26 @@ fn process_identity(pid: u32) -> Option<String> {
     Some(format!("{pid} {}", fields.get(19)?))
 }
 
+/// Makes this process the owner of the reservation `dir` (a detached `serve` hands its
+/// reservation to the front it starts).
+pub fn claim_reservation(dir: &Path) -> std::io::Result<()> {
+    if let Some(me) = process_identity(std::process::id()) {
+        write_private(&dir.join(OWNER_FILE), me.as_bytes())?;
+    }
+    Ok(())
+}
+
 /// True when `dir` is a reservation without a record whose start cannot still be under way:
 /// the process named in its owner file is gone, or (no owner file) it is older than
 /// [`UNRECORDED_AFTER`].
 fn stale_reservation(dir: &Path) -> bool {
-    if dir.join("instance.json").exists() {
+    stale_reservation_of(dir, "instance.json")
+}
+
+/// [`stale_reservation`] for a reservation whose record is the file `record` (a service's
+/// `service.json`).
+pub fn stale_reservation_of(dir: &Path, record: &str) -> bool {
+    if !dir.is_dir() || dir.join(record).exists() {
         return false;
     }
     match std::fs::read_to_string(dir.join(OWNER_FILE)) {
@@ -280,9 +295,7 @@ impl StateDir {
         let dir = self.instance_dir(name);
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {
-                if let Some(me) = process_identity(std::process::id()) {
-                    write_private(&dir.join(OWNER_FILE), me.as_bytes())?;
-                }
+                claim_reservation(&dir)?;
                 Ok(dir)
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
