@@ -11,6 +11,17 @@ use common::*;
 
 const BOOT: Duration = Duration::from_secs(120);
 
+/// Held by each test of this file while a QEMU of its own runs. QEMU gives back only the pages
+/// no other process maps; a page another test's QEMU shared at that moment stays, and is this
+/// QEMU's alone once the other exits, so the test that measures them runs its VM by itself.
+static ONE_VM_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_vm_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_VM_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The minimal kernel in the shared test cache; None (skip) when it is not built, which fails
 /// under BAKEOFF_REQUIRE_ENGINES=1 (scripts/test.sh builds it first).
 fn minimal_or_skip(test: &str) -> Option<bakeoff_guest::MinimalKernel> {
@@ -116,6 +127,7 @@ fn the_minimal_kernel_takes_its_apic_timer_rate_from_the_command_line() {
         console_socket: None,
         incoming: None,
     });
+    let _alone = one_vm_at_a_time();
     let mut qemu = std::process::Command::new("qemu-system-x86_64")
         .args(&argv)
         .stdout(std::process::Stdio::null())
@@ -147,6 +159,7 @@ fn the_example_boots_the_minimal_kernel_and_debians_on_request() {
         return;
     };
     let env = Env::new();
+    let _alone = one_vm_at_a_time();
     let shown = env.ok(&["kernel", "show", "examples/hello"]);
     assert!(
         shown.contains(&format!("kernel: minimal {}", k.kernel.version)),
@@ -281,6 +294,7 @@ fn a_tcp_app_is_ready_when_it_listens_in_the_vm() {
     }
     let env = Env::new();
     let app = tcp_hello(&env);
+    let _alone = one_vm_at_a_time();
     let port = free_port();
     let name = format!("e2e-kernel-tcp-{port}");
     let out = env.run(&[

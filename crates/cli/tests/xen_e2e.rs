@@ -50,6 +50,10 @@ fn dom0(host: &XenHost, cmd: &str, limit: Duration) -> (i32, String) {
 
 fn dom0_ok(host: &XenHost, cmd: &str, limit: Duration) -> String {
     let (code, out) = dom0(host, cmd, limit);
+    if code != 0 {
+        // What Xen said, for a domain that ended unexpectedly.
+        dom0(host, "xl dmesg | tail -n 80", limit);
+    }
     assert_eq!(code, 0, "dom0 `{cmd}` failed: {out}");
     out
 }
@@ -294,13 +298,21 @@ fn the_example_runs_as_a_pvh_domain_on_nested_xen() {
     // bench inside the nested host: the report says where its figures come from. (`--port`:
     // the observation run needs util-linux's `unshare`, which dom0's busybox does not match.)
     let out_dir = "/tmp/bench-xen";
-    dom0_ok(
-        &host,
-        &format!(
-            "bakeoff bench /apps/hello --port 8080 --on xen --kernel {kernel} --runs 1 --duration 2 --connections 4 --ready-timeout 400 --out {out_dir} >/tmp/bench.log 2>&1; rc=$?; tail -n 30 /tmp/bench.log; exit $rc"
-        ),
-        Duration::from_secs(600),
+    let bench = format!(
+        "bakeoff bench /apps/hello --port 8080 --on xen --kernel {kernel} --runs 1 --duration 2 --connections 4 --ready-timeout 400 --out {out_dir} >/tmp/bench.log 2>&1; rc=$?; tail -n 30 /tmp/bench.log; exit $rc"
     );
+    let (code, out) = dom0(&host, &bench, Duration::from_secs(600));
+    if code != 0 && out.contains("the domain ended without an exit status") {
+        // Seen once in about thirty domain boots of this nested host (Xen under QEMU's
+        // emulated SVM): the guest rebooted right after PID 1 started, Xen printed a register
+        // dump taken in its own context. bakeoff reported it as it should; the bench is given
+        // one more go, and says so.
+        dom0(&host, "xl dmesg | tail -n 80", Duration::from_secs(60));
+        eprintln!("RETRIED the bench once: a domain of the nested host died (above)");
+        dom0_ok(&host, &bench, Duration::from_secs(600));
+    } else {
+        assert_eq!(code, 0, "dom0 `{bench}` failed: {out}");
+    }
     let report = dom0_ok(
         &host,
         &format!("cat {}", sh_quote(&format!("{out_dir}/report.json"))),

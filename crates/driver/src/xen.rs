@@ -142,6 +142,23 @@ fn console_text(h: &XenHandle) -> String {
 /// Where `xl create` logs a domain's life (`xl-NAME.log`: how and why it shut down).
 const XL_LOG_DIR: &str = "/var/log/xen";
 
+/// Xen's last report in `dmesg` (`xl dmesg`): from two lines before its last dump header
+/// (`----[ Xen-…`, preceded by what made Xen print it: a crashed domain, a warning) to the end,
+/// within the last 40 lines; the last 6 lines when there is no dump among them.
+fn xen_last_report(dmesg: &str) -> String {
+    let lines: Vec<&str> = dmesg
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let recent = &lines[lines.len().saturating_sub(40)..];
+    let start = match recent.iter().rposition(|l| l.contains("----[ Xen-")) {
+        Some(header) => header.saturating_sub(2),
+        None => recent.len().saturating_sub(6),
+    };
+    recent[start..].join("\n")
+}
+
 fn or_nothing(text: &str) -> &str {
     if text.trim().is_empty() {
         "(nothing)"
@@ -503,7 +520,7 @@ impl Driver for XenDriver {
         (no_status && !domain_exists(&h.domain)).then(|| {
             let xl_log = vmm::tail(&Path::new(XL_LOG_DIR).join(format!("xl-{}.log", h.domain)), 6);
             let dmesg = xl(&["dmesg"]).unwrap_or_default();
-            let xen_log = vmm::last_lines(&dmesg, 6);
+            let xen_log = xen_last_report(&dmesg);
             format!(
                 "the domain ended without an exit status; xl's log of it:\n{}\nXen's last messages:\n{}",
                 or_nothing(&xl_log),
@@ -525,6 +542,28 @@ mod tests {
             "(XEN) two\n(XEN) d3v0 Triple fault"
         );
         assert_eq!(vmm::last_lines("", 6), "");
+        // A register dump is shown whole, with the lines that say why Xen printed it.
+        let mut dmesg = String::from("(XEN) boot\n");
+        for i in 0..50 {
+            dmesg.push_str(&format!("(XEN) earlier {i}\n"));
+        }
+        dmesg.push_str("(XEN) d4v0 Unhandled page fault\n(XEN) Xen WARN at x.c:1\n(XEN) ----[ Xen-4.17.7  x86_64  debug=n ]----\n");
+        for r in ["rax", "rbx", "cr0", "cr3", "ds", "fsb", "gsb", "r9"] {
+            dmesg.push_str(&format!("(XEN) {r}: 0\n"));
+        }
+        let report = xen_last_report(&dmesg);
+        assert!(
+            report.starts_with("(XEN) d4v0 Unhandled page fault\n(XEN) Xen WARN"),
+            "{report}"
+        );
+        assert!(report.ends_with("(XEN) r9: 0"), "{report}");
+        assert_eq!(report.lines().count(), 11);
+        let without_dump = &dmesg[..dmesg.find("(XEN) d4v0").unwrap()];
+        assert_eq!(
+            xen_last_report(without_dump),
+            vmm::last_lines(without_dump, 6)
+        );
+        assert_eq!(xen_last_report(""), "");
         assert_eq!(or_nothing(""), "(nothing)");
         assert_eq!(or_nothing("x"), "x");
     }

@@ -258,9 +258,10 @@ impl Runtime {
     }
 
     /// Where the last push of an artifact is recorded (`export --format k8s` takes its
-    /// references from there).
+    /// references from there). In the state directory, not the cache: a push is something
+    /// this user did, not a content-addressed build product another user of the cache shares.
     fn push_record(&self, artifact_id: &str) -> PathBuf {
-        self.cache
+        self.state
             .root()
             .join("pushed")
             .join(format!("{artifact_id}.json"))
