@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 /// The frequency of the local APIC's timer in a QEMU guest, TCG or KVM: 1 GHz (QEMU's
 /// APIC_BUS_CYCLE_NS is 1 ns, as is KVM's). A guest kernel's own calibration on QEMU 7.2 here
 /// measured 999.8 MHz. Divided by the kernel's HZ, it is `lapic_timer_period=`.
+pub const APIC_BUS_HZ: u64 = 1_000_000_000;
+
 /// The CPU model under TCG: x86-64-v2 (see [`qemu_argv`]).
 pub const TCG_CPU: &str = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt";
-
-pub const APIC_BUS_HZ: u64 = 1_000_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
