@@ -68,9 +68,11 @@ fn boot_and_run() -> Result<Exit, String> {
     // runs (PID 1 would otherwise drop it). The app's process unblocks them before exec.
     let sigfd = sys::block_into_signalfd(&[sys::SIGCHLD, sys::SIGTERM, sys::SIGINT, sys::SIGHUP])
         .map_err(|e| format!("cannot set up signal handling: {}", sys::describe(&e)))?;
+    // The kernel's boot ends here; mounting the API file systems is PID 1's own work, counted
+    // in the next phase (`network`).
+    watch::report(bakeoff_init::phases::Phase::Pid1);
     mount_api_filesystems()?;
     sys::disable_ctrl_alt_del();
-    watch::report(bakeoff_init::phases::Phase::Pid1);
 
     let cmdline = fs::read_to_string("/proc/cmdline")
         .map_err(|e| format!("cannot read /proc/cmdline: {}", sys::describe(&e)))?;

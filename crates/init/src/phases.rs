@@ -17,13 +17,13 @@ use crate::LOG_PREFIX;
 /// One phase of a microVM launch, as seen inside the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// PID 1 started (the kernel finished booting).
+    /// PID 1 started (the kernel finished booting): its first line, before it mounts anything.
     Pid1,
     /// A warm start: PID 1 of a guest restored from a snapshot got its run's values. Its time
     /// is 0, and every later phase of that guest counts from it (the guest's clock went on
     /// from the snapshot's boot).
     Resumed,
-    /// `eth0` configured.
+    /// `eth0` configured (after PID 1 mounted the API file systems and loaded any modules).
     Network,
     /// The app's process started.
     App,
