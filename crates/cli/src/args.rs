@@ -156,7 +156,7 @@ pub struct RunArgs {
     /// Publish a port: [IP:]HOST:GUEST (IP defaults to 127.0.0.1).
     #[arg(short = 'p', long = "publish", value_parser = |s: &str| parse_publish(s).map_err(|e| e.to_string()))]
     pub publish: Vec<PortMapping>,
-    /// Set an environment variable: KEY=VALUE.
+    /// Name the instance (default: the app's name and a number, `<app>-N`).
     #[arg(long)]
     pub name: Option<String>,
     /// Run in the background and print the instance name.
@@ -189,11 +189,13 @@ pub struct RunArgs {
 /// What every launch of the app takes: env, resources, kernel, args (`run`, `serve`, `export`).
 #[derive(Args, Debug)]
 pub struct AppOptions {
+    /// Set an environment variable for the app: KEY=VALUE (repeatable).
     #[arg(short = 'e', long = "env", value_parser = |s: &str| parse_env(s).map_err(|e| e.to_string()))]
     pub env: Vec<(String, String)>,
     /// Memory limit, e.g. 128M.
     #[arg(short = 'm', long, value_parser = |s: &str| parse_memory(s).map_err(|e| e.to_string()))]
     pub memory: Option<u64>,
+    /// CPU limit, e.g. 1.5 (a VM gets that many vCPUs, rounded up).
     #[arg(long, value_parser = |s: &str| parse_cpus(s).map_err(|e| e.to_string()))]
     pub cpus: Option<f64>,
     /// Guest kernel for VM platforms: `minimal`, `debian` or a bzImage/vmlinux path.
