@@ -168,7 +168,7 @@ impl Driver for QemuDriver {
         let minimal_hz = image.details.kernel_timer_hz.filter(|hz| *hz > 0);
         let cmdline = kernel_cmdline(&KernelCmdline {
             microvm: machine == Machine::Microvm,
-            tsc_khz: vmm::host_tsc_khz(),
+            tsc_khz: vmm::host_tsc_khz_cached(self.options.cache_dir.as_deref()),
             lapic_timer_period: minimal_hz
                 .map(|hz| (bakeoff_launch::qemu::APIC_BUS_HZ / u64::from(hz)) as u32),
             // Free memory goes back from 32 KiB blocks up (by hand, order 0 gave back no more).

@@ -743,6 +743,39 @@ pub fn host_tsc_khz() -> Option<u32> {
     })
 }
 
+/// [`host_tsc_khz`], kept in `cache_dir` for the rest of the host's boot: a `bakeoff run` is one
+/// process per launch, and measuring took 30 ms of each before QEMU started. The file holds the
+/// host's boot id and the rate; another boot, or a file that does not parse, measures anew.
+pub fn host_tsc_khz_cached(cache_dir: Option<&Path>) -> Option<u32> {
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok();
+    let (Some(dir), Some(boot_id)) = (cache_dir, boot_id.as_deref().map(str::trim)) else {
+        return host_tsc_khz();
+    };
+    let file = dir.join("host-tsc");
+    if let Some(khz) = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|text| cached_tsc_khz(&text, boot_id))
+    {
+        return Some(khz);
+    }
+    let khz = host_tsc_khz()?;
+    // Best effort, written whole or not at all: a failed write only means measuring next time.
+    let tmp = dir.join(format!(".host-tsc.{}", std::process::id()));
+    if std::fs::write(&tmp, format!("{boot_id} {khz}\n")).is_ok()
+        && std::fs::rename(&tmp, &file).is_err()
+    {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Some(khz)
+}
+
+/// The rate in a `host-tsc` file's text if it was measured in the boot `boot_id` and is plausible.
+fn cached_tsc_khz(text: &str, boot_id: &str) -> Option<u32> {
+    let (id, khz) = text.trim().split_once(' ')?;
+    let khz: u32 = khz.parse().ok()?;
+    (id == boot_id && (100_000..20_000_000).contains(&khz)).then_some(khz)
+}
+
 fn has_constant_tsc(cpuinfo: &str) -> bool {
     cpuinfo
         .lines()
@@ -831,6 +864,52 @@ mod tests {
         ));
         assert!(!has_constant_tsc("flags\t\t: fpu tsc\n"));
         assert!(!has_constant_tsc(""));
+    }
+
+    #[test]
+    fn a_cached_tsc_rate_counts_only_for_its_boot() {
+        assert_eq!(cached_tsc_khz("abc-1 2595717\n", "abc-1"), Some(2_595_717));
+        assert_eq!(cached_tsc_khz("abc-1 2595717\n", "abc-2"), None);
+        for bad in [
+            "",
+            "abc-1",
+            "abc-1 ",
+            "abc-1 x",
+            "abc-1 -5",
+            "abc-1 12",
+            "abc-1 99999999999",
+        ] {
+            assert_eq!(cached_tsc_khz(bad, "abc-1"), None, "{bad:?}");
+        }
+        proptest::proptest!(|(text in "\\PC{0,40}")| {
+            let _ = cached_tsc_khz(&text, "abc-1");
+        });
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_tsc_rate_is_kept_for_the_hosts_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(a) = host_tsc_khz_cached(Some(dir.path())) else {
+            assert!(
+                std::env::var("BAKEOFF_REQUIRE_ENGINES").as_deref() != Ok("1"),
+                "this host has no constant_tsc"
+            );
+            eprintln!("skipping: this host has no constant_tsc");
+            return;
+        };
+        let kept = std::fs::read_to_string(dir.path().join("host-tsc")).unwrap();
+        assert!(kept.ends_with(&format!(" {a}\n")), "{kept}");
+        // Another boot's value is not taken; this boot's is, as written.
+        std::fs::write(dir.path().join("host-tsc"), "another-boot 1000000\n").unwrap();
+        assert_eq!(host_tsc_khz_cached(Some(dir.path())), Some(a));
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        std::fs::write(
+            dir.path().join("host-tsc"),
+            format!("{} 1000000\n", boot_id.trim()),
+        )
+        .unwrap();
+        assert_eq!(host_tsc_khz_cached(Some(dir.path())), Some(1_000_000));
     }
 
     #[cfg(target_arch = "x86_64")]
