@@ -15,17 +15,6 @@ use crate::verbs::Progress;
 /// Set in a detached front's environment: the parent has reserved the name already.
 const ADOPT: &str = "BAKEOFF_SERVICE_ADOPT";
 
-async fn terminated() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        _ = hup.recv() => {}
-    }
-}
-
 pub async fn serve(a: ServeArgs) -> Result<i32> {
     let adopted = std::env::var_os(ADOPT).is_some();
     let progress = Progress::new();
@@ -95,7 +84,8 @@ pub async fn serve(a: ServeArgs) -> Result<i32> {
         }
     }
     let rt = rt.with_progress(|m| eprintln!("bakeoff: {m}"));
-    rt.serve(prepared, spec, terminated()).await?;
+    rt.serve(prepared, spec, crate::verbs::any_stop_signal())
+        .await?;
     Ok(0)
 }
 

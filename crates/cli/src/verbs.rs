@@ -107,6 +107,13 @@ async fn ctrl_c() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Resolves on SIGINT, SIGTERM or SIGHUP: work that holds instances (a bench, a service's
+/// front) removes them for any of the three, not only for Ctrl-C (`kill`, `timeout`, a closed
+/// terminal).
+pub(crate) async fn any_stop_signal() {
+    stop_signal(&std::sync::atomic::AtomicI32::new(0)).await
+}
+
 /// Resolves on SIGINT, SIGTERM or SIGHUP and records which one in `got` (a foreground `run`
 /// stops its instance for any of them, then exits 128 + the signal number, as shells expect).
 async fn stop_signal(got: &std::sync::atomic::AtomicI32) {
@@ -313,7 +320,7 @@ async fn bench(b: BenchCli) -> Result<i32> {
     let mut options = driver_options(b.accel, None);
     options.qemu.warm = b.warm;
     let rt = runtime_with_lines().with_options(options);
-    let report = match rt.bench(&prepared, &config, ctrl_c()).await? {
+    let report = match rt.bench(&prepared, &config, any_stop_signal()).await? {
         BenchOutcome::Done(r) => r,
         BenchOutcome::Interrupted => {
             bail!("the bench was interrupted; every instance it started has been removed")

@@ -132,8 +132,10 @@ impl Runtime {
         // per round, the order reversed every other round (A B, B A, ...). A slow spell of the
         // host (itself a VM here, whose speed drifts over minutes) then lands on every platform
         // alike instead of on whichever ran in it, so the ratios hold from one bench to the next.
-        // The instance being measured, so an interruption can remove it.
-        let current: Mutex<Option<Instance>> = Mutex::new(None);
+        // The name of the instance being started or measured, so an interruption can remove
+        // it: one caught while its start is under way has a record ("intent before effect") or
+        // a bare reservation by then, and `remove` takes either.
+        let current: Mutex<Option<String>> = Mutex::new(None);
         let run_all = async {
             let mut lanes = Vec::new();
             for &platform in &platforms {
@@ -157,11 +159,12 @@ impl Runtime {
             _ = interrupt => None,
         };
         let Some(lanes) = lanes else {
-            let inst = current.lock().expect("not poisoned").take();
-            if let Some(inst) = inst {
-                self.say(&format!("interrupted; removing {}", inst.name));
-                let _ = self.driver(inst.platform).remove(&inst).await;
-                let _ = self.state.remove(&inst.name);
+            let name = current.lock().expect("not poisoned").take();
+            if let Some(name) = name {
+                self.say(&format!("interrupted; removing {name}"));
+                if let Err(e) = self.remove(&name, true).await {
+                    self.say(&format!("could not remove {name}: {}", error_chain(&e)));
+                }
             }
             return Ok(BenchOutcome::Interrupted);
         };
@@ -275,7 +278,7 @@ impl Runtime {
         config: &BenchConfig,
         lane: &mut Lane,
         run: u32,
-        current: &Mutex<Option<Instance>>,
+        current: &Mutex<Option<String>>,
     ) -> Result<(), RuntimeError> {
         let plan = &prepared.plan;
         let (platform, driver, http) = (lane.platform, &*lane.driver, lane.http);
@@ -317,12 +320,18 @@ impl Runtime {
         let reference = tokio::task::spawn_blocking(bakeoff_bench::reference_seconds)
             .await
             .map_err(|e| std::io::Error::other(format!("timing the host reference: {e}")))?;
+        *current.lock().expect("not poisoned") = opts.name.clone();
         let (t0, t0_wall) = (Instant::now(), std::time::SystemTime::now());
-        let inst = self
-            .start(plan, &lane.image, platform, opts.clone())
-            .await?;
+        let started = self.start(plan, &lane.image, platform, opts.clone()).await;
+        let inst = match started {
+            Ok(inst) => inst,
+            Err(e) => {
+                // A failed start removes what it began.
+                *current.lock().expect("not poisoned") = None;
+                return Err(e);
+            }
+        };
         let console_s = t0.elapsed().as_secs_f64();
-        *current.lock().expect("not poisoned") = Some(inst.clone());
         let watch = driver
             .phase_console(&inst)
             .map(|console| PhaseWatch::spawn(console, t0));

@@ -21,6 +21,8 @@ struct Script {
     crash: bool,
     /// Starts but never listens.
     deaf: bool,
+    /// Creates the instance, then never returns from `start` (an engine that hangs).
+    hang_start: bool,
 }
 
 #[derive(Default)]
@@ -45,10 +47,21 @@ impl Driver for Fake {
             None => Ok(()),
         }
     }
+    fn intent(&self, req: &StartRequest<'_>) -> Option<Handle> {
+        Some(fake_handle(req.name))
+    }
     async fn start(&self, req: StartRequest<'_>) -> Result<Handle, DriverError> {
         let script = self.0.lock().unwrap().script.clone();
         if script.fail_start {
             return Err(DriverError::Unavailable("the fake engine refused".into()));
+        }
+        if script.hang_start {
+            self.0
+                .lock()
+                .unwrap()
+                .running
+                .insert(req.name.to_string(), (Status::Running, None));
+            return std::future::pending().await;
         }
         let status = if script.crash {
             Status::Exited { code: Some(3) }
@@ -86,11 +99,7 @@ impl Driver for Fake {
             .unwrap()
             .running
             .insert(req.name.to_string(), (status, task));
-        Ok(Handle::Docker(DockerHandle {
-            container_id: format!("fake-{}", req.name),
-            container_name: req.name.to_string(),
-            image: "fake".into(),
-        }))
+        Ok(fake_handle(req.name))
     }
     async fn status(&self, inst: &Instance) -> Result<Status, DriverError> {
         Ok(self
@@ -127,6 +136,14 @@ impl Driver for Fake {
     async fn memory_bytes(&self, _: &Instance) -> Result<Option<u64>, DriverError> {
         Ok(Some(1 << 20))
     }
+}
+
+fn fake_handle(name: &str) -> Handle {
+    Handle::Docker(DockerHandle {
+        container_id: format!("fake-{name}"),
+        container_name: name.to_string(),
+        image: "fake".into(),
+    })
 }
 
 struct Setup {
@@ -414,4 +431,57 @@ fn a_reservation_whose_serve_died_is_pruned_and_its_name_free_again() {
     std::fs::write(dir.join("reserved-by"), format!("{other} 1")).unwrap();
     s.rt.reserve_service("svc").unwrap();
     s.rt.release_service("svc");
+}
+
+#[tokio::test]
+async fn a_bench_interrupted_while_an_instance_starts_removes_it() {
+    let s = setup(Script {
+        hang_start: true,
+        ..Default::default()
+    });
+    let prepared = s.rt.prepare(&hello()).unwrap();
+    let config = bakeoff_runtime::BenchConfig {
+        platforms: Some(vec![Platform::Docker]),
+        runs: 1,
+        shape: Default::default(),
+        policy: Default::default(),
+        memory: None,
+        cpus: None,
+        ready_timeout: Duration::from_secs(30),
+        sweep: None,
+        slo: Default::default(),
+        env: Vec::new(),
+        args: Vec::new(),
+        publish: Vec::new(),
+        kernel: None,
+    };
+    // The interruption (SIGTERM in the CLI) comes once the engine has made the instance and
+    // while its start has not returned.
+    let world = s.world.clone();
+    let interrupt = async move {
+        for _ in 0..3000 {
+            if !world.lock().unwrap().running.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the bench never started an instance");
+    };
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        s.rt.bench(&prepared, &config, interrupt),
+    )
+    .await
+    .expect("the interrupted bench returned")
+    .unwrap();
+    assert!(matches!(
+        outcome,
+        bakeoff_runtime::BenchOutcome::Interrupted
+    ));
+    let w = s.world.lock().unwrap();
+    assert!(w.running.is_empty(), "left running: {:?}", w.running.keys());
+    assert_eq!(w.removed.len(), 1, "removed: {:?}", w.removed);
+    assert!(w.removed[0].starts_with("bench-"), "{:?}", w.removed);
+    drop(w);
+    assert!(s.rt.state().list().unwrap().is_empty(), "a record was left");
 }
