@@ -149,6 +149,10 @@ pub trait Driver: Send + Sync {
     /// Removes everything the engine holds for the instance. Already gone is fine.
     async fn remove(&self, inst: &Instance) -> Result<(), DriverError>;
 
+    /// Called once the app has answered its first probe: a VMM gives back what only its start
+    /// needed (see [`vmm::page_out_code`]). Best effort; nothing to do elsewhere.
+    async fn app_ready(&self, _inst: &Instance) {}
+
     /// Memory used on the host by the instance (cgroup usage, VMM RSS), when known.
     async fn memory_bytes(&self, inst: &Instance) -> Result<Option<u64>, DriverError>;
 

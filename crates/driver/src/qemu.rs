@@ -334,6 +334,14 @@ impl Driver for QemuDriver {
         Ok(vmm::vmm_rss(h.pid))
     }
 
+    async fn app_ready(&self, inst: &Instance) {
+        if let Ok(h) = handle(inst) {
+            if is_our_qemu(&h) {
+                vmm::page_out_code(h.pid);
+            }
+        }
+    }
+
     async fn memory_parts(&self, inst: &Instance) -> Vec<(String, u64)> {
         match handle(inst) {
             Ok(h) if is_our_qemu(&h) => vmm::vmm_rss_parts(h.pid, h.memory_mib, &h.argv),

@@ -496,6 +496,7 @@ impl Runtime {
         }
         // Launch-to-ready counts from the start request.
         let ready = t0.elapsed();
+        driver.app_ready(inst).await;
         // What the launch translated, before the load translates more.
         let translation = if warmup {
             None

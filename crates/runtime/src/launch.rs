@@ -97,7 +97,13 @@ impl Runtime {
             .await?;
         let readiness = match launch.wait {
             Wait::Started => None,
-            Wait::Ready(limit) => Some(self.wait_ready(&instance, &prepared.plan, limit).await?),
+            Wait::Ready(limit) => {
+                let r = self.wait_ready(&instance, &prepared.plan, limit).await?;
+                if matches!(r, crate::Readiness::Ready(_)) {
+                    driver.app_ready(&instance).await;
+                }
+                Some(r)
+            }
         };
         Ok(Launched {
             instance,
