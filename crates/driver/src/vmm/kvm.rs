@@ -49,21 +49,7 @@ pub fn cached_verdict(
             .unwrap_or_default()
             .trim()
     );
-    let file = cache_dir.join(file);
-    if let Ok(text) = std::fs::read_to_string(&file) {
-        if let Ok((k, v)) = serde_json::from_str::<(String, KvmVerdict)>(&text) {
-            if k == key {
-                return v;
-            }
-        }
-    }
-    let verdict = boot();
-    let _ = std::fs::create_dir_all(cache_dir);
-    let _ = std::fs::write(
-        &file,
-        serde_json::to_vec(&(key, &verdict)).unwrap_or_default(),
-    );
-    verdict
+    super::host_fact(cache_dir, file, &key, |_| true, boot)
 }
 
 /// The accelerator for a VM: `forced` (`--accel`), else KVM when `verdict()` says it works,

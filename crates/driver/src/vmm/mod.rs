@@ -781,37 +781,47 @@ pub fn host_tsc_khz() -> Option<u32> {
     })
 }
 
-/// [`host_tsc_khz`], kept in `cache_dir` for the rest of the host's boot: a `bakeoff run` is one
-/// process per launch, and measuring took 30 ms of each before QEMU started. The file holds the
-/// host's boot id and the rate; another boot, or a file that does not parse, measures anew.
+/// [`host_tsc_khz`], kept in `cache_dir` for the rest of the host's boot (keyed by its boot id):
+/// a `bakeoff run` is one process per launch, and measuring took 30 ms of each before QEMU
+/// started.
 pub fn host_tsc_khz_cached(cache_dir: Option<&Path>) -> Option<u32> {
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok();
     let (Some(dir), Some(boot_id)) = (cache_dir, boot_id.as_deref().map(str::trim)) else {
         return host_tsc_khz();
     };
-    let file = dir.join("host-tsc");
-    if let Some(khz) = std::fs::read_to_string(&file)
-        .ok()
-        .and_then(|text| cached_tsc_khz(&text, boot_id))
-    {
-        return Some(khz);
-    }
-    let khz = host_tsc_khz()?;
-    // Best effort, written whole or not at all: a failed write only means measuring next time.
-    let tmp = dir.join(format!(".host-tsc.{}", std::process::id()));
-    if std::fs::write(&tmp, format!("{boot_id} {khz}\n")).is_ok()
-        && std::fs::rename(&tmp, &file).is_err()
-    {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    Some(khz)
+    let plausible = |k: &Option<u32>| k.is_none_or(|k| (100_000..20_000_000).contains(&k));
+    host_fact(dir, "host-tsc.json", boot_id, plausible, host_tsc_khz)
 }
 
-/// The rate in a `host-tsc` file's text if it was measured in the boot `boot_id` and is plausible.
-fn cached_tsc_khz(text: &str, boot_id: &str) -> Option<u32> {
-    let (id, khz) = text.trim().split_once(' ')?;
-    let khz: u32 = khz.parse().ok()?;
-    (id == boot_id && (100_000..20_000_000).contains(&khz)).then_some(khz)
+/// A fact about this host that takes time to learn (the TSC's rate, whether KVM boots a guest),
+/// kept in `dir/file` as the JSON `[key, value]`. A file for another key (another boot, another
+/// host kernel), one that does not parse, or a value `valid` refuses is learned anew with
+/// `learn` and written whole (a temporary file, then a rename). Best effort: a failed write only
+/// means learning it again next time.
+pub fn host_fact<T: serde::Serialize + serde::de::DeserializeOwned>(
+    dir: &Path,
+    file: &str,
+    key: &str,
+    valid: impl Fn(&T) -> bool,
+    learn: impl FnOnce() -> T,
+) -> T {
+    let path = dir.join(file);
+    if let Some((_, v)) = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<(String, T)>(&bytes).ok())
+        .filter(|(k, v)| k == key && valid(v))
+    {
+        return v;
+    }
+    let value = learn();
+    let tmp = dir.join(format!(".{file}.{}", std::process::id()));
+    let written = std::fs::create_dir_all(dir).is_ok()
+        && serde_json::to_vec(&(key, &value))
+            .is_ok_and(|bytes| std::fs::write(&tmp, bytes).is_ok());
+    if written && std::fs::rename(&tmp, &path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    value
 }
 
 fn has_constant_tsc(cpuinfo: &str) -> bool {
@@ -905,22 +915,28 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_tsc_rate_counts_only_for_its_boot() {
-        assert_eq!(cached_tsc_khz("abc-1 2595717\n", "abc-1"), Some(2_595_717));
-        assert_eq!(cached_tsc_khz("abc-1 2595717\n", "abc-2"), None);
-        for bad in [
-            "",
-            "abc-1",
-            "abc-1 ",
-            "abc-1 x",
-            "abc-1 -5",
-            "abc-1 12",
-            "abc-1 99999999999",
-        ] {
-            assert_eq!(cached_tsc_khz(bad, "abc-1"), None, "{bad:?}");
-        }
+    fn a_host_fact_counts_only_for_its_key_and_when_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fact.json");
+        let fact =
+            |learned: u32| host_fact(dir.path(), "fact.json", "boot-1", |v| *v < 100, || learned);
+        // Learned, then kept: a second call does not learn.
+        assert_eq!(fact(7), 7);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), r#"["boot-1",7]"#);
+        assert_eq!(fact(8), 7);
+        // Another key's value, or one `valid` refuses, is learned anew and replaced.
+        std::fs::write(&file, r#"["boot-0",5]"#).unwrap();
+        assert_eq!(fact(9), 9);
+        std::fs::write(&file, r#"["boot-1",500]"#).unwrap();
+        assert_eq!(fact(10), 10);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), r#"["boot-1",10]"#);
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // Whatever the file holds, it is used only if it parses to this key's valid value.
         proptest::proptest!(|(text in "\\PC{0,40}")| {
-            let _ = cached_tsc_khz(&text, "abc-1");
+            std::fs::write(&file, &text).unwrap();
+            let got = fact(11);
+            proptest::prop_assert!(got == 11 || text.contains("boot-1"), "{text:?} gave {got}");
         });
     }
 
@@ -936,15 +952,19 @@ mod tests {
             eprintln!("skipping: this host has no constant_tsc");
             return;
         };
-        let kept = std::fs::read_to_string(dir.path().join("host-tsc")).unwrap();
-        assert!(kept.ends_with(&format!(" {a}\n")), "{kept}");
+        let kept = std::fs::read_to_string(dir.path().join("host-tsc.json")).unwrap();
+        assert!(kept.ends_with(&format!(",{a}]")), "{kept}");
         // Another boot's value is not taken; this boot's is, as written.
-        std::fs::write(dir.path().join("host-tsc"), "another-boot 1000000\n").unwrap();
+        std::fs::write(
+            dir.path().join("host-tsc.json"),
+            r#"["another-boot",1000000]"#,
+        )
+        .unwrap();
         assert_eq!(host_tsc_khz_cached(Some(dir.path())), Some(a));
         let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
         std::fs::write(
-            dir.path().join("host-tsc"),
-            format!("{} 1000000\n", boot_id.trim()),
+            dir.path().join("host-tsc.json"),
+            format!(r#"["{}",1000000]"#, boot_id.trim()),
         )
         .unwrap();
         assert_eq!(host_tsc_khz_cached(Some(dir.path())), Some(1_000_000));
