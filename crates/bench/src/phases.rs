@@ -1,7 +1,8 @@
 //! A VM launch split into phases (issue 14 item 5), each in seconds from the start request:
 //!
 //! - `vmm`: the VMM process started (QEMU's pid file was written);
-//! - `console`: the guest's console had its first byte (the driver's start returns then);
+//! - `console`: the guest's console had its first byte (the driver's start returns then; a
+//!   quiet boot of bakeoff's minimal kernel prints nothing before PID 1's first line);
 //! - `kernel`: the guest's clock started, placed on the host's clock;
 //! - `resumed`, instead of `kernel` and `pid1` for a warm start (a guest restored from a
 //!   snapshot): PID 1 got its run's values; its later phases count from there;
