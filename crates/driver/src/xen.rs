@@ -117,8 +117,19 @@ const CREATED_MARKER: &str = "domain-created";
 const NET_MARKER: &str = "net-applied";
 
 /// Xen's free memory in MiB (`xl info`'s `free_memory`).
-fn free_memory_mib() -> Option<u64> {
-    parse_free_memory(&xl(&["info"]).ok()?)
+/// `cpu_mhz                : 2596.122` in `xl info` output, in kHz: the host's TSC rate, which
+/// a PVH guest's TSC keeps under Xen's default `tsc_mode` (native, or emulated at the rate of
+/// the host it was created on).
+pub fn parse_cpu_khz(info: &str) -> Option<u32> {
+    info.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        if k.trim() != "cpu_mhz" {
+            return None;
+        }
+        let mhz: f64 = v.trim().parse().ok()?;
+        let khz = (mhz * 1000.0).round();
+        (khz >= 1.0 && khz < f64::from(u32::MAX)).then_some(khz as u32)
+    })
 }
 
 /// `free_memory            : 843` in `xl info` output.
@@ -347,7 +358,8 @@ impl Driver for XenDriver {
                 "--memory {memory_mib}M is too small to boot this microVM: it needs at least {floor} MiB (its kernel takes most of it; `--kernel` can give a smaller one)"
             )));
         }
-        if let Some(free) = free_memory_mib().filter(|f| memory_mib > *f) {
+        let info = xl(&["info"]).unwrap_or_default();
+        if let Some(free) = parse_free_memory(&info).filter(|f| memory_mib > *f) {
             return Err(DriverError::Refused(format!(
                 "--memory {memory_mib}M is more than Xen's free memory ({free} MiB, `xl info`); give the domain less or stop other domains"
             )));
@@ -380,7 +392,15 @@ impl Driver for XenDriver {
             )?;
             let ramdisk = dir.join("initrd-run.img");
             bakeoff_state::write_private(&ramdisk, &xl::run_archive(&base, &opts))?;
-            xl::render_domain_for_run(image, &opts, req.name, &addr, &bridge, &ramdisk)
+            xl::render_domain_for_run(
+                image,
+                &opts,
+                req.name,
+                &addr,
+                &bridge,
+                &ramdisk,
+                parse_cpu_khz(&info),
+            )
         } else {
             render_domain(image, &opts, req.name, &addr, &bridge)
         }
@@ -602,6 +622,19 @@ mod tests {
         assert!(n[0].contains("as a PV domain"));
         assert_eq!(parse_free_memory(info), Some(843));
         assert_eq!(parse_free_memory("nothing"), None);
+        assert_eq!(
+            parse_cpu_khz("cpu_mhz                : 2596.122\n"),
+            Some(2_596_122)
+        );
+        for bad in [
+            "cpu_mhz : fast",
+            "cpu_mhz : -3",
+            "cpu_mhz : 1e30",
+            "nothing",
+            "",
+        ] {
+            assert_eq!(parse_cpu_khz(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub fn render_pvh(
     addr: &GuestAddress,
     bridge: &str,
 ) -> Result<XlDomain, LaunchError> {
-    render_pvh_with(image, opts, instance, addr, bridge, None)
+    render_pvh_with(image, opts, instance, addr, bridge, None, None)
 }
 
 fn render_pvh_with(
@@ -97,6 +97,7 @@ fn render_pvh_with(
     addr: &GuestAddress,
     bridge: &str,
     run_ramdisk: Option<&Path>,
+    host_tsc_khz: Option<u32>,
 ) -> Result<XlDomain, LaunchError> {
     if image.target != Target::MicroVm {
         return Err(LaunchError::WrongImage(format!(
@@ -129,6 +130,12 @@ fn render_pvh_with(
             "cmdline = {}",
             q(&kernel_cmdline(&KernelCmdline {
                 console: Console::Hvc0,
+                // bakeoff's minimal kernel (the one with a timer rate) takes the TSC's rate
+                // from the command line and then skips its PIT probe: a PVH domain has no PIT,
+                // and the stock kernel polls the missing one 100,000 times, each poll a trap
+                // to Xen (nested under QEMU, seconds; and now and then a triple fault).
+                tsc_khz: host_tsc_khz
+                    .filter(|_| image.details.kernel_timer_hz.is_some_and(|hz| hz > 0)),
                 overrides,
                 ..for_run
             }))
@@ -206,7 +213,8 @@ pub fn render_domain(
 
 /// The domain for a run: like [`render_domain`], but a PVH guest boots `run_ramdisk` (the
 /// image's initramfs with [`run_archive`] appended) and its command line carries no `-e` value
-/// or argument.
+/// or argument. `host_tsc_khz` is the Xen host's TSC rate (`xl info`), which a PVH guest's TSC
+/// keeps under Xen's default `tsc_mode`.
 pub fn render_domain_for_run(
     image: &Image,
     opts: &RunOptions,
@@ -214,9 +222,18 @@ pub fn render_domain_for_run(
     addr: &GuestAddress,
     bridge: &str,
     run_ramdisk: &Path,
+    host_tsc_khz: Option<u32>,
 ) -> Result<XlDomain, LaunchError> {
     match image.target {
-        Target::MicroVm => render_pvh_with(image, opts, instance, addr, bridge, Some(run_ramdisk)),
+        Target::MicroVm => render_pvh_with(
+            image,
+            opts,
+            instance,
+            addr,
+            bridge,
+            Some(run_ramdisk),
+            host_tsc_khz,
+        ),
         _ => render_domain(image, opts, instance, addr, bridge),
     }
 }
@@ -452,6 +469,7 @@ pub(crate) mod tests {
             &address(0),
             "xenbr0",
             Path::new("/state/web/initrd-run.img"),
+            Some(2_596_122),
         )
         .unwrap();
         assert!(
@@ -464,6 +482,36 @@ pub(crate) mod tests {
         assert!(render_xl(&microvm_image(), &opts(), "web")
             .unwrap()
             .contains("bakeoff.run="));
+    }
+
+    /// bakeoff's minimal kernel gets the host's TSC rate (and so skips its PIT probe); Debian's
+    /// kernel, which would probe anyway, and an exported file, which runs on another host, do not.
+    #[test]
+    fn only_the_minimal_kernel_gets_the_hosts_tsc_rate() {
+        let run = |image: &Image| {
+            render_domain_for_run(
+                image,
+                &opts(),
+                "web",
+                &address(0),
+                "xenbr0",
+                Path::new("/state/web/initrd-run.img"),
+                Some(2_596_122),
+            )
+            .unwrap()
+            .config
+        };
+        let debian = microvm_image();
+        let mut minimal = microvm_image();
+        minimal.details.kernel_timer_hz = Some(100);
+        assert!(
+            run(&minimal).contains(" tsc_early_khz=2596122 "),
+            "{}",
+            run(&minimal)
+        );
+        assert!(!run(&debian).contains("tsc_early_khz"), "{}", run(&debian));
+        let exported = render_xl(&minimal, &opts(), "web").unwrap();
+        assert!(!exported.contains("tsc_early_khz"), "{exported}");
     }
 
     #[test]

@@ -679,27 +679,27 @@ fn conditions_for(image: &Image, inst: &Instance, opts: &RunOptions) -> Conditio
                 .map(|(k, v)| format!("{k}={v}"))
                 .chain(handle.vmm_argv().unwrap_or_default().iter().cloned())
                 .collect();
-            // Which kernel booted: version, config hash and size (issue 14).
-            c.kernel = image.details.kernel_version.as_ref().map(|v| {
-                let config = image.details.kernel_config.as_deref().unwrap_or("unknown");
-                let mb = |b: Option<u64>| b.unwrap_or(0) as f64 / 1e6;
-                let (kernel, vmlinux) = (image.details.kernel_bytes, image.details.vmlinux_bytes);
-                if kernel.is_some() && kernel != vmlinux {
-                    format!(
-                        "{v} (config sha256:{config}, bzImage {:.1} MB, vmlinux {:.1} MB)",
-                        mb(kernel),
-                        mb(vmlinux)
-                    )
-                } else {
-                    format!(
-                        "{v} (config sha256:{config}, vmlinux {:.1} MB)",
-                        mb(vmlinux)
-                    )
-                }
-            });
             c
         }
     };
+    // Which kernel booted, on any VMM (QEMU, Xen): version, config hash and size (issue 14).
+    c.kernel = image.details.kernel_version.as_ref().map(|v| {
+        let config = image.details.kernel_config.as_deref().unwrap_or("unknown");
+        let mb = |b: Option<u64>| b.unwrap_or(0) as f64 / 1e6;
+        let (kernel, vmlinux) = (image.details.kernel_bytes, image.details.vmlinux_bytes);
+        if kernel.is_some() && kernel != vmlinux {
+            format!(
+                "{v} (config sha256:{config}, bzImage {:.1} MB, vmlinux {:.1} MB)",
+                mb(kernel),
+                mb(vmlinux)
+            )
+        } else {
+            format!(
+                "{v} (config sha256:{config}, vmlinux {:.1} MB)",
+                mb(vmlinux)
+            )
+        }
+    });
     c.cpus = opts.cpus;
     c.memory_bytes = opts.memory.or(handle.memory_mib().map(|m| m << 20));
     c

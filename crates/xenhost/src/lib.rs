@@ -63,7 +63,8 @@ pub struct HostOptions {
     pub bakeoff: PathBuf,
     /// Extra files: (host path, absolute path in dom0).
     pub files: Vec<(PathBuf, String)>,
-    /// Copy Debian's cloud kernel (the microVM's guest kernel) into dom0 for `--kernel`.
+    /// Copy Debian's cloud kernel into dom0 for `--kernel`, and bakeoff's minimal kernel, when
+    /// `bakeoff kernel build` has made it here, into dom0's cache (dom0's default guest kernel).
     pub guest_kernel: bool,
     /// dom0 TCP ports to forward from 127.0.0.1 (each gets a free port here).
     pub forwards: Vec<u16>,
@@ -80,6 +81,9 @@ pub struct Prepared {
     pub initrd: PathBuf,
     /// Where `--kernel` finds the guest kernel inside dom0, when one was copied in.
     pub guest_kernel: Option<String>,
+    /// bakeoff's minimal kernel in dom0's cache, when one was copied in: its version and config
+    /// hash, as `bakeoff run` names it ("6.1.192 (config 47a37ad4c8e252af)").
+    pub minimal_kernel: Option<String>,
     /// Xen's package version.
     pub xen_version: String,
 }
@@ -166,6 +170,10 @@ pub fn prepare(o: &HostOptions) -> Result<Prepared, XenHostError> {
         None
     };
 
+    let minimal = o
+        .guest_kernel
+        .then(|| bakeoff_guest::find_minimal_kernel(&o.cache_dir))
+        .flatten();
     fs::create_dir_all(&o.work_dir)?;
     let staging = tempfile::Builder::new()
         .prefix(".dom0-root-")
@@ -177,6 +185,7 @@ pub fn prepare(o: &HostOptions) -> Result<Prepared, XenHostError> {
             bakeoff: &o.bakeoff,
             files: &o.files,
             guest_kernel: guest.as_ref().map(|(k, m)| (k, m.as_slice())),
+            minimal_kernel: minimal.as_ref().map(|m| m.dir.as_path()),
         },
         staging.path(),
     )?;
@@ -187,6 +196,7 @@ pub fn prepare(o: &HostOptions) -> Result<Prepared, XenHostError> {
         dom0_kernel: dom0.bzimage,
         initrd,
         guest_kernel: guest.as_ref().map(|(k, _)| guest_kernel_path(k)),
+        minimal_kernel: minimal.map(|m| format!("{} (config {})", m.kernel.version, m.config_hash)),
         xen_version,
     })
 }
@@ -479,6 +489,7 @@ mod tests {
             dom0_kernel: "/c/vmlinuz".into(),
             initrd: "/w/initrd.gz".into(),
             guest_kernel: None,
+            minimal_kernel: None,
             xen_version: "4.17".into(),
         };
         let argv = qemu_argv(

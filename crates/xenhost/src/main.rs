@@ -92,6 +92,9 @@ fn up(args: &[String]) {
     if let Some(k) = &host.prepared.guest_kernel {
         println!("Guest kernel in dom0: --kernel {k}");
     }
+    if let Some(m) = &host.prepared.minimal_kernel {
+        println!("bakeoff's minimal kernel in dom0's cache (the default): {m}");
+    }
     for (outer, inner) in &host.forwards {
         println!("  127.0.0.1:{outer} -> dom0:{inner}");
     }

@@ -129,7 +129,13 @@ pub struct RootInputs<'a> {
     /// A guest kernel for `bakeoff run --kernel` in dom0, copied to `/opt/guest-kernel` with the
     /// modules bakeoff's microVM image takes.
     pub guest_kernel: Option<(&'a Kernel, &'a [ModuleFile])>,
+    /// bakeoff's minimal kernel (its cache directory, `minimal-<hash>/`), copied into dom0's
+    /// bakeoff cache, where it is the microVM's default kernel as on any machine that built it.
+    pub minimal_kernel: Option<&'a Path>,
 }
+
+/// bakeoff's cache directory in dom0 (`BAKEOFF_CACHE_DIR` of dom0's shell and agent).
+pub const DOM0_CACHE_DIR: &str = "/var/cache/bakeoff";
 
 /// Where a guest kernel goes in dom0: `--kernel` takes this path (its modules are found beside).
 pub fn guest_kernel_path(k: &Kernel) -> String {
@@ -254,6 +260,19 @@ pub fn lay_out(inputs: &RootInputs<'_>, dest: &Path) -> Result<(), XenHostError>
         }
         for m in modules {
             write_file(dest, &format!("{base}{}", m.dest), &m.read()?, 0o644)?;
+        }
+    }
+    if let Some(dir) = inputs.minimal_kernel {
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        for e in fs::read_dir(dir)? {
+            let e = e?;
+            if e.file_type()?.is_file() {
+                let inside = format!(
+                    "{DOM0_CACHE_DIR}/kernels/{name}/{}",
+                    e.file_name().to_string_lossy()
+                );
+                write_file(dest, &inside, &fs::read(e.path())?, 0o644)?;
+            }
         }
     }
     Ok(())

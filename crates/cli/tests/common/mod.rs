@@ -252,3 +252,23 @@ pub fn tcp_hello(env: &Env) -> String {
     .unwrap();
     dir.display().to_string()
 }
+
+/// The minimal kernel in the shared test cache; None (skip) when it is not built, which fails
+/// under BAKEOFF_REQUIRE_ENGINES=1 (scripts/test.sh builds it first).
+pub fn minimal_or_skip(test: &str) -> Option<bakeoff_guest::MinimalKernel> {
+    match bakeoff_guest::find_minimal_kernel(&shared_cache()) {
+        Some(k) => Some(k),
+        None => {
+            let why = format!(
+                "the minimal kernel is not built in {}; run `BAKEOFF_CACHE_DIR={} bakeoff kernel build` (scripts/test.sh does)",
+                shared_cache().display(),
+                shared_cache().display()
+            );
+            if std::env::var("BAKEOFF_REQUIRE_ENGINES").as_deref() == Ok("1") {
+                panic!("{test}: {why}");
+            }
+            eprintln!("SKIPPED {test}: {why}");
+            None
+        }
+    }
+}
