@@ -264,6 +264,8 @@ fn the_example_runs_as_a_pvh_domain_on_nested_xen() {
             && logs.contains("hello: listening on port 8080"),
         "{logs}"
     );
+    // No error line for the IO-APIC a PVH domain does not have (no-ioapic-is-no-error.patch).
+    assert!(!logs.contains("IOAPIC"), "{logs}");
 
     // Bad input: a Xen domain of that name exists (started by another state dir), and it is
     // left alone; too much and too little memory.

@@ -35,7 +35,9 @@ pub const MINIMAL_FRAGMENT: &str = include_str!("../kernel/microvm.config");
 /// `no-pci-is-no-error.patch`: on a machine without PCI (QEMU's microvm, Xen PVH) the kernel says
 /// so at info level instead of "PCI: Fatal: No config space access function found" at error
 /// level, which was the first line of every microVM's `bakeoff logs`.
-pub const PATCHES: [(&str, &str); 4] = [
+/// `no-ioapic-is-no-error.patch`: likewise for the IO-APIC a Xen PVH domain does not have:
+/// there "No IOAPIC entries present" is said at info level, not error.
+pub const PATCHES: [(&str, &str); 5] = [
     (
         "boot-timers.patch",
         include_str!("../kernel/boot-timers.patch"),
@@ -51,6 +53,10 @@ pub const PATCHES: [(&str, &str); 4] = [
     (
         "no-pci-is-no-error.patch",
         include_str!("../kernel/no-pci-is-no-error.patch"),
+    ),
+    (
+        "no-ioapic-is-no-error.patch",
+        include_str!("../kernel/no-ioapic-is-no-error.patch"),
     ),
 ];
 
