@@ -451,6 +451,22 @@ pub(crate) mod tests {
         );
     }
 
+    /// The config of run `web` of `image` with a per-run ramdisk, on a host whose TSC runs at
+    /// 2,596,122 kHz.
+    fn run_config(image: &Image) -> String {
+        render_domain_for_run(
+            image,
+            &opts(),
+            "web",
+            &address(0),
+            "xenbr0",
+            Path::new("/state/web/initrd-run.img"),
+            Some(2_596_122),
+        )
+        .unwrap()
+        .config
+    }
+
     /// The per-run ramdisk: the base, then the run file, `sbin/` and the poweroff program; no
     /// `-e` value on the command line of a run's config.
     #[test]
@@ -462,22 +478,12 @@ pub(crate) mod tests {
                 && text.contains("GREETING")
                 && text.contains("sbin/poweroff")
         );
-        let d = render_domain_for_run(
-            &microvm_image(),
-            &opts(),
-            "web",
-            &address(0),
-            "xenbr0",
-            Path::new("/state/web/initrd-run.img"),
-            Some(2_596_122),
-        )
-        .unwrap();
+        let config = run_config(&microvm_image());
         assert!(
-            d.config.contains("ramdisk = \"/state/web/initrd-run.img\""),
-            "{}",
-            d.config
+            config.contains("ramdisk = \"/state/web/initrd-run.img\""),
+            "{config}"
         );
-        assert!(!d.config.contains("bakeoff.run"), "{}", d.config);
+        assert!(!config.contains("bakeoff.run"), "{config}");
         // export (no companion ramdisk) keeps them on the command line
         assert!(render_xl(&microvm_image(), &opts(), "web")
             .unwrap()
@@ -488,28 +494,19 @@ pub(crate) mod tests {
     /// kernel, which would probe anyway, and an exported file, which runs on another host, do not.
     #[test]
     fn only_the_minimal_kernel_gets_the_hosts_tsc_rate() {
-        let run = |image: &Image| {
-            render_domain_for_run(
-                image,
-                &opts(),
-                "web",
-                &address(0),
-                "xenbr0",
-                Path::new("/state/web/initrd-run.img"),
-                Some(2_596_122),
-            )
-            .unwrap()
-            .config
-        };
         let debian = microvm_image();
         let mut minimal = microvm_image();
         minimal.details.kernel_timer_hz = Some(100);
         assert!(
-            run(&minimal).contains(" tsc_early_khz=2596122 "),
+            run_config(&minimal).contains(" tsc_early_khz=2596122 "),
             "{}",
-            run(&minimal)
+            run_config(&minimal)
         );
-        assert!(!run(&debian).contains("tsc_early_khz"), "{}", run(&debian));
+        assert!(
+            !run_config(&debian).contains("tsc_early_khz"),
+            "{}",
+            run_config(&debian)
+        );
         let exported = render_xl(&minimal, &opts(), "web").unwrap();
         assert!(!exported.contains("tsc_early_khz"), "{exported}");
     }
