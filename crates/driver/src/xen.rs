@@ -116,7 +116,6 @@ const CREATED_MARKER: &str = "domain-created";
 /// Written just before the DNAT rules are added.
 const NET_MARKER: &str = "net-applied";
 
-/// Xen's free memory in MiB (`xl info`'s `free_memory`).
 /// `cpu_mhz                : 2596.122` in `xl info` output, in kHz: the host's TSC rate, which
 /// a PVH guest's TSC keeps under Xen's default `tsc_mode` (native, or emulated at the rate of
 /// the host it was created on).
