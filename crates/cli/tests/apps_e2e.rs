@@ -66,6 +66,9 @@ fn serves(app: &str, platform: &str, want: &str) {
     // dependency's behaviour.
     let body = wait_http(port, BOOT);
     assert!(body.starts_with(want), "{test}: body {body:?}");
+    if platform == "qemu" {
+        assert_boots_the_minimal_kernel(&test, &name);
+    }
     env.ok(&["rm", "-f", &name]);
 }
 

@@ -89,6 +89,9 @@ fn serves_nginx(platform: &str, extra: &[&str], limit: Duration) {
     assert_eq!(env.ok(&args).trim(), name);
     let body = wait_http(port, limit);
     assert!(body.contains("<title>Welcome to nginx!</title>"), "{body}");
+    if platform == "qemu" {
+        assert_boots_the_minimal_kernel(&test, &name);
+    }
     // nginx's access log goes to the instance's output.
     let logs = env.ok(&["logs", &name]);
     assert!(logs.contains("\"GET / HTTP/1.0\" 200 615"), "{logs}");

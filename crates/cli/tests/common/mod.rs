@@ -253,6 +253,31 @@ pub fn tcp_hello(env: &Env) -> String {
     dir.display().to_string()
 }
 
+/// Asserts that the running microVM instance `name` booted bakeoff's minimal kernel: its QEMU's
+/// `-kernel` is the minimal kernel's vmlinux, as it is by default wherever that kernel is built.
+pub fn assert_boots_the_minimal_kernel(test: &str, name: &str) {
+    let Some(k) = minimal_or_skip(test) else {
+        return;
+    };
+    let pids = qemu_pids(name);
+    assert_eq!(pids.len(), 1, "{test}: QEMU processes of {name}: {pids:?}");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", pids[0])).unwrap_or_default();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let kernel = args
+        .iter()
+        .position(|a| a == "-kernel")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|p| std::fs::canonicalize(p).ok());
+    let minimal = std::fs::canonicalize(k.dir.join("vmlinux")).ok();
+    assert!(
+        kernel.is_some() && kernel == minimal,
+        "{test}: {name} booted {kernel:?}, not the minimal kernel {minimal:?}"
+    );
+}
+
 /// The minimal kernel in the shared test cache; None (skip) when it is not built, which fails
 /// under BAKEOFF_REQUIRE_ENGINES=1 (scripts/test.sh builds it first).
 pub fn minimal_or_skip(test: &str) -> Option<bakeoff_guest::MinimalKernel> {
