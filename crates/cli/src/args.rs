@@ -107,6 +107,9 @@ pub enum Command {
     /// bakeoff's own minimal guest kernel: build it once per machine, or show which kernel is used.
     #[command(subcommand)]
     Kernel(KernelCommand),
+    /// bakeoff's own Rumprun toolchain (xen and hw platforms): build it once per machine, or show it.
+    #[command(subcommand)]
+    Toolchain(ToolchainCommand),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -479,6 +482,26 @@ impl ExportFormat {
             ExportFormat::K8s => bakeoff_runtime::ExportFormat::K8s,
         }
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ToolchainCommand {
+    /// Build Rumprun's xen and hw platforms into the cache (about 25 minutes on 2 cores, once
+    /// per machine and source).
+    Build {
+        /// Rumprun's source: a tree (rumprun with buildrump.sh and src-netbsd checked out in
+        /// place) or a tarball of one; default: $BAKEOFF_RUMPRUN_SOURCE, else a clone of upstream.
+        #[arg(long)]
+        source: Option<PathBuf>,
+        /// make jobs (default: the number of CPUs).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Print the toolchains bakeoff built and the one a Rumprun build would use now.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -2,6 +2,7 @@ mod args;
 mod kernel;
 mod print;
 mod serve;
+mod toolchain;
 mod verbs;
 
 use clap::Parser;

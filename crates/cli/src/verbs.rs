@@ -37,6 +37,7 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
         Command::Rm { name, force } => rm(&name, force).await,
         Command::Prune { dry_run } => prune(dry_run).await,
         Command::Kernel(k) => crate::kernel::kernel(k),
+        Command::Toolchain(t) => crate::toolchain::toolchain(t),
     }
 }
 

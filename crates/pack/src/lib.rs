@@ -6,6 +6,7 @@
 pub mod microvm;
 pub mod oci;
 pub mod rumprun;
+pub mod toolchain;
 
 use std::path::{Path, PathBuf};
 

@@ -30,13 +30,14 @@ pub const TOOLCHAIN_ENV: &str = "BAKEOFF_RUMPRUN_TOOLCHAIN";
 const PACKER_VERSION: &str = "bakeoff-rumprun/2";
 
 /// How to get a toolchain, said whenever none is found.
-pub const HOW_TO_GET: &str = "build one with `git clone --recursive https://github.com/rumpkernel/rumprun && cd rumprun && ./build-rr.sh hw` \
-(see docs/platforms/rumprun.md for the flags a modern gcc needs) and put its rumprun/bin on PATH, \
-set BAKEOFF_RUMPRUN_TOOLCHAIN, or name it in bakeoff.toml under [rumprun] toolchain";
+pub const HOW_TO_GET: &str =
+    "build one with `bakeoff toolchain build` (from Rumprun's upstream source, \
+or `--source DIR|TARBALL` without internet; about 25 minutes, once per machine), or name one with \
+BAKEOFF_RUMPRUN_TOOLCHAIN, bakeoff.toml's [rumprun] toolchain or PATH";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RumprunError {
-    #[error("no Rumprun toolchain found ({CC} and {BAKE} are not on PATH); {HOW_TO_GET}")]
+    #[error("no Rumprun toolchain found (bakeoff has not built one, and {CC} and {BAKE} are not on PATH); {HOW_TO_GET}")]
     NoToolchain,
     #[error("the Rumprun toolchain named by {origin} ({path}) has no {missing}; {HOW_TO_GET}")]
     BadToolchain {
@@ -143,7 +144,8 @@ fn bin_of(dir: &Path) -> PathBuf {
 }
 
 /// Locates the toolchain: `BAKEOFF_RUMPRUN_TOOLCHAIN`, else bakeoff.toml's `[rumprun] toolchain`
-/// (`configured`, relative to `app_dir`), else PATH.
+/// (`configured`, relative to `app_dir`), else PATH, else the newest one `bakeoff toolchain
+/// build` made in the cache.
 pub fn find_toolchain(
     configured: Option<&Path>,
     app_dir: Option<&Path>,
@@ -153,6 +155,7 @@ pub fn find_toolchain(
         configured,
         app_dir,
         std::env::var_os("PATH"),
+        crate::toolchain::newest_built(&bakeoff_build::Cache::from_env()).map(|b| b.bin()),
     )
 }
 
@@ -161,6 +164,7 @@ fn locate(
     configured: Option<&Path>,
     app_dir: Option<&Path>,
     path: Option<OsString>,
+    built: Option<PathBuf>,
 ) -> Result<Toolchain, RumprunError> {
     let named = match (env.filter(|e| !e.is_empty()), configured) {
         (Some(e), _) => Some((TOOLCHAIN_ENV.to_string(), PathBuf::from(e))),
@@ -194,8 +198,17 @@ fn locate(
                     std::env::split_paths(p)
                         .find(|d| d.join(CC).is_file() && d.join(BAKE).is_file())
                 })
+                .map(|bin| ("PATH".to_string(), bin))
+                .or_else(|| {
+                    built.map(|bin| {
+                        (
+                            "bakeoff's cache (`bakeoff toolchain build`)".to_string(),
+                            bin,
+                        )
+                    })
+                })
                 .ok_or(RumprunError::NoToolchain)?;
-            ("PATH".to_string(), bin)
+            bin
         }
     };
     let bin = std::fs::canonicalize(&bin).unwrap_or(bin);
@@ -869,6 +882,7 @@ mod tests {
             None,
             None,
             Some(std::env::join_paths(["/nonexistent".as_ref(), bin.as_path()]).unwrap()),
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -881,6 +895,7 @@ mod tests {
             Some(Path::new("/elsewhere")),
             None,
             None,
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -888,7 +903,7 @@ mod tests {
             (canon.clone(), "BAKEOFF_RUMPRUN_TOOLCHAIN")
         );
         // bakeoff.toml's path is relative to the app directory.
-        let tc = locate(None, Some(Path::new("rumprun")), Some(t.path()), None).unwrap();
+        let tc = locate(None, Some(Path::new("rumprun")), Some(t.path()), None, None).unwrap();
         assert_eq!(tc.origin, "bakeoff.toml [rumprun] toolchain");
         // A Xen-capable toolchain bakes both, and its identity differs.
         let t2 = tempfile::tempdir().unwrap();
@@ -897,6 +912,7 @@ mod tests {
             None,
             None,
             Some(fake_toolchain(t2.path(), &["hw", "xen"]).into_os_string()),
+            None,
         )
         .unwrap();
         assert_eq!(both.configs, vec![BakeConfig::HwVirtio, BakeConfig::XenPv]);
@@ -904,11 +920,41 @@ mod tests {
     }
 
     #[test]
-    fn missing_toolchain_says_how_to_get_one() {
-        let e = locate(None, None, None, Some("/nonexistent".into())).unwrap_err();
-        assert!(e.to_string().starts_with("no Rumprun toolchain found (x86_64-rumprun-netbsd-gcc and rumprun-bake are not on PATH); build one with `git clone --recursive"), "{e}");
+    fn the_toolchain_bakeoff_built_is_used_when_nothing_else_is_named() {
         let t = tempfile::tempdir().unwrap();
-        let e = locate(Some(t.path().into()), None, None, None).unwrap_err();
+        let bin = fake_toolchain(t.path(), &["hw", "xen"]);
+        let tc = locate(
+            None,
+            None,
+            None,
+            Some("/nonexistent".into()),
+            Some(bin.clone()),
+        )
+        .unwrap();
+        assert_eq!(tc.origin, "bakeoff's cache (`bakeoff toolchain build`)");
+        assert_eq!(tc.configs, vec![BakeConfig::HwVirtio, BakeConfig::XenPv]);
+        // PATH and the variable still win.
+        let t2 = tempfile::tempdir().unwrap();
+        let other = fake_toolchain(t2.path(), &["hw"]);
+        let tc = locate(
+            None,
+            None,
+            None,
+            Some(other.clone().into_os_string()),
+            Some(bin.clone()),
+        )
+        .unwrap();
+        assert_eq!(tc.origin, "PATH");
+        let tc = locate(Some(other.into_os_string()), None, None, None, Some(bin)).unwrap();
+        assert_eq!(tc.origin, "BAKEOFF_RUMPRUN_TOOLCHAIN");
+    }
+
+    #[test]
+    fn missing_toolchain_says_how_to_get_one() {
+        let e = locate(None, None, None, Some("/nonexistent".into()), None).unwrap_err();
+        assert!(e.to_string().starts_with("no Rumprun toolchain found (bakeoff has not built one, and x86_64-rumprun-netbsd-gcc and rumprun-bake are not on PATH); build one with `bakeoff toolchain build`"), "{e}");
+        let t = tempfile::tempdir().unwrap();
+        let e = locate(Some(t.path().into()), None, None, None, None).unwrap_err();
         assert!(e.to_string().starts_with(&format!("the Rumprun toolchain named by BAKEOFF_RUMPRUN_TOOLCHAIN ({}) has no x86_64-rumprun-netbsd-gcc;", t.path().display())), "{e}");
     }
 }
