@@ -142,7 +142,7 @@ pub fn list_built(cache: &Cache) -> Vec<Built> {
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| load(&e.path()))
         .collect();
-    all.sort_by(|a, b| b.manifest.built_at.cmp(&a.manifest.built_at));
+    all.sort_by_key(|b| std::cmp::Reverse(b.manifest.built_at));
     all
 }
 
