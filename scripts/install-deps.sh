@@ -25,6 +25,8 @@ command -v patch >/dev/null 2>&1 || need="$need patch"   # crates/guest/kernel/*
 command -v cpio >/dev/null 2>&1 || need="$need cpio"
 command -v xz >/dev/null 2>&1 || need="$need xz-utils"
 [ -e /usr/include/libelf.h ] || need="$need libelf-dev"
+# The Rumprun toolchain (`bakeoff toolchain build`): Xen's public headers for its xen platform.
+[ -e /usr/include/xen/xen.h ] || need="$need libxen-dev"
 for extra in "$@"; do
   command -v "$extra" >/dev/null 2>&1 || need="$need $extra"
 done

@@ -11,7 +11,10 @@ use bakeoff_build::{build, Artifact, BuildError, BuildOutcome, Cache, EntryKind}
 
 /// The cache the CLI's end-to-end tests share (builds are content-addressed, downloads verified).
 fn cache() -> Cache {
-    Cache::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-cache"))
+    match std::env::var_os("BAKEOFF_TEST_CACHE_DIR") {
+        Some(d) if !d.is_empty() => Cache::new(d),
+        _ => Cache::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-cache")),
+    }
 }
 
 /// Builds `app`, or returns `None` after printing why apt cannot be used here.

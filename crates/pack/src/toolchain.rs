@@ -20,6 +20,9 @@ use fs_err as fs;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
+/// The cache type, for callers that do not depend on bakeoff-build themselves.
+pub type CacheRef = Cache;
+
 /// The recipe; its bytes are part of every toolchain's cache key.
 pub const RECIPE: &str = include_str!("../rumprun/build-toolchain.sh");
 /// Where the source comes from when `--source` is not given.

@@ -97,8 +97,14 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
+/// The cache the end-to-end tests share: `$BAKEOFF_TEST_CACHE_DIR` (scripts/test.sh sets one
+/// outside the clone, so the minimal kernel and the Rumprun toolchain are built once per
+/// machine), else `target/test-cache`.
 pub fn shared_cache() -> PathBuf {
-    repo_root().join("target/test-cache")
+    match std::env::var_os("BAKEOFF_TEST_CACHE_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => repo_root().join("target/test-cache"),
+    }
 }
 
 pub fn free_port() -> u16 {
@@ -203,6 +209,34 @@ pub fn qemu_or_skip(test: &str) -> bool {
         );
     }
     ok
+}
+
+/// True when a Rumprun toolchain is at hand: on PATH, named by BAKEOFF_RUMPRUN_TOOLCHAIN, or
+/// built by `bakeoff toolchain build` into the tests' shared cache (scripts/test.sh builds it
+/// from ../shared/vendor). Otherwise prints why the test is skipped, or fails under
+/// BAKEOFF_REQUIRE_ENGINES=1.
+pub fn rumprun_toolchain_present() -> bool {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("x86_64-rumprun-netbsd-gcc").is_file()))
+        .unwrap_or(false);
+    on_path
+        || std::env::var_os("BAKEOFF_RUMPRUN_TOOLCHAIN").is_some_and(|v| !v.is_empty())
+        || bakeoff_pack::toolchain::newest_built(&bakeoff_build_cache()).is_some()
+}
+
+fn bakeoff_build_cache() -> bakeoff_pack::toolchain::CacheRef {
+    bakeoff_pack::toolchain::CacheRef::new(shared_cache())
+}
+
+pub fn rumprun_or_skip(test: &str) -> bool {
+    if rumprun_toolchain_present() {
+        return true;
+    }
+    if std::env::var("BAKEOFF_REQUIRE_ENGINES").as_deref() == Ok("1") {
+        panic!("{test}: no Rumprun toolchain and BAKEOFF_REQUIRE_ENGINES=1 (scripts/test.sh builds one with `bakeoff toolchain build` when ../shared/vendor/rumprun-src.tar.gz is there)");
+    }
+    eprintln!("SKIPPED {test}: no Rumprun toolchain (`bakeoff toolchain build`; see docs/platforms/rumprun.md)");
+    false
 }
 
 /// PIDs of QEMU processes whose command line mentions `needle` (e.g. an instance's state dir).
