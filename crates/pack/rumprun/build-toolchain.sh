@@ -54,15 +54,21 @@ dest="$work/dest"
 obj="$work/obj"
 mkdir -p "$dest" "$obj"
 
+pcidevs=$(sed -n 's/^RUMPPCIDEVS+\{0,1\}=[[:space:]]*//p' src-netbsd/sys/rump/dev/Makefile.rumpdevcomp)
+case "$pcidevs" in *virtio_if_vioif*) ;; *) die "no PCI device list in src-netbsd/sys/rump/dev/Makefile.rumpdevcomp" ;; esac
+
 export GIT=/nonexistent/git   # a tree without .git: build-rr.sh's branch test needs no git
 export CXX=false
 export HOST_CFLAGS="-O -fcommon"
 for platform in xen hw; do
   say "building the $platform platform (rump kernel shared: $( [ -d "$obj/buildrump.sh" ] && echo reused || echo first build))"
-  # What build-rr.sh builds per platform in its object directory, but decides by timestamp.
+  # What build-rr.sh builds per platform in its object directory, but decides by timestamp:
+  # Rumprun's platform libraries and app tools, and the rump kernel's PCI drivers, which each
+  # platform compiles with its own hypercalls and features (hw maps PCI I/O space, xen does not).
   rm -rf "$obj/lib" "$obj/app-tools" "$obj/rumprun.o" "$obj/pseudolinkstubs.c" \
     "$obj/pseudolinkstubs.o" "$obj/bmk.ldscript" "$obj/config" "$obj/config.mk" \
     "$obj/config.sh" "$obj/config-PATH.sh"
+  for dev in $pcidevs; do rm -rf "$obj/buildrump.sh/sys/rump/dev/lib/lib$dev"; done
   ./build-rr.sh -j"$jobs" -o "$obj" -d "$dest" "$platform" -- \
     -F CFLAGS=-fcommon -F CWARNFLAGS=-Wno-error -V NOGCCERROR=yes
 done
