@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use bakeoff_spec::Platform;
+use bakeoff_spec::{Platform, Row};
 use serde::{Deserialize, Serialize};
 
 use crate::format;
@@ -100,11 +100,14 @@ pub type Verdict = (Platform, bool, Vec<String>);
 pub struct Recommendation {
     /// `None` when no platform could compete.
     pub platform: Option<Platform>,
+    /// The winner's image kind, when its row named one (`xen:rumprun`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<bakeoff_spec::Target>,
     pub policy: Policy,
     /// Sentences, the decisive one first.
     pub reasons: Vec<String>,
     /// Competing platforms, best first, with their score in 0..=1 (1 = best on every ranked metric).
-    pub ranking: Vec<(Platform, f64)>,
+    pub ranking: Vec<(Row, f64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +189,7 @@ impl Metric {
 
     /// "qemu starts 3.1× slower than docker (1.95 s vs 0.63 s, emulated TCG)".
     fn compare(self, other: &PlatformReport, ov: f64, winner: &PlatformReport, wv: f64) -> String {
-        let (o, w) = (other.platform, winner.platform);
+        let (o, w) = (other.row(), winner.row());
         // How many times worse `other` is (< 1: better).
         let worse = match (self.higher_is_better(), ov > 0.0, wv > 0.0) {
             (_, false, false) => 1.0,
@@ -267,11 +270,11 @@ pub fn recommend(report: &Report, verdicts: &[Verdict], policy: Policy) -> Recom
         match (&p.status, verdict) {
             (crate::Status::Unavailable { reason }, _) => excluded.push(format!(
                 "{} was not considered: it is unavailable ({reason}).",
-                p.platform
+                p.row()
             )),
             (crate::Status::Failed { reason }, _) => excluded.push(format!(
                 "{} was not considered: its measurement failed ({reason}).",
-                p.platform
+                p.row()
             )),
             (crate::Status::Measured, Some((_, false, why))) => {
                 let why = if why.is_empty() {
@@ -281,14 +284,14 @@ pub fn recommend(report: &Report, verdicts: &[Verdict], policy: Policy) -> Recom
                 };
                 excluded.push(format!(
                     "{} was not considered: the check says it cannot run this app ({why}).",
-                    p.platform
+                    p.row()
                 ))
             }
             (crate::Status::Measured, _) => candidates.push(p),
         }
     }
-    candidates.sort_by_key(|p| p.platform);
-    candidates.dedup_by_key(|p| p.platform);
+    candidates.sort_by_key(|p| p.row());
+    candidates.dedup_by_key(|p| p.row());
 
     // Every metric's best value among the candidates that have it.
     let best = |m: Metric| -> Option<f64> {
@@ -309,7 +312,7 @@ pub fn recommend(report: &Report, verdicts: &[Verdict], policy: Policy) -> Recom
     };
     let total_weight: f64 = metrics.iter().map(|m| m.weight()).sum();
 
-    let mut ranking: Vec<(Platform, f64)> = Vec::new();
+    let mut ranking: Vec<(Row, f64)> = Vec::new();
     for p in &candidates {
         let mut score = 0.0;
         let mut eligible = true;
@@ -327,21 +330,21 @@ pub fn recommend(report: &Report, verdicts: &[Verdict], policy: Policy) -> Recom
                     eligible = false;
                     excluded.push(format!(
                         "{} cannot win on {}: {}.",
-                        p.platform,
+                        p.row(),
                         m.name(),
                         m.missing()
                     ));
                 }
                 _ => excluded.push(format!(
                     "{} scores 0 on {}: {}.",
-                    p.platform,
+                    p.row(),
                     m.name(),
                     m.missing()
                 )),
             }
         }
         if eligible {
-            ranking.push((p.platform, round4(score)));
+            ranking.push((p.row(), round4(score)));
         }
     }
     ranking.sort_by(|a, b| {
@@ -367,15 +370,17 @@ pub fn recommend(report: &Report, verdicts: &[Verdict], policy: Policy) -> Recom
         reasons.extend(excluded);
         return Recommendation {
             platform: None,
+            target: None,
             policy,
             reasons,
             ranking,
         };
     };
     // The ranking only holds candidates, so this always finds the winner.
-    let Some(w) = candidates.iter().find(|p| p.platform == winner).copied() else {
+    let Some(w) = candidates.iter().find(|p| p.row() == winner).copied() else {
         return Recommendation {
             platform: None,
+            target: None,
             policy,
             reasons: excluded,
             ranking,
@@ -436,7 +441,7 @@ pub fn recommend(report: &Report, verdicts: &[Verdict], policy: Policy) -> Recom
         ));
     }
     for &(other, _) in &ranking[1..] {
-        let Some(o) = candidates.iter().find(|p| p.platform == other) else {
+        let Some(o) = candidates.iter().find(|p| p.row() == other) else {
             continue;
         };
         for &m in &metrics {
@@ -447,7 +452,8 @@ pub fn recommend(report: &Report, verdicts: &[Verdict], policy: Policy) -> Recom
     }
     reasons.extend(excluded);
     Recommendation {
-        platform: Some(winner),
+        platform: Some(winner.platform),
+        target: winner.target,
         policy,
         reasons,
         ranking,
@@ -456,6 +462,11 @@ pub fn recommend(report: &Report, verdicts: &[Verdict], policy: Policy) -> Recom
 
 #[cfg(test)]
 mod tests {
+    /// The ranking by platform, for rows without an image kind.
+    fn plat(r: &[(Row, f64)]) -> Vec<(Platform, f64)> {
+        r.iter().map(|(row, s)| (row.platform, *s)).collect()
+    }
+
     use super::*;
     use crate::{
         Accelerator, AppInfo, Conditions, ErrorCounts, HostInfo, ImageSize, LatencyMs, LoadShape,
@@ -520,6 +531,33 @@ mod tests {
         r
     }
 
+    #[test]
+    fn two_images_of_one_platform_are_two_rows() {
+        use bakeoff_spec::Target;
+        let uk = platform(Platform::Xen, fig(2.0, 900.0, 9.0, 40.0, 3.0), true)
+            .with_target(Some(Target::Rumprun));
+        let vm = platform(Platform::Xen, fig(7.0, 600.0, 12.0, 128.0, 3.2), true)
+            .with_target(Some(Target::MicroVm));
+        let r = report(vec![vm, uk]);
+        let rec = recommend(&r, &[], Policy::FastestStart);
+        assert_eq!(
+            (rec.platform, rec.target),
+            (Some(Platform::Xen), Some(Target::Rumprun))
+        );
+        let rows: Vec<String> = rec.ranking.iter().map(|(row, _)| row.to_string()).collect();
+        assert_eq!(rows, ["xen:rumprun", "xen:microvm"]);
+        assert!(
+            rec.reasons[0].starts_with("xen:rumprun is recommended"),
+            "{:?}",
+            rec.reasons
+        );
+        assert!(
+            rec.reasons.iter().any(|r| r.starts_with("xen:microvm ")),
+            "{:?}",
+            rec.reasons
+        );
+    }
+
     fn report(platforms: Vec<PlatformReport>) -> Report {
         Report {
             schema_version: 1,
@@ -573,7 +611,7 @@ mod tests {
             assert_eq!(r.platform, Some(want), "{policy}");
             assert_eq!(r.reasons[0], headline);
             assert_eq!(r.ranking.len(), 3);
-            assert_eq!(r.ranking[0], (want, 1.0));
+            assert_eq!(plat(&r.ranking)[0], (want, 1.0));
             assert!(
                 r.ranking.windows(2).all(|w| w[0].1 >= w[1].1),
                 "{:?}",
@@ -594,7 +632,7 @@ mod tests {
         );
         let r = recommend(&three(), &[], Policy::Throughput);
         assert_eq!(
-            r.ranking,
+            plat(&r.ranking),
             vec![
                 (Platform::Docker, 1.0),
                 (Platform::Rumprun, 0.4),
@@ -615,7 +653,7 @@ mod tests {
         // qemu: (0.35/1.95)*.25 + .25*.25 + .25*.2 + .1*.15 + (0.8/12)*.15 = 0.1824
         assert_eq!(r.platform, Some(Platform::Docker));
         assert_eq!(
-            r.ranking,
+            plat(&r.ranking),
             vec![
                 (Platform::Docker, 0.8889),
                 (Platform::Rumprun, 0.5289),
@@ -650,7 +688,7 @@ mod tests {
             let rec = recommend(&r, &[], policy);
             assert_eq!(rec.platform, Some(Platform::Qemu), "{policy}");
             assert_eq!(
-                rec.ranking,
+                plat(&rec.ranking),
                 vec![(Platform::Qemu, 1.0), (Platform::Firecracker, 1.0)]
             );
             assert!(
@@ -728,7 +766,7 @@ mod tests {
             platform(Platform::Qemu, b, true),
         ]);
         let rec = recommend(&r, &[], Policy::Balanced);
-        assert_eq!(rec.ranking[0], (Platform::Docker, 1.0));
+        assert_eq!(plat(&rec.ranking)[0], (Platform::Docker, 1.0));
         assert!(
             rec.reasons[0].ends_with("(launch-to-ready 45%, memory 27%, image size 27%)."),
             "{}",
@@ -758,7 +796,7 @@ mod tests {
             Some(Platform::Docker),
             "rumprun starts faster but cannot run it"
         );
-        assert_eq!(rec.ranking, vec![(Platform::Docker, 1.0)]);
+        assert_eq!(plat(&rec.ranking), vec![(Platform::Docker, 1.0)]);
         assert_eq!(
             rec.reasons[1..],
             [

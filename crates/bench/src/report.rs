@@ -124,6 +124,9 @@ pub struct AppInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlatformReport {
     pub platform: Platform,
+    /// The image kind, when the bench was asked for one (`--on xen:rumprun`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<bakeoff_spec::Target>,
     pub status: Status,
     pub conditions: Option<Conditions>,
     pub image_size: Option<ImageSize>,
@@ -156,6 +159,7 @@ impl PlatformReport {
     pub fn measured(platform: Platform, conditions: Conditions) -> PlatformReport {
         PlatformReport {
             platform,
+            target: None,
             status: Status::Measured,
             conditions: Some(conditions),
             image_size: None,
@@ -194,6 +198,15 @@ impl PlatformReport {
 
     pub fn is_measured(&self) -> bool {
         self.status == Status::Measured
+    }
+
+    /// Which row of the bench this is: `xen`, or `xen:rumprun` when an image kind was asked for.
+    pub fn row(&self) -> bakeoff_spec::Row {
+        bakeoff_spec::Row::new(self.platform, self.target)
+    }
+
+    pub fn with_target(self, target: Option<bakeoff_spec::Target>) -> PlatformReport {
+        PlatformReport { target, ..self }
     }
 
     /// Whether its figures come from an emulated CPU (QEMU TCG).

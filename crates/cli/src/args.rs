@@ -229,6 +229,10 @@ impl AppOptions {
     }
 }
 
+fn parse_row(s: &str) -> Result<bakeoff_spec::Row, String> {
+    s.parse::<bakeoff_spec::Row>().map_err(|e| e.to_string())
+}
+
 fn parse_platform(s: &str) -> Result<Platform, String> {
     s.parse::<Platform>().map_err(|e| e.to_string())
 }
@@ -240,9 +244,11 @@ pub struct BenchCli {
     /// The port(s) the app listens on inside the guest (wins over bakeoff.toml and detection).
     #[arg(long = "port", value_delimiter = ',')]
     pub port: Vec<u16>,
-    /// Platforms, comma-separated (default: every platform; unavailable ones are reported with the reason).
-    #[arg(long = "on", value_delimiter = ',', value_parser = parse_platform)]
-    pub platforms: Option<Vec<Platform>>,
+    /// Platforms, comma-separated (default: every platform; unavailable ones are reported with
+    /// the reason). `PLATFORM:TARGET` picks the image where a platform boots several, so both
+    /// Xen images can be rows of one bench: `--on docker,xen:rumprun,xen:microvm`.
+    #[arg(long = "on", value_delimiter = ',', value_parser = parse_row)]
+    pub platforms: Option<Vec<bakeoff_spec::Row>>,
     /// Measured runs per platform (after one warm-up run).
     #[arg(long, default_value_t = 5)]
     pub runs: u32,

@@ -22,10 +22,11 @@ pub const MICROVM_KERNEL: &str = "application/vnd.bakeoff.microvm.kernel.v1";
 pub const MICROVM_INITRD: &str = "application/vnd.bakeoff.microvm.initrd.v1.cpio+lz4";
 pub const MICROVM_CONFIG: &str = "application/vnd.bakeoff.microvm.config.v1+json";
 
-/// The Rumprun unikernel: the baked `hw_virtio` kernel and its run config (the JSON Rumprun
-/// reads at boot is made per run from it).
+/// The Rumprun unikernel: the baked `hw_virtio` kernel, the `xen_pv` bake where the toolchain
+/// has Xen's platform, and the run config (the JSON Rumprun reads at boot is made per run from it).
 pub const RUMPRUN_ARTIFACT: &str = "application/vnd.bakeoff.rumprun.v1";
 pub const RUMPRUN_KERNEL: &str = "application/vnd.bakeoff.rumprun.kernel.v1";
+pub const RUMPRUN_XEN_KERNEL: &str = "application/vnd.bakeoff.rumprun.xen-kernel.v1";
 pub const RUMPRUN_CONFIG: &str = "application/vnd.bakeoff.rumprun.config.v1+json";
 
 /// urunc's annotation names (its `UnikernelConfig`), the ones bakeoff fills.

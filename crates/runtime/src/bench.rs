@@ -14,7 +14,7 @@ use bakeoff_bench::{
 };
 use bakeoff_driver::Driver;
 use bakeoff_launch::Image;
-use bakeoff_spec::{HealthKind, Platform, PortMapping, Protocol, RunOptions};
+use bakeoff_spec::{HealthKind, Platform, PortMapping, Protocol, Row, RunOptions, Target};
 use bakeoff_state::Instance;
 
 use crate::prepare::available_with;
@@ -24,8 +24,9 @@ use crate::{Prepared, Readiness, Runtime, RuntimeError};
 /// What to measure and how.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
-    /// None: every platform (those unavailable here are reported with their reason).
-    pub platforms: Option<Vec<Platform>>,
+    /// None: every platform (those unavailable here are reported with their reason). A row may
+    /// name the image kind where a platform boots several (`xen:rumprun` beside `xen:microvm`).
+    pub platforms: Option<Vec<Row>>,
     pub runs: u32,
     pub shape: LoadShape,
     pub policy: Policy,
@@ -73,6 +74,8 @@ struct RunFigures {
 /// One platform through the rounds of a bench: what it runs and what its runs measured.
 struct Lane {
     platform: Platform,
+    /// The image kind the row asked for (`xen:rumprun`), if any.
+    target: Option<Target>,
     driver: Box<dyn Driver>,
     image: Image,
     guest_port: u16,
@@ -127,7 +130,7 @@ impl Runtime {
         let platforms = config
             .platforms
             .clone()
-            .unwrap_or_else(|| Platform::ALL.to_vec());
+            .unwrap_or_else(|| Platform::ALL.map(Row::from).to_vec());
         // Every platform is set up first; then the runs go in rounds, one run of each platform
         // per round, the order reversed every other round (A B, B A, ...). A slow spell of the
         // host (itself a VM here, whose speed drifts over minutes) then lands on every platform
@@ -138,8 +141,12 @@ impl Runtime {
         let current: Mutex<Option<String>> = Mutex::new(None);
         let run_all = async {
             let mut lanes = Vec::new();
-            for &platform in &platforms {
-                lanes.push(self.open_lane(prepared, config, platform, explicit).await);
+            for &row in &platforms {
+                lanes.push(
+                    self.open_lane(prepared, config, row, explicit)
+                        .await
+                        .map_err(|r| r.with_target(row.target)),
+                );
             }
             for run in 0..=config.runs {
                 for i in round_order(run, lanes.len()) {
@@ -180,7 +187,7 @@ impl Runtime {
             let reasons: Vec<String> = report
                 .platforms
                 .iter()
-                .map(|p| format!("{}: {}", p.platform, p.status.reason().unwrap_or("?")))
+                .map(|p| format!("{}: {}", p.row(), p.status.reason().unwrap_or("?")))
                 .collect();
             return Err(RuntimeError::Invalid(format!(
                 "no platform could run {}: {}",
@@ -202,11 +209,17 @@ impl Runtime {
         &self,
         prepared: &Prepared,
         config: &BenchConfig,
-        platform: Platform,
+        row: Row,
         explicit: bool,
     ) -> Result<Lane, PlatformReport> {
         let plan = &prepared.plan;
-        if let Err(e) = prepared.check(platform) {
+        let platform = row.platform;
+        // A unikernel row on Xen is held to Rumprun's check too (one process, rebuilt from source).
+        let checked = prepared.check(platform).and_then(|()| match row.target() {
+            Target::Rumprun if platform != Platform::Rumprun => prepared.check(Platform::Rumprun),
+            _ => Ok(()),
+        });
+        if let Err(e) = checked {
             let RuntimeError::CannotRun { reasons, .. } = e else {
                 return Err(PlatformReport::failed(platform, e.to_string()));
             };
@@ -219,13 +232,13 @@ impl Runtime {
         if let Err(e) = available_with(&*driver, platform, plan).await {
             if explicit {
                 self.say(&format!(
-                    "{platform} is unavailable ({e}); continuing with the other platforms"
+                    "{row} is unavailable ({e}); continuing with the other platforms"
                 ));
             }
             return Err(PlatformReport::unavailable(platform, e));
         }
         let image = self
-            .image_for(prepared, platform.target(), config.kernel.clone())
+            .image_for(prepared, row.target(), config.kernel.clone())
             .map_err(|e| PlatformReport::failed(platform, error_chain(&e)))?;
         let guest_port =
             plan.health
@@ -248,6 +261,7 @@ impl Runtime {
         let http = plan.health.kind == HealthKind::Http;
         let mut lane = Lane {
             platform,
+            target: row.target,
             driver,
             image,
             guest_port,
@@ -380,14 +394,15 @@ impl Runtime {
 
     /// One platform's report from its samples (or the reason its runs stopped).
     async fn close_lane(&self, lane: Lane) -> PlatformReport {
-        let platform = lane.platform;
+        let (platform, target) = (lane.platform, lane.target);
         if let Some(reason) = lane.failed {
-            return PlatformReport::failed(platform, reason);
+            return PlatformReport::failed(platform, reason).with_target(target);
         }
         match self.summarize(lane).await {
             Ok(pr) => pr,
             Err(e) => PlatformReport::failed(platform, error_chain(&e)),
         }
+        .with_target(target)
     }
 
     async fn summarize(&self, lane: Lane) -> Result<PlatformReport, RuntimeError> {

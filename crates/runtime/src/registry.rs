@@ -246,7 +246,14 @@ impl Runtime {
         let kernel = uk
             .require("kernel", "hw_virtio kernel")
             .map_err(RuntimeError::Render)?;
-        let uk_artifact = rumprun_artifact(&uk, read(&kernel)?, &oci_digest);
+        let xen_kernel = match uk.files.get("xen_kernel") {
+            Some(_) => Some(read(
+                &uk.require("xen_kernel", "xen_pv kernel")
+                    .map_err(RuntimeError::Render)?,
+            )?),
+            None => None,
+        };
+        let uk_artifact = rumprun_artifact(&uk, read(&kernel)?, xen_kernel, &oci_digest);
         out.push(self.push_one(
             Target::Rumprun,
             &artifact_tag(&r, Target::Rumprun),
@@ -527,6 +534,12 @@ impl Runtime {
                 .ok_or_else(|| unexpected(format!("has no single layer of type {media}")))?;
             wanted.push((l.digest.clone(), file.to_string()));
         }
+        // Optional: the Xen PV bake, pushed where the toolchain had Xen's platform.
+        if target == Target::Rumprun {
+            if let Some(l) = m.layer(art::RUMPRUN_XEN_KERNEL) {
+                wanted.push((l.digest.clone(), "xen_kernel".to_string()));
+            }
+        }
         let hex = manifest.digest.trim_start_matches("sha256:");
         let dir = self
             .cache
@@ -663,7 +676,11 @@ fn pulled_image(
                     })
                 })?;
                 let k = size("kernel")?;
-                (vec![("kernel", "kernel")], details, k, k)
+                let mut files = vec![("kernel", "kernel")];
+                if dir.join("xen_kernel").is_file() {
+                    files.push(("xen_kernel", "xen_kernel"));
+                }
+                (files, details, k, k)
             }
         };
     Ok(Image {
@@ -685,24 +702,36 @@ fn pulled_image(
 
 /// The Rumprun unikernel as an artifact: the baked `hw_virtio` kernel and its run config
 /// (program name, default args and env, ports: what Rumprun's boot JSON is made from).
-pub fn rumprun_artifact(image: &Image, kernel: Bytes, oci_manifest: &str) -> art::Artifact {
+pub fn rumprun_artifact(
+    image: &Image,
+    kernel: Bytes,
+    xen_kernel: Option<Bytes>,
+    oci_manifest: &str,
+) -> art::Artifact {
     let d = &image.details;
     let mut cmdline = vec![d.argv0.clone().unwrap_or_else(|| image.name.clone())];
     cmdline.extend(d.args.clone().unwrap_or_default());
+    let mut layers = vec![Layer {
+        media_type: art::RUMPRUN_KERNEL,
+        title: "kernel",
+        data: kernel,
+    }];
+    // The Xen PV bake travels beside it, so a Xen host without a toolchain can run it.
+    if let Some(data) = xen_kernel {
+        layers.push(Layer {
+            media_type: art::RUMPRUN_XEN_KERNEL,
+            title: "xen_kernel",
+            data,
+        });
+    }
+    layers.push(Layer {
+        media_type: art::RUMPRUN_CONFIG,
+        title: "rumprun.json",
+        data: Bytes::from(serde_json::to_vec_pretty(d).expect("details serialize")),
+    });
     art::artifact(
         RUMPRUN_ARTIFACT,
-        vec![
-            Layer {
-                media_type: art::RUMPRUN_KERNEL,
-                title: "kernel",
-                data: kernel,
-            },
-            Layer {
-                media_type: art::RUMPRUN_CONFIG,
-                title: "rumprun.json",
-                data: Bytes::from(serde_json::to_vec_pretty(d).expect("details serialize")),
-            },
-        ],
+        layers,
         art::rumprun_annotations(
             &image.name,
             &image.artifact_id,

@@ -441,7 +441,7 @@ async fn a_bench_interrupted_while_an_instance_starts_removes_it() {
     });
     let prepared = s.rt.prepare(&hello()).unwrap();
     let config = bakeoff_runtime::BenchConfig {
-        platforms: Some(vec![Platform::Docker]),
+        platforms: Some(vec![Platform::Docker.into()]),
         runs: 1,
         shape: Default::default(),
         policy: Default::default(),

@@ -11,7 +11,7 @@ pub use app::{
     is_debian_package_name, AppSpec, BuildSpec, FileSpec, HealthKind, HealthSpec, ResourceSpec,
     RumprunSpec,
 };
-pub use platform::{Origin, Platform, Target};
+pub use platform::{Origin, Platform, Row, Target};
 pub use run::{
     parse_cpus, parse_env, parse_memory, parse_publish, PortMapping, Protocol, RunOptions,
 };

@@ -71,6 +71,80 @@ impl FromStr for Platform {
     }
 }
 
+/// One row of a bench: a platform and, where it boots more than one image kind, which one
+/// (`xen:rumprun`, `xen:microvm`). Written `PLATFORM` or `PLATFORM:TARGET`; serialized the same
+/// way, so a report of default rows reads as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Row {
+    pub platform: Platform,
+    /// `None`: the platform's default image kind.
+    pub target: Option<Target>,
+}
+
+impl Row {
+    pub fn new(platform: Platform, target: Option<Target>) -> Row {
+        Row { platform, target }
+    }
+    /// The image kind this row boots.
+    pub fn target(self) -> Target {
+        self.target.unwrap_or(self.platform.target())
+    }
+}
+
+impl From<Platform> for Row {
+    fn from(platform: Platform) -> Row {
+        Row {
+            platform,
+            target: None,
+        }
+    }
+}
+
+impl fmt::Display for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.target {
+            Some(t) => f.pad(&format!("{}:{}", self.platform, t)),
+            None => f.pad(self.platform.as_str()),
+        }
+    }
+}
+
+impl FromStr for Row {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (platform, target) = match s.split_once(':') {
+            Some((p, t)) => (p.parse::<Platform>()?, Some(t.parse::<Target>()?)),
+            None => (s.parse::<Platform>()?, None),
+        };
+        if let Some(t) = target.filter(|t| !platform.targets().contains(t)) {
+            return Err(SpecError::Unknown {
+                what: "image kind for this platform",
+                value: format!("{platform}:{t}"),
+                expected: platform
+                    .targets()
+                    .iter()
+                    .map(|t| format!("{platform}:{t}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        Ok(Row { platform, target })
+    }
+}
+
+impl Serialize for Row {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Row {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Row, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Where an app's executable comes from: it decides what a platform can rebuild (Rumprun needs
 /// sources) and what an image holds besides the program (a package brings its own files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -130,6 +204,26 @@ impl FromStr for Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_name_a_platform_and_maybe_its_image_kind() {
+        let r: Row = "xen:rumprun".parse().unwrap();
+        assert_eq!(r, Row::new(Platform::Xen, Some(Target::Rumprun)));
+        assert_eq!(r.to_string(), "xen:rumprun");
+        assert_eq!("qemu".parse::<Row>().unwrap(), Row::from(Platform::Qemu));
+        assert_eq!(Row::from(Platform::Xen).target(), Target::MicroVm);
+        assert_eq!(serde_json::to_string(&r).unwrap(), "\"xen:rumprun\"");
+        assert_eq!(
+            serde_json::from_str::<Row>("\"docker\"").unwrap(),
+            Row::from(Platform::Docker)
+        );
+        let e = "docker:rumprun".parse::<Row>().unwrap_err().to_string();
+        assert!(
+            e.contains("docker:rumprun") && e.contains("docker:oci"),
+            "{e}"
+        );
+        assert!("xen:nope".parse::<Row>().is_err());
+    }
 
     #[test]
     fn each_platform_boots_its_image_kinds() {

@@ -71,6 +71,8 @@ fn tick(v: f64, step: f64) -> String {
 /// One row of a horizontal bar chart, values in the chart's display unit.
 struct Row {
     platform: Platform,
+    /// `xen` or `xen:rumprun`.
+    name: String,
     emulated: bool,
     /// The dark bar (the figure the chart is about).
     value: Option<f64>,
@@ -149,7 +151,7 @@ fn bar_chart(id: &str, title: &str, unit: &str, rows: &[Row]) -> String {
             r##"<text x="{lx}" y="{ly:.1}" class="name" text-anchor="end">{name}</text>"##,
             lx = PLOT_X0 - 10.0,
             ly = if r.emulated { cy - 2.0 } else { cy + 4.5 },
-            name = r.platform
+            name = r.name
         );
         if r.emulated {
             let _ = write!(
@@ -253,6 +255,7 @@ fn missing_label(p: &PlatformReport, what: &str) -> String {
 fn row(p: &PlatformReport) -> Row {
     Row {
         platform: p.platform,
+        name: p.row().to_string(),
         emulated: p.is_emulated(),
         value: None,
         secondary: None,
@@ -489,7 +492,7 @@ fn distribution_chart(report: &Report) -> String {
                 r##"<circle cx="{cx:.1}" cy="{cy:.1}" r="3.5" fill="{c}"><title>{name} {label}: {val}</title></circle>"##,
                 cx = xs(i),
                 cy = y(*v),
-                name = p.platform,
+                name = p.row(),
                 val = esc(&format::millis(*v))
             );
         }
@@ -535,10 +538,10 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<(f64, bool)> {
 fn sweep_chart(p: &PlatformReport, sw: &crate::Sweep) -> String {
     let (w, h) = (CHART_W, 300.0);
     let (x0, x1, y0, y1) = (64.0, w - 20.0, 22.0, h - 40.0);
-    let id = format!("chart-sweep-{}", p.platform);
+    let id = format!("chart-sweep-{}", p.row().to_string().replace(':', "-"));
     let mut s = format!(
         r##"<svg class="chart sweep" id="{id}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="latency against offered rate on {name}">"##,
-        name = p.platform
+        name = p.row()
     );
     let ms = |us: u64| us as f64 / 1000.0;
     let pts: Vec<&crate::SweepPoint> = sw
@@ -675,9 +678,9 @@ fn ms_tick(ms: f64) -> String {
 
 fn series_name(p: &PlatformReport) -> String {
     if p.is_emulated() {
-        format!("{} (emulated TCG)", p.platform)
+        format!("{} (emulated TCG)", p.row())
     } else {
-        p.platform.to_string()
+        p.row().to_string()
     }
 }
 
@@ -819,7 +822,7 @@ pub fn html(report: &Report) -> String {
         .platforms
         .iter()
         .filter(|p| p.is_measured() && p.is_emulated())
-        .map(|p| p.platform.to_string())
+        .map(|p| p.row().to_string())
         .collect();
     if !emulated.is_empty() {
         let _ = write!(
@@ -926,7 +929,7 @@ fn recommendation(o: &mut String, report: &Report) {
         return;
     };
     let pick = match r.platform {
-        Some(p) => format!("Run it on {p}"),
+        Some(p) => format!("Run it on {}", bakeoff_spec::Row::new(p, r.target)),
         None => "No platform can be recommended".to_string(),
     };
     let _ = write!(
@@ -948,7 +951,7 @@ fn recommendation(o: &mut String, report: &Report) {
                 r#"<tr><td>{rank}</td><td>{p}</td><td class="num">{score:.2}</td><td class="bar-cell"><div class="scorebar" style="width:{w:.0}%;background:{c}"></div></td></tr>"#,
                 rank = i + 1,
                 w = (score * 100.0).clamp(1.0, 100.0),
-                c = color(*p)
+                c = color(p.platform)
             );
         }
         o.push_str("</table>");
@@ -992,7 +995,7 @@ fn summary(o: &mut String, report: &Report) {
         let _ = write!(
             o,
             r#"<tr><td><b>{name}</b></td><td>{status}</td><td>{accel}</td><td class="num">{image}</td><td class="num">{launch}</td><td class="num">{memory}</td><td class="num">{rps}</td><td class="num">{lat}</td></tr>"#,
-            name = p.platform,
+            name = p.row(),
             accel = accel_badge(p, &c.accelerator),
             image = figure(&c.image, Ratio::Size),
             launch = figure(&c.launch, Ratio::Start),
@@ -1040,7 +1043,7 @@ fn conditions(o: &mut String, report: &Report) {
         let _ = write!(
             o,
             r#"<tr><td><b>{name}</b></td><td>{accel}</td><td class="num">{cpus}</td><td class="num">{mem}</td><td>{kernel}</td><td class="image">{image}</td><td class="flags">{flags}</td><td class="versions">{versions}</td></tr>"#,
-            name = p.platform,
+            name = p.row(),
             accel = accel_badge(p, accel),
             cpus = c.cpus.map_or(super::NONE.to_string(), |n| format!("{n}")),
             mem = c
@@ -1053,7 +1056,7 @@ fn conditions(o: &mut String, report: &Report) {
         all_notes.extend(
             notes
                 .into_iter()
-                .map(|n| format!("<li><b>{}</b>: {n}</li>", p.platform)),
+                .map(|n| format!("<li><b>{}</b>: {n}</li>", p.row())),
         );
     }
     o.push_str("</table></div>");
@@ -1129,7 +1132,7 @@ fn sweeps(o: &mut String, report: &Report) {
         let _ = write!(
             o,
             r#"<figure><figcaption><b>{name}</b> {badge} <b class="sustain">{sustained}</b><br><span class="note">{conditions}; {how}. Filled points are sustained, hollow ones are not.</span></figcaption>{body}</figure>"#,
-            name = p.platform,
+            name = p.row(),
             badge = if p.is_emulated() {
                 r#"<span class="badge emu">emulated (TCG)</span>"#
             } else {
@@ -1179,7 +1182,7 @@ fn unmeasured(o: &mut String, report: &Report) {
         let _ = write!(
             o,
             r#"<li><b>{}</b> <span class="badge bad">{}</span> {}</li>"#,
-            p.platform,
+            p.row(),
             p.status.label(),
             esc(p.status.reason().unwrap_or(""))
         );

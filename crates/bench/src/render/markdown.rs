@@ -79,7 +79,7 @@ pub fn markdown(report: &Report) -> String {
         .map(|p| {
             let c = cells(p);
             vec![
-                p.platform.to_string(),
+                p.row().to_string(),
                 c.status,
                 c.accelerator,
                 c.image,
@@ -117,7 +117,7 @@ pub fn markdown(report: &Report) -> String {
         let rows: Vec<Vec<String>> = measured
             .iter()
             .map(|p| {
-                let mut row = vec![p.platform.to_string()];
+                let mut row = vec![p.row().to_string()];
                 row.extend(Ratio::ALL.iter().map(|r| r.cell(p, &report.platforms)));
                 row
             })
@@ -149,7 +149,7 @@ pub fn markdown(report: &Report) -> String {
             let _ = writeln!(
                 out,
                 "- {}: {}: {}",
-                p.platform,
+                p.row(),
                 p.status.label(),
                 p.status.reason().unwrap_or("")
             );
@@ -159,7 +159,7 @@ pub fn markdown(report: &Report) -> String {
     let notes: Vec<_> = report
         .platforms
         .iter()
-        .flat_map(|p| p.notes.iter().map(move |n| (p.platform, n)))
+        .flat_map(|p| p.notes.iter().map(move |n| (p.row(), n)))
         .collect();
     if !notes.is_empty() {
         out.push_str("\nNotes:\n");
@@ -179,7 +179,7 @@ pub fn markdown(report: &Report) -> String {
             let _ = writeln!(
                 out,
                 "\n### {}: {}\n\n{}; {}.\n",
-                p.platform,
+                p.row(),
                 describe_sustained(s),
                 describe_conditions(p),
                 describe_sweep(s)
@@ -193,7 +193,12 @@ pub fn markdown(report: &Report) -> String {
         None => out.push_str("\n## Recommendation\n\nNot computed.\n"),
         Some(r) => {
             let _ = match r.platform {
-                Some(p) => writeln!(out, "\n## Recommendation: {p} ({} policy)\n", r.policy),
+                Some(p) => writeln!(
+                    out,
+                    "\n## Recommendation: {} ({} policy)\n",
+                    bakeoff_spec::Row::new(p, r.target),
+                    r.policy
+                ),
                 None => writeln!(out, "\n## Recommendation: none ({} policy)\n", r.policy),
             };
             for reason in &r.reasons {

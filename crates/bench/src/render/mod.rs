@@ -48,7 +48,7 @@ struct Breakdown {
 /// resident memory by part. A table with nothing to show is left out.
 fn breakdowns(report: &Report) -> Vec<Breakdown> {
     let mut out = Vec::new();
-    let row_head = |p: &PlatformReport| vec![p.platform.to_string()];
+    let row_head = |p: &PlatformReport| vec![p.row().to_string()];
 
     let phased: Vec<_> = report
         .platforms
