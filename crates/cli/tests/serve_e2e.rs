@@ -196,6 +196,75 @@ fn http_service_switches_docker_qemu_20_times_without_a_failed_request() {
     assert!(ps_services(&env).is_empty());
 }
 
+/// The thesis's move, live: a service goes docker → rumprun → qemu → rumprun → docker twice
+/// under keep-alive and connection-per-request load, with no failed request.
+#[test]
+fn http_service_switches_through_the_rumprun_unikernel_without_a_failed_request() {
+    let test = "http_service_switches_through_the_rumprun_unikernel_without_a_failed_request";
+    if !docker_or_skip(test) || !qemu_or_skip(test) || !rumprun_or_skip(test) {
+        return;
+    }
+    let env = Env::new();
+    let port = free_port();
+    let name = format!("e2e-uk-{port}");
+    env.ok(&[
+        "serve",
+        "examples/hello",
+        "--port",
+        &port.to_string(),
+        "--name",
+        &name,
+        "-d",
+        "-e",
+        "GREETING=moved",
+    ]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let keepalive = load_until(stop.clone(), port, true);
+    let close = load_until(stop.clone(), port, false);
+    let mut generation = 1;
+    let mut times: Vec<(String, f64)> = Vec::new();
+    let mut from = "docker";
+    for to in [
+        "rumprun", "qemu", "rumprun", "docker", "rumprun", "qemu", "rumprun", "docker",
+    ] {
+        generation += 1;
+        let out = env.ok(&["switch", &name, "--to", to]);
+        assert!(out.contains("switched"), "{out}");
+        times.push((format!("{from} → {to}"), seconds_in_all(&out)));
+        let (status, body) = http_get(port, "/").unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains(&format!("greeting=moved host={name}.{to}.{generation}")),
+            "after the switch to {to} the body shows another backend: {body}"
+        );
+        if to == "rumprun" {
+            let row = service(&env, &name);
+            assert_eq!(row["platform"], "rumprun", "{row}");
+        }
+        from = to;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let keepalive = keepalive.join().unwrap();
+    let close = close.join().unwrap();
+    eprintln!("keep-alive load: {keepalive:?}; new connection per request: {close:?}");
+    for (step, secs) in &times {
+        eprintln!("FIGURE switch {step}: {secs:.2} s");
+    }
+    assert_eq!(
+        keepalive.failed, 0,
+        "keep-alive requests failed: {keepalive:?}"
+    );
+    assert_eq!(close.failed, 0, "requests failed: {close:?}");
+    assert!(
+        keepalive.ok > 100 && close.ok > 10,
+        "too little load: {keepalive:?} {close:?}"
+    );
+    env.ok(&["stop", &name]);
+    assert!(qemu_pids(&name).is_empty(), "a VMM outlived the service");
+    assert!(containers(&name).is_empty());
+    env.ok(&["rm", &name]);
+}
+
 /// One command to a Redis server on a fresh connection.
 fn redis(port: u16, line: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
