@@ -164,6 +164,26 @@ fn push_then_run_from_the_registry_on_docker_and_qemu_and_refuse_a_tampered_blob
     if rumprun {
         assert_eq!(pushed[2]["target"], "rumprun");
         assert_eq!(pushed[2]["reference"], format!("{reference}-rumprun"));
+        // The Xen PV bake travels beside the QEMU one, so a Xen host without a toolchain can
+        // run the unikernel it pulls.
+        let manifest = Command::new("curl")
+            .args([
+                "-fsS",
+                "-H",
+                "Accept: application/vnd.oci.image.manifest.v1+json",
+            ])
+            .arg(format!(
+                "http://127.0.0.1:{}/v2/e2e/hello/manifests/1-rumprun",
+                reg.port
+            ))
+            .output()
+            .unwrap();
+        let manifest = String::from_utf8_lossy(&manifest.stdout);
+        assert!(
+            manifest.contains("application/vnd.bakeoff.rumprun.xen-kernel.v1")
+                && manifest.contains("application/vnd.bakeoff.rumprun.kernel.v1"),
+            "{manifest}"
+        );
     } else {
         assert_eq!(pushed.as_array().unwrap().len(), 2, "{pushed}");
         assert!(

@@ -15,52 +15,6 @@ use bakeoff_xenhost::{sh_quote, HostOptions, XenHost};
 use common::*;
 
 const APP_PORT: u16 = 8080;
-/// dom0's port for the Rumprun unikernel's domain.
-const UK_PORT: u16 = 8083;
-
-/// Debian's `docker-registry` on this host's 127.0.0.1, which dom0 reaches as 10.0.2.2 (QEMU's
-/// user network): the Rumprun unikernel is baked here, where the toolchain is, and pulled
-/// inside dom0, which has none. Ends with the returned child.
-struct Registry(std::process::Child, u16);
-
-impl Registry {
-    fn start(dir: &std::path::Path) -> Registry {
-        let port = free_port();
-        let config = dir.join("registry.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.join("registry").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.join("registry.err")).unwrap())
-            .spawn()
-            .expect("docker-registry runs (scripts/install-deps.sh installs it)");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the registry did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Registry(child, port)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn compile(dir: &std::path::Path, name: &str, source: &str) -> PathBuf {
     let src = dir.join(format!("{name}.c"));
     std::fs::write(&src, source).unwrap();
@@ -178,24 +132,13 @@ fn the_example_runs_as_a_pvh_domain_on_nested_xen() {
         "exit3",
         "#include <stdio.h>\nint main(void){ printf(\"about to exit\\n\"); return 3; }\n",
     );
-    // The unikernel for Xen (`xen_pv`) is baked here and pushed beside the image.
-    let rumprun =
-        rumprun_or_skip("the Rumprun part of the_example_runs_as_a_pvh_domain_on_nested_xen");
-    let registry = rumprun.then(|| Registry::start(tmp.path()));
-    let uk_ref = registry.as_ref().map(|r| {
-        let reference = format!("127.0.0.1:{}/hello:xen", r.1);
-        let out = env.ok(&["push", "examples/hello", &reference, "--json"]);
-        assert!(out.contains("\"rumprun\""), "no unikernel pushed: {out}");
-        // As dom0 names this host's loopback.
-        format!("10.0.2.2:{}/hello:xen", r.1)
-    });
     let opts = HostOptions {
         cache_dir: shared_cache(),
         work_dir: tmp.path().join("xenhost"),
         bakeoff: PathBuf::from(env!("CARGO_BIN_EXE_bakeoff")),
         files: vec![(hello, "/apps/hello".into()), (exit3, "/apps/exit3".into())],
         guest_kernel: true,
-        forwards: vec![APP_PORT, UK_PORT],
+        forwards: vec![APP_PORT],
         boot_timeout: Duration::from_secs(420),
         log: |m| eprintln!("xenhost: {m}"),
     };
@@ -428,47 +371,6 @@ fn the_example_runs_as_a_pvh_domain_on_nested_xen() {
         "{body}"
     );
     dom0_ok(&host, "bakeoff rm -f deb", Duration::from_secs(60));
-
-    // The Rumprun unikernel as a PV domain: pulled from this host's registry (its `xen_pv`
-    // bake travels in the pushed artifact), configured through xenstore, reached from here.
-    if let Some(uk_ref) = &uk_ref {
-        let run = format!(
-            "bakeoff run {uk_ref} --on xen --target rumprun --wait 400 -d -p 0.0.0.0:{UK_PORT}:8080 -e GREETING=unikernel --name uk -- u1 u2"
-        );
-        let t = Instant::now();
-        let (code, out) = dom0(&host, &run, long);
-        if code != 0 && nested_xen_died(&host, "the unikernel's start", &out) {
-            dom0_ok(&host, "bakeoff rm -f uk", Duration::from_secs(60));
-            dom0_ok(&host, &run, long);
-        } else {
-            assert_eq!(code, 0, "dom0 `{run}` failed: {out}");
-        }
-        let body = wait_http(host.port(UK_PORT).unwrap(), Duration::from_secs(120));
-        eprintln!(
-            "LAUNCH TO FIRST 200 (examples/hello as a Rumprun PV domain, pulled in dom0, nested): {:.2} s",
-            t.elapsed().as_secs_f64()
-        );
-        assert!(body.contains("greeting=unikernel"), "{body}");
-        assert!(body.contains("host=uk"), "{body}");
-        assert!(body.contains("args=u1 u2"), "{body}");
-        let xl_long = dom0_ok(&host, "xl list -l bakeoff-uk", Duration::from_secs(60));
-        assert!(xl_long.contains("\"type\": \"pv\""), "{xl_long}");
-        let ps = dom0_ok(&host, "bakeoff ps --json", Duration::from_secs(60));
-        assert!(ps.contains("\"uk\"") && ps.contains("running"), "{ps}");
-        let logs = dom0_ok(&host, "bakeoff logs uk", Duration::from_secs(60));
-        assert!(logs.contains("hello: listening on port 8080"), "{logs}");
-        assert!(logs.contains("NetBSD"), "not Rumprun's console: {logs}");
-        dom0_ok(&host, "bakeoff stop uk", long);
-        let ps = dom0_ok(
-            &host,
-            "bakeoff ps; xl list; iptables -w -t nat -S",
-            Duration::from_secs(60),
-        );
-        assert!(!ps.contains("bakeoff-uk"), "the domain outlived stop: {ps}");
-        assert!(!ps.contains("bakeoff:uk"), "DNAT rules outlived stop: {ps}");
-        assert!(ps.contains("exited"), "{ps}");
-        dom0_ok(&host, "bakeoff rm uk", Duration::from_secs(60));
-    }
 
     // bench inside the nested host: the report says where its figures come from. (`--port`:
     // the observation run needs util-linux's `unshare`, which dom0's busybox does not match.)
