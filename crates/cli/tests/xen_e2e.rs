@@ -15,6 +15,7 @@ use bakeoff_xenhost::{sh_quote, HostOptions, XenHost};
 use common::*;
 
 const APP_PORT: u16 = 8080;
+
 fn compile(dir: &std::path::Path, name: &str, source: &str) -> PathBuf {
     let src = dir.join(format!("{name}.c"));
     std::fs::write(&src, source).unwrap();
