@@ -292,16 +292,27 @@ case "$1" in
 esac
 "#;
 
-/// GNU functions Debian's sources use that NetBSD 7.99's libc (Rumprun's) lacks, weak so that
-/// a program's own definition wins. Each is used by a package bakeoff builds:
-/// - `get_current_dir_name`: Debian's redis patch 0003 replaces getcwd(PATH_MAX) with it;
-/// - `llroundl`: redis's HyperLogLog; NetBSD 7's libm has no long double rounding, so this
-///   rounds through `long double` arithmetic itself.
-pub const COMPAT_C: &str = r#"/* Written by bakeoff: GNU functions NetBSD 7.99's libc lacks. */
+/// Linked into every program built from a source package:
+/// - GNU functions Debian's sources use that NetBSD 7.99's libc (Rumprun's) lacks, weak so that
+///   a program's own definition wins: `get_current_dir_name` (Debian's redis patch 0003 replaces
+///   getcwd(PATH_MAX) with it) and `llroundl` (redis's HyperLogLog; NetBSD 7's libm has no long
+///   double rounding, so this rounds through `long double` arithmetic itself);
+/// - a constructor that spends Rumprun's one-time "call to sigprocmask ignored" warning at
+///   start-up. NetBSD's amd64 `setjmp` reaches that stub (through pthread_sigmask) with the
+///   stack 8 bytes off 16-byte alignment, and the warning's vfprintf stores SSE registers with
+///   aligned moves: the first `setjmp` of a program (Lua's error handling, in redis) died of a
+///   general protection fault in `__vfprintf_unlocked_l` (seen under gdb on QEMU's stub).
+pub const COMPAT_C: &str = r#"/* Written by bakeoff: GNU functions NetBSD 7.99's libc lacks, and a Rumprun workaround. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <limits.h>
+#include <signal.h>
+__attribute__((constructor)) static void bakeoff_spend_sigprocmask_warning(void)
+{
+	sigset_t old;
+	sigprocmask(SIG_BLOCK, NULL, &old);
+}
 __attribute__((weak)) char *get_current_dir_name(void)
 {
 	char buf[PATH_MAX];
