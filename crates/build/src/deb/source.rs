@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{BuildError, Cache};
 
-/// Where the host's apt configuration is read.
+/// Where the host's apt configuration is, when `apt-config` does not say.
 const SYSTEM_SOURCE_LIST: &str = "/etc/apt/sources.list";
 const SYSTEM_SOURCE_PARTS: &str = "/etc/apt/sources.list.d";
 const SYSTEM_LISTS: &str = "/var/lib/apt/lists";
@@ -374,10 +374,49 @@ pub fn run_bounded(
     })
 }
 
+/// Where this host's apt reads its sources and keeps its lists, as `apt-config` says (so
+/// `APT_CONFIG` is honoured): (source list, source parts, lists).
+fn system_paths() -> (PathBuf, PathBuf, PathBuf) {
+    let mut paths = (
+        PathBuf::from(SYSTEM_SOURCE_LIST),
+        PathBuf::from(SYSTEM_SOURCE_PARTS),
+        PathBuf::from(SYSTEM_LISTS),
+    );
+    let out = run_bounded(
+        Command::new("apt-config").args([
+            "shell",
+            "L",
+            "Dir::Etc::SourceList/f",
+            "P",
+            "Dir::Etc::SourceParts/d",
+            "S",
+            "Dir::State::Lists/d",
+        ]),
+        QUERY_DEADLINE,
+        QUERY_DEADLINE,
+        &|_| {},
+    );
+    if let Ok(out) = out {
+        for line in out.stdout.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            let v = PathBuf::from(v.trim_matches('\''));
+            match k {
+                "L" => paths.0 = v,
+                "P" => paths.1 = v,
+                "S" => paths.2 = v,
+                _ => {}
+            }
+        }
+    }
+    paths
+}
+
 /// The host's apt configuration files as (name, text), each read up to [`MAX_CONFIG_BYTES`].
-fn system_configs() -> Vec<(String, String)> {
-    let mut paths = vec![PathBuf::from(SYSTEM_SOURCE_LIST)];
-    if let Ok(rd) = std::fs::read_dir(SYSTEM_SOURCE_PARTS) {
+fn system_configs(list: &Path, parts: &Path) -> Vec<(String, String)> {
+    let mut paths = vec![list.to_path_buf()];
+    if let Ok(rd) = std::fs::read_dir(parts) {
         let mut parts: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
         parts.sort();
         paths.extend(parts);
@@ -428,13 +467,45 @@ impl PrivateApt {
 
 /// Writes the private deb-src list and runs `apt-get update` into the private lists when they
 /// are missing, were made from other lines, or are older than the host's own lists.
-fn ensure_lists(apt: &PrivateApt, log: &dyn Fn(&str)) -> Result<(), BuildError> {
-    let lines = deb_src_lines(&system_configs());
+/// The private apt state for this host's current deb lines (one directory per set of lines,
+/// so hosts or tests with other sources do not overwrite each other's lists), updated when
+/// needed, and held under an exclusive lock until the returned guard drops.
+fn private_apt(
+    cache: &Cache,
+    log: &dyn Fn(&str),
+) -> Result<(PrivateApt, fs_err::File), BuildError> {
+    let (list, parts, host_lists) = system_paths();
+    let lines = deb_src_lines(&system_configs(&list, &parts));
     if lines.is_empty() {
         return Err(BuildError::Deb(format!(
-            "this host's apt configuration ({SYSTEM_SOURCE_LIST}, {SYSTEM_SOURCE_PARTS}) has no `deb` line to derive a source list from"
+            "this host's apt configuration ({}, {}) has no `deb` line to derive a source list from",
+            list.display(),
+            parts.display()
         )));
     }
+    let key = hex::encode(Sha256::digest(lines.join("\n").as_bytes()));
+    let apt = PrivateApt {
+        dir: cache.downloads().join("apt-src").join(&key[..16]),
+    };
+    fs_err::create_dir_all(&apt.dir)?;
+    let lock = fs_err::File::create(apt.dir.join("lock"))?;
+    {
+        use std::os::fd::AsRawFd;
+        // Concurrent builds wait for one update instead of fighting over apt's own lock.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(BuildError::Io(std::io::Error::last_os_error()));
+        }
+    }
+    ensure_lists(&apt, &lines, &host_lists, log)?;
+    Ok((apt, lock))
+}
+
+fn ensure_lists(
+    apt: &PrivateApt,
+    lines: &[String],
+    host_lists: &Path,
+    log: &dyn Fn(&str),
+) -> Result<(), BuildError> {
     let text = format!(
         "# Written by bakeoff from this host's deb lines; used only with Dir::Etc::SourceList.\n{}\n",
         lines.join("\n")
@@ -444,7 +515,7 @@ fn ensure_lists(apt: &PrivateApt, log: &dyn Fn(&str)) -> Result<(), BuildError> 
     let stamp = apt.dir.join("updated");
     let same_lines = std::fs::read_to_string(apt.list()).is_ok_and(|t| t == text);
     let stamp_time = std::fs::metadata(&stamp).and_then(|m| m.modified()).ok();
-    let host_time = std::fs::metadata(SYSTEM_LISTS)
+    let host_time = std::fs::metadata(host_lists)
         .and_then(|m| m.modified())
         .ok();
     let fresh = same_lines
@@ -513,10 +584,7 @@ pub fn fetch(
             )));
         }
     }
-    let apt = PrivateApt {
-        dir: cache.downloads().join("apt-src"),
-    };
-    ensure_lists(&apt, log)?;
+    let (apt, _lock) = private_apt(cache, log)?;
     let out = run_bounded(
         &mut apt.command(&["apt-cache", "showsrc", "--", binary]),
         QUERY_DEADLINE,
