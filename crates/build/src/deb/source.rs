@@ -571,11 +571,14 @@ fn newer(a: &str, b: &str) -> bool {
 /// The source package of binary package `binary` at `version` (the binary's own version first,
 /// then the newest other version with the same upstream version), downloaded, verified and
 /// unpacked into the cache.
+/// `refuse` sees the source package's name and `Build-Depends` before anything is downloaded
+/// and may refuse it with a sentence.
 pub fn fetch(
     binary: &str,
     version: &str,
     cache: &Cache,
     log: &dyn Fn(&str),
+    refuse: &dyn Fn(&str, &str) -> Option<String>,
 ) -> Result<SourcePackage, BuildError> {
     for tool in ["apt-get", "apt-cache", "dpkg-source"] {
         if super::apt::find_on_path(tool).is_none() {
@@ -623,6 +626,9 @@ pub fn fetch(
             have.join(", "),
             records[0].package
         )));
+    }
+    if let Some(why) = refuse(&order[0].package, &order[0].build_depends) {
+        return Err(BuildError::Deb(why));
     }
     let mut tried = Vec::new();
     for rec in order {

@@ -68,22 +68,10 @@ pub fn detect_build_system(
     build_depends: &str,
 ) -> Result<BuildSystem, String> {
     let has = |n: &str| top.iter().any(|t| t == n);
-    let deps: Vec<&str> = build_depends
-        .split([',', '|'])
-        .map(|d| d.split_whitespace().next().unwrap_or(""))
-        .collect();
-    let dep = |n: &str| deps.contains(&n);
-    let unsupported = |what: &str| {
-        Err(format!(
-            "Debian's source package {source} builds with {what}, which bakeoff does not drive for Rumprun (it drives autotools configure, nginx's auto/configure and plain Makefiles, C only)"
-        ))
-    };
-    if dep("dh-golang") || dep("golang-go") || dep("golang-any") {
-        return unsupported("Go");
+    if let Some(why) = refused_by_build_depends(source, build_depends) {
+        return Err(why);
     }
-    if dep("dh-cargo") || dep("cargo") || dep("rustc") {
-        return unsupported("Rust (cargo)");
-    }
+    let unsupported = |what: &str| Err(unsupported_sentence(source, what));
     if has("auto") && has("configure") && top.iter().any(|t| t == "src") && dep_nginx_like(top) {
         return Ok(BuildSystem::NginxAuto);
     }
@@ -105,6 +93,29 @@ pub fn detect_build_system(
     Err(format!(
         "Debian's source package {source} has no build system bakeoff drives for Rumprun at its top (no configure script, configure.ac or Makefile)"
     ))
+}
+
+fn unsupported_sentence(source: &str, what: &str) -> String {
+    format!(
+        "Debian's source package {source} builds with {what}, which bakeoff does not drive for Rumprun (it drives autotools configure, nginx's auto/configure and plain Makefiles, C only)"
+    )
+}
+
+/// A language bakeoff cannot build for Rumprun, told by `Build-Depends` alone (so nothing is
+/// downloaded for it).
+pub fn refused_by_build_depends(source: &str, build_depends: &str) -> Option<String> {
+    let deps: Vec<&str> = build_depends
+        .split([',', '|'])
+        .map(|d| d.split_whitespace().next().unwrap_or(""))
+        .collect();
+    let dep = |n: &str| deps.contains(&n);
+    if dep("dh-golang") || dep("golang-go") || dep("golang-any") {
+        return Some(unsupported_sentence(source, "Go"));
+    }
+    if dep("dh-cargo") || dep("cargo") || dep("rustc") {
+        return Some(unsupported_sentence(source, "Rust (cargo)"));
+    }
+    None
 }
 
 /// nginx's tree: `auto/` beside `configure` and `conf/`.
@@ -494,8 +505,10 @@ pub fn build(
         name: m.name.clone(),
         reasons,
     };
-    let src = deb_source::fetch(&origin.main, &origin.version, cache, log)
-        .map_err(|e| refuse(e.to_string()))?;
+    let src = deb_source::fetch(&origin.main, &origin.version, cache, log, &|name, deps| {
+        refused_by_build_depends(name, deps)
+    })
+    .map_err(|e| refuse(e.to_string()))?;
     let mut top: Vec<String> = fs_err::read_dir(&src.tree)?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
