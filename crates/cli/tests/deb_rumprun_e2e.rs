@@ -364,3 +364,39 @@ fn a_debian_package_without_a_source_package_is_refused_in_one_sentence() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A configuration that asks for workers and daemonizing (a user's nginx.conf given with
+/// bakeoff.toml `[[files]]`) is overridden for the unikernel, and `check` says so.
+#[test]
+fn check_says_a_config_asking_for_workers_and_daemonizing_is_overridden() {
+    let test = "check_says_a_config_asking_for_workers_and_daemonizing_is_overridden";
+    if !ready(test) {
+        return;
+    }
+    let env = Env::new();
+    let app = env.dir.path().join("workers");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(
+        app.join("bakeoff.toml"),
+        "package = \"nginx\"\n[[files]]\nsrc = \"nginx.conf\"\ndst = \"/etc/nginx/nginx.conf\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        app.join("nginx.conf"),
+        "user www-data;\nworker_processes 4;\nmaster_process on;\ndaemon on;\nevents { worker_connections 64; }\nhttp { server { listen 80; root /var/www/html; } }\n",
+    )
+    .unwrap();
+    let check = ok_within(
+        &env,
+        &["check", app.to_str().unwrap()],
+        Duration::from_secs(300),
+    );
+    for said in [
+        "as one process (master_process off; daemon off;)",
+        "nginx.conf's `worker_processes 4;` is overridden: it runs as one process",
+        "nginx.conf's `master_process on;` is overridden: it runs as one process",
+        "nginx.conf's `daemon on;` is overridden: it runs as one process",
+    ] {
+        assert!(check.contains(said), "{said}\n{check}");
+    }
+}

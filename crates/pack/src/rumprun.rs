@@ -463,11 +463,24 @@ pub fn deb_verdict(
         origin.source,
         bakeoff_build::deb_source::upstream_version(&origin.version)
     );
-    Some(bakeoff_elf::rumprun_rebuilt(
-        info,
-        &rebuilt,
-        one_process(&origin.source).map(|o| o.says),
-    ))
+    let one = one_process(&origin.source);
+    let mut verdict = bakeoff_elf::rumprun_rebuilt(info, &rebuilt, one.map(|o| o.says));
+    // What the one-process override changes in the package's own configuration (the modules
+    // are only known after the build, so their lines are said then).
+    if let Some(conf) = one.and_then(|o| o.nginx_conf) {
+        if verdict.runnable {
+            let all: Vec<String> = debsrc::NGINX_MODULE_DIRECTIVES
+                .iter()
+                .map(|(m, _)| m.to_string())
+                .collect();
+            if let Ok(text) = std::fs::read_to_string(artifact.rootfs().join(conf)) {
+                verdict
+                    .reasons
+                    .extend(debsrc::nginx_one_process(&text, &all).1);
+            }
+        }
+    }
+    Some(verdict)
 }
 
 /// Refuses what the platform check refuses (fork, exec, a prebuilt binary), with its reasons.
