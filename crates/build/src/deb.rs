@@ -22,6 +22,7 @@ mod apt;
 mod data;
 mod postinst;
 pub(crate) mod runtime;
+pub mod source;
 mod unit;
 mod users;
 
@@ -123,6 +124,51 @@ const FIXUPS: &[Fixup] = &[
         links: &[],
     },
 ];
+
+/// Which Debian package a `deb:` artifact was laid out from (read back from its `deb.json`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct DebOrigin {
+    /// The package apt installed for the name the user gave.
+    pub main: String,
+    /// Its source package.
+    pub source: String,
+    /// The exact version of `main`.
+    pub version: String,
+}
+
+/// The Debian package of an artifact built from `deb:NAME`; `None` for other artifacts.
+pub fn built_from(artifact: &crate::Artifact) -> Option<DebOrigin> {
+    #[derive(serde::Deserialize)]
+    struct Pkg {
+        name: String,
+        version: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        main: String,
+        source: String,
+        packages: Vec<Pkg>,
+    }
+    use std::io::Read;
+    let mut text = Vec::new();
+    std::fs::File::open(artifact.dir.join("deb.json"))
+        .ok()?
+        .take(16 << 20)
+        .read_to_end(&mut text)
+        .ok()?;
+    let doc: Doc = serde_json::from_slice(&text).ok()?;
+    let version = doc
+        .packages
+        .iter()
+        .find(|p| p.name == doc.main)?
+        .version
+        .clone();
+    Some(DebOrigin {
+        main: doc.main,
+        source: doc.source,
+        version,
+    })
+}
 
 /// The daemon laid out in the artifact's rootfs.
 #[derive(Debug)]

@@ -16,6 +16,8 @@ mod run_user;
 pub use artifact::{Artifact, ArtifactManifest, Entry, EntryKind};
 pub use cache::Cache;
 pub use compile::{build, executables, BuildOutcome};
+pub use deb::source as deb_source;
+pub use deb::{built_from, DebOrigin};
 pub use probe::{observe_ports, Observation};
 pub use run_user::RunUser;
 

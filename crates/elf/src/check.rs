@@ -166,6 +166,65 @@ fn rumprun(info: &ElfInfo, calls: &Calls, origin: Origin) -> Verdict {
     verdict(Platform::Rumprun, blockers, notes)
 }
 
+/// The Rumprun verdict for a Debian package that bakeoff rebuilds from its source package
+/// (`rebuilt`, e.g. "Debian's source package nginx 1.22.1"): the prebuilt binary is inspected
+/// for what the rebuilt program will call. `one_process` says how the daemon is run as one
+/// process when bakeoff knows a way ("as one process (master_process off; daemon off;)"); then
+/// its fork, exec and shell calls are left unused, else a fork refuses it.
+pub fn rumprun_rebuilt(info: &ElfInfo, rebuilt: &str, one_process: Option<&str>) -> Verdict {
+    let calls = Calls::of(info);
+    let mut blockers = not_a_program(info);
+    let mut notes = Vec::new();
+    let mut multi: Vec<String> = Vec::new();
+    for set in [&calls.fork, &calls.exec, &calls.shell] {
+        multi.extend(set.iter().map(|c| format!("{c}()")));
+    }
+    match one_process {
+        Some(how) => {
+            notes.push(format!(
+                "rebuilt from {rebuilt} with the Rumprun toolchain, {how}"
+            ));
+            if !multi.is_empty() {
+                notes.push(format!(
+                    "its {} are left unused: a Rumprun unikernel runs a single process",
+                    english_list(multi)
+                ));
+            }
+        }
+        None => {
+            if !calls.fork.is_empty() || calls.raw_clone() {
+                let list = if calls.fork.is_empty() {
+                    &calls.clone
+                } else {
+                    &calls.fork
+                };
+                blockers.push(format!(
+                    "calls {}: a Rumprun unikernel runs a single process, and bakeoff knows no way to run this daemon as one",
+                    call_list(list)
+                ));
+            }
+            if !calls.exec.is_empty() || !calls.shell.is_empty() {
+                let mut both = calls.exec.clone();
+                both.extend(calls.shell.iter().copied());
+                blockers.push(format!(
+                    "calls {}: a Rumprun unikernel runs a single program and cannot start another",
+                    call_list(&both)
+                ));
+            }
+            if blockers.is_empty() {
+                notes.push(format!("rebuilt from {rebuilt} with the Rumprun toolchain"));
+            }
+        }
+    }
+    if !calls.thread.is_empty() {
+        notes.push(format!(
+            "creates threads ({}): Rumprun supports them, scheduled cooperatively on a single CPU",
+            call_list(&calls.thread)
+        ));
+    }
+    verdict(Platform::Rumprun, blockers, notes)
+}
+
 fn not_a_program(info: &ElfInfo) -> Vec<String> {
     match info.kind {
         ElfKind::SharedObject => {
@@ -269,6 +328,38 @@ mod tests {
         assert_eq!(
             by(&v, Platform::Rumprun).reasons,
             vec!["a prebuilt binary cannot run on Rumprun: it must be rebuilt from source with the Rumprun toolchain"]
+        );
+    }
+
+    #[test]
+    fn a_debian_package_is_rebuilt_as_one_process_or_refused_when_it_forks() {
+        let nginx = program(&["fork", "execve", "pthread_create"], &["libc.so.6"]);
+        let v = rumprun_rebuilt(
+            &nginx,
+            "Debian's source package nginx 1.22.1",
+            Some("as one process (master_process off; daemon off;)"),
+        );
+        assert!(v.runnable);
+        assert_eq!(
+            v.reasons,
+            vec![
+                "rebuilt from Debian's source package nginx 1.22.1 with the Rumprun toolchain, as one process (master_process off; daemon off;)",
+                "its fork() and execve() are left unused: a Rumprun unikernel runs a single process",
+                "creates threads (pthread_create()): Rumprun supports them, scheduled cooperatively on a single CPU",
+            ]
+        );
+        let v = rumprun_rebuilt(&nginx, "Debian's source package inetd 0.1", None);
+        assert!(!v.runnable);
+        assert_eq!(
+            v.reasons[0],
+            "calls fork(): a Rumprun unikernel runs a single process, and bakeoff knows no way to run this daemon as one"
+        );
+        let plain = program(&["socket"], &["libc.so.6"]);
+        let v = rumprun_rebuilt(&plain, "Debian's source package x 1", None);
+        assert!(v.runnable);
+        assert_eq!(
+            v.reasons,
+            vec!["rebuilt from Debian's source package x 1 with the Rumprun toolchain"]
         );
     }
 

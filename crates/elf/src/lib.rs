@@ -15,7 +15,7 @@ mod test_support;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use check::{check, Verdict};
+pub use check::{check, rumprun_rebuilt, Verdict};
 pub use closure::{
     closure, copy_into, expand_vars, Closure, ClosureEntry, EntryKind, LoadedObject,
 };

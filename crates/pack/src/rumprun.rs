@@ -20,6 +20,9 @@ use bakeoff_launch::RumprunBake;
 
 use crate::{cached_image, sha256_hex, Image, ImageDetails, PackContext, PackError, Packager};
 
+pub mod debsrc;
+pub use debsrc::{one_process, OneProcess};
+
 /// The GNU tuple of the x86-64 Rumprun toolchain.
 pub const TUPLE: &str = "x86_64-rumprun-netbsd";
 pub const CC: &str = "x86_64-rumprun-netbsd-gcc";
@@ -27,7 +30,7 @@ pub const BAKE: &str = "rumprun-bake";
 /// The environment variable naming a toolchain directory (its `bin/`, or the directory holding it).
 pub const TOOLCHAIN_ENV: &str = "BAKEOFF_RUMPRUN_TOOLCHAIN";
 /// Bump when the layout of Rumprun images changes.
-const PACKER_VERSION: &str = "bakeoff-rumprun/2";
+const PACKER_VERSION: &str = "bakeoff-rumprun/3";
 
 /// How to get a toolchain, said whenever none is found.
 pub const HOW_TO_GET: &str =
@@ -380,8 +383,9 @@ pub fn build_plan(
         Source::Image { .. } => Err(refuse(
             "an OCI image holds prebuilt Linux binaries; Rumprun needs the program rebuilt from source with the Rumprun toolchain",
         )),
+        // Rebuilt from Debian's source package by `debsrc`, not from a plan of this kind.
         Source::Deb { .. } => Err(refuse(
-            "a Debian package holds prebuilt Linux binaries; Rumprun needs the program rebuilt from source with the Rumprun toolchain",
+            "a Debian package is rebuilt from its source package, not from a source directory",
         )),
         Source::Python { .. } | Source::Node { .. } => Err(refuse(
             "an interpreted app cannot run on Rumprun: its interpreter would have to be rebuilt for the unikernel, and the app's native modules with it",
@@ -443,9 +447,56 @@ fn app_dir(input: &str, source: &Source) -> Option<PathBuf> {
     }
 }
 
+/// The Rumprun verdict of a `deb:` artifact: rebuilt from Debian's source package (named with
+/// the binary's upstream version, which the source package shares), as one process where
+/// [`ONE_PROCESS`](debsrc::ONE_PROCESS) knows how. `None` for other artifacts.
+pub fn deb_verdict(
+    artifact: &Artifact,
+    info: &bakeoff_elf::ElfInfo,
+) -> Option<bakeoff_elf::Verdict> {
+    if !matches!(artifact.manifest.source, Source::Deb { .. }) {
+        return None;
+    }
+    let origin = bakeoff_build::built_from(artifact)?;
+    let rebuilt = format!(
+        "Debian's source package {} {}",
+        origin.source,
+        bakeoff_build::deb_source::upstream_version(&origin.version)
+    );
+    let one = one_process(&origin.source);
+    let mut verdict = bakeoff_elf::rumprun_rebuilt(info, &rebuilt, one.map(|o| o.says));
+    // What the one-process override changes in the package's own configuration (the modules
+    // are only known after the build, so their lines are said then).
+    if let Some(conf) = one.and_then(|o| o.nginx_conf) {
+        if verdict.runnable {
+            let all: Vec<String> = debsrc::NGINX_MODULE_DIRECTIVES
+                .iter()
+                .map(|(m, _)| m.to_string())
+                .collect();
+            if let Ok(text) = std::fs::read_to_string(artifact.rootfs().join(conf)) {
+                verdict
+                    .reasons
+                    .extend(debsrc::nginx_one_process(&text, &all).1);
+            }
+        }
+    }
+    Some(verdict)
+}
+
 /// Refuses what the platform check refuses (fork, exec, a prebuilt binary), with its reasons.
 fn refuse_by_check(artifact: &Artifact) -> Result<(), RumprunError> {
     let m = &artifact.manifest;
+    if let Source::Deb { .. } = m.source {
+        let binary = artifact.rootfs().join(m.binary.trim_start_matches('/'));
+        let info = bakeoff_elf::inspect(&binary).ok();
+        return match info.and_then(|i| deb_verdict(artifact, &i)) {
+            Some(v) if !v.runnable => Err(RumprunError::Refused {
+                name: m.name.clone(),
+                reasons: v.reasons.join("; "),
+            }),
+            _ => Ok(()),
+        };
+    }
     if !m.source.from_source() {
         // The plan says why in the words of the check.
         build_plan(&m.name, &m.source, CC, false)?;
@@ -696,7 +747,48 @@ fn write_image(
 ) -> Result<Image, PackError> {
     let m = &artifact.manifest;
     let work = ctx.cache.tmp()?;
-    let program = compile(artifact, tc, work.path(), ctx.log)?;
+    let started = std::time::Instant::now();
+    // A Debian package: rebuilt from its source package, Debian's files cooked in.
+    let deb = match &m.source {
+        Source::Deb { .. } => {
+            let origin = bakeoff_build::built_from(artifact).ok_or_else(|| RumprunError::Refused {
+                name: m.name.clone(),
+                reasons: "the artifact does not say which Debian package it was laid out from (deb.json is missing); build it again".into(),
+            })?;
+            Some(debsrc::build(
+                artifact,
+                &origin,
+                tc,
+                ctx.cache,
+                work.path(),
+                ctx.log,
+            )?)
+        }
+        _ => None,
+    };
+    let program = match &deb {
+        Some(b) => b.program.clone(),
+        None => compile(artifact, tc, work.path(), ctx.log)?,
+    };
+    if let Some(b) = &deb {
+        for n in &b.notes {
+            (ctx.log)(n);
+        }
+        let record = serde_json::json!({
+            "source_package": b.source.name,
+            "source_version": b.source.version,
+            "binary_version": b.source.binary_version,
+            "build_system": b.system,
+            "notes": b.notes,
+            "tried_before": b.source.tried,
+            "args": b.args,
+            "build_seconds": started.elapsed().as_secs_f64(),
+        });
+        fs_err::write(
+            dir.join("debsrc.json"),
+            serde_json::to_vec_pretty(&record).expect("record serializes"),
+        )?;
+    }
     let mut files = std::collections::BTreeMap::new();
     let mut details = ImageDetails::default();
     let mut digest_input = String::new();
@@ -745,7 +837,10 @@ fn write_image(
     details.toolchain = Some(tc.bin.display().to_string());
     details.toolchain_origin = Some(tc.origin.clone());
     details.argv0 = Some(argv0);
-    details.args = Some(m.args.clone());
+    details.args = Some(match &deb {
+        Some(b) => b.args.clone(),
+        None => m.args.clone(),
+    });
     // LD_LIBRARY_PATH points into the Linux closure, which a unikernel does not have.
     details.env = Some(
         m.env
@@ -827,21 +922,6 @@ mod tests {
 
     #[test]
     fn prebuilt_inputs_are_refused_with_the_checks_words() {
-        let e = build_plan(
-            "nginx",
-            &Source::Deb {
-                package: "nginx".into(),
-            },
-            CC,
-            false,
-        )
-        .unwrap_err();
-        assert!(
-            e.to_string().starts_with(
-                "nginx cannot be built for Rumprun: a Debian package holds prebuilt Linux binaries"
-            ),
-            "{e}"
-        );
         let e = build_plan(
             "tool",
             &Source::Elf {

@@ -160,6 +160,15 @@ impl Runtime {
         let binary = artifact.rootfs().join(m.binary.trim_start_matches('/'));
         let elf = bakeoff_elf::inspect(&binary).map_err(RuntimeError::Inspect)?;
         let mut verdicts = bakeoff_elf::check(&elf, m.source.origin());
+        // A Debian package is rebuilt from its source package for Rumprun.
+        if let Some(v) = bakeoff_pack::rumprun::deb_verdict(&artifact, &elf) {
+            for slot in verdicts
+                .iter_mut()
+                .filter(|s| s.platform == Platform::Rumprun)
+            {
+                *slot = v.clone();
+            }
+        }
         if let Some(p) = &pulled {
             self.pushed_verdicts(p, &mut verdicts);
         }

@@ -82,7 +82,7 @@ pub(crate) fn require_tools() -> Result<(), BuildError> {
     Ok(())
 }
 
-fn find_on_path(tool: &str) -> Option<PathBuf> {
+pub(crate) fn find_on_path(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(tool))
