@@ -208,6 +208,8 @@ pub(crate) struct Shared {
     /// Client connections open now, and the most allowed at once.
     clients: Arc<std::sync::atomic::AtomicUsize>,
     max_clients: usize,
+    /// Shed connections being closed gracefully now.
+    lingering: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Front {
@@ -250,6 +252,7 @@ impl Front {
             tasks: TaskTracker::new(),
             clients: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             max_clients,
+            lingering: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         });
         let accept = tokio::spawn(accept_loop(shared.clone(), listener));
         tracing::debug!(%local_addr, %mode, "front listening");
@@ -398,7 +401,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         };
         let client = Client::count(&shared.clients);
         if client.open > shared.max_clients {
-            shed(&shared, &stream);
+            shed(&shared, stream);
             continue;
         }
         if let Err(e) = stream.set_nodelay(true) {
@@ -446,22 +449,47 @@ impl Drop for Client {
 /// Said to a client the front has no room for (HTTP mode), before closing its connection.
 const SHED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 51\r\nretry-after: 1\r\nconnection: close\r\n\r\nthe front has too many open connections; try again\n";
 
-/// Turns a client away at once, without a task: the front is at its connection budget.
-fn shed(shared: &Shared, stream: &tokio::net::TcpStream) {
-    match shared.mode {
-        Mode::Http => {
-            // A fresh socket's send buffer takes these few bytes at once; if not, the close says it.
-            let _ = stream.try_write(SHED);
-            shared
-                .stats
-                .response(::http::StatusCode::SERVICE_UNAVAILABLE, None);
-        }
-        Mode::Tcp => shared.stats.connection_refused(),
-    }
+/// Shed connections being closed gracefully at once, at most (each holds its descriptor for up
+/// to [`SHED_LINGER`]); past it a shed connection is just closed.
+const MAX_LINGERING: usize = 64;
+const SHED_LINGER: Duration = Duration::from_secs(1);
+
+/// Turns a client away at once: the front is at its connection budget. In HTTP mode the client
+/// gets a 503; the front then reads (and drops) what the client sent for a moment before it
+/// closes, so that the close does not reset the connection before the client reads the 503.
+fn shed(shared: &Arc<Shared>, stream: tokio::net::TcpStream) {
     tracing::debug!(
         max = shared.max_clients,
         "front at its connection budget; connection shed"
     );
+    if shared.mode == Mode::Tcp {
+        shared.stats.connection_refused();
+        return;
+    }
+    shared
+        .stats
+        .response(::http::StatusCode::SERVICE_UNAVAILABLE, None);
+    let lingering = Client::count(&shared.lingering);
+    // A fresh socket's send buffer takes these few bytes at once.
+    if stream.try_write(SHED).is_err() || lingering.open > MAX_LINGERING {
+        return;
+    }
+    shared.tasks.spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let drain = async {
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 4096];
+            for _ in 0..16 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(SHED_LINGER, drain).await;
+        drop(lingering);
+    });
 }
 
 /// In-flight count per backend id, for [`Stats`].

@@ -31,6 +31,10 @@ const WATCH_EVERY: Duration = Duration::from_millis(250);
 /// the next platform the check allows.
 const FAILURES_BEFORE_MOVING: usize = 3;
 const FAILURE_WINDOW: Duration = Duration::from_secs(120);
+/// Restarts after a failure wait this long, doubled after each failure that follows, up to
+/// [`RESTART_BACKOFF_MAX`]; a backend that serves resets it.
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// What `serve` was asked for.
 #[derive(Debug, Clone)]
@@ -501,6 +505,10 @@ impl Runtime {
         spec: ServeSpec,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), RuntimeError> {
+        // The front holds a descriptor per client; a shell's low soft limit is raised to the
+        // hard one, and the front sheds clients past its budget (see bakeoff_front::Options).
+        let limit = bakeoff_front::raise_fd_limit();
+        tracing::debug!(limit, "open-file limit of the front");
         let started = self.serve_start(prepared, spec).await;
         let sup = match started {
             Ok(s) => s,
@@ -648,6 +656,9 @@ impl Runtime {
                 since: Instant::now(),
                 moves: Vec::new(),
                 switches: 0,
+                restart_not_before: None,
+                restart_backoff: RESTART_BACKOFF_MIN,
+                unchecked_since: None,
             }),
             stopped: Notify::new(),
             allowed,
@@ -717,6 +728,12 @@ struct Current {
     moves: Vec<Instant>,
     /// Switches since the front started.
     switches: u64,
+    /// No restart before this (back-off after failures).
+    restart_not_before: Option<Instant>,
+    /// The wait before the next restart after a failure.
+    restart_backoff: Duration,
+    /// The backend's status could not be checked since then (not counted as its end).
+    unchecked_since: Option<Instant>,
 }
 
 /// The serving process's view of its service.
@@ -807,9 +824,9 @@ impl Supervisor {
         match outcome {
             Ok(inst) => Ok((inst, t0.elapsed())),
             Err(e) => {
-                self.rt.state.release(&name);
-                cur.record.backends.retain(|b| b != &name);
-                self.save(cur);
+                if self.forget_if_removed(cur, &name).await {
+                    self.save(cur);
+                }
                 Err(e)
             }
         }
@@ -1085,12 +1102,13 @@ impl Supervisor {
         self.front.shutdown().await;
         let names = cur.record.backends.clone();
         for b in &names {
-            if let Err(e) = self.rt.remove(b, true).await {
-                self.event(&format!("removing {b}: {e}"));
-                self.rt.state.release(b);
+            if !self.forget_if_removed(&mut cur, b).await {
+                self.event(&format!(
+                    "{b} could not be removed; it stays in the record for `bakeoff rm -f {}`",
+                    self.spec.name
+                ));
             }
         }
-        cur.record.backends.clear();
         cur.record.backend = None;
         cur.backend = None;
         cur.record.status = ServiceStatus::Stopped;
@@ -1109,30 +1127,96 @@ impl Supervisor {
             if cur.record.status != ServiceStatus::Serving {
                 continue;
             }
+            self.remove_leftovers(&mut cur).await;
             let Some(inst) = cur.backend.clone() else {
-                self.restart(&mut cur).await;
+                if cur.restart_not_before.is_none_or(|t| Instant::now() >= t) {
+                    self.restart(&mut cur).await;
+                }
                 continue;
             };
-            let status = self.rt.status(&inst).await;
-            if matches!(status, Ok(s) if s.is_running()) {
-                continue;
-            }
-            let what = match status {
-                Ok(s) => s.to_string(),
-                Err(e) => format!("unreachable: {e}"),
+            let status = match self.rt.status(&inst).await {
+                Ok(s) if s.is_running() => {
+                    if let Some(since) = cur.unchecked_since.take() {
+                        self.event(&format!(
+                            "backend {} can be checked again (it could not be for {:.1} s)",
+                            inst.name,
+                            since.elapsed().as_secs_f64()
+                        ));
+                    }
+                    continue;
+                }
+                Ok(s) => s,
+                Err(e) => {
+                    // Could not check (no descriptor left, the engine busy or restarting): not
+                    // the backend's end. It keeps serving; said once per spell.
+                    if cur.unchecked_since.is_none() {
+                        cur.unchecked_since = Some(Instant::now());
+                        self.event(&format!(
+                            "cannot check backend {} ({}); it keeps serving: {}",
+                            inst.name,
+                            inst.platform,
+                            crate::bench::error_chain(&e)
+                        ));
+                    }
+                    continue;
+                }
             };
+            cur.unchecked_since = None;
             self.front.set_backend(None);
             self.event(&format!(
-                "backend {} ({}) ended: {what}; answering 503 until another is ready",
+                "backend {} ({}) ended: {status}; answering 503 until another is ready",
                 inst.name, inst.platform
             ));
-            let _ = self.rt.remove(&inst.name, true).await;
-            cur.record.backends.retain(|b| b != &inst.name);
             cur.record.backend = None;
             cur.backend = None;
+            self.forget_if_removed(&mut cur, &inst.name).await;
             cur.failures.push(Instant::now());
             self.save(&cur);
             self.restart(&mut cur).await;
+        }
+    }
+
+    /// Removes the backend `name` and, once it is gone, drops it from the record; true then.
+    /// One that could not be removed stays listed, so that nothing the service started is
+    /// ever lost: the watch tries again and `rm -f` finds it.
+    async fn forget_if_removed(&self, cur: &mut Current, name: &str) -> bool {
+        let removed = match self.rt.remove(name, true).await {
+            Ok(()) => true,
+            Err(RuntimeError::State(bakeoff_state::StateError::NotFound(_))) => {
+                // Never recorded (the launch failed before): only the reservation to free.
+                self.rt.state.release(name);
+                true
+            }
+            Err(e) => {
+                tracing::debug!("removing {name}: {e}");
+                false
+            }
+        };
+        if removed {
+            cur.record.backends.retain(|b| b != name);
+        }
+        removed
+    }
+
+    /// Backends in the record that are not the current one (a removal that failed before).
+    async fn remove_leftovers(&self, cur: &mut Current) {
+        let current = cur.backend.as_ref().map(|b| b.name.clone());
+        let leftovers: Vec<String> = cur
+            .record
+            .backends
+            .iter()
+            .filter(|b| Some(*b) != current.as_ref())
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for b in leftovers {
+            if self.forget_if_removed(cur, &b).await {
+                self.event(&format!("removed {b}, left over from a failed removal"));
+                changed = true;
+            }
+        }
+        if changed {
+            self.save(cur);
         }
     }
 
@@ -1153,6 +1237,8 @@ impl Supervisor {
         self.event(&format!("restarting on {platform}"));
         match self.start_backend(cur, platform).await {
             Ok((inst, took)) => {
+                cur.restart_not_before = None;
+                cur.restart_backoff = RESTART_BACKOFF_MIN;
                 self.front.set_backend(Some(backend_of(&inst)));
                 self.event(&format!(
                     "backend {} ({platform}) ready after {:.2} s; serving again",
@@ -1168,9 +1254,13 @@ impl Supervisor {
                 cur.failures.push(Instant::now());
                 cur.record.platform = platform;
                 self.save(cur);
+                let wait = cur.restart_backoff;
+                cur.restart_not_before = Some(Instant::now() + wait);
+                cur.restart_backoff = (wait * 2).min(RESTART_BACKOFF_MAX);
                 self.event(&format!(
-                    "restart on {platform} failed: {}",
-                    crate::bench::error_chain(&e)
+                    "restart on {platform} failed: {}; next try in {:.1} s",
+                    crate::bench::error_chain(&e),
+                    wait.as_secs_f64()
                 ));
             }
         }
