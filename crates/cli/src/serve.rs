@@ -85,6 +85,14 @@ pub async fn serve(mut a: ServeArgs) -> Result<i32> {
             })
         }
     };
+    for (flag, v) in [
+        ("--response-timeout", a.response_timeout),
+        ("--body-timeout", a.body_timeout),
+    ] {
+        if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+            bail!("{flag} must be between 0 and 86400 seconds, got {v}");
+        }
+    }
     let platform = a
         .platform
         .platform()
@@ -104,6 +112,8 @@ pub async fn serve(mut a: ServeArgs) -> Result<i32> {
         echo: !adopted,
         auto,
         metrics: a.metrics,
+        response_timeout: Duration::from_secs_f64(a.response_timeout),
+        body_timeout: Duration::from_secs_f64(a.body_timeout),
     };
     if adopted {
         rt.adopt_reservation(&name)?;

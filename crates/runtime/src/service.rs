@@ -55,6 +55,10 @@ pub struct ServeSpec {
     pub auto: Option<AutoSpec>,
     /// `--metrics [IP:]PORT`: the front's figures in the Prometheus text format.
     pub metrics: Option<SocketAddr>,
+    /// HTTP front: how long a backend may take to send a response head (then `504`).
+    pub response_timeout: Duration,
+    /// HTTP front: how long a request body may stay silent (then `408`).
+    pub body_timeout: Duration,
 }
 
 /// How an `--on auto` service chooses its platform.
@@ -598,7 +602,12 @@ impl Runtime {
                     "the app declares no port to serve; set `ports` in bakeoff.toml".into(),
                 ))
             })?;
-        let front = Front::bind(spec.listen, mode)
+        let options = bakeoff_front::Options {
+            response_timeout: spec.response_timeout,
+            body_idle_timeout: spec.body_timeout,
+            ..bakeoff_front::Options::default()
+        };
+        let front = Front::bind_with(spec.listen, mode, options)
             .await
             .map_err(|e| fail(e.into()))?;
         // An auto service may use every platform the check allows and this host has.
