@@ -123,6 +123,10 @@ pub struct ServiceRecord {
     pub backends: Vec<String>,
     /// The process running the front.
     pub pid: u32,
+    /// Its start time (clock ticks after boot, field 22 of /proc/PID/stat): a reused PID is
+    /// another process. Absent in records of older bakeoffs.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
     pub status: ServiceStatus,
     pub created: u64,
     /// Next backend number.
@@ -193,17 +197,52 @@ fn owner_only_dir(path: &Path) -> std::io::Result<()> {
         .create(path)
 }
 
-/// Whether `pid` is a live bakeoff process (not a recycled pid of something else).
-fn front_alive(pid: u32) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+/// The start time of a live (not zombie) process, in clock ticks after boot.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state); a zombie has exited.
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// When a process started, in seconds since the epoch (whole seconds; from its start time and
+/// the boot time in /proc/stat).
+fn process_started_at(start_ticks: u64) -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()
+        .filter(|hz| *hz > 0)?;
+    Some(btime + start_ticks / hz)
+}
+
+/// Whether the front of `rec` still runs: its PID with the start time recorded (a reused PID
+/// is another process, which must be neither reported as the front nor signalled). A record
+/// of an older bakeoff, without a start time, needs a bakeoff process on the PID that started
+/// before the record was made (the front starts, then writes it).
+fn front_alive(rec: &ServiceRecord) -> bool {
+    let Some(started) = process_start(rec.pid) else {
         return false;
     };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // A zombie has exited.
-    let zombie = stat
-        .rsplit_once(')')
-        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-    !zombie && String::from_utf8_lossy(&cmdline).contains("bakeoff")
+    match rec.pid_start {
+        Some(recorded) => started == recorded,
+        None => {
+            process_started_at(started).is_some_and(|at| at <= rec.created + 1)
+                && std::fs::read(format!("/proc/{}/cmdline", rec.pid))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("bakeoff"))
+        }
+    }
 }
 
 impl Runtime {
@@ -345,7 +384,7 @@ impl Runtime {
                 continue;
             };
             let status = match record.status {
-                ServiceStatus::Serving | ServiceStatus::Starting if !front_alive(record.pid) => {
+                ServiceStatus::Serving | ServiceStatus::Starting if !front_alive(&record) => {
                     ServiceStatus::Down
                 }
                 s => s,
@@ -366,7 +405,7 @@ impl Runtime {
         timeout: Duration,
     ) -> Result<Response, RuntimeError> {
         let rec = self.load_service(name)?;
-        if !front_alive(rec.pid) {
+        if !front_alive(&rec) {
             return Err(RuntimeError::Invalid(format!(
                 "service `{name}` is down (its front process is gone); remove it with `bakeoff rm -f {name}`"
             )));
@@ -418,7 +457,7 @@ impl Runtime {
     /// Stops a service: its front (if alive) and every backend; the record stays, stopped.
     pub async fn stop_service(&self, name: &str) -> Result<(), RuntimeError> {
         let rec = self.load_service(name)?;
-        if front_alive(rec.pid) {
+        if front_alive(&rec) {
             match self
                 .control(name, &Request::Stop, Duration::from_secs(120))
                 .await
@@ -426,7 +465,7 @@ impl Runtime {
                 Ok(_) => {
                     // The front exits right after answering.
                     let deadline = Instant::now() + Duration::from_secs(10);
-                    while front_alive(rec.pid) && Instant::now() < deadline {
+                    while front_alive(&rec) && Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     return Ok(());
@@ -451,7 +490,7 @@ impl Runtime {
             return Ok(());
         }
         let rec = self.load_service(name)?;
-        let serving = front_alive(rec.pid) && rec.status != ServiceStatus::Stopped;
+        let serving = front_alive(&rec) && rec.status != ServiceStatus::Stopped;
         if !force {
             let mut running = Vec::new();
             for b in &rec.backends {
@@ -474,7 +513,7 @@ impl Runtime {
         }
         if serving {
             self.stop_service(name).await?;
-            if front_alive(rec.pid) {
+            if front_alive(&rec) {
                 // It did not stop: end it (a process bakeoff started, by its pid).
                 // SAFETY: kill(2) on a pid we recorded; no memory is touched.
                 unsafe { libc::kill(rec.pid as i32, libc::SIGKILL) };
@@ -640,6 +679,7 @@ impl Runtime {
             backend: None,
             backends: Vec::new(),
             pid: std::process::id(),
+            pid_start: process_start(std::process::id()),
             status: ServiceStatus::Starting,
             created: now_secs(),
             generation: 1,
