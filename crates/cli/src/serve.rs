@@ -252,6 +252,7 @@ async fn detach(rt: &Runtime, name: &str, ready_timeout: u64, secrets: &Secrets)
 }
 
 pub async fn switch(name: &str, to: Option<bakeoff_spec::Platform>) -> Result<i32> {
+    bakeoff_spec::validate_name(name)?;
     let rt = Runtime::from_env();
     let Some(to) = to else {
         rt.resume(name).await?;

@@ -341,6 +341,8 @@ impl Runtime {
     }
 
     pub fn load_service(&self, name: &str) -> Result<ServiceRecord, RuntimeError> {
+        // A path-like name (`../../x`) must not reach a record or a socket outside the state dir.
+        bakeoff_spec::validate_name(name)?;
         let path = self.service_dir(name).join("service.json");
         let text = std::fs::read_to_string(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -483,6 +485,7 @@ impl Runtime {
 
     /// Removes a service and everything it started; a serving one only with `force`.
     pub async fn remove_service(&self, name: &str, force: bool) -> Result<(), RuntimeError> {
+        bakeoff_spec::validate_name(name)?;
         let dir = self.service_dir(name);
         if dir.is_dir() && !dir.join("service.json").exists() {
             // Reserved by a `serve` that never wrote its record: it started nothing yet.
