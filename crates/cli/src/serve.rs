@@ -185,6 +185,9 @@ fn front_args(argv: &[String], secrets: &Secrets) -> Result<Vec<String>> {
 async fn detach(rt: &Runtime, name: &str, ready_timeout: u64, secrets: &Secrets) -> Result<i32> {
     let dir = rt.service_dir(name);
     let out = std::fs::File::create(dir.join("front.log"))?;
+    // Opened before the front starts: a front that fails removes its directory, log included,
+    // and this handle still reads what it said.
+    let mut log = std::fs::File::open(dir.join("front.log"))?;
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let args = front_args(&argv, secrets)?;
     let (read_end, write_end) = pipe()?;
@@ -230,7 +233,9 @@ async fn detach(rt: &Runtime, name: &str, ready_timeout: u64, secrets: &Secrets)
             }
         }
         if let Some(status) = child.try_wait()? {
-            let log = std::fs::read_to_string(dir.join("front.log")).unwrap_or_default();
+            let mut said = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut log, &mut said);
+            let log = String::from_utf8_lossy(&said);
             rt.release_service(name);
             let last = log
                 .lines()
