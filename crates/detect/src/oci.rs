@@ -199,6 +199,11 @@ impl ImageArchive {
         Ok(buf)
     }
 
+    /// The size of a member, if the archive holds it.
+    pub fn member_size(&self, name: &str) -> Option<u64> {
+        self.members.get(&normal(name)).map(|m| m.size)
+    }
+
     /// A reader over one member's bytes.
     pub fn open_member(&self, name: &str) -> Result<impl Read, DetectError> {
         let m = *self.members.get(&normal(name)).ok_or_else(|| {
