@@ -464,12 +464,35 @@ impl Lease {
     /// The response body was read to its end: the connection can carry the next request if
     /// its request was sent whole too.
     fn finish(self) {
-        if self.reusable && self.request.done.load(Ordering::SeqCst) {
-            let max_idle = self.shared.options.max_idle_per_backend;
-            self.in_flight.upstream().put_idle(self.sender, max_idle);
+        let Lease {
+            shared,
+            mut sender,
+            reusable,
+            in_flight,
+            request,
+        } = self;
+        if reusable && request.done.load(Ordering::SeqCst) {
+            let max_idle = shared.options.max_idle_per_backend;
+            let upstream = in_flight.upstream().clone();
+            // The body's end can reach us a moment before hyper's connection task is ready for
+            // the next request: pool it once it is, so that the pool holds ready connections
+            // and a request never waits on one.
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            match sender.poll_ready(&mut cx) {
+                Poll::Ready(Ok(())) => upstream.put_idle(sender, max_idle),
+                Poll::Ready(Err(_)) => {}
+                Poll::Pending => {
+                    let wait = shared.options.connect_timeout;
+                    shared.tasks.spawn(async move {
+                        if let Ok(Ok(())) = tokio::time::timeout(wait, sender.ready()).await {
+                            upstream.put_idle(sender, max_idle);
+                        }
+                    });
+                }
+            }
         }
         // The in-flight mark drops last, after the connection is back in (or out of) the pool.
-        drop(self.in_flight);
+        drop(in_flight);
     }
 }
 
