@@ -575,10 +575,14 @@ pub(crate) fn copy_into_image(root: &Path, src: &Path, dst: &str) -> Result<(), 
     Ok(())
 }
 
-/// Copies a file or directory tree, keeping symlinks and modes.
+/// Copies a file or directory tree, keeping symlinks and modes. Named pipes, sockets and
+/// devices are skipped (as hashing skips them): opening a pipe would block the build.
 pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), BuildError> {
     let meta =
         std::fs::symlink_metadata(src).map_err(|_| BuildError::MissingFile(src.to_path_buf()))?;
+    if !(meta.is_file() || meta.is_dir() || meta.file_type().is_symlink()) {
+        return Ok(());
+    }
     if let Some(parent) = dst.parent() {
         fs_err::create_dir_all(parent)?;
     }

@@ -5,7 +5,12 @@
 //! guest will see it ([`crate::compile::path_in_image`]): `..`, and symlinks (from this layer or
 //! a lower one) that lead out of the root, are refused, so nothing is ever written on the host
 //! outside the rootfs. Device nodes and FIFOs are skipped (the platforms provide /dev).
-//! A layer named by a digest is checked against it while it is read.
+//! A layer named by a digest is checked against it while it is read, and its uncompressed
+//! stream against the configuration's `diff_ids`.
+//!
+//! Layers are bounded: a layer may expand to at most [`MAX_RATIO`] times its compressed size
+//! (but always to [`MIN_LAYER_CAP`]), an image to [`MAX_IMAGE_BYTES`] in all, and a layer may
+//! hold at most [`MAX_ENTRIES`] members; past a bound the build stops before writing more.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
@@ -20,7 +25,17 @@ use crate::deb::Laid;
 use crate::BuildError;
 
 /// Bumped whenever the way layers are applied changes (part of the artifact's input hash).
-pub(crate) const LAYOUT_VERSION: &str = "oci-input 1";
+pub(crate) const LAYOUT_VERSION: &str = "oci-input 2";
+
+/// How many times its compressed size a layer may expand to. Real layers compress 2–10×; a
+/// layer of zeros compresses about 1,000×.
+pub const MAX_RATIO: u64 = 50;
+/// Every layer may expand to this much, whatever its compressed size.
+pub const MIN_LAYER_CAP: u64 = 64 << 20;
+/// The most an image's layers may expand to in all.
+pub const MAX_IMAGE_BYTES: u64 = 16 << 30;
+/// Members of one layer, at most.
+pub const MAX_ENTRIES: u64 = 1_000_000;
 
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
@@ -40,7 +55,18 @@ pub(crate) fn lay_out(
     rootfs: &Path,
     log: &dyn Fn(&str),
 ) -> Result<Laid, BuildError> {
+    apply_layers(archive, rootfs, log)?;
+    entrypoint(plan, archive, rootfs)
+}
+
+/// Applies every layer of the image at `archive` into `rootfs`, each checked against its
+/// digest and diff_id and bounded in size.
+fn apply_layers(archive: &Path, rootfs: &Path, log: &dyn Fn(&str)) -> Result<(), BuildError> {
     let image = ImageArchive::open(archive).map_err(|e| BuildError::Unsupported(e.to_string()))?;
+    let diff_ids = image.config.rootfs().diff_ids();
+    // Checked only when the configuration names one per layer, as it must.
+    let diff_ids = (diff_ids.len() == image.layers.len()).then_some(diff_ids);
+    let mut budget = MAX_IMAGE_BYTES;
     for (i, layer) in image.layers.iter().enumerate() {
         log(&format!(
             "applying layer {} of {}",
@@ -48,21 +74,64 @@ pub(crate) fn lay_out(
             image.layers.len()
         ));
         // Whiteouts name what lower layers left; they go first, then this layer's own files.
-        let verified = apply(&image, layer, rootfs, Pass::Whiteouts)?;
-        if let (Some(want), Some(got)) = (&layer.digest, verified) {
-            if *want != got {
+        let read = apply(&image, layer, rootfs, Pass::Whiteouts, budget)?;
+        if let Some(want) = &layer.digest {
+            if *want != read.digest {
                 return Err(bad(
                     archive,
                     format!(
-                        "layer {} has digest {got}, not {want} as its manifest says",
-                        layer.member
+                        "layer {} has digest {}, not {want} as its manifest says",
+                        layer.member, read.digest
                     ),
                 ));
             }
         }
-        apply(&image, layer, rootfs, Pass::Files)?;
+        if let Some(want) = diff_ids.and_then(|d| d.get(i)) {
+            if *want != read.diff_id {
+                return Err(bad(
+                    archive,
+                    format!(
+                        "layer {} unpacks to content {}, not {want} as its configuration's diff_ids say",
+                        layer.member, read.diff_id
+                    ),
+                ));
+            }
+        }
+        apply(&image, layer, rootfs, Pass::Files, budget)?;
+        budget = budget.saturating_sub(read.unpacked);
     }
-    entrypoint(plan, archive, rootfs)
+    Ok(())
+}
+
+/// What one pass over a layer read: the blob's digest, the digest and size of its
+/// uncompressed stream.
+struct LayerRead {
+    digest: String,
+    diff_id: String,
+    unpacked: u64,
+}
+
+/// A reader that stops with an error past `cap` bytes (and says so in `exceeded`), and
+/// hashes what passes through it.
+struct Capped<R> {
+    inner: R,
+    read: u64,
+    cap: u64,
+    exceeded: bool,
+    hash: Sha256,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.cap {
+            self.exceeded = true;
+            return Err(std::io::Error::other("the layer expands past its bound"));
+        }
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -85,21 +154,28 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// One pass over a layer; returns the digest of the layer blob as read.
+/// One pass over a layer, expanding it to at most `budget` bytes (and its own bound); returns
+/// what it read.
 fn apply(
     image: &ImageArchive,
     layer: &Layer,
     rootfs: &Path,
     pass: Pass,
-) -> Result<Option<String>, BuildError> {
+    budget: u64,
+) -> Result<LayerRead, BuildError> {
     let raw = image
         .open_member(&layer.member)
         .map_err(|e| BuildError::Unsupported(e.to_string()))?;
+    let compressed = image.member_size(&layer.member).unwrap_or(0);
+    let cap = compressed
+        .saturating_mul(MAX_RATIO)
+        .max(MIN_LAYER_CAP)
+        .min(budget);
     let mut hashing = Hashing {
         inner: raw,
         hash: Sha256::new(),
     };
-    {
+    let (unpacked, diff_id) = {
         let mut buffered = BufReader::new(&mut hashing);
         let magic = buffered.fill_buf()?.get(..4).map(<[u8]>::to_vec);
         let reader: Box<dyn Read + '_> = match magic.as_deref() {
@@ -112,7 +188,30 @@ fn apply(
             }
             _ => Box::new(buffered),
         };
-        apply_tar(reader, rootfs, pass).map_err(|e| match e {
+        let mut capped = Capped {
+            inner: reader,
+            read: 0,
+            cap,
+            exceeded: false,
+            hash: Sha256::new(),
+        };
+        let too_big = |capped: &Capped<_>| {
+            bad(
+                &image.path,
+                format!(
+                    "layer {} expands past {} MiB ({MAX_RATIO} times its {compressed} compressed bytes, at least {} MiB, at most {} GiB for the whole image); refused as a decompression bomb",
+                    layer.member,
+                    capped.cap >> 20,
+                    MIN_LAYER_CAP >> 20,
+                    MAX_IMAGE_BYTES >> 30
+                ),
+            )
+        };
+        let applied = apply_tar(&mut capped, rootfs, pass);
+        if capped.exceeded {
+            return Err(too_big(&capped));
+        }
+        applied.map_err(|e| match e {
             BuildError::FileEscapes(why) | BuildError::Unsupported(why) => {
                 bad(&image.path, format!("layer {}: {why}", layer.member))
             }
@@ -122,13 +221,20 @@ fn apply(
             ),
             other => other,
         })?;
-        // Whatever follows the tar's end still belongs to the blob's digest.
-    }
+        // The tar's end may leave padding: the diff_id covers the whole uncompressed stream.
+        if std::io::copy(&mut capped, &mut std::io::sink()).is_err() && capped.exceeded {
+            return Err(too_big(&capped));
+        }
+        let diff_id = format!("sha256:{}", hex::encode(capped.hash.finalize()));
+        (capped.read, diff_id)
+        // Whatever follows the compressed stream still belongs to the blob's digest.
+    };
     std::io::copy(&mut hashing, &mut std::io::sink())?;
-    Ok(Some(format!(
-        "sha256:{}",
-        hex::encode(hashing.hash.finalize())
-    )))
+    Ok(LayerRead {
+        digest: format!("sha256:{}", hex::encode(hashing.hash.finalize())),
+        diff_id,
+        unpacked,
+    })
 }
 
 fn escapes(name: &str, why: &str) -> BuildError {
@@ -171,7 +277,12 @@ fn remove_any(path: &Path) -> Result<(), BuildError> {
 /// Applies one layer's tar stream (already decompressed) to `rootfs`.
 pub(crate) fn apply_tar(reader: impl Read, rootfs: &Path, pass: Pass) -> Result<(), BuildError> {
     let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries()? {
+    for (count, entry) in archive.entries()?.enumerate() {
+        if count as u64 >= MAX_ENTRIES {
+            return Err(BuildError::Unsupported(format!(
+                "it holds more than {MAX_ENTRIES} members"
+            )));
+        }
         let mut entry = entry?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let rel = clean_name(&name)?;
@@ -358,6 +469,140 @@ mod tests {
     }
 
     use tar::EntryType::{Directory as D, Regular as F, Symlink as L};
+
+    fn sha256_hex(bytes: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    }
+
+    /// An OCI layout tarball with one layer and a configuration naming `diff_id`.
+    fn image_with(dir: &Path, layer: &[u8], diff_id: &str) -> PathBuf {
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/app"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]}}))
+        .unwrap();
+        let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256_hex(&config), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": sha256_hex(layer), "size": layer.len()}]}))
+        .unwrap();
+        let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+             "digest": sha256_hex(&manifest), "size": manifest.len()}]}))
+        .unwrap();
+        let path = dir.join("image.tar");
+        let mut b = tar::Builder::new(fs_err::File::create(&path).unwrap());
+        for (name, data) in [
+            ("index.json".to_string(), &index[..]),
+            (
+                format!("blobs/sha256/{}", &sha256_hex(&manifest)[7..]),
+                &manifest[..],
+            ),
+            (
+                format!("blobs/sha256/{}", &sha256_hex(&config)[7..]),
+                &config[..],
+            ),
+            (format!("blobs/sha256/{}", &sha256_hex(layer)[7..]), layer),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        b.finish().unwrap();
+        path
+    }
+
+    /// A gzip layer holding one file of `size` zero bytes (streamed, never held whole), and
+    /// the digest of its uncompressed tar.
+    fn zeros_layer(size: u64) -> (Vec<u8>, String) {
+        struct Tee<W: std::io::Write>(W, Sha256);
+        impl<W: std::io::Write> std::io::Write for Tee<W> {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                let n = self.0.write(b)?;
+                self.1.update(&b[..n]);
+                Ok(n)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                self.0.flush()
+            }
+        }
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let mut b = tar::Builder::new(Tee(gz, Sha256::new()));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "data/zero", std::io::repeat(0).take(size))
+            .unwrap();
+        let Tee(gz, hash) = b.into_inner().unwrap();
+        (
+            gz.finish().unwrap(),
+            format!("sha256:{}", hex::encode(hash.finalize())),
+        )
+    }
+
+    fn disk_bytes(dir: &Path) -> u64 {
+        let mut total = 0;
+        for e in fs_err::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            total += if m.is_dir() {
+                disk_bytes(&e.path())
+            } else {
+                m.len()
+            };
+        }
+        total
+    }
+
+    /// Issue 35 item 5: a 1.4 MB archive whose gzip layer holds 1 GiB of zeros became 1 GiB on
+    /// disk and 1 GiB of RSS. Now a layer expands to MAX_RATIO times its size at most (at
+    /// least MIN_LAYER_CAP): this 256 MiB layer of zeros (~250 KB) stops at 64 MiB.
+    #[test]
+    fn a_gzip_bomb_stops_at_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layer, diff_id) = zeros_layer(256 << 20);
+        assert!(layer.len() < 1 << 20, "{}", layer.len());
+        let archive = image_with(dir.path(), &layer, &diff_id);
+        let root = dir.path().join("rootfs");
+        fs_err::create_dir_all(&root).unwrap();
+        let started = std::time::Instant::now();
+        let e = apply_layers(&archive, &root, &|_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("expands past 64 MiB") && e.contains("decompression bomb"),
+            "{e}"
+        );
+        assert!(disk_bytes(&root) <= MIN_LAYER_CAP, "{}", disk_bytes(&root));
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_layer_within_its_bound_applies_and_its_diff_id_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (layer, diff_id) = zeros_layer(1 << 20);
+        let root = dir.path().join("rootfs");
+        fs_err::create_dir_all(&root).unwrap();
+        let archive = image_with(dir.path(), &layer, &diff_id);
+        apply_layers(&archive, &root, &|_| {}).unwrap();
+        assert_eq!(
+            fs_err::metadata(root.join("data/zero")).unwrap().len(),
+            1 << 20
+        );
+        let other = format!("sha256:{}", "1".repeat(64));
+        let archive = image_with(dir.path(), &layer, &other);
+        let e = apply_layers(&archive, &root, &|_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("not {other} as its configuration's diff_ids say")),
+            "{e}"
+        );
+    }
 
     #[test]
     fn layers_apply_in_order_with_whiteouts_and_opaque_dirs() {

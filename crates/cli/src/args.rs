@@ -375,6 +375,12 @@ pub struct ServeArgs {
     /// Seconds a new backend may take to pass its health check.
     #[arg(long, default_value_t = 120)]
     pub ready_timeout: u64,
+    /// HTTP apps: seconds a backend may take to send its response head (then the client gets 504).
+    #[arg(long, default_value_t = 60.0)]
+    pub response_timeout: f64,
+    /// HTTP apps: seconds a request body may stay silent (then the client gets 408).
+    #[arg(long, default_value_t = 60.0)]
+    pub body_timeout: f64,
     #[command(flatten)]
     pub opts: AppOptions,
 }

@@ -136,3 +136,109 @@ fn files_from_outside_the_app_dir_are_warned_about() {
         "{err}"
     );
 }
+
+/// Runs `bakeoff build APP` and returns (success, stderr, seconds, peak RSS in KiB of the
+/// child), killing it after 60 s.
+fn build_bounded(env: &Env, app: &std::path::Path) -> (bool, String, f64, u64) {
+    let started = std::time::Instant::now();
+    let mut child = env
+        .cmd(&["build", app.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak = 0;
+    let status = loop {
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            if let Some(kb) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kb);
+            }
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("build of {} hangs (peak RSS {peak} KiB)", app.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.success(), err, started.elapsed().as_secs_f64(), peak)
+}
+
+/// Issue 35 item 7: a FIFO as `[[files]] src`, inside a `[[files]]` directory or in a
+/// Makefile app's directory hung `build`; `src = "/dev/zero"` took 2 GB of RSS in 3 s.
+#[test]
+fn pipes_and_devices_among_an_apps_inputs_do_not_hang_build() {
+    let env = Env::new();
+    let mkfifo = |p: &std::path::Path| {
+        assert!(std::process::Command::new("mkfifo")
+            .arg(p)
+            .status()
+            .unwrap()
+            .success())
+    };
+    let hello = repo_root().join("examples/hello/hello.c");
+    let app = |name: &str, toml: &str| {
+        let dir = env.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(&hello, dir.join("hello.c")).unwrap();
+        std::fs::write(dir.join("bakeoff.toml"), toml).unwrap();
+        dir
+    };
+    // A pipe or a device named as a file: refused in one sentence, at once.
+    let fifo_src = app(
+        "fifo-src",
+        "[[files]]\nsrc = \"pipe\"\ndst = \"/etc/pipe\"\n",
+    );
+    mkfifo(&fifo_src.join("pipe"));
+    let zero = app(
+        "zero-src",
+        "[[files]]\nsrc = \"/dev/zero\"\ndst = \"/etc/zero\"\n",
+    );
+    for (dir, what) in [
+        (&fifo_src, "is a named pipe"),
+        (&zero, "/dev/zero is a character device"),
+    ] {
+        let (ok, err, secs, peak) = build_bounded(&env, dir);
+        assert!(!ok, "{err}");
+        assert!(
+            err.contains(what) && err.contains("not a regular file"),
+            "{err}"
+        );
+        assert!(secs < 30.0 && peak < 512 * 1024, "{secs} s, {peak} KiB");
+    }
+    // Inside a [[files]] directory: hashing skips it, and copying refuses it in a sentence.
+    let fifo_dir = app(
+        "fifo-dir",
+        "[[files]]\nsrc = \"conf\"\ndst = \"/etc/conf\"\n",
+    );
+    std::fs::create_dir_all(fifo_dir.join("conf")).unwrap();
+    std::fs::write(fifo_dir.join("conf/a.conf"), "a").unwrap();
+    mkfifo(&fifo_dir.join("conf/pipe"));
+    let make = env.dir.path().join("make-app");
+    std::fs::create_dir_all(&make).unwrap();
+    std::fs::copy(&hello, make.join("hello.c")).unwrap();
+    std::fs::write(
+        make.join("Makefile"),
+        "hello: hello.c\n\tcc -O2 -o hello hello.c\n",
+    )
+    .unwrap();
+    mkfifo(&make.join("pipe"));
+    let (ok, err, _, _) = build_bounded(&env, &fifo_dir);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("conf/pipe is neither a file, a directory nor a symlink"),
+        "{err}"
+    );
+    // In a Makefile app's directory: skipped; the app builds.
+    let (ok, err, _, _) = build_bounded(&env, &make);
+    assert!(ok, "{}: {err}", make.display());
+}

@@ -20,6 +20,17 @@ use crate::DetectError;
 /// The architecture this host runs, in OCI's words.
 pub const HOST_ARCH: &str = "amd64";
 
+/// The largest JSON document (index, manifest, configuration, `manifest.json`) read: what the
+/// OCI distribution spec asks registries to accept for a manifest.
+pub const MAX_DOCUMENT: u64 = 4 << 20;
+/// Members of an archive (files of a layout directory) indexed, at most.
+pub const MAX_MEMBERS: usize = 100_000;
+/// Descriptors looked at while walking an index and its nested indexes, at most (each nested
+/// index blob is read once, however often it is named).
+pub const MAX_DESCRIPTORS: usize = 1024;
+/// Layers of one image, at most (Docker itself stops at 127).
+pub const MAX_LAYERS: usize = 256;
+
 /// One member of the archive: where its bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Member {
@@ -126,6 +137,12 @@ impl ImageArchive {
             if !entry.header().entry_type().is_file() {
                 continue;
             }
+            if members.len() >= MAX_MEMBERS {
+                return Err(bad(
+                    path,
+                    format!("it holds more than {MAX_MEMBERS} files; no image needs that many"),
+                ));
+            }
             let name = normal(&String::from_utf8_lossy(&entry.path_bytes()));
             members.insert(
                 name,
@@ -182,6 +199,11 @@ impl ImageArchive {
         Ok(buf)
     }
 
+    /// The size of a member, if the archive holds it.
+    pub fn member_size(&self, name: &str) -> Option<u64> {
+        self.members.get(&normal(name)).map(|m| m.size)
+    }
+
     /// A reader over one member's bytes.
     pub fn open_member(&self, name: &str) -> Result<impl Read, DetectError> {
         let m = *self.members.get(&normal(name)).ok_or_else(|| {
@@ -204,18 +226,71 @@ impl ImageArchive {
         Ok(f.take(m.size))
     }
 
+    /// A JSON document of the archive, at most [`MAX_DOCUMENT`] bytes.
     fn json<T: serde::de::DeserializeOwned>(
         &self,
         name: &str,
         what: &str,
     ) -> Result<T, DetectError> {
-        let bytes = self.read_member(name)?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        let bytes = self.read_document(name, what)?;
+        self.parse(&bytes, name, what)
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+        name: &str,
+        what: &str,
+    ) -> Result<T, DetectError> {
+        serde_json::from_slice(bytes).map_err(|e| {
             bad(
                 &self.path,
                 format!("its {what} ({name}) cannot be read: {e}"),
             )
         })
+    }
+
+    fn read_document(&self, name: &str, what: &str) -> Result<Vec<u8>, DetectError> {
+        let size = self.members.get(&normal(name)).map_or(0, |m| m.size);
+        if size > MAX_DOCUMENT {
+            return Err(bad(
+                &self.path,
+                format!(
+                    "its {what} ({name}) is {size} bytes; a document of more than {} MiB is not read",
+                    MAX_DOCUMENT >> 20
+                ),
+            ));
+        }
+        self.read_member(name)
+    }
+
+    /// The JSON document a descriptor names, checked against the descriptor's digest (and
+    /// size, when it gives one) before it is parsed.
+    fn json_blob<T: serde::de::DeserializeOwned>(
+        &self,
+        digest: &str,
+        size: Option<u64>,
+        what: &str,
+    ) -> Result<T, DetectError> {
+        let member = self.blob(digest)?;
+        let bytes = self.read_document(&member, what)?;
+        if let Some(size) = size.filter(|s| *s != bytes.len() as u64) {
+            return Err(bad(
+                &self.path,
+                format!(
+                    "its {what} {digest} is {} bytes, not {size} as its descriptor says",
+                    bytes.len()
+                ),
+            ));
+        }
+        let actual = sha256_of(&bytes);
+        if actual != digest {
+            return Err(bad(
+                &self.path,
+                format!("its {what} {member} has digest {actual}, not {digest}"),
+            ));
+        }
+        self.parse(&bytes, &member, what)
     }
 
     fn blob(&self, digest: &str) -> Result<String, DetectError> {
@@ -231,29 +306,46 @@ impl ImageArchive {
         let index: ImageIndex = self.json("index.json", "index")?;
         let mut manifest = None;
         let mut seen = Vec::new();
-        // An index may point at a nested index (a multi-platform image): follow one level.
+        // An index may point at nested indexes (a multi-platform image): follow them, three
+        // levels deep at most, each nested index read once, [`MAX_DESCRIPTORS`] in all.
         let mut descriptors: Vec<_> = index.manifests().clone();
+        let mut read_indexes = std::collections::HashSet::new();
+        let mut looked_at = 0;
         let mut depth = 0;
-        while manifest.is_none() && depth < 3 {
+        while manifest.is_none() && depth < 3 && !descriptors.is_empty() {
             depth += 1;
             let mut next = Vec::new();
             for d in &descriptors {
+                looked_at += 1;
+                if looked_at > MAX_DESCRIPTORS {
+                    return Err(bad(
+                        &self.path,
+                        format!("its indexes name more than {MAX_DESCRIPTORS} manifests; no image needs that many"),
+                    ));
+                }
                 let fits = d.platform().as_ref().is_none_or(|p| {
-                    seen.push(format!("{}/{}", p.os(), p.architecture()));
+                    let platform = format!("{}/{}", p.os(), p.architecture());
+                    if !seen.contains(&platform) {
+                        seen.push(platform);
+                    }
                     p.architecture().to_string() == HOST_ARCH && p.os().to_string() == "linux"
                 });
                 if !fits {
                     continue;
                 }
-                let member = self.blob(d.digest().as_ref())?;
+                let digest = d.digest().to_string();
+                let size = Some(d.size());
                 match d.media_type().to_string().as_str() {
                     "application/vnd.oci.image.index.v1+json"
                     | "application/vnd.docker.distribution.manifest.list.v2+json" => {
-                        let nested: ImageIndex = self.json(&member, "index")?;
+                        if !read_indexes.insert(digest.clone()) {
+                            continue;
+                        }
+                        let nested: ImageIndex = self.json_blob(&digest, size, "index")?;
                         next.extend(nested.manifests().iter().cloned());
                     }
                     _ => {
-                        let m: ImageManifest = self.json(&member, "manifest")?;
+                        let m: ImageManifest = self.json_blob(&digest, size, "manifest")?;
                         self.repo = d
                             .annotations()
                             .as_ref()
@@ -282,8 +374,21 @@ impl ImageArchive {
                 },
             ));
         };
-        let config = self.blob(manifest.config().digest().as_ref())?;
-        self.config = self.json(&config, "image configuration")?;
+        if manifest.layers().len() > MAX_LAYERS {
+            return Err(bad(
+                &self.path,
+                format!(
+                    "its manifest names {} layers; at most {MAX_LAYERS} are read",
+                    manifest.layers().len()
+                ),
+            ));
+        }
+        let config = manifest.config();
+        self.config = self.json_blob(
+            config.digest().as_ref(),
+            Some(config.size()),
+            "image configuration",
+        )?;
         self.layers = manifest
             .layers()
             .iter()
@@ -320,8 +425,21 @@ impl ImageArchive {
                 Ok(n)
             }
         };
+        if entry.layers.len() > MAX_LAYERS {
+            return Err(bad(
+                &self.path,
+                format!(
+                    "its manifest.json names {} layers; at most {MAX_LAYERS} are read",
+                    entry.layers.len()
+                ),
+            ));
+        }
         let config = inside(&entry.config)?;
-        self.config = self.json(&config, "image configuration")?;
+        self.config = match config.strip_prefix("blobs/sha256/") {
+            // Named by its digest: checked like an OCI blob.
+            Some(hex) => self.json_blob(&format!("sha256:{hex}"), None, "image configuration")?,
+            None => self.json(&config, "image configuration")?,
+        };
         self.layers = entry
             .layers
             .iter()
@@ -363,6 +481,14 @@ fn dir_members(
         if meta.is_dir() {
             dir_members(root, &entry.path(), depth + 1, out)?;
         } else if meta.is_file() {
+            if out.len() >= MAX_MEMBERS {
+                return Err(DetectError::BadImage {
+                    path: root.to_path_buf(),
+                    reason: format!(
+                        "it holds more than {MAX_MEMBERS} files; no image needs that many"
+                    ),
+                });
+            }
             if let Ok(rel) = entry.path().strip_prefix(root) {
                 out.insert(
                     rel.to_string_lossy().to_string(),
@@ -375,6 +501,18 @@ fn dir_members(
         }
     }
     Ok(())
+}
+
+/// `sha256:HEX` of `bytes`.
+fn sha256_of(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(bytes);
+    let mut out = String::with_capacity(71);
+    out.push_str("sha256:");
+    for b in hash {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 /// `registry:5000/team/hello:1.0` → `hello`.
@@ -483,5 +621,141 @@ mod tests {
         std::fs::write(&path, b"not a tar at all, just text").unwrap();
         let e = ImageArchive::open(&path).unwrap_err().to_string();
         assert!(e.contains("is not an image archive"), "{e}");
+    }
+
+    /// An OCI layout tarball from (name, bytes) pairs.
+    fn archive(dir: &Path, files: &[(String, Vec<u8>)]) -> PathBuf {
+        let path = dir.join("image.tar");
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, &data[..]).unwrap();
+        }
+        std::fs::write(&path, b.into_inner().unwrap()).unwrap();
+        path
+    }
+
+    fn descriptor(digest: &str, size: usize, media: &str) -> serde_json::Value {
+        serde_json::json!({"mediaType": media, "digest": digest, "size": size,
+            "platform": {"architecture": "amd64", "os": "linux"}})
+    }
+
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+    /// Issue 35 item 5: an index naming a nested index 1,800 times, which names another 1,800
+    /// times, drove `detect` past 3 GiB (each name read and parsed again). Now each nested
+    /// index is read once and at most MAX_DESCRIPTORS are looked at: refused at once.
+    #[test]
+    fn a_fan_out_of_nested_indexes_is_refused_quickly() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 1800;
+        let leaf = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+            "manifests": vec![descriptor(&format!("sha256:{}", "0".repeat(64)), 1, INDEX); n]}))
+        .unwrap();
+        let leaf_digest = sha256_of(&leaf);
+        let mid = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+            "manifests": vec![descriptor(&leaf_digest, leaf.len(), INDEX); n]}))
+        .unwrap();
+        let mid_digest = sha256_of(&mid);
+        let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+            "manifests": vec![descriptor(&mid_digest, mid.len(), INDEX); n]}))
+        .unwrap();
+        let path = archive(
+            dir.path(),
+            &[
+                ("index.json".into(), index),
+                (format!("blobs/sha256/{}", &mid_digest[7..]), mid),
+                (format!("blobs/sha256/{}", &leaf_digest[7..]), leaf),
+            ],
+        );
+        let started = std::time::Instant::now();
+        let e = ImageArchive::open(&path).unwrap_err().to_string();
+        assert!(e.contains("name more than 1024 manifests"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    /// Nested index blobs were parsed without a look at their digest.
+    #[test]
+    fn every_document_is_checked_against_its_digest_and_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = br#"{"schemaVersion":2,"manifests":[]}"#.to_vec();
+        let digest = sha256_of(&nested);
+        let mut tampered = nested.clone();
+        tampered[0] = b' ';
+        let index = |size: usize| {
+            serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+                "manifests": [descriptor(&digest, size, INDEX)]}))
+            .unwrap()
+        };
+        let blob = format!("blobs/sha256/{}", &digest[7..]);
+        let path = archive(
+            dir.path(),
+            &[
+                ("index.json".into(), index(nested.len())),
+                (blob.clone(), tampered),
+            ],
+        );
+        let e = ImageArchive::open(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("has digest sha256:") && e.contains(&format!("not {digest}")),
+            "{e}"
+        );
+        let path = archive(
+            dir.path(),
+            &[("index.json".into(), index(7)), (blob, nested.clone())],
+        );
+        let e = ImageArchive::open(&path).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("is {} bytes, not 7", nested.len())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_document_larger_than_the_bound_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut big = b"{\"schemaVersion\":2,\"manifests\":[]}".to_vec();
+        big.resize(MAX_DOCUMENT as usize + 1, b' ');
+        let path = archive(dir.path(), &[("index.json".into(), big)]);
+        let e = ImageArchive::open(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("a document of more than 4 MiB is not read"),
+            "{e}"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever an archive's index says, opening it ends in an image or one sentence,
+        /// never a panic, and quickly.
+        #[test]
+        fn any_index_ends_in_an_image_or_a_sentence(
+            n in 0usize..3000,
+            nested in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            media in proptest::sample::select(vec![INDEX, "application/vnd.oci.image.manifest.v1+json", "x"]),
+            right_size in proptest::prelude::any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let digest = sha256_of(&nested);
+            let size = if right_size { nested.len() } else { nested.len() + 1 };
+            let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+                "manifests": vec![descriptor(&digest, size, media); n]})).unwrap();
+            let path = archive(dir.path(), &[
+                ("index.json".into(), index),
+                (format!("blobs/sha256/{}", &digest[7..]), nested),
+                ("blobs/sha256/junk".into(), junk.clone()),
+            ]);
+            let started = std::time::Instant::now();
+            let _ = ImageArchive::open(&path);
+            proptest::prop_assert!(started.elapsed() < std::time::Duration::from_secs(5));
+            // Raw junk as the index itself.
+            let path = archive(dir.path(), &[("index.json".into(), junk)]);
+            proptest::prop_assert!(ImageArchive::open(&path).is_err());
+        }
     }
 }

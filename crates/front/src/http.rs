@@ -11,6 +11,13 @@
 //! current then, then answered with 503. A backend that fails after the request was sent gets a
 //! 502; one that fails after the response head was sent makes the front close the client
 //! connection (the only honest signal left).
+//!
+//! Every wait is bounded: a backend that sends no response head within the response timeout
+//! gets the client a 504; a request body that stays silent past the body idle timeout gets it a
+//! 408 (and both connections close); a request head slower than the header timeout gets a 408
+//! and an HTTP/2 preface a 505 before the connection closes. A backend connection goes back to
+//! the pool only when its request *and* its response are both complete, and a pooled connection
+//! that is not ready at once is never waited for.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,7 +25,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -28,7 +35,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::future::Future;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::upstream::{InFlight, Upstream};
@@ -38,6 +46,8 @@ use crate::Shared;
 const FRESH_ATTEMPTS: u32 = 2;
 /// Upper bound on all attempts, reused pooled connections that turned out stale included.
 const MAX_ATTEMPTS: u32 = 8;
+/// A pooled connection not ready this long after it was pooled is wedged, not finishing up.
+const NOT_READY_GRACE: Duration = Duration::from_millis(100);
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), besides any header
 /// the `Connection` header names.
@@ -68,20 +78,41 @@ where
         .keep_alive(true)
         .timer(TokioTimer::new())
         .header_read_timeout(shared.options.header_read_timeout);
-    let connection = builder.serve_connection(TokioIo::new(client), service);
-    tokio::select! {
-        served = connection => {
-            if let Err(e) = served {
-                if e.is_parse() || e.is_parse_too_large() {
-                    // hyper has already answered 400 or 431 and closes the connection.
-                    shared.stats.malformed();
-                }
-                tracing::debug!(error = %e, %peer, "client connection ended with an error");
-            }
+    let mut connection = builder.serve_connection(TokioIo::new(client), service);
+    let served = tokio::select! {
+        served = &mut connection => served,
+        _ = shared.shutdown.cancelled() => return,
+    };
+    let Err(e) = served else {
+        return;
+    };
+    tracing::debug!(error = %e, %peer, "client connection ended with an error");
+    // hyper answers most malformed heads itself (400, 431, 414) and closes; a slow head and an
+    // HTTP/2 preface it just closes, so the front says why before it does.
+    let last_words: Option<&[u8]> = if e.is_timeout() {
+        Some(HEAD_TIMEOUT)
+    } else if e.is_parse_version_h2() {
+        shared.stats.malformed();
+        Some(H2_PREFACE)
+    } else {
+        if e.is_parse() || e.is_parse_too_large() {
+            shared.stats.malformed();
         }
-        _ = shared.shutdown.cancelled() => {}
+        None
+    };
+    if let Some(words) = last_words {
+        let mut io = connection.into_parts().io.into_inner();
+        let said = async {
+            io.write_all(words).await?;
+            io.shutdown().await
+        };
+        // Bounded: a client that does not read gets no more of the front's time.
+        let _ = tokio::time::timeout(Duration::from_secs(1), said).await;
     }
 }
+
+const HEAD_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 45\r\nconnection: close\r\n\r\nthe request head did not arrive in good time\n";
+const H2_PREFACE: &[u8] = b"HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 39\r\nconnection: close\r\n\r\nthis front speaks HTTP/1.1, not HTTP/2\n";
 
 /// Why no backend answered.
 enum Unavailable {
@@ -103,8 +134,8 @@ async fn proxy(
         );
     }
     let started = Instant::now();
-    let body_failed = Arc::new(AtomicBool::new(false));
-    let mut request = prepare_request(request, peer, &body_failed);
+    let body = Arc::new(BodyState::default());
+    let mut request = prepare_request(request, peer, &body, shared.options.body_idle_timeout);
     let mut unavailable = Unavailable::NoBackend;
     let mut fresh_attempts = 0;
     for _ in 0..MAX_ATTEMPTS {
@@ -135,9 +166,34 @@ async fn proxy(
                 request.headers_mut().insert(header::HOST, host);
             }
         }
-        match sender.try_send_request(request).await {
+        let sent = {
+            let send = sender.try_send_request(request);
+            tokio::pin!(send);
+            loop {
+                match tokio::time::timeout(shared.options.response_timeout, send.as_mut()).await {
+                    Ok(sent) => break sent,
+                    // The client is still sending its body (its own idle timeout bounds that):
+                    // the backend's time to answer starts when the request is complete.
+                    Err(_) if body.streaming() => continue,
+                    Err(_) => {
+                        tracing::warn!(backend = %upstream.backend.id, "backend sent no response in time");
+                        // The connection is dropped with the exchange: it is never pooled.
+                        return front_response(
+                            shared,
+                            StatusCode::GATEWAY_TIMEOUT,
+                            &format!(
+                                "backend {} did not answer within {} s",
+                                upstream.backend.id,
+                                shared.options.response_timeout.as_secs_f64()
+                            ),
+                        );
+                    }
+                }
+            }
+        };
+        match sent {
             Ok(response) => {
-                return respond(shared, response, sender, in_flight, started);
+                return respond(shared, response, sender, in_flight, started, body);
             }
             Err(mut e) => match e.take_message() {
                 Some(unsent) => {
@@ -149,7 +205,22 @@ async fn proxy(
                     }
                     unavailable = unreachable;
                 }
-                None if body_failed.load(Ordering::SeqCst) => {
+                None if body.timed_out.load(Ordering::SeqCst) => {
+                    tracing::debug!(error = %e.into_error(), "client request body stalled");
+                    let mut response = front_response(
+                        shared,
+                        StatusCode::REQUEST_TIMEOUT,
+                        &format!(
+                            "the request body stalled for {} s",
+                            shared.options.body_idle_timeout.as_secs_f64()
+                        ),
+                    );
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    return response;
+                }
+                None if body.failed.load(Ordering::SeqCst) => {
                     // Reading the client's request body failed (bad chunk, cut short): the
                     // client's fault, not the backend's.
                     tracing::debug!(error = %e.into_error(), "client request body failed");
@@ -193,16 +264,31 @@ async fn checkout(
     shared: &Arc<Shared>,
     upstream: &Arc<Upstream>,
 ) -> Result<(SendRequest<ClientBody>, bool), ConnectError> {
-    while let Some(mut sender) = upstream.take_idle() {
+    // Never wait on a pooled connection: one that is not ready at once is busy or wedged. It
+    // goes back unless it has been in the pool a while (then it is wedged and dropped).
+    let mut not_ready = Vec::new();
+    let mut found = None;
+    while let Some((mut sender, pooled_at)) = upstream.take_idle() {
         if sender.is_closed() {
             continue;
         }
-        // Normally ready at once; bounded in case the connection is wedged.
-        if let Ok(Ok(())) =
-            tokio::time::timeout(shared.options.connect_timeout, sender.ready()).await
-        {
-            return Ok((sender, true));
+        match std::future::poll_fn(|cx| Poll::Ready(sender.poll_ready(cx))).await {
+            Poll::Ready(Ok(())) => {
+                found = Some(sender);
+                break;
+            }
+            Poll::Ready(Err(_)) => {}
+            Poll::Pending if pooled_at.elapsed() < NOT_READY_GRACE => {
+                not_ready.push((sender, pooled_at))
+            }
+            Poll::Pending => {}
         }
+    }
+    for (sender, pooled_at) in not_ready {
+        upstream.put_back(sender, pooled_at, shared.options.max_idle_per_backend);
+    }
+    if let Some(sender) = found {
+        return Ok((sender, true));
     }
     connect(shared, upstream)
         .await
@@ -245,12 +331,18 @@ async fn connect(
 fn prepare_request(
     request: Request<Incoming>,
     peer: SocketAddr,
-    failed: &Arc<AtomicBool>,
+    state: &Arc<BodyState>,
+    idle_timeout: Duration,
 ) -> Request<ClientBody> {
     let (mut parts, body) = request.into_parts();
+    if body.is_end_stream() {
+        state.done.store(true, Ordering::SeqCst);
+    }
     let body = ClientBody {
         inner: body,
-        failed: failed.clone(),
+        state: state.clone(),
+        idle_timeout,
+        idle: None,
     };
     if parts.uri.authority().is_some() {
         if !parts.headers.contains_key(header::HOST) {
@@ -323,6 +415,7 @@ fn respond(
     sender: SendRequest<ClientBody>,
     in_flight: InFlight,
     started: Instant,
+    request: Arc<BodyState>,
 ) -> Response<FrontBody> {
     let (mut parts, body) = response.into_parts();
     let reusable = parts.version == Version::HTTP_11 && !wants_close(&parts.headers);
@@ -334,6 +427,7 @@ fn respond(
         sender,
         reusable,
         in_flight,
+        request,
     };
     Response::from_parts(
         parts,
@@ -362,41 +456,112 @@ struct Lease {
     sender: SendRequest<ClientBody>,
     reusable: bool,
     in_flight: InFlight,
+    /// The request's body: a connection whose request is still being written is not idle.
+    request: Arc<BodyState>,
 }
 
 impl Lease {
-    /// The response body was read to its end: the connection can carry the next request.
+    /// The response body was read to its end: the connection can carry the next request if
+    /// its request was sent whole too.
     fn finish(self) {
-        if self.reusable {
-            let max_idle = self.shared.options.max_idle_per_backend;
-            self.in_flight.upstream().put_idle(self.sender, max_idle);
+        let Lease {
+            shared,
+            mut sender,
+            reusable,
+            in_flight,
+            request,
+        } = self;
+        if reusable && request.done.load(Ordering::SeqCst) {
+            let max_idle = shared.options.max_idle_per_backend;
+            let upstream = in_flight.upstream().clone();
+            // The body's end can reach us a moment before hyper's connection task is ready for
+            // the next request: pool it once it is, so that the pool holds ready connections
+            // and a request never waits on one.
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            match sender.poll_ready(&mut cx) {
+                Poll::Ready(Ok(())) => upstream.put_idle(sender, max_idle),
+                Poll::Ready(Err(_)) => {}
+                Poll::Pending => {
+                    let wait = shared.options.connect_timeout;
+                    shared.tasks.spawn(async move {
+                        if let Ok(Ok(())) = tokio::time::timeout(wait, sender.ready()).await {
+                            upstream.put_idle(sender, max_idle);
+                        }
+                    });
+                }
+            }
         }
         // The in-flight mark drops last, after the connection is back in (or out of) the pool.
-        drop(self.in_flight);
+        drop(in_flight);
     }
 }
 
-/// A client's request body on its way to a backend; remembers whether reading it failed, which
-/// tells a client at fault (400) from a backend at fault (502).
+/// What became of a request body: read whole, failed (the client's fault: 400), or silent past
+/// the idle timeout (408).
+#[derive(Default)]
+pub(crate) struct BodyState {
+    done: AtomicBool,
+    failed: AtomicBool,
+    timed_out: AtomicBool,
+}
+
+impl BodyState {
+    /// Still being sent by the client.
+    fn streaming(&self) -> bool {
+        !self.done.load(Ordering::SeqCst) && !self.failed.load(Ordering::SeqCst)
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A client's request body on its way to a backend. It records how it ended ([`BodyState`]) and
+/// fails when the client sends nothing for `idle_timeout`.
 pub(crate) struct ClientBody {
     inner: Incoming,
-    failed: Arc<AtomicBool>,
+    state: Arc<BodyState>,
+    idle_timeout: Duration,
+    /// Armed while the client is silent; made on the first wait only.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Body for ClientBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Err(_))) = polled {
-            this.failed.store(true, Ordering::SeqCst);
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(idle) = this.idle.as_mut() {
+                    idle.as_mut()
+                        .reset(tokio::time::Instant::now() + this.idle_timeout);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.state.failed.store(true, Ordering::SeqCst);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                this.state.done.store(true, Ordering::SeqCst);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let timeout = this.idle_timeout;
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if idle.as_mut().poll(cx).is_ready() {
+                    this.state.timed_out.store(true, Ordering::SeqCst);
+                    this.state.failed.store(true, Ordering::SeqCst);
+                    return Poll::Ready(Some(Err("the request body stalled".into())));
+                }
+                Poll::Pending
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

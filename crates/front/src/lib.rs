@@ -77,6 +77,11 @@ impl Backend {
     }
 }
 
+/// Default of [`Options::response_timeout`]: nginx's `proxy_read_timeout`.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default of [`Options::body_idle_timeout`]: nginx's `client_body_timeout`.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Tunables; [`Options::default`] is what [`Front::bind`] uses.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -85,8 +90,20 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Idle keep-alive connections kept per backend (HTTP mode).
     pub max_idle_per_backend: usize,
-    /// How long a client may take to send a request head (HTTP mode).
+    /// How long a client may take to send a request head (HTTP mode); past it the client gets
+    /// `408` and the connection closes.
     pub header_read_timeout: Duration,
+    /// How long a backend may take to send its response head once the request is sent (HTTP
+    /// mode); past it the client gets `504` and the backend connection is closed.
+    pub response_timeout: Duration,
+    /// How long a request body may stay silent (HTTP mode); past it the client gets `408`, the
+    /// backend connection is closed and so is the client's.
+    pub body_idle_timeout: Duration,
+    /// Client connections open at once; past it new ones are answered `503` (HTTP) or closed
+    /// (TCP) at once, so the front keeps file descriptors for its backends and its engine.
+    /// `None`: derived from the process's open-file limit when the front binds (see
+    /// [`connection_budget`]).
+    pub max_connections: Option<usize>,
 }
 
 impl Default for Options {
@@ -95,8 +112,57 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(2),
             max_idle_per_backend: 64,
             header_read_timeout: Duration::from_secs(30),
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
+            max_connections: None,
         }
     }
+}
+
+/// File descriptors kept out of the client budget: backends' pooled connections beyond one per
+/// client, the control socket, the engine's socket, logs, a launch's files.
+const FD_RESERVE: u64 = 256;
+
+/// Raises this process's soft open-file limit to its hard limit (a shell's `ulimit -n 1024` is
+/// often far below what the hard limit allows) and returns the soft limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write to / read from the struct we pass; nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// How many client connections a front may hold with the current open-file limit: each HTTP
+/// client may use a backend connection too, and [`FD_RESERVE`] descriptors stay for the rest.
+pub fn connection_budget() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes to the struct we pass.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    };
+    let budget = (soft.min(1 << 24).saturating_sub(FD_RESERVE) / 2).max(8);
+    usize::try_from(budget).unwrap_or(usize::MAX)
 }
 
 /// What [`Front::drain`] saw.
@@ -139,6 +205,11 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<Recorder>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
+    /// Client connections open now, and the most allowed at once.
+    clients: Arc<std::sync::atomic::AtomicUsize>,
+    max_clients: usize,
+    /// Shed connections being closed gracefully now.
+    lingering: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Front {
@@ -170,6 +241,7 @@ impl Front {
         let listener = TcpListener::bind(listen).await.map_err(listen_error)?;
         let local_addr = listener.local_addr().map_err(listen_error)?;
         let shutdown = CancellationToken::new();
+        let max_clients = options.max_connections.unwrap_or_else(connection_budget);
         let shared = Arc::new(Shared {
             local_addr,
             mode,
@@ -178,6 +250,9 @@ impl Front {
             stats: Arc::new(Recorder::new()),
             shutdown,
             tasks: TaskTracker::new(),
+            clients: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            max_clients,
+            lingering: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         });
         let accept = tokio::spawn(accept_loop(shared.clone(), listener));
         tracing::debug!(%local_addr, %mode, "front listening");
@@ -324,6 +399,11 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 }
             }
         };
+        let client = Client::count(&shared.clients);
+        if client.open > shared.max_clients {
+            shed(&shared, stream);
+            continue;
+        }
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, %peer, "cannot set TCP_NODELAY");
         }
@@ -336,9 +416,80 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 Mode::Tcp => tcp::serve_client(&task_shared, stream).await,
             }
             drop(connection);
+            drop(client);
         });
     }
     tracing::debug!("front stopped accepting");
+}
+
+/// Counts a client connection as open until dropped.
+struct Client {
+    counter: Arc<std::sync::atomic::AtomicUsize>,
+    /// Open client connections, this one included.
+    open: usize,
+}
+
+impl Client {
+    fn count(counter: &Arc<std::sync::atomic::AtomicUsize>) -> Client {
+        let open = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        Client {
+            counter: counter.clone(),
+            open,
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.counter
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Said to a client the front has no room for (HTTP mode), before closing its connection.
+const SHED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 51\r\nretry-after: 1\r\nconnection: close\r\n\r\nthe front has too many open connections; try again\n";
+
+/// Shed connections being closed gracefully at once, at most (each holds its descriptor for up
+/// to [`SHED_LINGER`]); past it a shed connection is just closed.
+const MAX_LINGERING: usize = 64;
+const SHED_LINGER: Duration = Duration::from_secs(1);
+
+/// Turns a client away at once: the front is at its connection budget. In HTTP mode the client
+/// gets a 503; the front then reads (and drops) what the client sent for a moment before it
+/// closes, so that the close does not reset the connection before the client reads the 503.
+fn shed(shared: &Arc<Shared>, stream: tokio::net::TcpStream) {
+    tracing::debug!(
+        max = shared.max_clients,
+        "front at its connection budget; connection shed"
+    );
+    if shared.mode == Mode::Tcp {
+        shared.stats.connection_refused();
+        return;
+    }
+    shared
+        .stats
+        .response(::http::StatusCode::SERVICE_UNAVAILABLE, None);
+    let lingering = Client::count(&shared.lingering);
+    // A fresh socket's send buffer takes these few bytes at once.
+    if stream.try_write(SHED).is_err() || lingering.open > MAX_LINGERING {
+        return;
+    }
+    shared.tasks.spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let drain = async {
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 4096];
+            for _ in 0..16 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(SHED_LINGER, drain).await;
+        drop(lingering);
+    });
 }
 
 /// In-flight count per backend id, for [`Stats`].

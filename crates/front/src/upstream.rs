@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use hyper::client::conn::http1::SendRequest;
 use tokio::sync::Notify;
@@ -25,8 +26,8 @@ pub(crate) struct Upstream {
     /// Cancelled when the backend is drained (or the front shut down): every connection to it
     /// closes.
     pub(crate) cut: CancellationToken,
-    /// Idle keep-alive connections (HTTP mode only).
-    idle: Mutex<Vec<SendRequest<ClientBody>>>,
+    /// Idle keep-alive connections and when each was pooled (HTTP mode only).
+    idle: Mutex<Vec<(SendRequest<ClientBody>, Instant)>>,
 }
 
 impl Upstream {
@@ -49,25 +50,35 @@ impl Upstream {
         self.retired.load(Ordering::SeqCst)
     }
 
-    fn idle(&self) -> MutexGuard<'_, Vec<SendRequest<ClientBody>>> {
+    fn idle(&self) -> MutexGuard<'_, Vec<(SendRequest<ClientBody>, Instant)>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes the most recently used idle connection, if any.
-    pub(crate) fn take_idle(&self) -> Option<SendRequest<ClientBody>> {
+    /// Takes the most recently used idle connection, if any, with when it was pooled.
+    pub(crate) fn take_idle(&self) -> Option<(SendRequest<ClientBody>, Instant)> {
         self.idle().pop()
     }
 
     /// Puts a connection that finished its exchange back for reuse, unless the backend is being
     /// drained or enough are idle already (then it is dropped, which closes it).
     pub(crate) fn put_idle(&self, sender: SendRequest<ClientBody>, max_idle: usize) {
+        self.put_back(sender, Instant::now(), max_idle);
+    }
+
+    /// [`Upstream::put_idle`] keeping the time the connection was first pooled.
+    pub(crate) fn put_back(
+        &self,
+        sender: SendRequest<ClientBody>,
+        pooled_at: Instant,
+        max_idle: usize,
+    ) {
         if self.is_retired() || sender.is_closed() {
             return;
         }
         let mut idle = self.idle();
         // Checked again under the lock: `retire` clears the list under the same lock.
         if !self.is_retired() && idle.len() < max_idle {
-            idle.push(sender);
+            idle.push((sender, pooled_at));
         }
     }
 

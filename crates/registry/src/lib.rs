@@ -13,10 +13,42 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client as HttpClient};
 use hyper_util::rt::TokioExecutor;
 use sha2::{Digest, Sha256};
+
+/// The largest manifest (or index) read: what the OCI distribution spec asks registries to
+/// accept. Tokens, configurations and error bodies are bounded by it too.
+pub const MAX_MANIFEST: u64 = 4 << 20;
+/// Error bodies are kept to this much (the message shows 300 characters).
+const MAX_ERROR_BODY: u64 = 64 << 10;
+
+/// Time limits of every exchange with a registry.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// Connecting, and from a request without a body until the response head.
+    pub answer: std::time::Duration,
+    /// From a request with a body (an upload) until the response head.
+    pub upload: std::time::Duration,
+    /// A response body must bring at least `min_bytes` in every window this long (a silent
+    /// or trickling registry is cut off), as curl's --speed-time.
+    pub window: std::time::Duration,
+    /// Bytes per window, at least (as curl's --speed-limit); a body that ends is never cut.
+    pub min_bytes: u64,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            answer: std::time::Duration::from_secs(30),
+            upload: std::time::Duration::from_secs(300),
+            window: std::time::Duration::from_secs(30),
+            min_bytes: 1024,
+        }
+    }
+}
 
 /// The manifest media types bakeoff asks for, most specific first.
 pub const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
@@ -58,6 +90,28 @@ pub enum RegistryError {
         what: String,
         expected: String,
         actual: String,
+    },
+    /// A body larger than it may be (its descriptor's size, or a bound).
+    #[error("the registry at {registry} sends {what} of {size} bytes, more than the {limit} it may have; the download is refused")]
+    TooLarge {
+        registry: String,
+        what: String,
+        size: String,
+        limit: u64,
+    },
+    /// A body that stalled or trickled.
+    #[error("the registry at {registry} sent {what} too slowly (less than {min_bytes} bytes in {window_secs} s); the download is refused")]
+    TooSlow {
+        registry: String,
+        what: String,
+        min_bytes: u64,
+        window_secs: f64,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -148,6 +202,7 @@ pub struct Manifest {
 pub struct Client {
     http: HttpClient<HttpConnector, Full<Bytes>>,
     registry: String,
+    deadlines: Deadlines,
     /// Given credentials; `None` reads the Docker config file when the registry asks.
     credentials: Option<auth::Credentials>,
     /// The `Authorization` header that last worked (Basic, or a Bearer token).
@@ -158,13 +213,32 @@ struct Response {
     status: StatusCode,
     headers: hyper::HeaderMap,
     body: Bytes,
+    /// A successful answer's body left unread ([`Want::Stream`]).
+    stream: Option<Incoming>,
+}
+
+/// What to do with a response body.
+#[derive(Clone, Copy)]
+enum Want {
+    /// Read it whole, refusing more than this many bytes.
+    Whole(u64),
+    /// Leave a 2xx body to the caller (other bodies are read, bounded, for the message).
+    Stream,
 }
 
 impl Client {
     pub fn new(registry: &str) -> Client {
+        Client::with_deadlines(registry, Deadlines::default())
+    }
+
+    /// A client with other time limits (tests use short ones).
+    pub fn with_deadlines(registry: &str, deadlines: Deadlines) -> Client {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(deadlines.answer));
         Client {
-            http: HttpClient::builder(TokioExecutor::new()).build_http(),
+            http: HttpClient::builder(TokioExecutor::new()).build(connector),
             registry: registry.to_string(),
+            deadlines,
             credentials: None,
             authorization: Mutex::new(None),
         }
@@ -232,7 +306,14 @@ impl Client {
                 };
                 let basic = creds.as_ref().map(|c| c.basic());
                 let r = self
-                    .send_once(Method::GET, &url, &[], Bytes::new(), basic.as_deref())
+                    .send_once(
+                        Method::GET,
+                        &url,
+                        &[],
+                        Bytes::new(),
+                        basic.as_deref(),
+                        Want::Whole(MAX_MANIFEST),
+                    )
                     .await?;
                 if r.status == StatusCode::UNAUTHORIZED || r.status == StatusCode::FORBIDDEN {
                     return Err(refused(&creds));
@@ -263,13 +344,14 @@ impl Client {
         url: &str,
         headers: &[(&str, &str)],
         body: Bytes,
+        want: Want,
     ) -> Result<Response, RegistryError> {
         // Credentials go to this registry (and to the token realm it names), nowhere else: not
         // to a storage host a blob GET is redirected to.
         let ours =
             !url.starts_with("http://") || url.starts_with(&format!("http://{}/", self.registry));
         if !ours {
-            return self.send_once(method, url, headers, body, None).await;
+            return self.send_once(method, url, headers, body, None, want).await;
         }
         let current = self
             .authorization
@@ -283,6 +365,7 @@ impl Client {
                 headers,
                 body.clone(),
                 current.as_deref(),
+                want,
             )
             .await?;
         if first.status != StatusCode::UNAUTHORIZED {
@@ -302,7 +385,7 @@ impl Client {
             .lock()
             .expect("the lock is never poisoned") = Some(header.clone());
         let second = self
-            .send_once(method, url, headers, body, Some(&header))
+            .send_once(method, url, headers, body, Some(&header), want)
             .await?;
         if second.status == StatusCode::UNAUTHORIZED {
             let (creds, config) = self.credentials()?;
@@ -328,12 +411,14 @@ impl Client {
         headers: &[(&str, &str)],
         body: Bytes,
         authorization: Option<&str>,
+        want: Want,
     ) -> Result<Response, RegistryError> {
         let url = if url.starts_with("http://") {
             url.to_string()
         } else {
             format!("http://{}{url}", self.registry)
         };
+        let what = format!("{method} {url}");
         let mut req = Request::builder().method(method).uri(&url);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -341,6 +426,11 @@ impl Client {
         if let Some(a) = authorization {
             req = req.header("authorization", a);
         }
+        let head_deadline = if body.is_empty() {
+            self.deadlines.answer
+        } else {
+            self.deadlines.upload
+        };
         let req = req
             .header("content-length", body.len())
             .body(Full::new(body))
@@ -349,22 +439,113 @@ impl Client {
             registry: self.registry.clone(),
             detail,
         };
-        let resp =
-            tokio::time::timeout(std::time::Duration::from_secs(300), self.http.request(req))
-                .await
-                .map_err(|_| down("no answer within 300 s".into()))?
-                .map_err(|e| down(format!("{e:?}").chars().take(200).collect()))?;
-        let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
+        let resp = tokio::time::timeout(head_deadline, self.http.request(req))
             .await
-            .map_err(|e| down(e.to_string()))?
-            .to_bytes();
+            .map_err(|_| {
+                down(format!(
+                    "no answer within {} s",
+                    head_deadline.as_secs_f64()
+                ))
+            })?
+            .map_err(|e| down(format!("{e:?}").chars().take(200).collect()))?;
+        let (parts, body) = resp.into_parts();
+        if matches!(want, Want::Stream) && parts.status.is_success() {
+            return Ok(Response {
+                status: parts.status,
+                headers: parts.headers,
+                body: Bytes::new(),
+                stream: Some(body),
+            });
+        }
+        let limit = match want {
+            Want::Whole(limit) if parts.status.is_success() => limit,
+            _ => MAX_ERROR_BODY,
+        };
+        let mut bytes = Vec::new();
+        self.read_body(body, &parts.headers, limit, &what, |chunk| {
+            bytes.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
         Ok(Response {
             status: parts.status,
             headers: parts.headers,
-            body,
+            body: Bytes::from(bytes),
+            stream: None,
         })
+    }
+
+    /// Reads a body chunk by chunk into `sink`: at most `limit` bytes (a larger
+    /// `Content-Length` is refused before any byte is read), and at least
+    /// [`Deadlines::min_bytes`] in every [`Deadlines::window`] until it ends.
+    async fn read_body(
+        &self,
+        mut body: Incoming,
+        headers: &hyper::HeaderMap,
+        limit: u64,
+        what: &str,
+        mut sink: impl FnMut(&[u8]) -> Result<(), RegistryError>,
+    ) -> Result<u64, RegistryError> {
+        let too_large = |size: String| RegistryError::TooLarge {
+            registry: self.registry.clone(),
+            what: what.to_string(),
+            size,
+            limit,
+        };
+        if let Some(declared) = headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if declared > limit {
+                return Err(too_large(declared.to_string()));
+            }
+        }
+        let too_slow = || RegistryError::TooSlow {
+            registry: self.registry.clone(),
+            what: what.to_string(),
+            min_bytes: self.deadlines.min_bytes,
+            window_secs: self.deadlines.window.as_secs_f64(),
+        };
+        let mut total = 0u64;
+        let mut window_end = tokio::time::Instant::now() + self.deadlines.window;
+        let mut in_window = 0u64;
+        loop {
+            let frame = match tokio::time::timeout_at(window_end, body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => {
+                    if in_window < self.deadlines.min_bytes {
+                        return Err(too_slow());
+                    }
+                    window_end += self.deadlines.window;
+                    in_window = 0;
+                    continue;
+                }
+            };
+            let Some(frame) = frame else {
+                return Ok(total);
+            };
+            let frame = frame.map_err(|e| RegistryError::Down {
+                registry: self.registry.clone(),
+                detail: e.to_string(),
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            total += data.len() as u64;
+            if total > limit {
+                return Err(too_large(format!("more than {limit}")));
+            }
+            sink(&data)?;
+            in_window += data.len() as u64;
+            if tokio::time::Instant::now() >= window_end {
+                if in_window < self.deadlines.min_bytes {
+                    return Err(too_slow());
+                }
+                window_end = tokio::time::Instant::now() + self.deadlines.window;
+                in_window = 0;
+            }
+        }
     }
 
     fn refused(&self, what: &str, r: &Response) -> RegistryError {
@@ -396,6 +577,7 @@ impl Client {
                 &format!("/v2/{repo}/blobs/{digest}"),
                 &[],
                 Bytes::new(),
+                Want::Whole(MAX_ERROR_BODY),
             )
             .await?;
         if head.status == StatusCode::OK {
@@ -408,6 +590,7 @@ impl Client {
                 &format!("/v2/{repo}/blobs/uploads/"),
                 &[],
                 Bytes::new(),
+                Want::Whole(MAX_ERROR_BODY),
             )
             .await?;
         if start.status != StatusCode::ACCEPTED {
@@ -426,6 +609,7 @@ impl Client {
                 &format!("{location}{sep}digest={digest}"),
                 &[("content-type", "application/octet-stream")],
                 data,
+                Want::Whole(MAX_ERROR_BODY),
             )
             .await?;
         if put.status != StatusCode::CREATED {
@@ -449,6 +633,7 @@ impl Client {
                 &format!("/v2/{repo}/manifests/{tag}"),
                 &[("content-type", media_type)],
                 bytes,
+                Want::Whole(MAX_ERROR_BODY),
             )
             .await?;
         if r.status != StatusCode::CREATED {
@@ -470,6 +655,7 @@ impl Client {
                 &format!("/v2/{repo}/manifests/{reference}"),
                 &[("accept", ACCEPT)],
                 Bytes::new(),
+                Want::Whole(MAX_MANIFEST),
             )
             .await?;
         if r.status != StatusCode::OK {
@@ -507,33 +693,102 @@ impl Client {
         })
     }
 
-    /// Gets a blob and checks its sha256 against `digest`.
+    /// Gets a small blob (a configuration) whole, at most [`MAX_MANIFEST`] bytes, and checks
+    /// its sha256 against `digest`.
     pub async fn pull_blob(&self, repo: &str, digest: &str) -> Result<Bytes, RegistryError> {
+        let mut bytes = Vec::new();
+        self.fetch_blob(repo, digest, MAX_MANIFEST, |chunk| {
+            bytes.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(Bytes::from(bytes))
+    }
+
+    /// Streams a blob into the file `dest` (created or truncated), at most `size` bytes (its
+    /// descriptor's size), checking its sha256 against `digest` as it arrives; the file is
+    /// removed when anything is wrong. Returns the bytes written.
+    pub async fn pull_blob_to(
+        &self,
+        repo: &str,
+        digest: &str,
+        size: u64,
+        dest: &std::path::Path,
+    ) -> Result<u64, RegistryError> {
+        use std::io::Write;
+        let write_error = |source| RegistryError::Write {
+            path: dest.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::create(dest).map_err(write_error)?;
+        let mut out = std::io::BufWriter::with_capacity(256 << 10, file);
+        let fetched = self
+            .fetch_blob(repo, digest, size, |chunk| {
+                out.write_all(chunk).map_err(write_error)
+            })
+            .await;
+        let done = fetched.and_then(|n| {
+            out.flush().map_err(write_error)?;
+            if n != size {
+                return Err(RegistryError::Unexpected {
+                    what: format!("blob {digest} of {repo}"),
+                    detail: format!("is {n} bytes, not {size} as its descriptor says"),
+                });
+            }
+            Ok(n)
+        });
+        if done.is_err() {
+            drop(out);
+            let _ = std::fs::remove_file(dest);
+        }
+        done
+    }
+
+    /// Gets a blob chunk by chunk into `sink`, at most `limit` bytes, and checks its sha256
+    /// against `digest`.
+    async fn fetch_blob(
+        &self,
+        repo: &str,
+        digest: &str,
+        limit: u64,
+        mut sink: impl FnMut(&[u8]) -> Result<(), RegistryError>,
+    ) -> Result<u64, RegistryError> {
         let what = format!("blob {digest} of {repo}");
-        let r = self
+        let mut r = self
             .send(
                 Method::GET,
                 &format!("/v2/{repo}/blobs/{digest}"),
                 &[],
                 Bytes::new(),
+                Want::Stream,
             )
             .await?;
         // The registry answers a blob GET with a redirect when its storage is elsewhere.
-        let r = if r.status.is_redirection() {
+        if r.status.is_redirection() {
             let to = r
                 .headers
                 .get("location")
                 .and_then(|l| l.to_str().ok())
                 .unwrap_or_default()
                 .to_string();
-            self.send(Method::GET, &to, &[], Bytes::new()).await?
-        } else {
-            r
-        };
+            r = self
+                .send(Method::GET, &to, &[], Bytes::new(), Want::Stream)
+                .await?;
+        }
         if r.status != StatusCode::OK {
             return Err(self.refused(&what, &r));
         }
-        let actual = digest_of(&r.body);
+        let Some(body) = r.stream.take() else {
+            return Err(self.refused(&what, &r));
+        };
+        let mut hash = Sha256::new();
+        let n = self
+            .read_body(body, &r.headers, limit, &what, |chunk| {
+                hash.update(chunk);
+                sink(chunk)
+            })
+            .await?;
+        let actual = format!("sha256:{}", hex::encode(hash.finalize()));
         if actual != digest {
             return Err(RegistryError::DigestMismatch {
                 what,
@@ -541,7 +796,7 @@ impl Client {
                 actual,
             });
         }
-        Ok(r.body)
+        Ok(n)
     }
 }
 
@@ -692,5 +947,201 @@ mod tests {
             e,
             format!("the registry at {registry} refused the password of `alice` from /home/alice/.docker/config.json; check it with `docker login {registry}`")
         );
+    }
+
+    /// How a fake registry answers every request.
+    #[derive(Clone, Copy)]
+    enum Fake {
+        /// Never answers.
+        Silent,
+        /// Declares `declared` bytes of body and sends `sent` bytes, one every `every_ms`.
+        Trickle {
+            declared: u64,
+            sent: u64,
+            every_ms: u64,
+        },
+        /// Sends `len` bytes of `byte` at once, with a Content-Length or chunked.
+        Body { len: usize, byte: u8, chunked: bool },
+    }
+
+    async fn fake_registry(how: Fake) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    match how {
+                        Fake::Silent => {
+                            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                        }
+                        Fake::Trickle {
+                            declared,
+                            sent,
+                            every_ms,
+                        } => {
+                            let head =
+                                format!("HTTP/1.1 200 OK\r\ncontent-length: {declared}\r\n\r\n");
+                            let _ = sock.write_all(head.as_bytes()).await;
+                            for _ in 0..sent {
+                                if sock.write_all(b"x").await.is_err() {
+                                    return;
+                                }
+                                tokio::time::sleep(std::time::Duration::from_millis(every_ms))
+                                    .await;
+                            }
+                        }
+                        Fake::Body { len, byte, chunked } => {
+                            let body = vec![byte; len];
+                            let head = if chunked {
+                                format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{len:x}\r\n")
+                            } else {
+                                format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n")
+                            };
+                            let _ = sock.write_all(head.as_bytes()).await;
+                            let _ = sock.write_all(&body).await;
+                            if chunked {
+                                let _ = sock.write_all(b"\r\n0\r\n\r\n").await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        format!("127.0.0.1:{port}")
+    }
+
+    fn quick() -> Deadlines {
+        Deadlines {
+            answer: std::time::Duration::from_millis(500),
+            upload: std::time::Duration::from_millis(500),
+            window: std::time::Duration::from_millis(500),
+            min_bytes: 64,
+        }
+    }
+
+    fn digest_of_repeated(byte: u8, len: usize) -> String {
+        digest_of(&vec![byte; len])
+    }
+
+    /// Issue 35 item 5: a blob answered with `Content-Length: 20 GiB` was read into memory
+    /// until the OOM killer came.
+    #[tokio::test]
+    async fn a_blob_larger_than_its_descriptor_is_refused_before_it_is_read() {
+        let registry = fake_registry(Fake::Trickle {
+            declared: 20 << 30,
+            sent: 1000,
+            every_ms: 1,
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("blob");
+        let started = std::time::Instant::now();
+        let e = Client::with_deadlines(&registry, quick())
+            .pull_blob_to("hello", &digest_of(b"x"), 1000, &dest)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("of 21474836480 bytes, more than the 1000 it may have"),
+            "{e}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert!(!dest.exists());
+    }
+
+    /// A body trickled at one byte a while, or a registry that never answers, hung for ever.
+    #[tokio::test]
+    async fn a_trickling_or_silent_registry_is_cut_off() {
+        let registry = fake_registry(Fake::Trickle {
+            declared: 1000,
+            sent: 1000,
+            every_ms: 100,
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let e = Client::with_deadlines(&registry, quick())
+            .pull_blob_to("hello", &digest_of(b"x"), 1000, &dir.path().join("blob"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("too slowly (less than 64 bytes in 0.5 s)"),
+            "{e}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(3));
+        let registry = fake_registry(Fake::Silent).await;
+        let started = std::time::Instant::now();
+        let e = Client::with_deadlines(&registry, quick())
+            .pull_manifest("hello", "latest")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("does not answer (no answer within 0.5 s)"),
+            "{e}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn a_manifest_over_4_mib_is_refused_declared_or_not() {
+        for chunked in [false, true] {
+            let registry = fake_registry(Fake::Body {
+                len: (MAX_MANIFEST + 1) as usize,
+                byte: b' ',
+                chunked,
+            })
+            .await;
+            let e = Client::new(&registry)
+                .pull_manifest("hello", "latest")
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("more than the 4194304 it may have"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blob_streams_to_disk_and_a_wrong_one_leaves_nothing() {
+        let len = 8 << 20;
+        let registry = fake_registry(Fake::Body {
+            len,
+            byte: 7,
+            chunked: false,
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("blob");
+        let client = Client::new(&registry);
+        let n = client
+            .pull_blob_to("hello", &digest_of_repeated(7, len), len as u64, &dest)
+            .await
+            .unwrap();
+        assert_eq!(n, len as u64);
+        assert_eq!(std::fs::read(&dest).unwrap(), vec![7u8; len]);
+        let wrong = digest_of(b"other");
+        let e = client
+            .pull_blob_to("hello", &wrong, len as u64, &dest)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("digest mismatch for blob {wrong}")),
+            "{e}"
+        );
+        assert!(!dest.exists());
     }
 }

@@ -23,6 +23,8 @@ pub use bakeoff_registry::artifact::{
     MICROVM_ARTIFACT, MICROVM_CONFIG, MICROVM_INITRD, MICROVM_KERNEL, RUMPRUN_ARTIFACT,
 };
 const OCI_MANIFEST: &str = art::OCI_MANIFEST;
+/// The largest layer pulled (as stored, compressed): what a build would unpack at most.
+const MAX_LAYER_BYTES: u64 = 16 << 30;
 
 /// One target pushed.
 #[derive(Debug, Clone, Serialize)]
@@ -95,20 +97,52 @@ async fn push_all(
     Ok((digest, total, uploaded))
 }
 
-/// Writes `files` as a tar at `dest` (through a temp name, so a reader never sees half).
-fn write_tar(dest: &Path, files: &[(String, &[u8])]) -> Result<(), RuntimeError> {
-    let mut tar = tar::Builder::new(Vec::new());
-    for (name, data) in files {
+/// Where a member of a tarball written by [`write_tar`] comes from.
+enum Source {
+    Bytes(Vec<u8>),
+    /// Streamed from this file.
+    File(PathBuf),
+}
+
+/// Writes `files` as a tar at `dest`, streaming file members (through a temp name, so a reader
+/// never sees half).
+fn write_tar(dest: &Path, files: &[(String, Source)]) -> Result<(), RuntimeError> {
+    let part = dest.with_extension(format!("part-{}", std::process::id()));
+    let out = std::io::BufWriter::new(fs_err::File::create(&part)?);
+    let mut tar = tar::Builder::new(out);
+    for (name, source) in files {
         let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
         h.set_mode(0o644);
-        h.set_cksum();
-        tar.append_data(&mut h, name, *data)?;
+        match source {
+            Source::Bytes(data) => {
+                h.set_size(data.len() as u64);
+                h.set_cksum();
+                tar.append_data(&mut h, name, &data[..])?;
+            }
+            Source::File(path) => {
+                let f = fs_err::File::open(path)?;
+                h.set_size(f.metadata()?.len());
+                h.set_cksum();
+                tar.append_data(&mut h, name, f)?;
+            }
+        }
     }
-    let part = dest.with_extension("part");
-    fs_err::write(&part, tar.into_inner()?)?;
+    let mut out = tar.into_inner()?;
+    std::io::Write::flush(&mut out)?;
+    drop(out);
     fs_err::rename(&part, dest)?;
     Ok(())
+}
+
+/// The hex digits of a `sha256:HEX` digest (already checked to be one).
+fn hex_of(digest: &str) -> String {
+    digest.trim_start_matches("sha256:").to_string()
+}
+
+/// A number that differs between calls in one process.
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn blob_name(digest: &str) -> String {
@@ -312,7 +346,14 @@ impl Runtime {
         let client = Client::new(&r.registry);
         let (repo, tag) = (r.repo.clone(), r.tag.clone());
         let registry = r.registry.clone();
-        let (manifest, blobs) = on_thread(async move {
+        let dir = self.cache.root().join("imports");
+        fs_err::create_dir_all(&dir)?;
+        // Blobs go to files as they arrive, each checked against its digest and bounded by its
+        // descriptor's size; the two tarballs are then written from those files.
+        let part = dir.join(format!("pull-{}-{}", std::process::id(), unique()));
+        fs_err::create_dir_all(&part)?;
+        let blobs_dir = part.clone();
+        let pulled = on_thread(async move {
             let mut m = client.pull_manifest(&repo, &tag).await?;
             let mut v: Value = serde_json::from_slice(&m.bytes).unwrap_or_default();
             if v["manifests"].is_array() {
@@ -332,6 +373,12 @@ impl Runtime {
                         what: format!("linux/amd64 image in the index {repo}:{tag}"),
                     });
                 };
+                if !d.starts_with("sha256:") {
+                    return Err(RegistryError::Unexpected {
+                        what: format!("{registry}/{repo}:{tag}"),
+                        detail: format!("names its image by an unusable digest `{d}`"),
+                    });
+                }
                 m = client.pull_manifest(&repo, &d).await?;
                 v = serde_json::from_slice(&m.bytes).unwrap_or_default();
             }
@@ -344,49 +391,99 @@ impl Runtime {
                     ),
                 });
             }
-            let mut blobs = Vec::new();
+            let unusable = |detail: String| RegistryError::Unexpected {
+                what: format!("{registry}/{repo}:{tag}"),
+                detail,
+            };
             let config = v["config"]["digest"]
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            blobs.push((config.clone(), client.pull_blob(&repo, &config).await?));
-            for l in v["layers"].as_array().into_iter().flatten() {
-                let d = l["digest"].as_str().unwrap_or_default().to_string();
-                let b = client.pull_blob(&repo, &d).await?;
-                blobs.push((d, b));
+            if bakeoff_detect::oci::blob_member(&config).is_none() {
+                return Err(unusable(format!(
+                    "names its configuration by an unusable digest `{config}`"
+                )));
             }
-            Ok((m, blobs))
-        })?;
-        let dir = self.cache.root().join("imports");
-        fs_err::create_dir_all(&dir)?;
+            let config_bytes = client.pull_blob(&repo, &config).await?;
+            fs_err::write(blobs_dir.join(hex_of(&config)), &config_bytes).map_err(|e| {
+                RegistryError::Write {
+                    path: blobs_dir.clone(),
+                    source: e,
+                }
+            })?;
+            let layers = v["layers"].as_array().cloned().unwrap_or_default();
+            if layers.len() > bakeoff_detect::oci::MAX_LAYERS {
+                return Err(unusable(format!(
+                    "has {} layers; at most {} are pulled",
+                    layers.len(),
+                    bakeoff_detect::oci::MAX_LAYERS
+                )));
+            }
+            let mut got = Vec::new();
+            for l in layers {
+                let d = l["digest"].as_str().unwrap_or_default().to_string();
+                if bakeoff_detect::oci::blob_member(&d).is_none() {
+                    return Err(unusable(format!("names a layer by an unusable digest `{d}`")));
+                }
+                let Some(size) = l["size"].as_u64() else {
+                    return Err(unusable(format!("gives no size for its layer {d}")));
+                };
+                if size > MAX_LAYER_BYTES {
+                    return Err(unusable(format!(
+                        "has a layer of {size} bytes; at most {} GiB is pulled",
+                        MAX_LAYER_BYTES >> 30
+                    )));
+                }
+                let n = client
+                    .pull_blob_to(&repo, &d, size, &blobs_dir.join(hex_of(&d)))
+                    .await?;
+                got.push((d, n));
+            }
+            Ok((m, config, config_bytes.len() as u64, got))
+        });
+        let (manifest, config_digest, config_len, layers) = match pulled {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = fs_err::remove_dir_all(&part);
+                return Err(e.into());
+            }
+        };
         let hex = manifest.digest.trim_start_matches("sha256:").to_string();
         let index = json!({"schemaVersion": 2, "manifests": [{
             "mediaType": OCI_MANIFEST, "digest": manifest.digest, "size": manifest.bytes.len(),
             "annotations": {"org.opencontainers.image.ref.name": r.to_string()}}]});
         let index = serde_json::to_vec(&index).expect("index serializes");
-        let config_digest = blobs[0].0.clone();
         let docker_manifest = serde_json::to_vec(&json!([{
             "Config": blob_name(&config_digest),
             "RepoTags": [r.to_string()],
-            "Layers": blobs[1..].iter().map(|(d, _)| blob_name(d)).collect::<Vec<_>>(),
+            "Layers": layers.iter().map(|(d, _)| blob_name(d)).collect::<Vec<_>>(),
         }]))
         .expect("manifest serializes");
-        let mut files: Vec<(String, &[u8])> = vec![
-            ("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#),
-            ("index.json".into(), &index),
-            (blob_name(&manifest.digest), &manifest.bytes),
+        let mut files: Vec<(String, Source)> = vec![
+            (
+                "oci-layout".into(),
+                Source::Bytes(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+            ),
+            ("index.json".into(), Source::Bytes(index)),
+            (
+                blob_name(&manifest.digest),
+                Source::Bytes(manifest.bytes.to_vec()),
+            ),
         ];
-        for (d, b) in &blobs {
-            files.push((blob_name(d), b));
+        for d in std::iter::once(&config_digest).chain(layers.iter().map(|(d, _)| d)) {
+            files.push((blob_name(d), Source::File(part.join(hex_of(d)))));
         }
         let layout = dir.join(format!("{hex}.tar"));
-        write_tar(&layout, &files)?;
-        // Docker 20.10 loads `docker save`'s format (manifest.json), not an OCI layout.
-        files.insert(2, ("manifest.json".into(), &docker_manifest));
+        let written = write_tar(&layout, &files).and_then(|()| {
+            // Docker 20.10 loads `docker save`'s format (manifest.json), not an OCI layout.
+            files.insert(2, ("manifest.json".into(), Source::Bytes(docker_manifest)));
+            write_tar(&dir.join(format!("{hex}.docker.tar")), &files)
+        });
+        let _ = fs_err::remove_dir_all(&part);
+        written?;
         let docker_archive = dir.join(format!("{hex}.docker.tar"));
-        write_tar(&docker_archive, &files)?;
-        let bytes: u64 =
-            manifest.bytes.len() as u64 + blobs.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+        let layer_bytes: u64 = layers.iter().map(|(_, n)| n).sum();
+        let bytes = manifest.bytes.len() as u64 + config_len + layer_bytes;
         self.say(&format!(
             "pulled {r} (oci): {bytes} bytes in {:.2}s, digests verified",
             start.elapsed().as_secs_f64()
@@ -397,7 +494,7 @@ impl Runtime {
             config_digest,
             layout,
             docker_archive,
-            layer_bytes: blobs[1..].iter().map(|(_, b)| b.len() as u64).sum(),
+            layer_bytes,
         })
     }
 
@@ -532,7 +629,13 @@ impl Runtime {
             let l = m
                 .layer(media)
                 .ok_or_else(|| unexpected(format!("has no single layer of type {media}")))?;
-            wanted.push((l.digest.clone(), file.to_string()));
+            if bakeoff_detect::oci::blob_member(&l.digest).is_none() {
+                return Err(unexpected(format!(
+                    "names a layer by an unusable digest `{}`",
+                    l.digest
+                )));
+            }
+            wanted.push((l.digest.clone(), l.size, file.to_string()));
         }
         // Optional: the Xen PV bake, pushed where the toolchain had Xen's platform.
         if target == Target::Rumprun {
@@ -552,19 +655,26 @@ impl Runtime {
             let client = Client::new(&r.registry);
             let repo = r.repo.clone();
             let list = wanted.clone();
-            let got = on_thread(async move {
-                let mut out = Vec::new();
-                for (digest, file) in list {
-                    out.push((file, client.pull_blob(&repo, &digest).await?));
-                }
-                Ok(out)
-            })?;
             let part = dir.with_extension(format!("part-{}", std::process::id()));
             let _ = fs_err::remove_dir_all(&part);
             fs_err::create_dir_all(&part)?;
-            for (file, data) in &got {
-                bytes += data.len() as u64;
-                fs_err::write(part.join(file), data)?;
+            let into = part.clone();
+            // Each file is streamed to disk, bounded by its descriptor's size.
+            let got = on_thread(async move {
+                let mut n = 0;
+                for (digest, size, file) in list {
+                    n += client
+                        .pull_blob_to(&repo, &digest, size, &into.join(file))
+                        .await?;
+                }
+                Ok(n)
+            });
+            match got {
+                Ok(n) => bytes += n,
+                Err(e) => {
+                    let _ = fs_err::remove_dir_all(&part);
+                    return Err(e.into());
+                }
             }
             if target == Target::MicroVm {
                 if let Err(e) = vmlinux_of_pulled_kernel(&part) {

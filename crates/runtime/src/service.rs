@@ -31,6 +31,10 @@ const WATCH_EVERY: Duration = Duration::from_millis(250);
 /// the next platform the check allows.
 const FAILURES_BEFORE_MOVING: usize = 3;
 const FAILURE_WINDOW: Duration = Duration::from_secs(120);
+/// Restarts after a failure wait this long, doubled after each failure that follows, up to
+/// [`RESTART_BACKOFF_MAX`]; a backend that serves resets it.
+const RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// What `serve` was asked for.
 #[derive(Debug, Clone)]
@@ -51,6 +55,10 @@ pub struct ServeSpec {
     pub auto: Option<AutoSpec>,
     /// `--metrics [IP:]PORT`: the front's figures in the Prometheus text format.
     pub metrics: Option<SocketAddr>,
+    /// HTTP front: how long a backend may take to send a response head (then `504`).
+    pub response_timeout: Duration,
+    /// HTTP front: how long a request body may stay silent (then `408`).
+    pub body_timeout: Duration,
 }
 
 /// How an `--on auto` service chooses its platform.
@@ -115,6 +123,10 @@ pub struct ServiceRecord {
     pub backends: Vec<String>,
     /// The process running the front.
     pub pid: u32,
+    /// Its start time (clock ticks after boot, field 22 of /proc/PID/stat): a reused PID is
+    /// another process. Absent in records of older bakeoffs.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
     pub status: ServiceStatus,
     pub created: u64,
     /// Next backend number.
@@ -185,17 +197,52 @@ fn owner_only_dir(path: &Path) -> std::io::Result<()> {
         .create(path)
 }
 
-/// Whether `pid` is a live bakeoff process (not a recycled pid of something else).
-fn front_alive(pid: u32) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+/// The start time of a live (not zombie) process, in clock ticks after boot.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state); a zombie has exited.
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// When a process started, in seconds since the epoch (whole seconds; from its start time and
+/// the boot time in /proc/stat).
+fn process_started_at(start_ticks: u64) -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()
+        .filter(|hz| *hz > 0)?;
+    Some(btime + start_ticks / hz)
+}
+
+/// Whether the front of `rec` still runs: its PID with the start time recorded (a reused PID
+/// is another process, which must be neither reported as the front nor signalled). A record
+/// of an older bakeoff, without a start time, needs a bakeoff process on the PID that started
+/// before the record was made (the front starts, then writes it).
+fn front_alive(rec: &ServiceRecord) -> bool {
+    let Some(started) = process_start(rec.pid) else {
         return false;
     };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // A zombie has exited.
-    let zombie = stat
-        .rsplit_once(')')
-        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-    !zombie && String::from_utf8_lossy(&cmdline).contains("bakeoff")
+    match rec.pid_start {
+        Some(recorded) => started == recorded,
+        None => {
+            process_started_at(started).is_some_and(|at| at <= rec.created + 1)
+                && std::fs::read(format!("/proc/{}/cmdline", rec.pid))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("bakeoff"))
+        }
+    }
 }
 
 impl Runtime {
@@ -294,6 +341,8 @@ impl Runtime {
     }
 
     pub fn load_service(&self, name: &str) -> Result<ServiceRecord, RuntimeError> {
+        // A path-like name (`../../x`) must not reach a record or a socket outside the state dir.
+        bakeoff_spec::validate_name(name)?;
         let path = self.service_dir(name).join("service.json");
         let text = std::fs::read_to_string(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -337,7 +386,7 @@ impl Runtime {
                 continue;
             };
             let status = match record.status {
-                ServiceStatus::Serving | ServiceStatus::Starting if !front_alive(record.pid) => {
+                ServiceStatus::Serving | ServiceStatus::Starting if !front_alive(&record) => {
                     ServiceStatus::Down
                 }
                 s => s,
@@ -358,7 +407,7 @@ impl Runtime {
         timeout: Duration,
     ) -> Result<Response, RuntimeError> {
         let rec = self.load_service(name)?;
-        if !front_alive(rec.pid) {
+        if !front_alive(&rec) {
             return Err(RuntimeError::Invalid(format!(
                 "service `{name}` is down (its front process is gone); remove it with `bakeoff rm -f {name}`"
             )));
@@ -410,7 +459,7 @@ impl Runtime {
     /// Stops a service: its front (if alive) and every backend; the record stays, stopped.
     pub async fn stop_service(&self, name: &str) -> Result<(), RuntimeError> {
         let rec = self.load_service(name)?;
-        if front_alive(rec.pid) {
+        if front_alive(&rec) {
             match self
                 .control(name, &Request::Stop, Duration::from_secs(120))
                 .await
@@ -418,7 +467,7 @@ impl Runtime {
                 Ok(_) => {
                     // The front exits right after answering.
                     let deadline = Instant::now() + Duration::from_secs(10);
-                    while front_alive(rec.pid) && Instant::now() < deadline {
+                    while front_alive(&rec) && Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     return Ok(());
@@ -436,6 +485,7 @@ impl Runtime {
 
     /// Removes a service and everything it started; a serving one only with `force`.
     pub async fn remove_service(&self, name: &str, force: bool) -> Result<(), RuntimeError> {
+        bakeoff_spec::validate_name(name)?;
         let dir = self.service_dir(name);
         if dir.is_dir() && !dir.join("service.json").exists() {
             // Reserved by a `serve` that never wrote its record: it started nothing yet.
@@ -443,7 +493,7 @@ impl Runtime {
             return Ok(());
         }
         let rec = self.load_service(name)?;
-        let serving = front_alive(rec.pid) && rec.status != ServiceStatus::Stopped;
+        let serving = front_alive(&rec) && rec.status != ServiceStatus::Stopped;
         if !force {
             let mut running = Vec::new();
             for b in &rec.backends {
@@ -466,7 +516,7 @@ impl Runtime {
         }
         if serving {
             self.stop_service(name).await?;
-            if front_alive(rec.pid) {
+            if front_alive(&rec) {
                 // It did not stop: end it (a process bakeoff started, by its pid).
                 // SAFETY: kill(2) on a pid we recorded; no memory is touched.
                 unsafe { libc::kill(rec.pid as i32, libc::SIGKILL) };
@@ -501,6 +551,10 @@ impl Runtime {
         spec: ServeSpec,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), RuntimeError> {
+        // The front holds a descriptor per client; a shell's low soft limit is raised to the
+        // hard one, and the front sheds clients past its budget (see bakeoff_front::Options).
+        let limit = bakeoff_front::raise_fd_limit();
+        tracing::debug!(limit, "open-file limit of the front");
         let started = self.serve_start(prepared, spec).await;
         let sup = match started {
             Ok(s) => s,
@@ -590,7 +644,12 @@ impl Runtime {
                     "the app declares no port to serve; set `ports` in bakeoff.toml".into(),
                 ))
             })?;
-        let front = Front::bind(spec.listen, mode)
+        let options = bakeoff_front::Options {
+            response_timeout: spec.response_timeout,
+            body_idle_timeout: spec.body_timeout,
+            ..bakeoff_front::Options::default()
+        };
+        let front = Front::bind_with(spec.listen, mode, options)
             .await
             .map_err(|e| fail(e.into()))?;
         // An auto service may use every platform the check allows and this host has.
@@ -623,6 +682,7 @@ impl Runtime {
             backend: None,
             backends: Vec::new(),
             pid: std::process::id(),
+            pid_start: process_start(std::process::id()),
             status: ServiceStatus::Starting,
             created: now_secs(),
             generation: 1,
@@ -648,6 +708,9 @@ impl Runtime {
                 since: Instant::now(),
                 moves: Vec::new(),
                 switches: 0,
+                restart_not_before: None,
+                restart_backoff: RESTART_BACKOFF_MIN,
+                unchecked_since: None,
             }),
             stopped: Notify::new(),
             allowed,
@@ -717,6 +780,12 @@ struct Current {
     moves: Vec<Instant>,
     /// Switches since the front started.
     switches: u64,
+    /// No restart before this (back-off after failures).
+    restart_not_before: Option<Instant>,
+    /// The wait before the next restart after a failure.
+    restart_backoff: Duration,
+    /// The backend's status could not be checked since then (not counted as its end).
+    unchecked_since: Option<Instant>,
 }
 
 /// The serving process's view of its service.
@@ -807,9 +876,9 @@ impl Supervisor {
         match outcome {
             Ok(inst) => Ok((inst, t0.elapsed())),
             Err(e) => {
-                self.rt.state.release(&name);
-                cur.record.backends.retain(|b| b != &name);
-                self.save(cur);
+                if self.forget_if_removed(cur, &name).await {
+                    self.save(cur);
+                }
                 Err(e)
             }
         }
@@ -1085,12 +1154,13 @@ impl Supervisor {
         self.front.shutdown().await;
         let names = cur.record.backends.clone();
         for b in &names {
-            if let Err(e) = self.rt.remove(b, true).await {
-                self.event(&format!("removing {b}: {e}"));
-                self.rt.state.release(b);
+            if !self.forget_if_removed(&mut cur, b).await {
+                self.event(&format!(
+                    "{b} could not be removed; it stays in the record for `bakeoff rm -f {}`",
+                    self.spec.name
+                ));
             }
         }
-        cur.record.backends.clear();
         cur.record.backend = None;
         cur.backend = None;
         cur.record.status = ServiceStatus::Stopped;
@@ -1109,30 +1179,96 @@ impl Supervisor {
             if cur.record.status != ServiceStatus::Serving {
                 continue;
             }
+            self.remove_leftovers(&mut cur).await;
             let Some(inst) = cur.backend.clone() else {
-                self.restart(&mut cur).await;
+                if cur.restart_not_before.is_none_or(|t| Instant::now() >= t) {
+                    self.restart(&mut cur).await;
+                }
                 continue;
             };
-            let status = self.rt.status(&inst).await;
-            if matches!(status, Ok(s) if s.is_running()) {
-                continue;
-            }
-            let what = match status {
-                Ok(s) => s.to_string(),
-                Err(e) => format!("unreachable: {e}"),
+            let status = match self.rt.status(&inst).await {
+                Ok(s) if s.is_running() => {
+                    if let Some(since) = cur.unchecked_since.take() {
+                        self.event(&format!(
+                            "backend {} can be checked again (it could not be for {:.1} s)",
+                            inst.name,
+                            since.elapsed().as_secs_f64()
+                        ));
+                    }
+                    continue;
+                }
+                Ok(s) => s,
+                Err(e) => {
+                    // Could not check (no descriptor left, the engine busy or restarting): not
+                    // the backend's end. It keeps serving; said once per spell.
+                    if cur.unchecked_since.is_none() {
+                        cur.unchecked_since = Some(Instant::now());
+                        self.event(&format!(
+                            "cannot check backend {} ({}); it keeps serving: {}",
+                            inst.name,
+                            inst.platform,
+                            crate::bench::error_chain(&e)
+                        ));
+                    }
+                    continue;
+                }
             };
+            cur.unchecked_since = None;
             self.front.set_backend(None);
             self.event(&format!(
-                "backend {} ({}) ended: {what}; answering 503 until another is ready",
+                "backend {} ({}) ended: {status}; answering 503 until another is ready",
                 inst.name, inst.platform
             ));
-            let _ = self.rt.remove(&inst.name, true).await;
-            cur.record.backends.retain(|b| b != &inst.name);
             cur.record.backend = None;
             cur.backend = None;
+            self.forget_if_removed(&mut cur, &inst.name).await;
             cur.failures.push(Instant::now());
             self.save(&cur);
             self.restart(&mut cur).await;
+        }
+    }
+
+    /// Removes the backend `name` and, once it is gone, drops it from the record; true then.
+    /// One that could not be removed stays listed, so that nothing the service started is
+    /// ever lost: the watch tries again and `rm -f` finds it.
+    async fn forget_if_removed(&self, cur: &mut Current, name: &str) -> bool {
+        let removed = match self.rt.remove(name, true).await {
+            Ok(()) => true,
+            Err(RuntimeError::State(bakeoff_state::StateError::NotFound(_))) => {
+                // Never recorded (the launch failed before): only the reservation to free.
+                self.rt.state.release(name);
+                true
+            }
+            Err(e) => {
+                tracing::debug!("removing {name}: {e}");
+                false
+            }
+        };
+        if removed {
+            cur.record.backends.retain(|b| b != name);
+        }
+        removed
+    }
+
+    /// Backends in the record that are not the current one (a removal that failed before).
+    async fn remove_leftovers(&self, cur: &mut Current) {
+        let current = cur.backend.as_ref().map(|b| b.name.clone());
+        let leftovers: Vec<String> = cur
+            .record
+            .backends
+            .iter()
+            .filter(|b| Some(*b) != current.as_ref())
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for b in leftovers {
+            if self.forget_if_removed(cur, &b).await {
+                self.event(&format!("removed {b}, left over from a failed removal"));
+                changed = true;
+            }
+        }
+        if changed {
+            self.save(cur);
         }
     }
 
@@ -1153,6 +1289,8 @@ impl Supervisor {
         self.event(&format!("restarting on {platform}"));
         match self.start_backend(cur, platform).await {
             Ok((inst, took)) => {
+                cur.restart_not_before = None;
+                cur.restart_backoff = RESTART_BACKOFF_MIN;
                 self.front.set_backend(Some(backend_of(&inst)));
                 self.event(&format!(
                     "backend {} ({platform}) ready after {:.2} s; serving again",
@@ -1168,9 +1306,13 @@ impl Supervisor {
                 cur.failures.push(Instant::now());
                 cur.record.platform = platform;
                 self.save(cur);
+                let wait = cur.restart_backoff;
+                cur.restart_not_before = Some(Instant::now() + wait);
+                cur.restart_backoff = (wait * 2).min(RESTART_BACKOFF_MAX);
                 self.event(&format!(
-                    "restart on {platform} failed: {}",
-                    crate::bench::error_chain(&e)
+                    "restart on {platform} failed: {}; next try in {:.1} s",
+                    crate::bench::error_chain(&e),
+                    wait.as_secs_f64()
                 ));
             }
         }
