@@ -423,7 +423,9 @@ impl Runtime {
             for l in layers {
                 let d = l["digest"].as_str().unwrap_or_default().to_string();
                 if bakeoff_detect::oci::blob_member(&d).is_none() {
-                    return Err(unusable(format!("names a layer by an unusable digest `{d}`")));
+                    return Err(unusable(format!(
+                        "names a layer by an unusable digest `{d}`"
+                    )));
                 }
                 let Some(size) = l["size"].as_u64() else {
                     return Err(unusable(format!("gives no size for its layer {d}")));
@@ -640,7 +642,7 @@ impl Runtime {
         // Optional: the Xen PV bake, pushed where the toolchain had Xen's platform.
         if target == Target::Rumprun {
             if let Some(l) = m.layer(art::RUMPRUN_XEN_KERNEL) {
-                wanted.push((l.digest.clone(), "xen_kernel".to_string()));
+                wanted.push((l.digest.clone(), l.size, "xen_kernel".to_string()));
             }
         }
         let hex = manifest.digest.trim_start_matches("sha256:");
