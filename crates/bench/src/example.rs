@@ -51,6 +51,7 @@ fn load(rps: &[f64], latency_ms: LatencyMs, errors: ErrorCounts, non_2xx: u64) -
         error_kinds: errors,
         req_per_sec: stat(rps),
         latency_ms: Some(latency_ms),
+        longest_in_flight_ms: None,
     }
 }
 
@@ -78,6 +79,7 @@ fn sweep(points: &[Point]) -> Sweep {
                 },
                 errors,
                 memory_bytes: Some((mem * MIB) as u64),
+                saturated: None,
             },
         )
         .collect();

@@ -30,8 +30,8 @@ mod stat;
 pub use error::BenchError;
 pub use hostspeed::{host_speed_sentence, reference_seconds, spread, STEADY_SPREAD};
 pub use load::{
-    load, ErrorCounts, LatencySummary, LoadResult, LoadShape, LoadTarget, MAX_CONNECTIONS,
-    MAX_DURATION, MAX_RATE, MAX_REQUESTS, REQUEST_TIMEOUT,
+    load, ErrorCounts, LatencySummary, LoadResult, LoadShape, LoadTarget, Saturation,
+    MAX_CONNECTIONS, MAX_DURATION, MAX_RATE, MAX_REQUESTS, REQUEST_TIMEOUT,
 };
 pub use phases::{phase_stats, LaunchPhases, PhaseStat, PHASES};
 pub use ready::{wait_ready, Probe, TCP_HOLD};

@@ -289,6 +289,30 @@ impl LatencySummary {
     }
 }
 
+/// Which side could not keep up with an open-loop rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Saturation {
+    /// The server answered slower than the rate asked (the generator had time to spare).
+    Server,
+    /// The load generator itself could not keep its schedule (its threads were busy).
+    Generator,
+}
+
+impl std::fmt::Display for Saturation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Saturation::Server => "the server",
+            Saturation::Generator => "the load generator",
+        })
+    }
+}
+
+/// A loader thread busier than this share of the run could not keep its schedule.
+const GENERATOR_BUSY: f64 = 0.9;
+/// An open-loop run achieving less than this share of its rate saturated one side.
+const SATURATED_BELOW: f64 = 0.95;
+
 /// What one run measured (the warm-up excluded).
 #[derive(Debug, Clone)]
 pub struct LoadResult {
@@ -313,6 +337,14 @@ pub struct LoadResult {
     pub capped: bool,
     /// The open-loop rate asked for ([`LoadShape::rate`]); `None` for a closed loop.
     pub offered_rate: Option<f64>,
+    /// The longest a request cut by the end of the run had been in flight (from its send).
+    pub longest_in_flight: Option<Duration>,
+    /// Open loop: how far behind its schedule the most belated connection was at the end.
+    pub schedule_lag: Option<Duration>,
+    /// The busiest loader thread's CPU time over the run's wall time (0 to 1).
+    pub generator_busy: f64,
+    /// Open loop: which side could not keep up, when less than 95 % of the rate was achieved.
+    pub saturated: Option<Saturation>,
 }
 
 /// Sends load to `target` as `shape` says and measures it. Failed requests are counted in
@@ -423,6 +455,9 @@ struct Tally {
     non_2xx: u64,
     errors: ErrorCounts,
     bytes: u64,
+    longest_in_flight: Option<Duration>,
+    schedule_lag: Option<Duration>,
+    busy: f64,
 }
 
 impl Tally {
@@ -433,8 +468,31 @@ impl Tally {
             non_2xx: 0,
             errors: ErrorCounts::default(),
             bytes: 0,
+            longest_in_flight: None,
+            schedule_lag: None,
+            busy: 0.0,
         })
     }
+}
+
+fn max_of(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the struct we pass.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn new_histogram() -> Result<Histogram<u64>, BenchError> {
@@ -501,6 +559,9 @@ fn run(
         total.non_2xx += t.non_2xx;
         total.errors.add(&t.errors);
         total.bytes += t.bytes;
+        total.longest_in_flight = max_of(total.longest_in_flight, t.longest_in_flight);
+        total.schedule_lag = max_of(total.schedule_lag, t.schedule_lag);
+        total.busy = total.busy.max(t.busy);
     }
     let requests = total.ok + total.non_2xx;
     let secs = elapsed.as_secs_f64();
@@ -518,6 +579,18 @@ fn run(
         histogram: total.hist,
         capped: shared.issued.load(Ordering::Relaxed) >= shared.cap,
         offered_rate: shape.rate,
+        longest_in_flight: total.longest_in_flight,
+        schedule_lag: total.schedule_lag,
+        generator_busy: total.busy,
+        saturated: shape.rate.and_then(|rate| {
+            (per_sec(requests) < SATURATED_BELOW * rate).then_some(
+                if total.busy >= GENERATOR_BUSY {
+                    Saturation::Generator
+                } else {
+                    Saturation::Server
+                },
+            )
+        }),
     })
 }
 
@@ -532,11 +605,17 @@ fn run_thread(shared: Arc<Shared>, connections: u32) -> Result<Tally, BenchError
         let index = shared.slot.fetch_add(1, Ordering::Relaxed);
         local.spawn_local(connection(shared.clone(), tally.clone(), index));
     }
+    let (cpu0, wall0) = (thread_cpu(), Instant::now());
     rt.block_on(local);
+    let (cpu, wall) = (thread_cpu().saturating_sub(cpu0), wall0.elapsed());
     drop(rt);
-    Rc::try_unwrap(tally)
+    let mut tally = Rc::try_unwrap(tally)
         .map(RefCell::into_inner)
-        .map_err(|_| BenchError::Worker("a connection task outlived its thread".to_string()))
+        .map_err(|_| BenchError::Worker("a connection task outlived its thread".to_string()))?;
+    if !wall.is_zero() {
+        tally.busy = (cpu.as_secs_f64() / wall.as_secs_f64()).min(1.0);
+    }
+    Ok(tally)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -550,6 +629,17 @@ enum Failure {
 /// One connection slot: requests back to back (or, in the open loop, each at its intended time)
 /// until the end, the budget, or cancellation.
 async fn connection(shared: Arc<Shared>, tally: Rc<RefCell<Tally>>, index: u32) {
+    let lag = run_connection(&shared, &tally, index).await;
+    let mut t = tally.borrow_mut();
+    t.schedule_lag = max_of(t.schedule_lag, lag);
+}
+
+/// [`connection`]'s loop; returns how far behind its schedule it ended (open loop).
+async fn run_connection(
+    shared: &Arc<Shared>,
+    tally: &Rc<RefCell<Tally>>,
+    index: u32,
+) -> Option<Duration> {
     let mut conn = Conn {
         stream: None,
         buf: vec![0; READ_BUFFER],
@@ -573,9 +663,13 @@ async fn connection(shared: Arc<Shared>, tally: Rc<RefCell<Tally>>, index: u32) 
         if now >= shared.end || shared.cancel.load(Ordering::Relaxed) {
             break;
         }
-        // Latency is counted from the intended send time when there is one.
+        // Latency is counted from the intended send time when there is one. A request counts
+        // when it is *sent* within the measured time: one scheduled during the warm-up but
+        // sent after it (the schedule fell behind) is measured too, or an overloaded run would
+        // count almost nothing and report a collapsed rate.
         let started = scheduled.unwrap_or(now);
-        let measured = started >= shared.measure_from;
+        let sent = now;
+        let measured = sent >= shared.measure_from;
         if measured && !shared.ticket() {
             break;
         }
@@ -584,7 +678,7 @@ async fn connection(shared: Arc<Shared>, tally: Rc<RefCell<Tally>>, index: u32) 
         }
         let timeout_at = now + REQUEST_TIMEOUT;
         let deadline = timeout_at.min(shared.end);
-        let result = tokio::time::timeout_at(deadline, conn.request(&shared)).await;
+        let result = tokio::time::timeout_at(deadline, conn.request(shared)).await;
         now = Instant::now();
         let mut t = tally.borrow_mut();
         match result {
@@ -608,8 +702,13 @@ async fn connection(shared: Arc<Shared>, tally: Rc<RefCell<Tally>>, index: u32) 
             }
             Err(_) => {
                 conn.stream = None;
-                // Cut by the end of the run: neither a response nor an error.
+                // Cut by the end of the run: neither a response nor an error; how long it had
+                // been waiting is kept (a window in which nothing completed says so).
                 if deadline < timeout_at {
+                    t.longest_in_flight = max_of(
+                        t.longest_in_flight,
+                        Some(now.saturating_duration_since(sent)),
+                    );
                     break;
                 }
                 if measured {
@@ -618,6 +717,10 @@ async fn connection(shared: Arc<Shared>, tally: Rc<RefCell<Tally>>, index: u32) 
             }
         }
     }
+    // How late the next send would have been: the schedule the connection could not keep.
+    scheduled
+        .filter(|at| *at < shared.end)
+        .map(|at| shared.end.saturating_duration_since(at))
 }
 
 struct Conn {

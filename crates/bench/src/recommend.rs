@@ -144,7 +144,13 @@ impl Metric {
     fn value(self, p: &PlatformReport) -> Option<f64> {
         let v = match self {
             Metric::Start => p.launch_to_ready.as_ref().map(|s| s.median),
-            Metric::Throughput => p.load.as_ref().map(|l| l.req_per_sec.median),
+            // A window in which nothing completed has no rate (not a rate of 0): it never
+            // enters a ratio ("infinitely fewer requests per second").
+            Metric::Throughput => p
+                .load
+                .as_ref()
+                .filter(|l| l.completed_any())
+                .map(|l| l.req_per_sec.median),
             Metric::Latency => p.load.as_ref().and_then(|l| l.latency_ms).map(|l| l.p99),
             Metric::Memory => p.memory.as_ref().map(|m| m.host_bytes.median),
             Metric::Size => p.image_size.map(|s| s.bytes as f64),
@@ -509,6 +515,7 @@ mod tests {
             errors: 0,
             error_kinds: ErrorCounts::default(),
             req_per_sec: Stat::single(rps).unwrap(),
+            longest_in_flight_ms: None,
             latency_ms: f.p99.map(|p99| LatencyMs {
                 p50: p99 / 4.0,
                 p75: p99 / 3.0,
@@ -595,6 +602,32 @@ mod tests {
             platform(Platform::Qemu, QEMU, true),
             platform(Platform::Rumprun, RUMPRUN, true),
         ])
+    }
+
+    /// Issue 35 item 10: a Flask app on a slow microVM completed no request in its window;
+    /// it was reported as 0.0 req/s and the recommendation said it "serves infinitely fewer
+    /// requests per second". A platform with no completed request has no rate to compare.
+    #[test]
+    fn a_platform_that_completed_nothing_never_enters_a_throughput_ratio() {
+        let mut qemu = platform(Platform::Qemu, fig(1.95, 0.0, 4.0, 40.0, 12.0), true);
+        if let Some(l) = qemu.load.as_mut() {
+            l.requests = 0;
+            l.ok = 0;
+            l.latency_ms = None;
+            l.longest_in_flight_ms = Some(2000.0);
+        }
+        let r = report(vec![platform(Platform::Docker, DOCKER, false), qemu]);
+        for policy in [Policy::Throughput, Policy::Balanced] {
+            let rec = recommend(&r, &[], policy);
+            assert_eq!(rec.platform, Some(Platform::Docker), "{policy}");
+            for reason in &rec.reasons {
+                assert!(!reason.contains("infinitely"), "{policy}: {reason}");
+                assert!(
+                    !(reason.contains("qemu serves") && reason.contains("fewer requests")),
+                    "{policy}: {reason}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -445,6 +445,17 @@ pub struct LoadStats {
     pub req_per_sec: Stat,
     /// `None` when no response completed (no latency to speak of).
     pub latency_ms: Option<LatencyMs>,
+    /// When no response completed in any run: the longest a request cut by the end of a run
+    /// had been in flight, in milliseconds. Such a platform has no rate to compare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longest_in_flight_ms: Option<f64>,
+}
+
+impl LoadStats {
+    /// Whether any response completed: a run in which none did has no rate, not a rate of 0.
+    pub fn completed_any(&self) -> bool {
+        self.requests > 0
+    }
 }
 
 impl LoadStats {
@@ -489,6 +500,12 @@ impl LoadStats {
             error_kinds: errors,
             req_per_sec: Stat::of("requests per second", &rates)?,
             latency_ms,
+            longest_in_flight_ms: runs
+                .iter()
+                .filter_map(|r| r.longest_in_flight)
+                .max()
+                .filter(|_| runs.iter().all(|r| r.requests == 0))
+                .map(|d| d.as_secs_f64() * 1000.0),
         })
     }
 }
@@ -506,6 +523,9 @@ pub struct SweepPoint {
     pub errors: u64,
     /// The container's cgroup usage or the VMM's RSS at the end of the point, when measured.
     pub memory_bytes: Option<u64>,
+    /// Which side could not keep up, when the achieved rate fell short of the offered one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saturated: Option<crate::load::Saturation>,
 }
 
 impl SweepPoint {
@@ -618,6 +638,10 @@ mod tests {
             histogram: h,
             capped: false,
             offered_rate: None,
+            longest_in_flight: None,
+            schedule_lag: None,
+            generator_busy: 0.0,
+            saturated: None,
         }
     }
 
@@ -730,6 +754,7 @@ mod tests {
             },
             errors,
             memory_bytes: Some(10 << 20),
+            saturated: None,
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bakeoff_bench::{load, BenchError, LoadShape, LoadTarget};
+use bakeoff_bench::{load, BenchError, LoadShape, LoadTarget, Saturation};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -20,6 +20,8 @@ enum Action {
     Reset,
     /// Never answer.
     Hang,
+    /// Answer OK after this many milliseconds.
+    Slow(u64),
 }
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nhello world\n";
@@ -90,6 +92,12 @@ async fn connection(mut s: TcpStream, policy: fn(u64) -> Action, requests: Arc<A
                 Action::Hang => {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                     return;
+                }
+                Action::Slow(ms) => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    if s.write_all(OK).await.is_err() || close {
+                        return;
+                    }
                 }
             }
             n += 1;
@@ -547,4 +555,70 @@ async fn open_loop_achieved_rate_tracks_the_offered_rate() {
     );
     assert!((360..=440).contains(&r.requests), "{} requests", r.requests);
     assert!(server.requests.load(Ordering::Relaxed) >= r.requests);
+}
+
+/// Issue 35 item 10: past what the server could do, the open loop reported a collapsed rate
+/// (794 req/s achieved of 50,000 offered, or 0.0, with 0 errors) from a server that served
+/// ~20,000 closed-loop: requests scheduled in the warm-up but sent after it were not counted.
+/// Here a server of ~400 req/s (4 connections, 10 ms each) is offered 4,000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn past_capacity_the_open_loop_reports_about_the_capacity_and_who_saturated() {
+    let server = serve(|_| Action::Slow(10)).await;
+    let s = LoadShape {
+        warmup: Duration::from_millis(1000),
+        rate: Some(4000.0),
+        ..shape(4, 2000)
+    };
+    let r = load(LoadTarget::new(server.addr), s).await.unwrap();
+    // 4 connections, each ~10 ms a request (a loaded host's timers make it a bit slower).
+    assert!(
+        r.req_per_sec > 150.0 && r.req_per_sec < 450.0,
+        "{} req/s achieved",
+        r.req_per_sec
+    );
+    assert_eq!(
+        r.saturated,
+        Some(Saturation::Server),
+        "busy {}",
+        r.generator_busy
+    );
+    assert!(
+        r.schedule_lag.is_some_and(|l| l > Duration::from_secs(1)),
+        "{:?}",
+        r.schedule_lag
+    );
+    // Latency from the intended send time: the backlog is in it.
+    assert!(r.latency.p50_us > 500_000, "{:?}", r.latency);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn an_open_loop_the_server_keeps_up_with_saturates_nothing() {
+    let server = serve(|_| Action::Respond(OK)).await;
+    let s = LoadShape {
+        rate: Some(200.0),
+        ..shape(4, 1000)
+    };
+    let r = load(LoadTarget::new(server.addr), s).await.unwrap();
+    assert!(r.req_per_sec > 190.0, "{}", r.req_per_sec);
+    assert_eq!(r.saturated, None);
+}
+
+/// A closed-loop window in which nothing completed was reported as 0.0 req/s (and then
+/// compared as \"infinitely fewer\"): it now says how long the longest request had waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_window_in_which_nothing_completes_says_how_long_the_longest_waited() {
+    let server = serve(|_| Action::Hang).await;
+    let r = load(LoadTarget::new(server.addr), shape(2, 300))
+        .await
+        .unwrap();
+    assert_eq!(r.requests, 0);
+    assert!(
+        r.longest_in_flight
+            .is_some_and(|d| d >= Duration::from_millis(250)),
+        "{:?}",
+        r.longest_in_flight
+    );
+    let stats = bakeoff_bench::LoadStats::from_runs(&[r]).unwrap();
+    assert!(!stats.completed_any());
+    assert!(stats.longest_in_flight_ms.is_some_and(|ms| ms >= 250.0));
 }

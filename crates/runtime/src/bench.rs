@@ -583,6 +583,7 @@ impl Runtime {
                 latency: r.latency,
                 errors: r.errors.total() + r.non_2xx,
                 memory_bytes: driver.memory_bytes(inst).await.ok().flatten(),
+                saturated: r.saturated,
             });
         }
         Ok(bakeoff_bench::Sweep::new(

@@ -402,6 +402,7 @@ mod tests {
             },
             errors: 0,
             memory_bytes: Some(mem_mib << 20),
+            saturated: None,
         }
     }
 

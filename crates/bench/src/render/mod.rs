@@ -242,6 +242,16 @@ fn cells(p: &PlatformReport) -> Cells {
         });
     let (rps, latency) = match &p.load {
         None => (NONE.to_string(), NONE.to_string()),
+        Some(l) if !l.completed_any() => (
+            match l.longest_in_flight_ms {
+                Some(ms) => format!(
+                    "no request completed (the longest in flight: {})",
+                    format::millis(ms)
+                ),
+                None => "no request completed".to_string(),
+            },
+            NONE.to_string(),
+        ),
         Some(l) => (
             spread(
                 format::rate(l.req_per_sec.median),
@@ -318,7 +328,10 @@ fn sweep_cells(pt: &crate::SweepPoint) -> Vec<String> {
     };
     vec![
         format::rate(pt.offered_rate),
-        format::rate(pt.achieved_rate),
+        match pt.saturated {
+            Some(side) => format!("{} ({side} saturated)", format::rate(pt.achieved_rate)),
+            None => format::rate(pt.achieved_rate),
+        },
         lat(l.p50_us),
         lat(l.p90_us),
         lat(l.p99_us),
@@ -379,7 +392,11 @@ impl Ratio {
             Ratio::Start => p.launch_to_ready.as_ref().map(|s| s.median),
             Ratio::Size => p.image_size.map(|s| s.bytes as f64),
             Ratio::Memory => p.memory.as_ref().map(|m| m.host_bytes.median),
-            Ratio::Throughput => p.load.as_ref().map(|l| l.req_per_sec.median),
+            Ratio::Throughput => p
+                .load
+                .as_ref()
+                .filter(|l| l.completed_any())
+                .map(|l| l.req_per_sec.median),
             Ratio::P99 => p.load.as_ref().and_then(|l| l.latency_ms).map(|l| l.p99),
         }
         .filter(|v| v.is_finite() && *v > 0.0)
