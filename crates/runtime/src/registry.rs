@@ -416,7 +416,9 @@ impl Runtime {
             for l in layers {
                 let d = l["digest"].as_str().unwrap_or_default().to_string();
                 if bakeoff_detect::oci::blob_member(&d).is_none() {
-                    return Err(unusable(format!("names a layer by an unusable digest `{d}`")));
+                    return Err(unusable(format!(
+                        "names a layer by an unusable digest `{d}`"
+                    )));
                 }
                 let Some(size) = l["size"].as_u64() else {
                     return Err(unusable(format!("gives no size for its layer {d}")));
