@@ -127,7 +127,13 @@ async fn a_backend_that_never_answers_gets_every_client_a_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_body_that_never_comes_gets_a_408_and_frees_the_backend() {
     let backend = http_backend("B").await;
-    let front = front_with(options(), backend.backend()).await;
+    // The backend waits for the rest of the body too, so with equal limits the response timeout
+    // could fire first (504): the body's limit is the one under test.
+    let opts = Options {
+        response_timeout: Duration::from_secs(5),
+        ..options()
+    };
+    let front = front_with(opts, backend.backend()).await;
     let (reply, took) = exchange(
         front.local_addr(),
         b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly this",
