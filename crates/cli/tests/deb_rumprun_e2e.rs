@@ -122,25 +122,7 @@ fn debian_nginx_rebuilt_from_source_serves_debians_welcome_page_on_rumprun() {
         serde_json::json!(["-g", "daemon off; master_process off;"])
     );
 
-    let port = free_port();
-    let name = format!("e2e-debrr-nginx-{port}");
-    let publish = format!("127.0.0.1:{port}:80");
-    let _guard = Removal(&env, name.clone());
-    ok_within(
-        &env,
-        &[
-            "run",
-            "deb:nginx",
-            "--on",
-            "rumprun",
-            "-p",
-            &publish,
-            "--name",
-            &name,
-            "-d",
-        ],
-        BUILD_AND_BOOT,
-    );
+    let (port, name, _guard) = run_detached(&env, "deb:nginx", "nginx", 80);
     let body = wait_http(port, Duration::from_secs(60));
     assert!(body.contains("<title>Welcome to nginx!</title>"), "{body}");
     assert!(
@@ -191,25 +173,7 @@ fn debian_redis_rebuilt_from_source_answers_ping_set_get_on_rumprun() {
         check.contains("rebuilt from Debian's source package redis 7.0.15 with the Rumprun toolchain, as one process"),
         "{check}"
     );
-    let port = free_port();
-    let name = format!("e2e-debrr-redis-{port}");
-    let publish = format!("127.0.0.1:{port}:6379");
-    let _guard = Removal(&env, name.clone());
-    ok_within(
-        &env,
-        &[
-            "run",
-            "deb:redis-server",
-            "--on",
-            "rumprun",
-            "-p",
-            &publish,
-            "--name",
-            &name,
-            "-d",
-        ],
-        BUILD_AND_BOOT,
-    );
+    let (port, name, _guard) = run_detached(&env, "deb:redis-server", "redis", 6379);
     // Ready means redis's own "Ready to accept connections" (QEMU's forwarder accepts earlier).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -227,6 +191,27 @@ fn debian_redis_rebuilt_from_source_answers_ping_set_get_on_rumprun() {
 }
 
 /// Removes an instance when the test ends, however it ends.
+/// `run APP --on rumprun -d` published on a free port of 127.0.0.1; removed when the guard drops.
+fn run_detached<'a>(
+    env: &'a Env,
+    app: &str,
+    label: &str,
+    guest_port: u16,
+) -> (u16, String, Removal<'a>) {
+    let port = free_port();
+    let name = format!("e2e-debrr-{label}-{port}");
+    let publish = format!("127.0.0.1:{port}:{guest_port}");
+    let guard = Removal(env, name.clone());
+    ok_within(
+        env,
+        &[
+            "run", app, "--on", "rumprun", "-p", &publish, "--name", &name, "-d",
+        ],
+        BUILD_AND_BOOT,
+    );
+    (port, name, guard)
+}
+
 struct Removal<'a>(&'a Env, String);
 
 impl Drop for Removal<'_> {

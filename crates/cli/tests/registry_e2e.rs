@@ -362,11 +362,6 @@ fn push_then_run_from_the_registry_on_docker_and_qemu_and_refuse_a_tampered_blob
     assert!(err.contains("the download is refused"), "{err}");
 }
 
-/// As rumprun_e2e.rs decides it: a Rumprun toolchain is legitimately absent in CI.
-fn toolchain_present() -> bool {
-    rumprun_toolchain_present()
-}
-
 struct Cleanup<'a>(&'a Env, String);
 
 impl Drop for Cleanup<'_> {
@@ -606,7 +601,7 @@ fn a_unikernel_pushed_beside_the_image_makes_rumprun_runnable() {
     // The container image alone: prebuilt binaries, so no unikernel.
     let check: serde_json::Value =
         serde_json::from_str(&env.ok(&["check", &reference, "--json"])).unwrap();
-    if !toolchain_present() {
+    if !rumprun_toolchain_present() {
         assert_eq!(rumprun(&check)["runnable"], false, "{check}");
     }
     // A Rumprun artifact of the same push (made by hand here: no toolchain in CI).
